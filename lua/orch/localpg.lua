@@ -1,0 +1,229 @@
+--- orch.localpg: a throwaway PostgreSQL cluster in a directory, for the dev
+-- recipe and the tests. initdb + pg_ctl on a free loopback port, TCP only,
+-- trust authentication for 127.0.0.1 (nothing listens elsewhere). When orch
+-- runs as root the server runs as the 'postgres' system user, because
+-- PostgreSQL refuses to run as root.
+--
+--   local pg = require("orch.localpg").ensure(".orch/localpg")  -- start or reuse
+--   local c <close> = pg:connect("postgres")
+--   pg:stop(); pg:destroy()
+local sys = require "orch.sys"
+local db = require "orch.db"
+
+local M = {}
+local Cluster = {}
+Cluster.__index = Cluster
+
+local function run(argv, opts)
+  opts = opts or {}
+  local spec = { table.unpack(argv) }
+  for k, v in pairs(opts) do spec[k] = v end
+  return sys.spawn(spec)
+end
+
+local function version_of(dir)
+  local v = dir:match("/postgresql/([%d.]+)/bin$")
+  return tonumber(v) or 0
+end
+
+--- Find the directory holding initdb and pg_ctl: ORCH_PG_BINDIR, then
+-- `pg_config --bindir`, then the newest /usr/lib/postgresql/*/bin.
+function M.bindir()
+  local env = os.getenv("ORCH_PG_BINDIR")
+  if env and env ~= "" then
+    if not sys.exists(env .. "/initdb") then
+      error(string.format("ORCH_PG_BINDIR=%s has no initdb in it", env), 0)
+    end
+    return env
+  end
+  local candidates = {}
+  local ok, r = pcall(run, { "pg_config", "--bindir" }, { timeout = 10 })
+  if ok and r.ok then candidates[#candidates + 1] = r.stdout:gsub("%s+$", "") end
+  local versions = sys.listdir("/usr/lib/postgresql") or {}
+  table.sort(versions, function(a, b) return (tonumber(a) or 0) > (tonumber(b) or 0) end)
+  for _, v in ipairs(versions) do candidates[#candidates + 1] = "/usr/lib/postgresql/" .. v .. "/bin" end
+  candidates[#candidates + 1] = "/usr/local/pgsql/bin"
+  for _, d in ipairs(candidates) do
+    if sys.exists(d .. "/initdb") and sys.exists(d .. "/pg_ctl") then return d end
+  end
+  error("PostgreSQL server programs (initdb, pg_ctl) not found: install them with " ..
+    "'apt-get install postgresql' or point ORCH_PG_BINDIR at their directory", 0)
+end
+
+--- The system user the server runs as: the postgres user when we are root.
+function M.server_user()
+  if sys.getuid() ~= 0 then return nil end
+  if not sys.user("postgres") then
+    error("orch runs as root and PostgreSQL refuses to run as root, but there is no 'postgres' " ..
+      "system user to run it as: create one (useradd --system postgres) or run orch as a normal user", 0)
+  end
+  return "postgres"
+end
+
+--- A handle on the cluster in dir (which need not exist yet).
+function M.open(dir, opts)
+  opts = opts or {}
+  local abs = dir
+  if abs:sub(1, 1) ~= "/" then abs = (sys.realpath(".") .. "/" .. dir):gsub("/%./", "/") end
+  local self = setmetatable({
+    dir = abs, data = abs .. "/data", logfile = abs .. "/server.log",
+    host = "127.0.0.1", user = "postgres", fast = opts.fast ~= false,
+  }, Cluster)
+  self.os_user = M.server_user()
+  local conf = io.open(self.data .. "/orch.conf")
+  if conf then
+    local text = conf:read("a")
+    conf:close()
+    self.port = tonumber(text:match("\nport = (%d+)")) or tonumber(text:match("^port = (%d+)"))
+  end
+  return self
+end
+
+function Cluster:_run(prog, argv, opts)
+  self.bin = self.bin or M.bindir()
+  local spec = { self.bin .. "/" .. prog, table.unpack(argv) }
+  spec.user = self.os_user
+  spec.timeout = (opts and opts.timeout) or 120
+  spec.env = { LC_ALL = "C", LANG = "C" }
+  return sys.spawn(spec)
+end
+
+function Cluster:initialized()
+  return sys.exists(self.data .. "/PG_VERSION")
+end
+
+local function log_tail(path, n)
+  local f = io.open(path)
+  if not f then return "" end
+  local lines = {}
+  for l in f:lines() do
+    lines[#lines + 1] = l
+    if #lines > n then table.remove(lines, 1) end
+  end
+  f:close()
+  return table.concat(lines, "\n")
+end
+
+function Cluster:_write_conf()
+  local lines = {
+    "# written by orch.localpg: a throwaway cluster",
+    "listen_addresses = '127.0.0.1'",
+    "port = " .. self.port,
+    "unix_socket_directories = ''",
+    "max_connections = 100",
+    "log_min_messages = warning",
+  }
+  if self.fast then
+    lines[#lines + 1] = "fsync = off"
+    lines[#lines + 1] = "synchronous_commit = off"
+    lines[#lines + 1] = "full_page_writes = off"
+  end
+  local ok, err = sys.write_atomic(self.data .. "/orch.conf", table.concat(lines, "\n") .. "\n", 420)
+  if not ok then error("cannot write cluster settings: " .. err, 0) end
+  if self.os_user then sys.chown(self.data .. "/orch.conf", self.os_user) end
+end
+
+--- initdb into dir/data (once). Raises with initdb's own output on failure.
+function Cluster:init()
+  if self:initialized() then return self end
+  local ok, err = sys.mkdir_p(self.dir, 448)
+  if not ok then error(string.format("cannot create cluster directory %s: %s", self.dir, err), 0) end
+  if self.os_user then
+    sys.chown(self.dir, self.os_user, true)
+    local probe = sys.spawn { "test", "-w", self.dir, user = self.os_user }
+    if not probe.ok then
+      error(string.format("the '%s' user cannot write to %s (a parent directory is private?): " ..
+        "choose a directory it can reach, e.g. under /tmp", self.os_user, self.dir), 0)
+    end
+  end
+  local r = self:_run("initdb", { "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+    "--no-locale", "--no-sync", "--no-instructions" })
+  if not r.ok then
+    error(string.format("initdb failed in %s:\n%s%s", self.data, r.stdout, r.stderr), 0)
+  end
+  local conf = io.open(self.data .. "/postgresql.conf", "a")
+  conf:write("\ninclude_if_exists = 'orch.conf'\n")
+  conf:close()
+  return self
+end
+
+--- Is a server running on this data directory?
+function Cluster:running()
+  if not self:initialized() then return false end
+  local r = self:_run("pg_ctl", { "status", "-D", self.data }, { timeout = 30 })
+  return r.ok
+end
+
+--- Start the server (initdb first if needed); reuse it if it already runs.
+-- Picks a new free port when the remembered one is taken.
+function Cluster:start()
+  self:init()
+  if self:running() then return self end
+  if not self.port or sys.port_open(self.port) then self.port = sys.free_port() end
+  self:_write_conf()
+  local r = self:_run("pg_ctl", { "start", "-D", self.data, "-l", self.logfile, "-w", "-t", "60" },
+    { timeout = 90 })
+  if not r.ok then
+    error(string.format("the local PostgreSQL cluster in %s did not start (pg_ctl: %s)\nlast lines of %s:\n%s",
+      self.dir, (r.stderr .. r.stdout):gsub("%s+$", ""), self.logfile, log_tail(self.logfile, 15)), 0)
+  end
+  -- wait until it accepts connections (pg_ctl -w already did; be sure on TCP)
+  local deadline = sys.monotonic() + 30
+  while true do
+    local ok, c = pcall(db.connect, self:conninfo("postgres"), { connect_timeout = 2 })
+    if ok then c:close(); break end
+    if sys.monotonic() > deadline then error("the local cluster started but refuses connections: " .. tostring(c), 0) end
+    sys.sleep(0.1)
+  end
+  return self
+end
+
+--- Stop the server (fast shutdown). Fine if it is not running.
+function Cluster:stop()
+  if not self:initialized() or not self:running() then return self end
+  local r = self:_run("pg_ctl", { "stop", "-D", self.data, "-m", "fast", "-w", "-t", "60" }, { timeout = 90 })
+  if not r.ok then
+    r = self:_run("pg_ctl", { "stop", "-D", self.data, "-m", "immediate", "-w" }, { timeout = 60 })
+  end
+  return self
+end
+
+--- Stop and remove the whole directory.
+function Cluster:destroy()
+  self:stop()
+  local ok, err = sys.rmtree(self.dir)
+  if not ok then error("cannot remove the cluster directory: " .. err, 0) end
+end
+
+--- libpq parameters for a database in this cluster.
+function Cluster:conninfo(dbname)
+  return { host = self.host, port = tostring(assert(self.port, "cluster not started")),
+           user = self.user, dbname = dbname or "postgres" }
+end
+
+function Cluster:url(dbname)
+  return string.format("postgresql://%s@%s:%d/%s", self.user, self.host, self.port, dbname or "postgres")
+end
+
+function Cluster:connect(dbname, opts)
+  return db.connect(self:conninfo(dbname), opts)
+end
+
+--- Create (or with drop=true re-create) a database; returns its URL.
+function Cluster:create_database(name, opts)
+  local c <close> = self:connect("postgres")
+  if opts and opts.drop then
+    c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(name) .. " WITH (FORCE)")
+  end
+  if not c:value("SELECT 1 FROM pg_database WHERE datname = $1", name) then
+    c:exec("CREATE DATABASE " .. c:quote_ident(name))
+  end
+  return self:url(name)
+end
+
+--- Start the cluster in dir, or reuse it if it already runs there.
+function M.ensure(dir, opts)
+  return M.open(dir, opts):start()
+end
+
+return M

@@ -1,0 +1,80 @@
+/*
+ * interrupt.c -- Ctrl-C and SIGTERM. The handler only does async-signal-safe
+ * things: record the signal, PQcancel the statement in flight, arm a Lua
+ * hook. The hook raises the interrupt error at the next safe point, so
+ * pcall-protected cleanup and __close handlers run as for any error. A
+ * second signal falls back to the default action (kill at once), as lua.c.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include "orch.h"
+
+static volatile sig_atomic_t got_signal;
+static lua_State *volatile main_state;
+static PGcancel *volatile in_flight;
+
+static void hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    orch_raise_interrupt(L);
+}
+
+static void on_signal(int sig) {
+    char errbuf[256];
+    PGcancel *c = in_flight;
+    signal(sig, SIG_DFL);            /* a second Ctrl-C kills */
+    got_signal = sig;
+    if (c) PQcancel(c, errbuf, sizeof errbuf);
+    if (main_state) lua_sethook(main_state, hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+void orch_interrupt_install(lua_State *L) {
+    struct sigaction sa;
+    main_state = L;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);        /* a closed pipe is an EPIPE error, not a death */
+}
+
+int orch_interrupted(void) { return got_signal; }
+
+void orch_interrupt_clear(void) { got_signal = 0; }
+
+void orch_interrupt_set_cancel(PGcancel *c) { in_flight = c; }
+
+int orch_raise_interrupt(lua_State *L) {
+    const char *what = got_signal == SIGTERM ? "terminated (SIGTERM)" : "interrupted (Ctrl-C)";
+    return orch_raise_code(L, 130, "%s", what);
+}
+
+/* __tostring for plain error tables: their message field. */
+static int plain_tostring(lua_State *L) {
+    lua_getfield(L, 1, "message");
+    if (!lua_isstring(L, -1)) lua_pushliteral(L, "error");
+    return 1;
+}
+
+int orch_raise_code(lua_State *L, int exit_code, const char *fmt, ...) {
+    va_list ap;
+    lua_createtable(L, 0, 3);
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_setfield(L, -2, "message");
+    lua_pushinteger(L, exit_code);
+    lua_setfield(L, -2, "exit_code");
+    if (exit_code == 130) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "interrupted");
+    }
+    if (luaL_newmetatable(L, "orch.error")) {
+        lua_pushcfunction(L, plain_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_setmetatable(L, -2);
+    return lua_error(L);
+}
