@@ -8,6 +8,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <unistd.h>
 #include <lua.h>
@@ -41,6 +42,21 @@ static int msghandler(lua_State *L) {
     return 1;
 }
 
+/* Does msg carry a position inside orch's own library ("orch/x.lua:12:")?
+ * Then a traceback would help, and we say how to get one. */
+static int internal_position(const char *msg) {
+    const char *p = msg;
+    while ((p = strstr(p, "orch/")) != NULL) {
+        const char *q = p + 5;
+        if (p == msg || p[-1] == ' ' || p[-1] == '\t') {
+            while (*q && (isalnum((unsigned char)*q) || *q == '_' || *q == '/')) q++;
+            if (!strncmp(q, ".lua:", 5) && isdigit((unsigned char)q[5])) return 1;
+        }
+        p += 5;
+    }
+    return 0;
+}
+
 /* Print the error at the top of the stack; return the exit code it asks for. */
 static int report(lua_State *L, int verbose) {
     int code = 1;
@@ -63,7 +79,7 @@ static int report(lua_State *L, int verbose) {
         lua_getfield(L, LUA_REGISTRYINDEX, "orch.traceback");
         if (lua_isstring(L, -1)) fprintf(stderr, "%s\n", lua_tostring(L, -1));
         lua_pop(L, 1);
-    } else if (code == 1 && strstr(msg, "orch/") && !strstr(msg, "\n")) {
+    } else if (code == 1 && internal_position(msg)) {
         fprintf(stderr, "orch: (run with --verbose for a traceback)\n");
     }
     lua_pop(L, 2);

@@ -60,6 +60,16 @@ function M.server_user()
   return "postgres"
 end
 
+--- Can user reach (traverse to) dir? Checks the nearest existing ancestor.
+function M.reachable(dir, user)
+  local probe = dir
+  while not sys.exists(probe) do
+    probe = probe:match("^(.*)/[^/]*$")
+    if not probe or probe == "" then probe = "/" break end
+  end
+  return sys.spawn({ "test", "-x", probe, user = user }).ok
+end
+
 --- A handle on the cluster in dir (which need not exist yet).
 function M.open(dir, opts)
   opts = opts or {}
@@ -70,6 +80,13 @@ function M.open(dir, opts)
     host = "127.0.0.1", user = "postgres", fast = opts.fast ~= false,
   }, Cluster)
   self.os_user = M.server_user()
+  if self.os_user and not M.reachable(abs, self.os_user) then
+    -- a private parent (root's home, say): keep the cluster under /tmp,
+    -- at a path derived from the requested one so it is found again
+    local alt = string.format("/tmp/orch-localpg-%d-%08x", sys.getuid(), sys.crc32(abs))
+    self.requested_dir, self.dir = abs, alt
+    self.data, self.logfile = alt .. "/data", alt .. "/server.log"
+  end
   local conf = io.open(self.data .. "/orch.conf")
   if conf then
     local text = conf:read("a")
@@ -126,8 +143,9 @@ end
 --- initdb into dir/data (once). Raises with initdb's own output on failure.
 function Cluster:init()
   if self:initialized() then return self end
-  local ok, err = sys.mkdir_p(self.dir, 448)
+  local ok, err = sys.mkdir_p(self.dir, 493)
   if not ok then error(string.format("cannot create cluster directory %s: %s", self.dir, err), 0) end
+  sys.chmod(self.dir, 448)
   if self.os_user then
     sys.chown(self.dir, self.os_user, true)
     local probe = sys.spawn { "test", "-w", self.dir, user = self.os_user }
