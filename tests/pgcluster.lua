@@ -9,6 +9,17 @@ if not dir then io.stderr:write("usage: orch tests/pgcluster.lua start|stop DIR\
 if action == "start" then
   require("orch.sys").rmtree(dir)
   local pg = localpg.ensure(dir, { fast = true })
+  -- one role that must authenticate with a password, for the wrong-password tests
+  local hba = pg.data .. "/pg_hba.conf"
+  local f = assert(io.open(hba))
+  local text = f:read("a")
+  f:close()
+  f = assert(io.open(hba, "w"))
+  f:write("host all orch_pw 127.0.0.1/32 scram-sha-256\n", text)
+  f:close()
+  local c <close> = pg:connect("postgres")
+  c:exec("CREATE ROLE orch_pw LOGIN PASSWORD 'correct-horse-battery'")
+  c:exec("SELECT pg_reload_conf()")
   print(string.format("test cluster running: %s (data in %s)", pg:url(), pg.dir))
 elseif action == "stop" then
   localpg.open(dir):destroy()

@@ -1,0 +1,93 @@
+-- orch.localpg: the throwaway cluster the dev recipe and the tests use.
+local localpg = require "orch.localpg"
+local sys = require "orch.sys"
+local H = require "helper"
+
+describe("orch.localpg", function()
+  it("finds the server programs", function()
+    local bin = localpg.bindir()
+    assert.is_true(sys.exists(bin .. "/initdb"))
+    assert.is_true(sys.exists(bin .. "/pg_ctl"))
+  end)
+
+  it("says what to install when ORCH_PG_BINDIR points nowhere", function()
+    local r = H.orch({ H.write(H.tmpdir() .. "/b.lua", "require('orch.localpg').bindir()\n") },
+      { env = { ORCH_PG_BINDIR = "/nonexistent" } })
+    assert.equals(1, r.code)
+    assert.matches("ORCH_PG_BINDIR=/nonexistent has no initdb", r.stderr, 1, true)
+  end)
+
+  describe("a cluster of its own", function()
+    local dir, pg
+    setup(function()
+      dir = H.tmpdir() .. "/cluster"
+      pg = localpg.ensure(dir)
+    end)
+    teardown(function()
+      localpg.open(dir):destroy()
+    end)
+
+    it("listens on a loopback port only and accepts connections", function()
+      local c <close> = pg:connect("postgres")
+      assert.equals("127.0.0.1", c:value("SHOW listen_addresses"))
+      assert.equals(tostring(pg.port), c:value("SHOW port"))
+      if sys.getuid() == 0 then
+        -- PostgreSQL refuses root: the server runs as the postgres user
+        local owner = sys.stat(pg.data).uid
+        assert.equals(sys.user("postgres").uid, owner)
+      end
+    end)
+
+    it("is reused, not re-created, by a second ensure", function()
+      local c <close> = pg:connect("postgres")
+      local started = c:value("SELECT pg_postmaster_start_time()::text")
+      local again = localpg.ensure(dir)
+      assert.equals(pg.port, again.port)
+      local c2 <close> = again:connect("postgres")
+      assert.equals(started, c2:value("SELECT pg_postmaster_start_time()::text"))
+    end)
+
+    it("creates and re-creates databases", function()
+      local url = pg:create_database("app")
+      local c <close> = require("orch.db").connect(url)
+      c:exec("CREATE TABLE keep (id int)")
+      c:close()
+      pg:create_database("app", { drop = true })
+      local c2 <close> = pg:connect("app")
+      assert.equals(0, c2:value("SELECT count(*) FROM pg_tables WHERE tablename = 'keep'"))
+    end)
+
+    it("moves to a free port when its old port is taken while stopped", function()
+      pg:stop()
+      assert.is_false(pg:running())
+      -- occupy the old port with the test cluster's neighbour: a listening socket
+      local old = pg.port
+      local r = sys.spawn { "sh", "-c", string.format([[python3 -c '
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", %d)); s.listen(1); print("up", flush=True); time.sleep(20)' > %s/holder.out & echo $!]], old, pg.dir) }
+      local holder = tonumber(r.stdout:match("%d+"))
+      finally(function() sys.kill(holder) end)
+      for _ = 1, 100 do if (H.read(pg.dir .. "/holder.out") or ""):find("up") then break end sys.sleep(0.05) end
+      assert.is_true(sys.port_open(old), "the old port is taken")
+      local again = localpg.ensure(dir)
+      assert.are_not.equal(old, again.port)
+      local c <close> = again:connect("postgres")
+      assert.equals(1, c:value("SELECT 1"))
+      pg = again
+    end)
+  end)
+
+  it("reports a failed start with the server's own log lines", function()
+    local dir = H.tmpdir() .. "/broken"
+    local pg = localpg.open(dir):init()
+    finally(function() localpg.open(dir):destroy() end)
+    local f = assert(io.open(pg.data .. "/postgresql.conf", "a"))
+    f:write("\nshared_buffers = 'not a size'\n")
+    f:close()
+    local ok, e = pcall(pg.start, pg)
+    assert.is_false(ok)
+    assert.matches("did not start", e)
+    assert.matches("shared_buffers", e)
+  end)
+end)
