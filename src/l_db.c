@@ -568,7 +568,7 @@ static int db_connect(lua_State *L) {
         }
     }
     kw[n] = NULL; val[n] = NULL;
-    c = (Conn *)lua_newuserdatauv(L, sizeof *c, 0);
+    c = (Conn *)lua_newuserdatauv(L, sizeof *c, 2);   /* uservalues: target, opts (for clone) */
     memset(c, 0, sizeof *c);
     luaL_setmetatable(L, CONN_MT);
     pg = PQconnectdbParams(kw, val, expand);
@@ -576,6 +576,10 @@ static int db_connect(lua_State *L) {
     if (PQstatus(pg) != CONNECTION_OK) return raise_connect_error(L, pg);
     c->pg = pg;
     c->cancel = PQgetCancel(pg);
+    lua_pushvalue(L, 1);
+    lua_setiuservalue(L, -2, 1);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 2);
     PQsetNoticeReceiver(pg, notice_receiver, c);
     if (orch_interrupted()) {
         conn_close(L);
@@ -1009,6 +1013,18 @@ static int conn_copy_in(lua_State *L) {
     return 1;
 }
 
+/* conn:clone() -> a new connection made with the same arguments (for a
+ * second session to the same database, e.g. to hold an advisory lock). */
+static int conn_clone(lua_State *L) {
+    checkopen(L, 1);
+    lua_settop(L, 1);
+    lua_pushcfunction(L, db_connect);
+    lua_getiuservalue(L, 1, 1);
+    lua_getiuservalue(L, 1, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
 /* conn:cancel(): ask the server to cancel the statement in flight. */
 static int conn_cancel(lua_State *L) {
     Conn *c = checkopen(L, 1);
@@ -1086,7 +1102,7 @@ static const luaL_Reg conn_methods[] = {
     {"copy_out", conn_copy_out}, {"copy_in", conn_copy_in},
     {"copy_in_begin", conn_copy_in_begin}, {"copy_in_put", conn_copy_in_put},
     {"copy_in_end", conn_copy_in_end},
-    {"cancel", conn_cancel}, {"info", conn_info}, {"close", conn_close},
+    {"cancel", conn_cancel}, {"info", conn_info}, {"clone", conn_clone}, {"close", conn_close},
     {"is_closed", conn_closed},
     {"quote_ident", conn_quote_ident}, {"quote_literal", conn_quote_literal},
     {NULL, NULL}

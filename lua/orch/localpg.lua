@@ -230,8 +230,8 @@ end
 --- Create (or with drop=true re-create) a database; returns its URL.
 function Cluster:create_database(name, opts)
   local c <close> = self:connect("postgres")
-  if opts and opts.drop then
-    c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(name) .. " WITH (FORCE)")
+  if opts and opts.drop and c:value("SELECT 1 FROM pg_database WHERE datname = $1", name) then
+    c:exec("DROP DATABASE " .. c:quote_ident(name) .. " WITH (FORCE)")
   end
   if not c:value("SELECT 1 FROM pg_database WHERE datname = $1", name) then
     c:exec("CREATE DATABASE " .. c:quote_ident(name))

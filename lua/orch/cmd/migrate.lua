@@ -1,0 +1,50 @@
+--- orch migrate: apply pending migrations.
+local C = require "orch.migrate.cli"
+local migrate = require "orch.migrate"
+local log = require "orch.log"
+
+local spec = C.spec({ "db", "dir", "env", "json", "dry_run", "quiet" }, {
+  { name = "target", type = "string", metavar = "VERSION", help = "migrate up to this version only" },
+  { name = "lock-timeout", type = "string", metavar = "DURATION", default = "5s", help = "lock_timeout for every migration" },
+  { name = "retries", type = "number", default = 5, help = "retries when a lock is not available (55P03)" },
+  { name = "lock-wait", type = "number", default = 60, metavar = "SECONDS", help = "wait this long for another orch's migration lock" },
+  { name = "out-of-order", type = "boolean", help = "also apply pending migrations older than the newest applied one" },
+  { name = "run-id", type = "string", help = "tie the history rows to this run id" },
+})
+
+return {
+  summary = "apply pending migrations (versioned, then changed repeatables)",
+  usage = "usage: orch migrate [--db URL] [--dir DIR] [--target VERSION] [--dry-run] [--json]",
+  description = "Each migration runs in its own transaction (unless it says '-- orch: transaction=false'),\n" ..
+    "with lock_timeout set and bounded retries; an advisory lock on a separate session keeps two\n" ..
+    "orch processes from migrating one database at once. --dry-run prints the plan and the SQL and\nwrites nothing.",
+  examples = { "orch migrate", "orch migrate --target 3 --dry-run", "DATABASE_URL=postgres://app@db/app orch migrate --json" },
+  spec = spec,
+  run = function(argv)
+    local opts, project = C.setup(argv, "migrate", spec)
+    local c <close> = C.connect(opts)
+    local r = migrate.up(c, project, {
+      target = opts.target, dry_run = opts.dry_run, run_id = opts.run_id, lock_timeout = opts.lock_timeout,
+      retries = opts.retries, lock_wait = opts.lock_wait, out_of_order = opts.out_of_order,
+      on_progress = not opts.json and function(ev)
+        if ev.event == "start" then
+          io.stdout:write(string.format("[%d/%d] %s ... ", ev.index, ev.total, ev.migration.name)); io.stdout:flush()
+        else
+          io.stdout:write(log.paint("ok", "ok"), string.format(" (%d ms)\n", ev.ms))
+        end
+      end or nil,
+    })
+    if opts.json then
+      local planned = {}
+      for i, e in ipairs(r.planned) do planned[i] = e.name end
+      C.print_json { dry_run = r.dry_run or false, applied = r.applied, planned = planned }
+    elseif r.dry_run then
+      C.print_plan(r.planned, project, true)
+    elseif #r.applied == 0 then
+      print("nothing to migrate: the database is up to date")
+    else
+      print(string.format("applied %d migration%s", #r.applied, #r.applied == 1 and "" or "s"))
+    end
+    return 0
+  end,
+}

@@ -1,0 +1,22 @@
+--- orch new: create the next correctly named migration file.
+local args = require "orch.args"
+local migrate = require "orch.migrate"
+
+local spec = args.spec({ "dir" }, {
+  { name = "service", type = "string", help = "create it in migrations/SERVICE/" },
+  { name = "lua", type = "boolean", help = "a Lua data migration (up/down functions) instead of SQL" },
+})
+
+return {
+  summary = "create the next migration file (and its undo): orch new add_ticket_priority",
+  usage = "usage: orch new NAME [--service S] [--lua] [--dir DIR]",
+  spec = spec,
+  run = function(argv)
+    local opts, rest = args.parse(argv, spec, "new")
+    if not rest[1] then args.usage_error("new", "missing NAME, e.g. orch new add_ticket_priority") end
+    for _, p in ipairs(migrate.new(opts.dir or "migrations", table.concat(rest, "_"), { service = opts.service, lua = opts.lua })) do
+      print("created " .. p)
+    end
+    return 0
+  end,
+}

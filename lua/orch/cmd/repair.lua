@@ -1,0 +1,34 @@
+--- orch repair: clear failures, accept edited files, forget missing ones.
+local C = require "orch.migrate.cli"
+local migrate = require "orch.migrate"
+local sys = require "orch.sys"
+
+local spec = C.spec({ "db", "dir", "env", "json", "yes" }, {
+  { name = "accept-changed", type = "boolean", help = "store the current checksum of edited applied files" },
+  { name = "forget-missing", type = "boolean", help = "mark applied migrations whose file is gone as undone" },
+})
+
+return {
+  summary = "remove failed history entries; accept changed checksums after confirmation",
+  usage = "usage: orch repair [--accept-changed] [--forget-missing] [--yes]",
+  spec = spec,
+  run = function(argv)
+    local opts, project = C.setup(argv, "repair", spec)
+    local c <close> = C.connect(opts)
+    if opts.accept_changed then
+      local changed = {}
+      for _, p in ipairs(migrate.validate(c, project)) do if p.state == "changed" then changed[#changed + 1] = p.script end end
+      if #changed > 0 and not C.confirm("accept the edited files " .. table.concat(changed, ", ") .. " as applied?", opts) then
+        sys.error("accepting changed checksums needs confirmation: answer y on a terminal, or pass --yes", 1)
+      end
+    end
+    local r = migrate.repair(c, project, { accept_changed = opts.accept_changed, forget_missing = opts.forget_missing })
+    if opts.json then C.print_json(r)
+    else
+      print(string.format("removed %d failed entr%s", r.removed_failed, r.removed_failed == 1 and "y" or "ies"))
+      for _, s in ipairs(r.accepted) do print("accepted the new checksum of " .. s) end
+      for _, s in ipairs(r.forgotten) do print("forgot " .. s) end
+    end
+    return 0
+  end,
+}

@@ -1,0 +1,1053 @@
+--- orch.migrate: versioned, undo and repeatable migrations.
+--
+--   local migrate = require "orch.migrate"
+--   local project = migrate.load { dir = "migrations", env = "dev", placeholders = { app = "x" } }
+--   local c <close> = require("orch.db").connect(url)
+--   print(migrate.format_status(migrate.status(c, project)))
+--   migrate.up(c, project, { run_id = id, lock_timeout = "5s", retries = 5 })
+--   migrate.undo(c, project, { count = 1 })
+--
+-- Policy lives here; every function takes an orch.db connection. The
+-- history table (default public.orch_schema_history) is append-only except
+-- for repair: applying, failing and undoing each add a row, and a version's
+-- state is what its latest row says.
+local sys = require "orch.sys"
+local log = require "orch.log"
+local db = require "orch.db"
+local files = require "orch.migrate.files"
+
+local M = {}
+
+M.defaults = {
+  dir = "migrations",
+  schema = "public",
+  table = "orch_schema_history",
+  lock_timeout = "5s",     -- every migration, unless its directive says otherwise
+  retries = 5,             -- on lock_not_available (55P03) and deadlocks
+  lock_wait = 60,          -- seconds to wait for another orch's migration lock
+}
+
+local LOCK_CLASS = 1869767528   -- 'orch' as an int4: the advisory lock's first key
+
+local function opt(opts, k)
+  if opts and opts[k] ~= nil then return opts[k] end
+  return M.defaults[k]
+end
+
+local function fail(msg, code) sys.error(msg, code or 1) end
+
+-- ================================================================ project
+
+local function key_of(service, version_text)
+  return (service ~= "" and (service .. ":") or "") .. "V" .. version_text
+end
+
+--- A strict environment for Lua migrations: standard globals, typos raise.
+local function lua_env()
+  return setmetatable({}, { __index = function(_, k)
+    local v = _G[k]
+    if v == nil then error(string.format("undefined global '%s'", tostring(k)), 2) end
+    return v
+  end })
+end
+
+local function load_lua_migration(e)
+  local chunk, err = load(e.text, "@" .. e.path, "t", lua_env())
+  if not chunk then fail(string.format("Lua migration does not parse: %s", err)) end
+  local ok, t = pcall(chunk)
+  if not ok then fail(string.format("Lua migration %s raised while loading: %s", e.path, tostring(t))) end
+  if type(t) ~= "table" then fail(string.format("Lua migration %s must return a table { up = function(db, ctx) ... end, down = ... }", e.path)) end
+  if e.kind ~= "U" and type(t.up) ~= "function" then fail(string.format("Lua migration %s has no up function", e.path)) end
+  local d = {}
+  if t.transaction ~= nil then d.transaction = t.transaction and true or false end
+  d.env = type(t.env) == "string" and { t.env } or t.env
+  d.depends = type(t.depends) == "string" and { t.depends } or t.depends
+  d.lock_timeout, d.statement_timeout = t.lock_timeout, t.statement_timeout
+  e.directives = d
+  e.module = t
+end
+
+--- Read the migrations of a project. opts: dir, env (the environment name
+-- for env directives), placeholders (table), schema, table. Raises for
+-- malformed names, duplicate versions, undos without their migration,
+-- unknown dependencies and dependency cycles.
+function M.load(opts)
+  opts = opts or {}
+  local dir = opt(opts, "dir")
+  local project = {
+    dir = dir, env = opts.env, placeholders = opts.placeholders or {},
+    schema = opt(opts, "schema"), table = opt(opts, "table"),
+    versioned = {}, repeatable = {}, by_key = {}, undo_files = {},
+  }
+  local undos = {}
+  for _, e in ipairs(files.scan(dir)) do
+    if e.lang == "lua" then load_lua_migration(e) end
+    if e.kind == "V" then
+      e.key = key_of(e.service, e.version_text)
+      local other = project.by_key[e.key]
+      if other then
+        fail(string.format("two migrations with version %s%s: %s and %s: rename one of them",
+          e.version_text, e.service ~= "" and (" in service '" .. e.service .. "'") or "", other.path, e.path))
+      end
+      project.by_key[e.key] = e
+      project.versioned[#project.versioned + 1] = e
+    elseif e.kind == "U" then
+      local k = key_of(e.service, e.version_text)
+      if undos[k] then fail(string.format("two undo files for version %s: %s and %s", e.version_text, undos[k].path, e.path)) end
+      undos[k] = e
+    else
+      e.key = (e.service ~= "" and (e.service .. ":") or "") .. "R__" .. e.description
+      project.repeatable[#project.repeatable + 1] = e
+    end
+  end
+  for k, u in pairs(undos) do
+    local v = project.by_key[k]
+    if not v then
+      fail(string.format("undo file %s has no versioned migration %s: add it, or remove the undo", u.path, k))
+    end
+    v.undo = u
+  end
+  for _, v in ipairs(project.versioned) do
+    if not v.undo and v.module and v.module.down then v.undo = { lua_down = v.module.down, path = v.path, name = v.name } end
+  end
+  table.sort(project.repeatable, function(a, b) return a.key < b.key end)
+  M.order(project)
+  return project
+end
+
+--- Resolve "auth:V3", "V3" or "3" seen from service s to a migration key.
+local function resolve_dep(project, from, dep)
+  local svc, ver = dep:match("^([%w_-]+):[Vv]?([%d._]+)$")
+  if not svc then svc, ver = from.service, dep:match("^[Vv]?([%d._]+)$") end
+  local v = ver and files.parse_version(ver)
+  if not v then fail(string.format("%s: bad dependency '%s' (expected service:V<version> or V<version>)", from.path, dep)) end
+  local k = key_of(svc, files.version_string(v))
+  if not project.by_key[k] then
+    fail(string.format("%s depends on %s, which does not exist", from.path, k))
+  end
+  return k
+end
+
+--- Put the versioned migrations in execution order: within a service by
+-- version; across services by dependencies (topological), ties broken by
+-- version then service. A cycle is reported with its members.
+function M.order(project)
+  local nodes = project.versioned
+  local edges, indeg = {}, {}
+  for _, n in ipairs(nodes) do edges[n.key] = {}; indeg[n.key] = 0 end
+  local by_service = {}
+  for _, n in ipairs(nodes) do
+    by_service[n.service] = by_service[n.service] or {}
+    table.insert(by_service[n.service], n)
+  end
+  local function add(from, to)
+    table.insert(edges[from], to)
+    indeg[to] = indeg[to] + 1
+  end
+  for _, list in pairs(by_service) do
+    table.sort(list, function(a, b) return files.compare(a.version, b.version) < 0 end)
+    for i = 2, #list do add(list[i - 1].key, list[i].key) end
+  end
+  for _, n in ipairs(nodes) do
+    n.deps = {}
+    for _, d in ipairs(n.directives and n.directives.depends or {}) do
+      local k = resolve_dep(project, n, d)
+      n.deps[#n.deps + 1] = k
+      add(k, n.key)
+    end
+  end
+  local function before(a, b)
+    local c = files.compare(a.version, b.version)
+    if c ~= 0 then return c < 0 end
+    return a.service < b.service
+  end
+  local ready, out = {}, {}
+  for _, n in ipairs(nodes) do if indeg[n.key] == 0 then ready[#ready + 1] = n end end
+  while #ready > 0 do
+    table.sort(ready, function(a, b) return before(b, a) end)
+    local n = table.remove(ready)
+    out[#out + 1] = n
+    for _, k in ipairs(edges[n.key]) do
+      indeg[k] = indeg[k] - 1
+      if indeg[k] == 0 then ready[#ready + 1] = project.by_key[k] end
+    end
+  end
+  if #out < #nodes then
+    -- find one cycle among the nodes left, to name it
+    local left = {}
+    for _, n in ipairs(nodes) do if indeg[n.key] > 0 then left[n.key] = true end end
+    local start
+    for _, n in ipairs(nodes) do if left[n.key] then start = n.key break end end
+    local path, seen, k = {}, {}, start
+    while not seen[k] do
+      seen[k] = #path + 1
+      path[#path + 1] = k
+      for _, nxt in ipairs(edges[k]) do if left[nxt] then k = nxt break end end
+    end
+    local cycle = {}
+    for i = seen[k], #path do cycle[#cycle + 1] = path[i] end
+    cycle[#cycle + 1] = k
+    fail("dependency cycle between migrations: " .. table.concat(cycle, " -> "))
+  end
+  project.versioned = out
+  for i, n in ipairs(out) do n.rank = i end
+end
+
+--- Does a migration apply in this environment?
+local function applies(project, e)
+  local envs = e.directives and e.directives.env
+  if not envs then return true end
+  for _, x in ipairs(envs) do if x == project.env then return true end end
+  return false
+end
+M.applies = applies
+
+-- ================================================================ history
+
+function M.history_name(conn, project)
+  return conn:quote_ident(project.schema) .. "." .. conn:quote_ident(project.table)
+end
+
+local function history_exists(conn, project)
+  return conn:value("SELECT to_regclass($1) IS NOT NULL", M.history_name(conn, project))
+end
+
+--- Create the history table if it is missing.
+function M.ensure_history(conn, project)
+  if history_exists(conn, project) then return end
+  local name = M.history_name(conn, project)
+  if not conn:value("SELECT 1 FROM pg_namespace WHERE nspname = $1", project.schema) then
+    conn:exec("CREATE SCHEMA " .. conn:quote_ident(project.schema))
+  end
+  conn:exec(string.format([[
+CREATE TABLE IF NOT EXISTS %s (
+  installed_rank integer GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+  service text NOT NULL DEFAULT '',
+  version text,
+  description text NOT NULL,
+  type text NOT NULL,
+  script text NOT NULL,
+  checksum integer,
+  installed_by text NOT NULL DEFAULT current_user,
+  installed_on timestamptz NOT NULL DEFAULT now(),
+  finished_on timestamptz,
+  execution_time integer NOT NULL DEFAULT 0,
+  success boolean NOT NULL,
+  rolled_back boolean NOT NULL DEFAULT true,
+  run_id text,
+  error text
+);
+COMMENT ON TABLE %s IS 'orch migration history: one row per apply, failure, undo or baseline';]],
+    name, name))
+end
+
+--- All history rows in order, or {} when there is no table yet.
+-- Reads Flyway's flyway_schema_history too (when project.table names it).
+function M.history(conn, project)
+  if not history_exists(conn, project) then return {} end
+  local name = M.history_name(conn, project)
+  local cols = {}
+  for _, r in ipairs(conn:query([[SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped]], name)) do
+    cols[r.attname] = true
+  end
+  local sel = string.format([[SELECT installed_rank, %s AS service, version, description, type, script, checksum,
+      installed_by, installed_on::text AS installed_on, execution_time, success, %s AS rolled_back, %s AS run_id, %s AS error
+    FROM %s ORDER BY installed_rank]],
+    cols.service and "service" or "''", cols.rolled_back and "rolled_back" or "true",
+    cols.run_id and "run_id" or "NULL::text", cols.error and "error" or "NULL::text", name)
+  local rows = conn:query(sel)
+  local out = {}
+  for i, r in ipairs(rows) do
+    out[i] = { rank = r.installed_rank, service = r.service, version = r.version, description = r.description,
+      type = r.type, script = r.script, checksum = r.checksum, installed_by = r.installed_by,
+      installed_on = r.installed_on, execution_time = r.execution_time, success = r.success,
+      rolled_back = r.rolled_back, run_id = r.run_id, error = r.error }
+  end
+  return out
+end
+
+local function record(conn, project, e, fields)
+  conn:query(string.format([[INSERT INTO %s (service, version, description, type, script, checksum,
+      installed_on, finished_on, execution_time, success, rolled_back, run_id, error)
+    VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), to_timestamp($8), $9, $10, $11, $12, $13)]], M.history_name(conn, project)),
+    e.service or "", fields.version, e.description, fields.type, e.name or e.script, fields.checksum,
+    fields.started, fields.finished or sys.now(), fields.ms or 0, fields.success, fields.rolled_back ~= false,
+    fields.run_id, fields.error)
+end
+
+-- ================================================================ status
+
+local function type_of(e, undo)
+  local lang = e.lang == "lua" and "LUA" or "SQL"
+  return undo and ("UNDO_" .. lang) or lang
+end
+
+--- Fold the history into the effective state of every version and
+-- repeatable: { [key] = { applied=bool, row=last row, failed=row } }.
+local function effective(rows)
+  local state, baseline = {}, {}
+  for _, r in ipairs(rows) do
+    if r.type == "BASELINE" and r.success then
+      baseline[r.service] = files.parse_version(r.version)
+    elseif r.version then
+      local k = key_of(r.service, files.version_string(files.parse_version(r.version) or { 0 }))
+      local s = state[k] or { key = k }
+      state[k] = s
+      if r.type:match("^UNDO") then
+        if r.success then s.applied, s.row, s.failed = false, r, nil end
+      elseif r.success then
+        s.applied, s.row, s.failed = true, r, nil
+      else
+        s.failed = r
+      end
+    else
+      local k = (r.service ~= "" and (r.service .. ":") or "") .. "R__" .. r.description
+      local s = state[k] or { key = k, repeatable = true }
+      state[k] = s
+      if r.success then s.applied, s.row, s.failed = true, r, nil else s.failed = r end
+    end
+  end
+  return state, baseline
+end
+
+local function below_baseline(baseline, e)
+  local b = baseline[e.service]
+  return b and files.compare(e.version, b) <= 0
+end
+
+--- Status of every migration. Returns { items = {...}, summary = {...},
+-- history = name, exists = bool }. Each item: key, service, version,
+-- description, type, script, state, checksum (file), applied_checksum,
+-- installed_on, execution_time, run_id, message.
+-- States: applied, pending, failed, missing (applied, file gone), changed
+-- (applied, file edited), out_of_order (pending below the newest applied),
+-- future (applied, newer than any file), baseline, below_baseline,
+-- skipped (env), outdated (repeatable whose file changed).
+function M.status(conn, project)
+  local rows = M.history(conn, project)
+  local state, baseline = effective(rows)
+  local items, summary = {}, {}
+  local newest = {}   -- newest applied version per service
+  for k, s in pairs(state) do
+    if s.applied and not s.repeatable and s.row then
+      local v = files.parse_version(s.row.version)
+      local svc = s.row.service
+      if not newest[svc] or files.compare(v, newest[svc]) > 0 then newest[svc] = v end
+    end
+  end
+  local newest_file = {}
+  for _, e in ipairs(project.versioned) do
+    if not newest_file[e.service] or files.compare(e.version, newest_file[e.service]) > 0 then newest_file[e.service] = e.version end
+  end
+  local function add(item)
+    items[#items + 1] = item
+    summary[item.state] = (summary[item.state] or 0) + 1
+  end
+  for svc, b in pairs(baseline) do
+    add { key = key_of(svc, files.version_string(b)), service = svc, version = files.version_string(b),
+          description = "<< baseline >>", type = "BASELINE", state = "baseline" }
+  end
+  for _, e in ipairs(project.versioned) do
+    local s = state[e.key]
+    local item = { key = e.key, service = e.service, version = e.version_text, description = e.description,
+      type = type_of(e), script = e.name, path = e.path, checksum = e.checksum,
+      has_undo = e.undo ~= nil, rank = e.rank }
+    if s and s.row then
+      item.applied_checksum, item.installed_on = s.row.checksum, s.row.installed_on
+      item.execution_time, item.run_id = s.row.execution_time, s.row.run_id
+    end
+    if s and s.applied then
+      if s.row.checksum ~= nil and s.row.checksum ~= e.checksum then
+        item.state = "changed"
+        item.message = string.format("checksum %d in history, %d on disk: the file was edited after it was applied",
+          s.row.checksum, e.checksum)
+      else
+        item.state = "applied"
+      end
+    elseif s and s.failed then
+      item.state = "failed"
+      item.message = s.failed.error
+      item.rolled_back = s.failed.rolled_back
+      item.installed_on = s.failed.installed_on
+    elseif below_baseline(baseline, e) then
+      item.state = "below_baseline"
+    elseif not applies(project, e) then
+      item.state = "skipped"
+      item.message = "only for " .. table.concat(e.directives.env, ", ")
+    elseif newest[e.service] and files.compare(e.version, newest[e.service]) < 0 then
+      item.state = "out_of_order"
+      item.message = "older than the newest applied version " .. files.version_string(newest[e.service])
+    else
+      item.state = "pending"
+    end
+    add(item)
+  end
+  for k, s in pairs(state) do
+    if not s.repeatable and s.applied and not project.by_key[k] then
+      local v = files.parse_version(s.row.version)
+      local nf = newest_file[s.row.service]
+      add { key = k, service = s.row.service, version = s.row.version, description = s.row.description,
+            type = s.row.type, script = s.row.script, applied_checksum = s.row.checksum,
+            installed_on = s.row.installed_on, run_id = s.row.run_id,
+            state = (not nf or files.compare(v, nf) > 0) and "future" or "missing",
+            message = "applied, but no file " .. s.row.script .. " in " .. project.dir }
+    end
+  end
+  local seen_r = {}
+  for _, e in ipairs(project.repeatable) do
+    seen_r[e.key] = true
+    local s = state[e.key]
+    local item = { key = e.key, service = e.service, description = e.description, type = type_of(e),
+      script = e.name, path = e.path, checksum = e.checksum }
+    if s and s.row then item.applied_checksum, item.installed_on = s.row.checksum, s.row.installed_on end
+    if not applies(project, e) then item.state = "skipped"
+    elseif s and s.applied and s.row.checksum == e.checksum then item.state = "applied"
+    elseif s and s.failed then item.state = "failed"; item.message = s.failed.error
+    elseif s and s.applied then item.state = "outdated"; item.message = "file changed: will be re-applied"
+    else item.state = "pending" end
+    add(item)
+  end
+  for k, s in pairs(state) do
+    if s.repeatable and s.applied and not seen_r[k] then
+      add { key = k, service = s.row.service, description = s.row.description, type = s.row.type,
+            script = s.row.script, state = "missing", installed_on = s.row.installed_on,
+            message = "applied, but no file " .. s.row.script }
+    end
+  end
+  table.sort(items, function(a, b)
+    local ra, rb = a.rank or (a.version and 1e9 or 2e9), b.rank or (b.version and 1e9 or 2e9)
+    if a.state == "baseline" then ra = 0 end
+    if b.state == "baseline" then rb = 0 end
+    if ra ~= rb then return ra < rb end
+    return a.key < b.key
+  end)
+  return { items = items, summary = summary, history = M.history_name(conn, project),
+           exists = #rows > 0 or history_exists(conn, project), rows = rows }
+end
+
+--- Problems that stop a migrate: changed checksums, missing files,
+-- failures that left the database half-migrated. Returns a list of
+-- { key, state, message } (empty when all is well).
+function M.validate(conn, project, st)
+  st = st or M.status(conn, project)
+  local problems = {}
+  for _, it in ipairs(st.items) do
+    if it.state == "changed" then
+      problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
+        message = string.format("%s was edited after it was applied (%s); revert the edit, or accept it with 'orch repair'", it.script, it.message) }
+    elseif it.state == "missing" then
+      problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
+        message = string.format("%s was applied but its file is gone from %s; restore the file, or forget it with 'orch repair --forget-missing'", it.script, project.dir) }
+    elseif it.state == "failed" and it.rolled_back == false then
+      problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
+        message = string.format("%s failed part-way outside a transaction (%s); check the database, then 'orch repair' to clear it", it.script, it.message or "") }
+    elseif it.state == "out_of_order" then
+      problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
+        message = string.format("%s is pending but older than applied migrations (%s); rename it to a newer version, or run with --out-of-order", it.script, it.message) }
+    end
+  end
+  return problems
+end
+
+local function raise_validation(problems)
+  local lines = { "validation failed:" }
+  for _, p in ipairs(problems) do lines[#lines + 1] = "  - " .. p.message end
+  fail(table.concat(lines, "\n"))
+end
+
+-- ================================================================ lock
+
+--- Take the migration lock on a connection of its own (so our own
+-- transactions, and concurrent index builds, never wait on it). Waits up to
+-- lock_wait seconds, saying who holds it. Returns the lock connection; close
+-- it (or let <close> do it) to release.
+function M.lock(conn, project, opts)
+  local lc = conn:clone()
+  local name = M.history_name(conn, project)
+  local deadline = sys.monotonic() + opt(opts, "lock_wait")
+  local told = false
+  while true do
+    if lc:value("SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_CLASS, name) then return lc end
+    local h = lc:query([[SELECT a.pid, a.application_name, a.usename, a.client_addr::text AS client,
+        a.backend_start::text AS since, a.state
+      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.granted
+        AND l.objid::bigint = (hashtext($2)::bigint + 4294967296) % 4294967296]], LOCK_CLASS, name)[1]
+    local who = h and string.format("pid %d (%s, user %s%s, since %s)", h.pid, h.application_name ~= "" and h.application_name or "no application name",
+      h.usename, h.client and (", from " .. h.client) or "", h.since) or "another session"
+    if sys.monotonic() > deadline then
+      lc:close()
+      fail(string.format("another migration holds the lock on %s: %s; waited %ds. Wait for it to finish, or stop it.", name, who, opt(opts, "lock_wait")))
+    end
+    if not told then
+      log.info("waiting for the migration lock on %s, held by %s", name, who)
+      told = true
+    end
+    sys.sleep(0.25)
+  end
+end
+
+-- ================================================================ applying
+
+local function duration_text(v)
+  if type(v) == "number" then return string.format("%dms", math.floor(v * 1000)) end
+  return v
+end
+
+local function set_timeouts(conn, e, opts)
+  local d = e.directives or {}
+  local lt = d.lock_timeout or opt(opts, "lock_timeout")
+  local st = d.statement_timeout or opts.statement_timeout
+  local scope = (d.transaction == false) and "SESSION" or "LOCAL"
+  conn:query("SELECT set_config('lock_timeout', $1, $2)", duration_text(lt) or "0", scope == "LOCAL")
+  conn:query("SELECT set_config('statement_timeout', $1, $2)", duration_text(st) or "0", scope == "LOCAL")
+end
+
+local function reset_session_timeouts(conn)
+  if not conn:is_closed() then pcall(conn.exec, conn, "RESET lock_timeout; RESET statement_timeout") end
+end
+
+--- Attach where a migration failed to an SQL error (or wrap a Lua error).
+local function migration_error(e, err, stmt, idx, total, extra)
+  local obj
+  if db.is_error(err) then obj = err else obj = db.as_error { message = tostring(err) } end
+  obj.migration = e.name
+  obj.file = e.path
+  if stmt then
+    obj.line = stmt.line
+    if obj.position and stmt.sql then
+      obj.line = stmt.line + files.line_of(stmt.sql, obj.position) - files.line_of(stmt.sql, (stmt.sql:find("%S") or 1))
+    end
+    obj.statement_index = idx
+  end
+  obj.prefix = string.format("migration %s failed%s", e.name,
+    obj.line and string.format(" at %s:%d%s", e.path, obj.line, idx and string.format(" (statement %d of %d)", idx, total) or "") or "")
+  if extra then obj.where = extra end
+  obj.exit_code = obj.interrupted and 130 or 1
+  return obj
+end
+
+local function is_retryable(err)
+  return db.is_error(err) and (err.sqlstate == "55P03" or err.sqlstate == "40P01")
+end
+
+-- Drop an INVALID index left by an interrupted CREATE INDEX CONCURRENTLY
+-- before the same statement builds it again.
+local function drop_invalid_index(conn, sql)
+  local s = files.normalize(sql)
+  local name = s:match("^CREATE%s+UNIQUE%s+INDEX%s+CONCURRENTLY%s+IF%s+NOT%s+EXISTS%s+([%w_.\"]+)")
+    or s:match("^CREATE%s+UNIQUE%s+INDEX%s+CONCURRENTLY%s+([%w_.\"]+)")
+    or s:match("^CREATE%s+INDEX%s+CONCURRENTLY%s+IF%s+NOT%s+EXISTS%s+([%w_.\"]+)")
+    or s:match("^CREATE%s+INDEX%s+CONCURRENTLY%s+([%w_.\"]+)")
+  if not name or name == "ON" then return end
+  -- the original spelling (case) of the name from the statement itself
+  local orig = sql:match("[Cc][Oo][Nn][Cc][Uu][Rr][Rr][Ee][Nn][Tt][Ll][Yy]%s+([%w_.\"]+)")
+  if orig and orig:upper() == "IF" then orig = sql:match("[Ee][Xx][Ii][Ss][Tt][Ss]%s+([%w_.\"]+)") end
+  orig = (orig or name):gsub('"', "")
+  local bad = conn:query([[SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE NOT i.indisvalid AND c.relname = $1 AND pg_table_is_visible(c.oid)]], orig:match("([^.]+)$"))[1]
+  if bad then
+    log.warn("index %s.%s is INVALID (left by an interrupted concurrent build): dropping it before building it again",
+      bad.nspname, bad.relname)
+    conn:exec(string.format("DROP INDEX CONCURRENTLY IF EXISTS %s.%s", conn:quote_ident(bad.nspname), conn:quote_ident(bad.relname)))
+  end
+end
+
+--- The batching helper for Lua data migrations: update a table in batches
+-- keyed by its primary key (never OFFSET), reporting progress.
+--   ctx.batch { table = "public.tickets", key = "id", size = 1000,
+--               set = "title_lower = lower(title)", where = "title_lower IS NULL" }
+-- Each batch commits on its own when the migration runs without a
+-- transaction. Returns the number of rows updated.
+local function make_batch(conn, e, in_tx)
+  return function(spec)
+    assert(type(spec) == "table" and spec.table and spec.set, "batch{ table =, set =, key =, size = } expected")
+    local key = conn:quote_ident(spec.key or "id")
+    local size = math.tointeger(spec.size or 1000)
+    local tbl = spec.table:find("%.") and spec.table or conn:quote_ident(spec.table)
+    local where = spec.where and (" AND (" .. spec.where .. ")") or ""
+    local total, batches, last = 0, 0, nil
+    local t0 = sys.monotonic()
+    while true do
+      local cond = last == nil and "true" or (key .. " > $1")
+      local sql = string.format([[WITH b AS (SELECT %s AS k FROM %s WHERE %s%s ORDER BY %s LIMIT %d)
+        UPDATE %s t SET %s FROM b WHERE t.%s = b.k RETURNING t.%s AS k]],
+        key, tbl, cond, where, key, size, tbl, spec.set, key, key)
+      local rows
+      if last == nil then rows = conn:query(sql) else rows = conn:query(sql, last) end
+      if #rows == 0 then
+        -- rows past the cursor may still exist if the batch matched none of them: done either way
+        break
+      end
+      for _, r in ipairs(rows) do
+        if last == nil or r.k > last then last = r.k end
+      end
+      total = total + #rows
+      batches = batches + 1
+      if spec.progress ~= false and (batches % 10 == 0) then
+        log.info("  %s: %d rows updated in %d batches (%.0f rows/s)", e.name, total, batches, total / math.max(sys.monotonic() - t0, 0.001))
+      end
+      sys.check_interrupt()
+      if #rows < size then break end
+    end
+    return total
+  end
+end
+
+local function run_lua(conn, project, e, fn, opts, in_tx)
+  local ctx = { env = project.env, placeholders = project.placeholders, run_id = opts.run_id,
+                log = log, migration = e.name, batch = make_batch(conn, e, in_tx) }
+  local ok, err = pcall(fn, conn, ctx)
+  if not ok then error(migration_error(e, err, nil, nil, nil, "in the Lua migration's function"), 0) end
+end
+
+local function statements_of(project, e, text)
+  text = files.placeholders(text, project.placeholders, e.path)
+  return files.split_sql(text)
+end
+
+-- Run one migration (or its undo) inside a transaction. fn(conn) does the work.
+local function in_transaction(conn, project, e, opts, work, hist)
+  local attempts = 0
+  while true do
+    attempts = attempts + 1
+    local started = sys.now()
+    local t0 = sys.monotonic()
+    local ok, err = pcall(conn.tx, conn, function()
+      set_timeouts(conn, e, opts)
+      work()
+      local ms = math.floor((sys.monotonic() - t0) * 1000)
+      hist.started, hist.ms = started, ms
+      record(conn, project, e, hist)
+    end)
+    if ok then return hist.ms end
+    if is_retryable(err) and attempts <= opt(opts, "retries") and not conn:is_closed() then
+      local wait = math.min(0.25 * 2 ^ (attempts - 1), 10) * (0.5 + math.random())
+      log.warn("%s: %s (SQLSTATE %s); retrying in %.1fs (attempt %d of %d)", e.name,
+        err.message, err.sqlstate, wait, attempts + 1, opt(opts, "retries") + 1)
+      sys.sleep(wait)
+    else
+      return nil, err, started
+    end
+  end
+end
+
+local function apply_sql_tx(conn, project, e, text, opts, hist)
+  local stmts = statements_of(project, e, text)
+  for i, s in ipairs(stmts) do
+    local kind = files.needs_no_transaction(s.sql)
+    if kind then
+      fail(string.format("%s:%d: %s cannot run inside a transaction: add '-- orch: transaction=false' as the first line of %s " ..
+        "(the file then runs statement by statement, without a transaction)", e.path, s.line, kind, e.name))
+    end
+  end
+  return in_transaction(conn, project, e, opts, function()
+    for i, s in ipairs(stmts) do
+      local ok, err = pcall(conn.exec, conn, s.sql)
+      if not ok then error(migration_error(e, err, s, i, #stmts), 0) end
+    end
+  end, hist)
+end
+
+local function apply_sql_notx(conn, project, e, text, opts, hist)
+  local stmts = statements_of(project, e, text)
+  local started, t0 = sys.now(), sys.monotonic()
+  set_timeouts(conn, e, opts)
+  for i, s in ipairs(stmts) do
+    local attempts = 0
+    while true do
+      attempts = attempts + 1
+      drop_invalid_index(conn, s.sql)
+      local ok, err = pcall(conn.exec, conn, s.sql)
+      if ok then break end
+      if is_retryable(err) and attempts <= opt(opts, "retries") and not conn:is_closed() then
+        local wait = math.min(0.25 * 2 ^ (attempts - 1), 10) * (0.5 + math.random())
+        log.warn("%s: statement %d: %s; retrying in %.1fs", e.name, i, err.message, wait)
+        sys.sleep(wait)
+      else
+        reset_session_timeouts(conn)
+        local ran = i - 1
+        local where = ran == 0 and "no statement of this file ran" or
+          string.format("statements 1..%d of %d ran and stay committed (the file runs without a transaction); the database is partly migrated: fix it, then 'orch repair' clears the failure", ran, #stmts)
+        return nil, migration_error(e, err, s, i, #stmts, where), started, ran
+      end
+    end
+  end
+  reset_session_timeouts(conn)
+  hist.started, hist.ms = started, math.floor((sys.monotonic() - t0) * 1000)
+  record(conn, project, e, hist)
+  return hist.ms
+end
+
+-- Record a failure on the lock connection (its own session: it works even
+-- when the migration's connection is gone or its transaction aborted).
+local function record_failure(lc, project, e, hist, err, started, rolled_back)
+  local ok, rerr = pcall(record, lc, project, e, {
+    version = hist.version, type = hist.type, checksum = hist.checksum, run_id = hist.run_id,
+    started = started or sys.now(), success = false, rolled_back = rolled_back,
+    error = log.redact(tostring(err)):sub(1, 2000) })
+  if not ok then log.warn("could not record the failure in the history table: %s", tostring(rerr)) end
+end
+
+local function apply_one(conn, lc, project, e, opts, undo)
+  local src = undo and e.undo or e
+  if undo then
+    -- errors and history rows name the undo file, everything else is the migration's
+    e = setmetatable({ name = src.name, path = src.path, lang = src.lang or e.lang,
+                       directives = src.directives or e.directives }, { __index = e })
+  end
+  local hist = { version = e.version_text, type = type_of(src, undo), checksum = src.checksum or e.checksum,
+                 run_id = opts.run_id, success = true }
+  if undo then hist.type = (src.lua_down or src.lang == "lua") and "UNDO_LUA" or "UNDO_SQL" end
+  local transactional = not (e.directives and e.directives.transaction == false)
+  if undo and src.directives and src.directives.transaction == false then transactional = false end
+  local ms, err, started
+  if src.lua_down or (src.lang == "lua") then
+    local fn = src.lua_down or (undo and src.module.down) or src.module.up
+    if transactional then
+      ms, err, started = in_transaction(conn, project, e, opts, function() run_lua(conn, project, e, fn, opts, true) end, hist)
+    else
+      started = sys.now()
+      local t0 = sys.monotonic()
+      local ok, lerr = pcall(run_lua, conn, project, e, fn, opts, false)
+      if ok then
+        hist.started, hist.ms = started, math.floor((sys.monotonic() - t0) * 1000)
+        record(conn, project, e, hist)
+        ms = hist.ms
+      else
+        err = lerr
+      end
+    end
+  elseif transactional then
+    ms, err, started = apply_sql_tx(conn, project, e, src.text, opts, hist)
+  else
+    ms, err, started = apply_sql_notx(conn, project, e, src.text, opts, hist)
+  end
+  if not ms then
+    if not db.is_error(err) and type(err) ~= "table" then err = migration_error(e, err) end
+    record_failure(lc, project, e, hist, err, started, transactional)
+    if transactional and type(err) == "table" and not err.where then
+      err.where = conn:is_closed() and "the connection was lost; the server rolled the migration back"
+        or "rolled back: nothing of this migration was applied"
+    end
+    error(err, 0)
+  end
+  return ms
+end
+
+--- Which migrations migrate would run, in order (versioned, then
+-- repeatables). opts.target limits versioned ones (in the default service
+-- or "service:V"). Validation problems raise unless opts.skip_validate.
+function M.plan(conn, project, opts)
+  opts = opts or {}
+  local st = M.status(conn, project)
+  if not opts.skip_validate then
+    local problems = M.validate(conn, project, st)
+    if opts.out_of_order then
+      local keep = {}
+      for _, p in ipairs(problems) do if p.state ~= "out_of_order" then keep[#keep + 1] = p end end
+      problems = keep
+    end
+    if #problems > 0 then raise_validation(problems) end
+  end
+  local target = opts.target and files.parse_version(tostring(opts.target):gsub("^[Vv]", ""))
+  if opts.target and not target then fail(string.format("bad --target '%s': expected a version such as 3 or 1.2", opts.target), 2) end
+  local states = {}
+  for _, it in ipairs(st.items) do states[it.key] = it.state end
+  local plan = {}
+  for _, e in ipairs(project.versioned) do
+    local s = states[e.key]
+    local go = s == "pending" or (s == "failed") or (opts.out_of_order and s == "out_of_order")
+    if go and target and files.compare(e.version, target) > 0 then go = false end
+    if go then plan[#plan + 1] = e end
+  end
+  for _, e in ipairs(project.repeatable) do
+    local s = states[e.key]
+    if s == "pending" or s == "outdated" or s == "failed" then plan[#plan + 1] = e end
+  end
+  return plan, st
+end
+
+--- Raise before anything runs if a planned SQL file (or its undo, when
+-- undo is set) uses a placeholder that has no value.
+function M.check_placeholders(project, plan, undo)
+  for _, e in ipairs(plan) do
+    local src = undo and e.undo or e
+    if src.text and src.lang == "sql" then files.placeholders(src.text, project.placeholders, src.path) end
+  end
+end
+
+--- Apply pending migrations. opts: target, dry_run, run_id, lock_timeout,
+-- retries, lock_wait, out_of_order, on_progress(event). Returns
+-- { applied = { {key, script, ms}... }, planned = {...}, dry_run = bool }.
+-- On failure raises an error object naming file, line, statement,
+-- SQLSTATE and message; earlier migrations of the run stay applied.
+function M.up(conn, project, opts)
+  opts = opts or {}
+  if opts.dry_run then
+    local plan = M.plan(conn, project, opts)
+    M.check_placeholders(project, plan)
+    return { applied = {}, planned = plan, dry_run = true }
+  end
+  local lc <close> = M.lock(conn, project, opts)
+  M.ensure_history(conn, project)
+  local plan = M.plan(conn, project, opts)
+  M.check_placeholders(project, plan)
+  local result = { applied = {}, planned = plan, run_id = opts.run_id }
+  for i, e in ipairs(plan) do
+    if opts.on_progress then opts.on_progress { event = "start", index = i, total = #plan, migration = e } end
+    local ms = apply_one(conn, lc, project, e, opts, false)
+    result.applied[#result.applied + 1] = { key = e.key, script = e.name, version = e.version_text, ms = ms }
+    if opts.on_progress then opts.on_progress { event = "done", index = i, total = #plan, migration = e, ms = ms } end
+    sys.check_interrupt()
+  end
+  return result
+end
+
+--- Undo applied versioned migrations, newest first. opts: count (default
+-- 1), target (undo everything above this version; 0 = all), dry_run,
+-- run_id. Every selected migration must have an undo (U file or Lua down);
+-- otherwise nothing runs. Returns { undone = {...}, planned = {...} }.
+function M.undo(conn, project, opts)
+  opts = opts or {}
+  local st = M.status(conn, project)
+  local applied = {}
+  for _, it in ipairs(st.items) do
+    if (it.state == "applied" or it.state == "changed") and it.version and project.by_key[it.key] then
+      applied[#applied + 1] = project.by_key[it.key]
+    end
+  end
+  table.sort(applied, function(a, b) return a.rank > b.rank end)
+  local target = opts.target ~= nil and files.parse_version(tostring(opts.target):gsub("^[Vv]", ""))
+  if opts.target ~= nil and not target then fail(string.format("bad --target '%s'", tostring(opts.target)), 2) end
+  local chosen = {}
+  for _, e in ipairs(applied) do
+    if target then
+      if files.compare(e.version, target) > 0 then chosen[#chosen + 1] = e end
+    elseif #chosen < (opts.count or 1) then
+      chosen[#chosen + 1] = e
+    end
+  end
+  for _, e in ipairs(chosen) do
+    if not e.undo then
+      fail(string.format("cannot undo %s: it has no undo (no U%s__*.%s file and no down function); nothing was undone",
+        e.name, e.version_text, e.lang))
+    end
+  end
+  M.check_placeholders(project, chosen, true)
+  if opts.dry_run then return { undone = {}, planned = chosen, dry_run = true } end
+  local lc <close> = M.lock(conn, project, opts)
+  local result = { undone = {}, planned = chosen }
+  for i, e in ipairs(chosen) do
+    if opts.on_progress then opts.on_progress { event = "start", index = i, total = #chosen, migration = e, undo = true } end
+    local ms = apply_one(conn, lc, project, e, opts, true)
+    result.undone[#result.undone + 1] = { key = e.key, script = e.undo.name, version = e.version_text, ms = ms }
+    if opts.on_progress then opts.on_progress { event = "done", index = i, total = #chosen, migration = e, ms = ms, undo = true } end
+    sys.check_interrupt()
+  end
+  return result
+end
+
+--- Mark an existing database as being at version v (nothing runs).
+function M.baseline(conn, project, opts)
+  local v = files.parse_version(tostring(opts.version or "1"):gsub("^[Vv]", ""))
+  if not v then fail("bad baseline version '" .. tostring(opts.version) .. "'", 2) end
+  local lc <close> = M.lock(conn, project, opts)
+  M.ensure_history(conn, project)
+  for _, r in ipairs(M.history(conn, project)) do
+    if r.success and (r.service or "") == (opts.service or "") then
+      fail(string.format("cannot baseline: %s already has history (%s applied on %s); baseline is for databases orch has never migrated",
+        M.history_name(conn, project), r.script, r.installed_on))
+    end
+  end
+  conn:query(string.format([[INSERT INTO %s (service, version, description, type, script, success, run_id, finished_on)
+    VALUES ($1, $2, $3, 'BASELINE', $3, true, $4, now())]], M.history_name(conn, project)),
+    opts.service or "", files.version_string(v), opts.description or "<< baseline >>", opts.run_id)
+  return { version = files.version_string(v) }
+end
+
+--- Take over an existing Flyway history: copy the rows of
+-- schema.flyway_schema_history (opts.from) into orch's history table, so
+-- validation and status continue from where Flyway stopped. Refused when
+-- orch's history already has rows.
+function M.adopt(conn, project, opts)
+  opts = opts or {}
+  local from = opts.from or (project.schema .. ".flyway_schema_history")
+  if not conn:value("SELECT to_regclass($1) IS NOT NULL", from) then
+    fail(string.format("no Flyway history table %s to adopt", from))
+  end
+  local lc <close> = M.lock(conn, project, opts)
+  M.ensure_history(conn, project)
+  local name = M.history_name(conn, project)
+  if conn:value(string.format("SELECT count(*) FROM %s", name)) > 0 then
+    fail(string.format("cannot adopt %s: %s already has rows", from, name))
+  end
+  local n
+  conn:tx(function()
+    local r = conn:query(string.format([[INSERT INTO %s (service, version, description, type, script, checksum,
+        installed_by, installed_on, finished_on, execution_time, success, rolled_back, run_id)
+      SELECT '', version, description, CASE WHEN type IN ('SQL', 'BASELINE', 'UNDO_SQL') THEN type ELSE 'SQL' END,
+             script, checksum, installed_by, installed_on, installed_on, execution_time, success, true, $1
+      FROM %s ORDER BY installed_rank]], name, from), opts.run_id or "adopted-from-flyway")
+    n = r.affected
+  end)
+  return { rows = n, from = from }
+end
+
+--- Repair the history: remove failed rows; with accept_changed, store the
+-- current checksum of edited applied files; with forget_missing, mark
+-- applied migrations whose file is gone as undone. Returns what it did.
+function M.repair(conn, project, opts)
+  opts = opts or {}
+  local lc <close> = M.lock(conn, project, opts)
+  local st = M.status(conn, project)
+  local name = M.history_name(conn, project)
+  local done = { removed_failed = 0, accepted = {}, forgotten = {} }
+  conn:tx(function()
+    local r = conn:query(string.format("DELETE FROM %s WHERE NOT success", name))
+    done.removed_failed = r.affected or 0
+    for _, it in ipairs(st.items) do
+      if it.state == "changed" and opts.accept_changed then
+        conn:query(string.format([[UPDATE %s SET checksum = $1 WHERE installed_rank = (SELECT max(installed_rank)
+          FROM %s WHERE service = $2 AND version = $3 AND success AND type NOT LIKE 'UNDO%%')]], name, name),
+          it.checksum, it.service, it.version)
+        done.accepted[#done.accepted + 1] = it.script
+      elseif it.state == "missing" and opts.forget_missing and it.version then
+        conn:query(string.format([[INSERT INTO %s (service, version, description, type, script, success, run_id, finished_on, error)
+          VALUES ($1, $2, $3, 'UNDO_SQL', $4, true, $5, now(), 'forgotten by orch repair: file missing')]], name),
+          it.service, it.version, it.description, it.script, opts.run_id)
+        done.forgotten[#done.forgotten + 1] = it.script
+      end
+    end
+  end)
+  return done
+end
+
+--- Drop every object in the database's non-system schemas (and the
+-- history). Refused unless opts.allow is true (the environment must say so).
+function M.clean(conn, project, opts)
+  opts = opts or {}
+  if not opts.allow then
+    fail("clean drops every object in the database and is refused unless the environment allows it " ..
+      "(allow_clean = true in orch.env.lua, or ORCH_ALLOW_CLEAN=1 for a throwaway database)")
+  end
+  local lc <close> = M.lock(conn, project, opts)
+  local schemas = conn:query([[SELECT nspname FROM pg_namespace
+    WHERE nspname NOT LIKE 'pg\_%' AND nspname <> 'information_schema' ORDER BY 1]])
+  conn:tx(function()
+    for _, s in ipairs(schemas) do
+      conn:exec("DROP SCHEMA " .. conn:quote_ident(s.nspname) .. " CASCADE")
+    end
+    conn:exec("CREATE SCHEMA public")
+  end)
+  local dropped = {}
+  for i, s in ipairs(schemas) do dropped[i] = s.nspname end
+  return { schemas = dropped }
+end
+
+--- Create the next migration file (and its undo) in dir. opts: service,
+-- lua (a .lua data migration). Returns the paths created.
+function M.new(dir, name, opts)
+  opts = opts or {}
+  if not name or not name:match("^[%w][%w_ -]*$") then
+    fail("a migration name is letters, digits, spaces, '-' and '_' (e.g. add_ticket_priority)", 2)
+  end
+  local target = opts.service and (dir .. "/" .. opts.service) or dir
+  sys.mkdir_p(target)
+  local max, stamp = nil, false
+  for _, f in ipairs(sys.listdir(target) or {}) do
+    local ok, e = pcall(files.parse_name, f, target .. "/" .. f)
+    if ok and e and e.version then
+      if not max or files.compare(e.version, max) > 0 then max = e.version end
+      if e.version[1] >= 19000000 then stamp = true end
+    end
+  end
+  local v
+  if stamp then v = os.date("!%Y%m%d%H%M%S") else v = tostring(((max and max[1]) or 0) + 1) end
+  local ext = opts.lua and "lua" or "sql"
+  local desc = name:gsub("[ -]", "_")
+  local up = string.format("%s/V%s__%s.%s", target, v, desc, ext)
+  if sys.exists(up) then fail(up .. " already exists") end
+  local body
+  if opts.lua then
+    body = "-- " .. name .. "\nreturn {\n  -- transaction = false,  -- commit each batch on its own (large tables)\n" ..
+      "  up = function(db, ctx)\n    -- ctx.batch { table = \"t\", key = \"id\", size = 1000, set = \"col = expr\", where = \"col IS NULL\" }\n  end,\n" ..
+      "  down = function(db, ctx)\n  end,\n}\n"
+    local f = assert(io.open(up, "w")); f:write(body); f:close()
+    return { up }
+  end
+  local f = assert(io.open(up, "w"))
+  f:write("-- " .. name .. "\n")
+  f:close()
+  local undo = string.format("%s/U%s__%s.sql", target, v, desc)
+  f = assert(io.open(undo, "w"))
+  f:write("-- undo of V" .. v .. ": reverse every statement of the migration, newest first\n")
+  f:close()
+  return { up, undo }
+end
+
+-- ================================================================ output
+
+local function pad(s, n) s = tostring(s or ""); return s .. string.rep(" ", math.max(0, n - utf8.len(s))) end
+
+--- A table for people: one line per migration.
+function M.format_status(st, project)
+  local head = { "Version", "Description", "Type", "State", "Installed on", "ms" }
+  local rows = {}
+  for _, it in ipairs(st.items) do
+    local ver = it.version and ((it.service ~= "" and (it.service .. ":") or "") .. it.version) or
+      ((it.service ~= "" and (it.service .. ":") or "") .. "R")
+    rows[#rows + 1] = { ver, it.description, it.type, it.state, (it.installed_on or ""):sub(1, 19),
+                        it.execution_time and tostring(it.execution_time) or "" }
+  end
+  local w = {}
+  for i, h in ipairs(head) do w[i] = #h end
+  for _, r in ipairs(rows) do for i, c in ipairs(r) do w[i] = math.max(w[i], utf8.len(c) or #c) end end
+  local out = {}
+  local function line(r)
+    local cells = {}
+    for i, c in ipairs(r) do
+      local text = pad(c, w[i])
+      if i == 4 then
+        local kind = (c == "applied" or c == "baseline") and "ok" or (c == "pending" or c == "outdated") and "notice"
+          or (c == "skipped" or c == "below_baseline") and "debug" or "error"
+        text = log.paint(kind, text)
+      end
+      cells[i] = text
+    end
+    out[#out + 1] = table.concat(cells, "  ")
+  end
+  line(head)
+  local sep = {}
+  for i = 1, #head do sep[i] = string.rep("-", w[i]) end
+  out[#out + 1] = table.concat(sep, "  ")
+  for _, r in ipairs(rows) do line(r) end
+  for _, it in ipairs(st.items) do
+    if it.message and it.state ~= "skipped" and it.state ~= "out_of_order" then
+      out[#out + 1] = string.format("%s %s: %s", log.paint("warn", "!"), it.script or it.key, it.message)
+    end
+  end
+  local parts = {}
+  for _, k in ipairs { "applied", "pending", "outdated", "failed", "changed", "missing", "out_of_order", "future", "skipped" } do
+    if st.summary[k] then parts[#parts + 1] = string.format("%d %s", st.summary[k], k) end
+  end
+  out[#out + 1] = ""
+  out[#out + 1] = (#parts > 0 and table.concat(parts, ", ") or "no migrations") .. " (history: " .. st.history .. ")"
+  return table.concat(out, "\n")
+end
+
+--- The latest applied version of a service ("" by default), or nil.
+function M.current_version(conn, project, service)
+  local st = M.status(conn, project)
+  local best
+  for _, it in ipairs(st.items) do
+    if (it.state == "applied" or it.state == "baseline") and it.version and (it.service or "") == (service or "") then
+      local v = files.parse_version(it.version)
+      if not best or files.compare(v, best) > 0 then best = v end
+    end
+  end
+  return best and files.version_string(best)
+end
+
+return M

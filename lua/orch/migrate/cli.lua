@@ -1,0 +1,82 @@
+--- orch.migrate.cli: what the migration commands share: options, the
+-- project, the connection, and printing results (table or --json).
+local args = require "orch.args"
+local target = require "orch.target"
+local json = require "orch.json"
+local log = require "orch.log"
+local sys = require "orch.sys"
+local migrate = require "orch.migrate"
+
+local C = {}
+
+C.project_options = {
+  { name = "placeholder", type = "list", metavar = "K=V", help = "set a ${K} placeholder (repeatable, or K=V,K2=V2)" },
+  { name = "history-table", type = "string", metavar = "[SCHEMA.]TABLE", help = "history table (default public.orch_schema_history; flyway_schema_history to read Flyway's)" },
+}
+
+function C.spec(common, extra)
+  local e = {}
+  for _, o in ipairs(C.project_options) do e[#e + 1] = o end
+  for _, o in ipairs(extra or {}) do e[#e + 1] = o end
+  return args.spec(common, e)
+end
+
+--- Parse argv and load the project. Returns opts, project, rest.
+function C.setup(argv, name, spec)
+  local opts, rest = args.parse(argv, spec, name)
+  if opts.quiet then log.level = "warn" end
+  if opts.json then log.level = "warn" end
+  local placeholders = {}
+  for _, kv in ipairs(opts.placeholder or {}) do
+    local k, v = kv:match("^([%w_.:-]+)=(.*)$")
+    if not k then args.usage_error(name, "bad --placeholder '" .. kv .. "' (expected NAME=VALUE)") end
+    placeholders[k] = v
+  end
+  local schema, tbl
+  if opts.history_table then
+    schema, tbl = opts.history_table:match("^([^.]+)%.([^.]+)$")
+    if not schema then tbl = opts.history_table end
+  end
+  local project = migrate.load {
+    dir = opts.dir or "migrations", env = opts.env or os.getenv("ORCH_ENV"),
+    placeholders = placeholders, schema = schema, table = tbl,
+  }
+  return opts, project, rest
+end
+
+function C.connect(opts)
+  return target.connect(opts)
+end
+
+function C.print_json(v)
+  io.stdout:write(json.encode(v, { indent = "  " }), "\n")
+end
+
+--- Ask yes/no on the terminal; false when there is no terminal.
+function C.confirm(question, opts)
+  if opts.yes then return true end
+  if not sys.isatty(0) then return false end
+  io.stderr:write(question, " [y/N] ")
+  io.stderr:flush()
+  local a = io.read("l")
+  return a ~= nil and a:lower():match("^y") ~= nil
+end
+
+function C.print_plan(plan, project, show_sql, undo)
+  if #plan == 0 then print(undo and "nothing to undo" or "nothing to migrate: the database is up to date") return end
+  print(string.format("%s %d migration%s%s:", undo and "would undo" or "would apply", #plan, #plan == 1 and "" or "s",
+    project.env and (" (env " .. project.env .. ")") or ""))
+  for _, e in ipairs(plan) do
+    local src = undo and e.undo or e
+    print(string.format("  %s  %s%s", e.version_text and ((e.service ~= "" and e.service .. ":" or "") .. "V" .. e.version_text) or "R",
+      src.name or e.name, (e.directives and e.directives.transaction == false) and "  [no transaction]" or ""))
+    if show_sql and src.text then
+      local text = src.text
+      local ok, filled = pcall(require("orch.migrate.files").placeholders, text, project.placeholders, src.path)
+      if ok then text = filled end
+      for line in (text:gsub("\n$", "") .. "\n"):gmatch("([^\n]*)\n") do print("      | " .. line) end
+    end
+  end
+end
+
+return C
