@@ -7,6 +7,7 @@ local localpg = require "orch.localpg"
 local H = {}
 
 H.orch_bin = os.getenv("ORCH_BIN") or "build/orch"
+if H.orch_bin:sub(1, 1) ~= "/" then H.orch_bin = sys.realpath(H.orch_bin) or H.orch_bin end
 
 --- The test cluster handle; raises when it is not running.
 function H.cluster()

@@ -1,0 +1,47 @@
+--- orch lint: risky statements in migrations, before they reach a database.
+local args = require "orch.args"
+local migrate = require "orch.migrate"
+local lint = require "orch.lint"
+local json = require "orch.json"
+
+local spec = args.spec({ "dir", "json" }, {
+  { name = "rules", type = "string", metavar = "FILE", help = "extra rules (default: orch.lint.lua in the current directory, if present)" },
+  { name = "strict", type = "boolean", help = "fail on warnings too, not only errors" },
+})
+
+return {
+  summary = "find risky statements (drops, renames, locking DDL, unbatched updates) with fix hints",
+  usage = "usage: orch lint [--dir DIR] [--json] [--strict] [FILE...]",
+  description = "Suppress a finding with a comment inside the statement: -- orch:lint-ignore OR008",
+  spec = spec,
+  run = function(argv)
+    local opts, rest = args.parse(argv, spec, "lint")
+    lint.load_rules(opts.rules or "orch.lint.lua")
+    local findings
+    if #rest > 0 then
+      findings = {}
+      for _, path in ipairs(rest) do
+        local f = io.open(path, "rb")
+        if not f then require("orch.sys").error("cannot read " .. path, 1) end
+        local text = f:read("a"); f:close()
+        for _, x in ipairs(lint.check_sql(text, path)) do findings[#findings + 1] = x end
+      end
+    else
+      findings = lint.run(migrate.load { dir = opts.dir or "migrations" })
+    end
+    local errors, warnings = 0, 0
+    for _, f in ipairs(findings) do
+      if f.severity == "error" then errors = errors + 1 elseif f.severity == "warning" then warnings = warnings + 1 end
+    end
+    if opts.json then
+      io.stdout:write(json.encode({ findings = findings, errors = errors, warnings = warnings }, { indent = "  " }), "\n")
+    elseif #findings == 0 then
+      print("no findings")
+    else
+      print(lint.format(findings))
+      print(string.format("\n%d error%s, %d warning%s", errors, errors == 1 and "" or "s", warnings, warnings == 1 and "" or "s"))
+    end
+    if errors > 0 or (opts.strict and warnings > 0) then return 1 end
+    return 0
+  end,
+}
