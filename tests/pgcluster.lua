@@ -6,8 +6,21 @@
 local localpg = require "orch.localpg"
 local action, dir = ...
 if not dir then io.stderr:write("usage: orch tests/pgcluster.lua start|stop DIR\n") return 2 end
+local sys = require "orch.sys"
+-- Only ever remove what is clearly a previous test cluster (or nothing).
+local function safe_to_clear(d)
+  local st = sys.stat(d, true)
+  if not st then return true end
+  if st.type ~= "directory" then return false end
+  local names = sys.listdir(d) or {}
+  return #names == 0 or sys.exists(d .. "/data/PG_VERSION")
+end
+if (action == "start" or action == "stop") and not safe_to_clear(dir) then
+  io.stderr:write("refusing to use " .. dir .. ": it exists and is not a test cluster directory\n")
+  return 2
+end
 if action == "start" then
-  require("orch.sys").rmtree(dir)
+  sys.rmtree(dir)
   local pg = localpg.ensure(dir, { fast = true })
   -- one role that must authenticate with a password, for the wrong-password tests
   local hba = pg.data .. "/pg_hba.conf"

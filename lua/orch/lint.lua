@@ -184,7 +184,7 @@ function lint.check_sql(text, file, opts)
       end
     end
     local created = norm:match("^CREATE TABLE IF NOT EXISTS ([%w_.\"]+)") or norm:match("^CREATE TABLE ([%w_.\"]+)")
-      or norm:match("^CREATE UNLOGGED TABLE ([%w_.\"]+)")
+      or norm:match("^CREATE UNLOGGED TABLE ([%w_.\"]+)") or norm:match("^CREATE MATERIALIZED VIEW ([%w_.\"]+)")
     if created then ctx.created[tname(created)] = true end
   end
   return findings

@@ -1,0 +1,2 @@
+DROP TABLE tickets;
+DROP FUNCTION tickets_apply_sla();

@@ -1,0 +1,2 @@
+DROP TABLE escalations;
+DROP TABLE notifications;
