@@ -42,4 +42,4 @@ FROM tickets t WHERE t.priority = 'P1' AND t.status = 'OPEN';
 INSERT INTO audit_logs (user_id, action_type, resource_type, resource_id, new_values)
 SELECT id, 'LOGIN', 'user', id::text, jsonb_build_object('ip', '127.0.0.1') FROM users WHERE status = 'ACTIVE';
 
-REFRESH MATERIALIZED VIEW ticket_daily_stats;
+REFRESH MATERIALIZED VIEW CONCURRENTLY ticket_daily_stats;

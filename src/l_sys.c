@@ -72,7 +72,7 @@ static double now_mono(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* sys.spawn{ argv..., user=, env={K=V}, clear_env=, cwd=, stdin=, timeout=,
+/* sys.spawn{ argv..., user=, env={K=V, K2=false (unset)}, clear_env=, cwd=, stdin=, timeout=,
  *            capture=true, stdout=path, stderr=path }
  * -> {ok, code, signal, stdout, stderr, timed_out}
  * Runs argv[1] (searched in PATH) with argv as given. user switches to that
@@ -157,10 +157,14 @@ static int sys_spawn(lua_State *L) {
         lua_pushnil(L);
         while (lua_next(L, envidx)) {
             if (lua_type(L, -2) != LUA_TSTRING) return luaL_error(L, "spawn: env keys must be strings");
-            lua_pushstring(L, lua_tostring(L, -2));
-            lua_pushliteral(L, "=");
-            luaL_tolstring(L, -3, NULL);
-            lua_concat(L, 3);
+            if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
+                lua_pushstring(L, lua_tostring(L, -2));       /* NAME alone: unset in the child */
+            } else {
+                lua_pushstring(L, lua_tostring(L, -2));
+                lua_pushliteral(L, "=");
+                luaL_tolstring(L, -3, NULL);
+                lua_concat(L, 3);
+            }
             envs[nenv++] = lua_tostring(L, -1);
             lua_rawseti(L, anchor, nenv);
             lua_pop(L, 1);
@@ -185,7 +189,10 @@ static int sys_spawn(lua_State *L) {
         if (outfile && (fd = open(outfile, O_WRONLY | O_CREAT | O_APPEND, 0600)) >= 0) { dup2(fd, 1); close(fd); }
         if (errfile && (fd = open(errfile, O_WRONLY | O_CREAT | O_APPEND, 0600)) >= 0) { dup2(fd, 2); close(fd); }
         if (clear_env) clearenv();
-        for (i = 0; i < nenv; i++) putenv((char *)envs[i]);
+        for (i = 0; i < nenv; i++) {
+            if (strchr(envs[i], '=')) putenv((char *)envs[i]);
+            else unsetenv(envs[i]);
+        }
         if (pw) {
             if (initgroups(pw->pw_name, pw->pw_gid) || setgid(pw->pw_gid) || setuid(pw->pw_uid)) goto child_fail;
             setenv("HOME", pw->pw_dir, 1);

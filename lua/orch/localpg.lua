@@ -101,7 +101,10 @@ function Cluster:_run(prog, argv, opts)
   local spec = { self.bin .. "/" .. prog, table.unpack(argv) }
   spec.user = self.os_user
   spec.timeout = (opts and opts.timeout) or 120
-  spec.env = { LC_ALL = "C", LANG = "C" }
+  -- the user's PG* settings (aimed at their real servers) must not leak in
+  spec.env = { LC_ALL = "C", LANG = "C", PGHOST = false, PGPORT = false, PGDATABASE = false,
+               PGUSER = false, PGOPTIONS = false, PGDATA = false, PGSERVICE = false, PGPASSWORD = false }
+  if sys.exists(self.dir) then spec.cwd = self.dir end
   return sys.spawn(spec)
 end
 
