@@ -31,6 +31,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include "orch.h"
+#include "sha256.h"
 
 static int fail(lua_State *L, const char *what, const char *path) {
     int e = errno;
@@ -661,6 +662,52 @@ static int sys_crc32(lua_State *L) {
     return 1;
 }
 
+/* sys.sha256(data) -> hex digest of a string. */
+static int sys_sha256(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    Sha256 h;
+    unsigned char d[32];
+    char hex[65];
+    sha256_init(&h);
+    sha256_update(&h, s, len);
+    sha256_final(&h, d);
+    sha256_hex(d, hex);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
+/* sys.sha256_file(path) -> hex digest, size; or nil, message. Streams. */
+static int sys_sha256_file(lua_State *L) {
+    const char *p = luaL_checkstring(L, 1);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    char *buf;
+    Sha256 h;
+    unsigned char d[32];
+    char hex[65];
+    long long size = 0;
+    ssize_t k;
+    if (fd < 0) return fail(L, "cannot open", p);
+    buf = (char *)lua_newuserdatauv(L, 1 << 16, 0);
+    sha256_init(&h);
+    while ((k = read(fd, buf, 1 << 16)) != 0) {
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            close(fd); errno = e;
+            return fail(L, "cannot read", p);
+        }
+        sha256_update(&h, buf, (size_t)k);
+        size += k;
+    }
+    close(fd);
+    sha256_final(&h, d);
+    sha256_hex(d, hex);
+    lua_pushstring(L, hex);
+    lua_pushinteger(L, size);
+    return 2;
+}
+
 static int sys_interrupted(lua_State *L) {
     lua_pushboolean(L, orch_interrupted() != 0);
     return 1;
@@ -709,6 +756,7 @@ static const luaL_Reg funcs[] = {
     {"free_port", sys_free_port}, {"port_open", sys_port_open},
     {"now", sys_now}, {"monotonic", sys_monotonic}, {"sleep", sys_sleep},
     {"crc32", sys_crc32}, {"random_bytes", sys_random_bytes},
+    {"sha256", sys_sha256}, {"sha256_file", sys_sha256_file},
     {"interrupted", sys_interrupted}, {"check_interrupt", sys_check_interrupt},
     {"error", sys_error},
     {NULL, NULL}
