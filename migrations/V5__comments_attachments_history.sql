@@ -26,7 +26,7 @@ CREATE TABLE attachments (
     content_type varchar(100) NOT NULL,
     size_bytes bigint NOT NULL,
     storage_key text NOT NULL,
-    scan_status varchar(20) NOT NULL DEFAULT 'PENDING',
+    scan_status text NOT NULL DEFAULT 'PENDING',
     created_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT attachments_pkey PRIMARY KEY (id),
     CONSTRAINT attachments_ticket_id_fkey FOREIGN KEY (ticket_id) REFERENCES tickets (id) ON DELETE CASCADE,

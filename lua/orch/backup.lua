@@ -1,0 +1,252 @@
+--- orch.backup: backups as pg_dump custom archives with a manifest beside
+-- each one. A backup is complete when its manifest exists: the archive is
+-- written under a hidden temporary name, fsynced, checksummed and renamed,
+-- and only then is the manifest written (atomically). Files are mode 0600.
+--
+--   local b = backup.create(conn, { dir = "backups/prod", run_id = id })
+--   backup.verify(b.path)             -- structure, every block, SHA-256
+--   backup.list("backups/prod"); backup.retain("backups/prod", { keep = 14 })
+local sys = require "orch.sys"
+local log = require "orch.log"
+local json = require "orch.json"
+local catalog = require "orch.catalog"
+local pgarchive = require "orch.pgarchive"
+
+local B = {}
+
+local MANIFEST_SUFFIX = ".manifest.json"
+
+local function fail(msg) sys.error(msg, 1) end
+
+function B.manifest_path(archive) return (archive:gsub("%.dump$", "")) .. MANIFEST_SUFFIX end
+
+-- Remove temporary files of backups that died (their process is gone).
+function B.clean_leftovers(dir)
+  local removed = {}
+  for _, f in ipairs(sys.listdir(dir) or {}) do
+    local pid = f:match("^%..+%.partial%-(%d+)$")
+    if pid and (tonumber(pid) ~= sys.getpid()) and not sys.kill(tonumber(pid), 0) then
+      sys.unlink(dir .. "/" .. f)
+      removed[#removed + 1] = f
+    end
+  end
+  if #removed > 0 then log.info("removed %d leftover temporary file(s) of interrupted backups in %s", #removed, dir) end
+  return removed
+end
+
+local function latest_migration(conn)
+  if not conn:value("SELECT to_regclass('public.orch_schema_history') IS NOT NULL") then return nil end
+  local r = conn:query([[SELECT version, script FROM public.orch_schema_history WHERE success AND version IS NOT NULL
+    AND type NOT LIKE 'UNDO%' ORDER BY installed_rank DESC LIMIT 1]])[1]
+  return r and { version = r.version, script = r.script } or nil
+end
+
+-- Take ACCESS SHARE locks on every table, naming the blocker on timeout.
+local function lock_tables(conn, tables, timeout)
+  conn:query("SELECT set_config('lock_timeout', $1, true)", timeout)
+  for _, t in ipairs(tables) do
+    local ok, err = pcall(conn.exec, conn, "LOCK TABLE " .. t.name .. " IN ACCESS SHARE MODE")
+    if not ok then
+      if type(err) == "table" and err.sqlstate == "55P03" then
+        pcall(conn.exec, conn, "ROLLBACK")
+        local h = conn:query([[SELECT a.pid, l.mode, a.application_name, a.usename, a.xact_start::text AS since, left(a.query, 120) AS query
+          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.relation = $1::regclass AND l.granted AND l.mode = 'AccessExclusiveLock']], t.name)[1]
+        fail(string.format("could not lock table %s for the backup within %s: %s; the backup was not taken. " ..
+          "Wait for that session, or stop it with SELECT pg_terminate_backend(%s).", t.name, timeout,
+          h and string.format("pid %d holds %s (application %q, user %s, in a transaction since %s, running: %s)",
+            h.pid, h.mode, h.application_name, h.usename, h.since or "?", h.query) or "another session holds a conflicting lock",
+          h and tostring(h.pid) or "pid"))
+      end
+      error(err, 0)
+    end
+  end
+end
+
+--- Take a backup of the database conn is connected to.
+-- opts: dir (backups directory; default backups/<env or default>), output
+-- (a file path, or "-" for stdout: then no manifest), level (-1, 0..9),
+-- threads, env, run_id, skip (kinds to leave out), lock_timeout ("10s"),
+-- on_progress(ev), no_owner. Returns the manifest (plus .path).
+function B.create(conn, opts)
+  opts = opts or {}
+  local started = sys.now()
+  local info = conn:info()
+  local to_stdout = opts.output == "-"
+  local dir, final, tmp
+  if to_stdout then
+    tmp = "-"
+  else
+    if opts.output then
+      final = opts.output
+      dir = final:match("^(.*)/[^/]*$") or "."
+    else
+      dir = opts.dir or ("backups/" .. (opts.env or "default"))
+      local stamp = os.date("!%Y%m%dT%H%M%SZ", math.floor(started))
+      final = string.format("%s/%s-%s.dump", dir, info.dbname, stamp)
+    end
+    local ok, err = sys.mkdir_p(dir, 448)
+    if not ok then fail(string.format("cannot create the backup directory %s: %s", dir, err)) end
+    local st = sys.stat(dir)
+    if not st or st.type ~= "directory" then fail("backup directory " .. dir .. " is not a directory") end
+    B.clean_leftovers(dir)
+    if sys.exists(final) then fail("refusing to overwrite the existing backup " .. final) end
+    tmp = string.format("%s/.%s.partial-%d", dir, final:match("([^/]*)$"), sys.getpid())
+  end
+  local w
+  local ok, result = pcall(function()
+    conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    local toc = catalog.build(conn, { skip = opts.skip, no_owner = opts.no_owner })
+    lock_tables(conn, toc.tables, opts.lock_timeout or "10s")
+    local migration = latest_migration(conn)
+    w = pgarchive.writer(tmp, { level = opts.level or -1, threads = opts.threads or 2, dbname = toc.dbname,
+      server_version = toc.server_version, dumper_version = "orch " .. package.orch_version })
+    for _, e in ipairs(toc.entries) do w:entry(e) end
+    w:write_toc()
+    local counts, total_rows = {}, 0
+    for i, t in ipairs(toc.tables) do
+      if opts.on_progress then opts.on_progress { event = "table", index = i, total = #toc.tables, table = t.name } end
+      local rows = w:copy_table(conn, t.id, t.copy_out)
+      counts[t.ns .. "." .. t.tag] = rows
+      total_rows = total_rows + rows
+    end
+    local winfo = w:close()
+    w = nil
+    conn:exec("COMMIT")
+    return { toc = toc, counts = counts, rows = total_rows, winfo = winfo, migration = migration }
+  end)
+  if not ok then
+    if w then pcall(w.close, w) end
+    pcall(conn.exec, conn, "ROLLBACK")
+    if tmp ~= "-" then sys.unlink(tmp) end
+    error(result, 0)
+  end
+  local manifest = {
+    format = "orch-backup/1", file = final and final:match("([^/]*)$"), size = result.winfo.bytes,
+    database = info.dbname, host = info.host, port = info.port, server_version = result.toc.server_version,
+    latest_migration = result.migration or json.null, orch_version = package.orch_version,
+    started_at = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(started)), finished_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+    duration_ms = math.floor((sys.now() - started) * 1000), run_id = opts.run_id or json.null, env = opts.env or json.null,
+    compression = opts.level or -1, entries = #result.toc.entries, rows = result.rows,
+    tables = json.object(result.counts), uncompressed_bytes = result.winfo.uncompressed,
+  }
+  if to_stdout then return manifest end
+  local sum = sys.sha256_file(tmp)
+  manifest.sha256 = sum
+  local okr, err = sys.rename(tmp, final)
+  if not okr then sys.unlink(tmp); fail("cannot move the finished backup into place: " .. err) end
+  sys.chmod(final, 384)
+  local okm, merr = sys.write_atomic(B.manifest_path(final), json.encode(manifest, { indent = "  " }) .. "\n", 384)
+  if not okm then fail("the archive " .. final .. " was written but its manifest could not be: " .. merr .. " (the backup counts as incomplete)") end
+  manifest.path = final
+  return manifest
+end
+
+local function read_manifest(path)
+  local f = io.open(B.manifest_path(path), "rb")
+  if not f then return nil end
+  local text = f:read("a")
+  f:close()
+  local ok, m = pcall(json.decode, text)
+  if not ok then return nil, "manifest " .. B.manifest_path(path) .. " is not valid JSON: " .. tostring(m) end
+  return m
+end
+B.read_manifest = read_manifest
+
+--- Verify a backup: the manifest exists and its SHA-256 matches, the archive
+-- parses and every data block inflates. opts.deep = a function(path) that
+-- restores into a scratch database and returns per-table row counts (the
+-- restore module provides it). Records the result in the manifest.
+-- Raises with a clear message when anything is wrong.
+function B.verify(path, opts)
+  opts = opts or {}
+  local st = sys.stat(path)
+  if not st then fail("no backup file " .. path) end
+  local m, merr = read_manifest(path)
+  if not m and not opts.no_manifest then
+    fail(merr or string.format("backup %s has no manifest (%s): it is incomplete or not an orch backup; " ..
+      "use --no-manifest to check only the archive itself", path, B.manifest_path(path)))
+  end
+  if m then
+    local sum, size = sys.sha256_file(path)
+    if sum ~= m.sha256 then
+      fail(string.format("backup %s is damaged: its SHA-256 is %s, the manifest says %s", path, sum, tostring(m.sha256)))
+    end
+    if size ~= m.size then fail(string.format("backup %s is %d bytes, the manifest says %d", path, size, m.size)) end
+  end
+  local r <close> = pgarchive.open(path)
+  local v = r:verify()
+  local result = { path = path, blocks = v.blocks, bytes = v.bytes, sha256 = m and m.sha256, manifest = m ~= nil }
+  if opts.deep then
+    local counts = opts.deep(path)
+    local bad = {}
+    for t, n in pairs(m and m.tables or {}) do
+      if counts[t] ~= n then bad[#bad + 1] = string.format("%s: %s rows restored, %d in the manifest", t, tostring(counts[t]), n) end
+    end
+    if #bad > 0 then fail("deep verification of " .. path .. " failed:\n  " .. table.concat(bad, "\n  ")) end
+    result.deep = true
+  end
+  if m then
+    m.verified_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
+    m.verified_deep = result.deep or false
+    sys.write_atomic(B.manifest_path(path), json.encode(m, { indent = "  " }) .. "\n", 384)
+  end
+  return result
+end
+
+--- The backups in dir, newest first: { path, manifest, status } where
+-- status is "complete", "verified" or "incomplete" (archive without manifest).
+function B.list(dir)
+  local out = {}
+  for _, f in ipairs(sys.listdir(dir) or {}) do
+    if f:match("%.dump$") and not f:match("^%.") then
+      local path = dir .. "/" .. f
+      local m = read_manifest(path)
+      local st = sys.stat(path)
+      out[#out + 1] = { path = path, file = f, manifest = m, size = st and st.size,
+        status = not m and "incomplete" or (m.verified_at and "verified" or "complete"),
+        time = m and m.started_at or "", mtime = st and st.mtime or 0 }
+    end
+  end
+  table.sort(out, function(a, b)
+    if a.time ~= b.time then return a.time > b.time end
+    return a.mtime > b.mtime
+  end)
+  return out
+end
+
+--- Apply retention: keep the newest `keep` complete backups and/or those
+-- younger than max_age seconds; never delete the newest verified backup;
+-- incomplete ones never count toward keep (and are left for a human to look
+-- at). Returns the list of deleted paths.
+function B.retain(dir, opts)
+  opts = opts or {}
+  local list = B.list(dir)
+  local newest_verified
+  for _, b in ipairs(list) do if b.status == "verified" then newest_verified = b.path break end end
+  local kept, deleted = 0, {}
+  local now = sys.now()
+  for _, b in ipairs(list) do
+    if b.status ~= "incomplete" then
+      kept = kept + 1
+      local too_many = opts.keep and kept > opts.keep
+      local too_old = false
+      if opts.max_age and b.manifest and b.manifest.started_at then
+        local y, mo, d, h, mi, s = b.manifest.started_at:match("(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
+        if y then
+          local t = os.time { year = y, month = mo, day = d, hour = h, min = mi, sec = s, isdst = false }
+          local offset = os.time(os.date("*t", t)) - os.time(os.date("!*t", t))
+          too_old = now - (t + offset) > opts.max_age
+        end
+      end
+      if (too_many or too_old) and b.path ~= newest_verified then
+        sys.unlink(b.path)
+        sys.unlink(B.manifest_path(b.path))
+        deleted[#deleted + 1] = b.path
+      end
+    end
+  end
+  return deleted
+end
+
+return B
