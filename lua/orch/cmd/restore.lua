@@ -1,0 +1,55 @@
+--- orch restore: restore an orch or pg_dump -Fc archive into the selected database.
+local args = require "orch.args"
+local target = require "orch.target"
+local restore = require "orch.restore"
+local json = require "orch.json"
+local sys = require "orch.sys"
+local log = require "orch.log"
+
+local spec = args.spec({ "db", "env", "json", "yes" }, {
+  { name = "swap", type = "boolean", help = "restore into a new database, then swap it in by rename (the old one is kept)" },
+  { name = "drop-existing", type = "boolean", help = "drop everything in the target first (asks for confirmation)" },
+  { name = "single-transaction", short = "1", type = "boolean", help = "all or nothing: one transaction" },
+  { name = "schema", short = "n", type = "list", help = "restore only these schemas" },
+  { name = "table", short = "t", type = "list", help = "restore only these tables (with their data, indexes, constraints)" },
+  { name = "list", short = "l", type = "boolean", help = "print the archive's table of contents and exit" },
+  { name = "no-owner", short = "O", type = "boolean", help = "do not restore object owners" },
+})
+
+return {
+  summary = "restore an orch or stock pg_dump -Fc archive (file or -) into the selected database",
+  usage = "usage: orch restore FILE|- [--db URL] [--swap | --drop-existing] [--single-transaction] [-n SCHEMA] [-t TABLE] [--list]",
+  description = "Into an empty database by default. --swap restores beside the target and swaps it in by\n" ..
+    "rename, keeping the old database. Any error fails the restore, and the report says what state the target is in.",
+  spec = spec,
+  run = function(argv)
+    local opts, rest = args.parse(argv, spec, "restore")
+    local path = rest[1]
+    if not path then args.usage_error("restore", "missing the archive: orch restore FILE (or - for standard input)") end
+    if opts.list then print(restore.list(path)) return 0 end
+    if opts.swap and opts.drop_existing then args.usage_error("restore", "--swap and --drop-existing exclude each other") end
+    local mode = opts.swap and "swap" or opts.drop_existing and "drop-existing" or "empty"
+    if mode == "drop-existing" then
+      local ok, envmod = pcall(require, "orch.env")
+      local protected = ok and envmod.load and opts.env and (envmod.load(opts.env) or {}).protected
+      if (protected or not sys.isatty(0)) and not opts.yes then
+        sys.error("--drop-existing replaces everything in the target" .. (protected and " of a protected environment" or "") ..
+          ": confirm with --yes", 1)
+      end
+      if not opts.yes then
+        io.stderr:write("drop everything in the target database and restore " .. path .. "? [y/N] ")
+        local a = io.read("l")
+        if not (a and a:lower():match("^y")) then sys.error("restore cancelled; nothing was changed", 1) end
+      end
+    end
+    local t0 = sys.monotonic()
+    local r = restore.run { archive = path, db = target.resolve(opts), mode = mode, single_transaction = opts.single_transaction,
+      schemas = opts.schema, tables = opts.table, no_owner = opts.no_owner }
+    if opts.json then io.stdout:write(json.encode(r, { indent = "  " }), "\n")
+    else
+      print(string.format("restored %s into %s (%s) in %.1fs%s", path, r.target, mode, sys.monotonic() - t0,
+        r.old_database and ("; the previous database is kept as " .. r.old_database .. " (drop it when you no longer need it)") or ""))
+    end
+    return 0
+  end,
+}
