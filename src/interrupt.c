@@ -47,6 +47,8 @@ void orch_interrupt_clear(void) { got_signal = 0; }
 void orch_interrupt_set_cancel(PGcancel *c) { in_flight = c; }
 
 int orch_raise_interrupt(lua_State *L) {
+    /* disarm the hook: cleanup code run while this error unwinds must not be interrupted again */
+    if (main_state) lua_sethook(main_state, NULL, 0, 0);
     const char *what = got_signal == SIGTERM ? "terminated (SIGTERM)" : "interrupted (Ctrl-C)";
     return orch_raise_code(L, 130, "%s", what);
 }

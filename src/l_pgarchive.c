@@ -532,7 +532,9 @@ static int rfail(lua_State *L, Reader *r, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return luaL_error(L, "%s: %s", r->path, msg);
+    /* a user-facing fact about the file, not a program error: no Lua position */
+    lua_pushfstring(L, "%s: %s", r->path, msg);
+    return lua_error(L);
 }
 
 static void rread(lua_State *L, Reader *r, void *buf, size_t n, const char *what) {

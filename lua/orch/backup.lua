@@ -53,7 +53,7 @@ local function lock_tables(conn, tables, timeout)
           FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
           WHERE l.relation = $1::regclass AND l.granted AND l.mode = 'AccessExclusiveLock']], t.name)[1]
         fail(string.format("could not lock table %s for the backup within %s: %s; the backup was not taken. " ..
-          "Wait for that session, or stop it with SELECT pg_terminate_backend(%s).", t.name, timeout,
+          "Wait for that session, or stop it with SELECT pg_terminate_backend(%s).", t.ns .. "." .. t.tag, timeout,
           h and string.format("pid %d holds %s (application %q, user %s, in a transaction since %s, running: %s)",
             h.pid, h.mode, h.application_name, h.usename, h.since or "?", h.query) or "another session holds a conflicting lock",
           h and tostring(h.pid) or "pid"))
@@ -117,7 +117,7 @@ function B.create(conn, opts)
   end)
   if not ok then
     if w then pcall(w.close, w) end
-    pcall(conn.exec, conn, "ROLLBACK")
+    if not conn:is_closed() and conn:info().in_transaction then pcall(conn.exec, conn, "ROLLBACK") end
     if tmp ~= "-" then sys.unlink(tmp) end
     error(result, 0)
   end

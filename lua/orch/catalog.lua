@@ -22,7 +22,7 @@ local UNSUPPORTED = {
   operator = [[SELECT o.oid::regoperator::text AS name FROM pg_operator o WHERE o.oid >= 16384
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_operator'::regclass AND d.objid = o.oid AND d.deptype = 'e')]],
   cast = [[SELECT format('%s AS %s', c.castsource::regtype, c.casttarget::regtype) AS name FROM pg_cast c WHERE c.oid >= 16384
-      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_cast'::regclass AND d.objid = c.oid AND d.deptype = 'e')]],
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_cast'::regclass AND d.objid = c.oid AND d.deptype IN ('e', 'i'))]],
   foreign_table = [[SELECT c.oid::regclass::text AS name FROM pg_class c WHERE c.relkind = 'f']],
   foreign_server = [[SELECT srvname AS name FROM pg_foreign_server]],
   event_trigger = [[SELECT evtname AS name FROM pg_event_trigger]],
@@ -166,6 +166,7 @@ function C.build(conn, opts)
       obj_description(p.oid, 'pg_proc') AS comment, p.proacl::text AS acl
     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
     WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema' AND p.prokind IN ('f', 'p', 'w')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype IN ('e', 'i'))
       AND ]] .. ext_member:format("'pg_proc'", "p.oid") .. [[
     ORDER BY n.nspname, p.proname, args]])) do
     local kw = r.prokind == "p" and "PROCEDURE" or "FUNCTION"
@@ -328,7 +329,7 @@ function C.build(conn, opts)
   end
 
   -- -------------------------------------------------- post-data objects
-  for _, k in ipairs(conn:query([[SELECT k.oid, k.conname, k.contype, k.conrelid, c.relname, n.nspname, pg_get_constraintdef(k.oid) AS def,
+  for _, k in ipairs(conn:query([[SELECT k.oid, k.conname, k.contype, k.conrelid, c.relname, c.relkind, n.nspname, pg_get_constraintdef(k.oid) AS def,
       k.confrelid, k.conindid, obj_description(k.oid, 'pg_constraint') AS comment
     FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE k.contype IN ('p', 'u', 'x', 'f') AND k.conparentid = 0 AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
@@ -338,7 +339,8 @@ function C.build(conn, opts)
     post[#post + 1] = { rank = fk and 5 or 1, tag = k.relname .. " " .. k.conname, desc = fk and "FK CONSTRAINT" or "CONSTRAINT",
       namespace = k.nspname, tablespace = not fk and "" or nil, table_key = "pg_class:" .. k.conrelid,
       ref_key = fk and ("pg_class:" .. k.confrelid) or nil, ref_index = fk and k.conindid or nil, index_oid = (not fk) and k.conindid or nil,
-      defn = string.format("ALTER TABLE ONLY %s\n    ADD CONSTRAINT %s %s;\n", tname, q(conn, k.conname), k.def),
+      -- on a partitioned table the constraint must recurse to the partitions (ONLY would leave them without it)
+      defn = string.format("ALTER TABLE %s%s\n    ADD CONSTRAINT %s %s;\n", k.relkind == "p" and "" or "ONLY ", tname, q(conn, k.conname), k.def),
       drop = string.format("ALTER TABLE ONLY %s DROP CONSTRAINT %s;\n", tname, q(conn, k.conname)),
       comment = k.comment, comment_obj = string.format("CONSTRAINT %s ON %s", q(conn, k.conname), tname),
       comment_tag = "CONSTRAINT " .. k.conname .. " ON " .. k.relname }
@@ -352,7 +354,7 @@ function C.build(conn, opts)
       AND NOT ic.relispartition
       AND ]] .. ext_member:format("'pg_class'", "tc.oid") .. " ORDER BY n.nspname, ic.relname")) do
     post[#post + 1] = { rank = 2, tag = i.relname, desc = "INDEX", namespace = i.nspname, tablespace = "", table_key = "pg_class:" .. i.indrelid,
-      index_oid = i.indexrelid, defn = i.def .. ";\n", drop = "DROP INDEX " .. qn(conn, i.nspname, i.relname) .. ";\n",
+      index_oid = i.indexrelid, defn = i.def:gsub(" ON ONLY ", " ON ", 1) .. ";\n", drop = "DROP INDEX " .. qn(conn, i.nspname, i.relname) .. ";\n",
       comment = i.comment, comment_obj = "INDEX " .. qn(conn, i.nspname, i.relname), comment_tag = "INDEX " .. i.relname }
   end
   for _, r in ipairs(conn:query([[SELECT r.oid, r.rulename, c.relname, n.nspname, c.oid AS reloid, pg_get_ruledef(r.oid) AS def

@@ -152,6 +152,14 @@ function R.run(opts)
     if not sys.exists(path) then sys.error("no archive " .. path, 1) end
     if not opts.skip_manifest_check then
       local m = backup.read_manifest(path)
+      if not m then
+        -- stock pg_dump archives have no manifest; an orch archive without one is an incomplete backup
+        local probe <close> = pgarchive.open(path)
+        if (probe:header().dumper_version or ""):match("^orch ") then
+          sys.error(string.format("refusing to restore %s: it has no manifest (%s), so it is an incomplete or damaged orch backup; " ..
+            "the target was not touched (use --no-manifest to restore it anyway)", path, backup.manifest_path(path)), 1)
+        end
+      end
       if m then
         local sum = sys.sha256_file(path)
         if sum ~= m.sha256 then

@@ -14,6 +14,7 @@ local spec = args.spec({ "db", "env", "json", "yes" }, {
   { name = "table", short = "t", type = "list", help = "restore only these tables (with their data, indexes, constraints)" },
   { name = "list", short = "l", type = "boolean", help = "print the archive's table of contents and exit" },
   { name = "no-owner", short = "O", type = "boolean", help = "do not restore object owners" },
+  { name = "no-manifest", type = "boolean", help = "restore an orch archive whose manifest is missing" },
 })
 
 return {
@@ -44,7 +45,8 @@ return {
     end
     local t0 = sys.monotonic()
     local r = restore.run { archive = path, db = target.resolve(opts), mode = mode, single_transaction = opts.single_transaction,
-      schemas = opts.schema, tables = opts.table, no_owner = opts.no_owner }
+      schemas = opts.schema, tables = opts.table, no_owner = opts.no_owner,
+      skip_manifest_check = opts.no_manifest }
     if opts.json then io.stdout:write(json.encode(r, { indent = "  " }), "\n")
     else
       print(string.format("restored %s into %s (%s) in %.1fs%s", path, r.target, mode, sys.monotonic() - t0,
