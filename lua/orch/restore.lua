@@ -148,6 +148,7 @@ end
 -- on_progress. Returns { mode, entries, target, old_database (swap) }.
 function R.run(opts)
   local path = opts.archive
+  local proven = false     -- the manifest's SHA-256 matched: the file is exactly what was written
   if path ~= "-" then
     if not sys.exists(path) then sys.error("no archive " .. path, 1) end
     if not opts.skip_manifest_check then
@@ -166,12 +167,14 @@ function R.run(opts)
           sys.error(string.format("refusing to restore %s: its SHA-256 %s does not match the manifest's %s (the file is damaged); the target was not touched",
             path, sum, tostring(m.sha256)), 1)
         end
+        proven = true
       end
     end
   end
   local a <close> = pgarchive.open(path)
-  -- a damaged archive must fail before the target is touched: check every block first (files only)
-  if path ~= "-" then
+  -- a damaged archive must fail before the target is touched: without a matching manifest,
+  -- inflate every block first (files only; a pipe can be read once)
+  if path ~= "-" and not proven then
     local ok, err = pcall(a.verify, a)
     if not ok then sys.error(tostring(err) .. "\nthe target was not touched", 1) end
   end
