@@ -38,6 +38,7 @@ void orch_interrupt_install(lua_State *L) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);        /* a closed pipe is an EPIPE error, not a death */
+    signal(SIGXFSZ, SIG_IGN);        /* a file size limit is an EFBIG error, reported like a full disk */
 }
 
 int orch_interrupted(void) { return got_signal; }

@@ -28,6 +28,7 @@
 #include <libpq-fe.h>
 #include "orch.h"
 #include "pdeflate.h"
+#include "sha256.h"
 
 #define WRITER_MT "orch.pgarchive.writer"
 #define READER_MT "orch.pgarchive.reader"
@@ -524,7 +525,26 @@ typedef struct Reader {
     int n;
     int strs_ref;                /* registry ref of the entries table (Lua strings) */
     char path[512];
+    Sha256 sha;                  /* SHA-256 of the bytes read so far, while reads are contiguous */
+    long long hashed;            /* bytes 0..hashed-1 are in sha */
+    long long size;              /* file size, -1 for a pipe */
 } Reader;
+
+/* Feed bytes just read at position pos into the running hash if they
+ * continue it; a jump forward leaves a gap and the hash is given up. */
+static void rhash(Reader *r, const void *buf, size_t n, long long pos) {
+    if (r->hashed < 0) return;
+    if (pos == r->hashed) {
+        sha256_update(&r->sha, buf, n);
+        r->hashed += (long long)n;
+    } else if (pos > r->hashed) {
+        r->hashed = -1;
+    } else if (pos + (long long)n > r->hashed) {
+        size_t skip = (size_t)(r->hashed - pos);
+        sha256_update(&r->sha, (const char *)buf + skip, n - skip);
+        r->hashed = pos + (long long)n;
+    }
+}
 
 static int rfail(lua_State *L, Reader *r, const char *fmt, ...) {
     va_list ap;
@@ -542,6 +562,7 @@ static void rread(lua_State *L, Reader *r, void *buf, size_t n, const char *what
         if (ferror(r->f)) rfail(L, r, "read error while reading %s: %s", what, strerror(errno));
         rfail(L, r, "archive is truncated: unexpected end of file while reading %s", what);
     }
+    rhash(r, buf, n, r->cur);
     r->cur += (long long)n;
 }
 
@@ -609,8 +630,14 @@ static int a_open(lua_State *L) {
     r->closed = 0;
     r->seekable = r->f != stdin && ftello(r->f) >= 0 && fseeko(r->f, 0, SEEK_CUR) == 0;
     r->intsize = 4;
+    sha256_init(&r->sha);
+    {
+        struct stat st;
+        r->size = r->f != stdin && fstat(fileno(r->f), &st) == 0 && S_ISREG(st.st_mode) ? (long long)st.st_size : -1;
+    }
     if (fread(magic, 1, 5, r->f) != 5 || memcmp(magic, "PGDMP", 5) != 0)
         return rfail(L, r, "not a pg_dump custom-format archive (no PGDMP signature)");
+    rhash(r, magic, 5, 0);
     r->cur = 5;
     rread(L, r, hb, 6, "the header");
     r->vmaj = hb[0]; r->vmin = hb[1]; r->vrev = hb[2]; r->intsize = hb[3]; r->offsize = hb[4];
@@ -774,6 +801,7 @@ static long long read_block(lua_State *L, Reader *r, int id, sink_fn sink, void 
         int bid;
         if (fread(&type, 1, 1, r->f) != 1)
             rfail(L, r, "could not find the data block of entry %d: the archive ends first (truncated, or blocks out of order on a pipe)", id);
+        rhash(r, &type, 1, r->cur);
         r->cur++;
         if (type != BLK_DATA && type != BLK_BLOBS) rfail(L, r, "unknown data block type %d (corrupt archive)", type);
         bid = (int)get_int(L, r, "a block id");
@@ -798,6 +826,7 @@ static long long read_block(lua_State *L, Reader *r, int id, sink_fn sink, void 
                 if (zinit) inflateEnd(&zs);
                 rfail(L, r, "archive is truncated inside the data block of entry %d", id);
             }
+            rhash(r, in, k, r->cur);
             r->cur += (long long)k;
             len -= (long long)k;
             if (!zinit) {
@@ -918,6 +947,21 @@ static int r_copy_into(lua_State *L) {
     return 1;
 }
 
+/* r:sha256() -> hex digest of the whole file when everything was read front
+ * to back exactly once (a serial restore does), else nil. */
+static int r_sha256(lua_State *L) {
+    Reader *r = checkreader(L);
+    unsigned char d[32];
+    char hex[65];
+    Sha256 copy;
+    if (r->hashed < 0 || r->size < 0 || r->hashed != r->size) return 0;
+    copy = r->sha;
+    sha256_final(&copy, d);
+    sha256_hex(d, hex);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
 /* r:verify() -> {blocks=, bytes=}: every data block inflates completely. */
 static int r_verify(lua_State *L) {
     Reader *r = checkreader(L);
@@ -941,7 +985,7 @@ static const luaL_Reg writer_methods[] = {
 };
 static const luaL_Reg reader_methods[] = {
     {"header", r_header}, {"entries", r_entries}, {"read_block", r_read_block}, {"copy_into", r_copy_into},
-    {"verify", r_verify}, {"close", r_close}, {NULL, NULL}
+    {"verify", r_verify}, {"sha256", r_sha256}, {"close", r_close}, {NULL, NULL}
 };
 static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {NULL, NULL} };
 

@@ -134,6 +134,15 @@ local function apply(conn, a, opts)
   return { entries = done }
 end
 
+-- After a streamed restore: does the file match its manifest? The reader
+-- hashed what it read; if it skipped parts (filters), hash the file now.
+local function check_sha(a, path, expect)
+  if not expect then return true end
+  local sum = a:sha256() or sys.sha256_file(path)
+  if sum == expect then return true end
+  return false, string.format("the archive %s is damaged: its SHA-256 %s does not match the manifest's %s", path, sum, expect)
+end
+
 -- Does the database hold user objects?
 local function has_objects(conn)
   return conn:value([[SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -148,7 +157,9 @@ end
 -- on_progress. Returns { mode, entries, target, old_database (swap) }.
 function R.run(opts)
   local path = opts.archive
+  local mode = opts.mode or "empty"
   local proven = false     -- the manifest's SHA-256 matched: the file is exactly what was written
+  local expect_sha         -- checked after the streamed restore instead (the reader hashes as it reads)
   if path ~= "-" then
     if not sys.exists(path) then sys.error("no archive " .. path, 1) end
     if not opts.skip_manifest_check then
@@ -161,13 +172,17 @@ function R.run(opts)
             "the target was not touched (use --no-manifest to restore it anyway)", path, backup.manifest_path(path)), 1)
         end
       end
-      if m then
+      if m and mode == "drop-existing" then
+        -- destructive: prove the file before dropping anything
         local sum = sys.sha256_file(path)
         if sum ~= m.sha256 then
           sys.error(string.format("refusing to restore %s: its SHA-256 %s does not match the manifest's %s (the file is damaged); the target was not touched",
             path, sum, tostring(m.sha256)), 1)
         end
         proven = true
+      elseif m then
+        expect_sha = m.sha256 or "missing"
+        proven = true      -- checked at the end, before anything is made final
       end
     end
   end
@@ -178,7 +193,6 @@ function R.run(opts)
     local ok, err = pcall(a.verify, a)
     if not ok then sys.error(tostring(err) .. "\nthe target was not touched", 1) end
   end
-  local mode = opts.mode or "empty"
   local c <close> = db.connect(opts.db)
   local info = c:info()
   if mode == "swap" then
@@ -191,6 +205,8 @@ function R.run(opts)
     local ok, err = pcall(function()
       if opts.single_transaction then nc:exec("BEGIN") end
       local r = apply(nc, a, opts)
+      local good, why = check_sha(a, path, expect_sha)
+      if not good then error(why, 0) end
       if opts.single_transaction then nc:exec("COMMIT") end
       return r
     end)
@@ -225,6 +241,18 @@ function R.run(opts)
       c:exec("CREATE SCHEMA public")
     end
     local r = apply(c, a, opts)
+    local good, why = check_sha(a, path, expect_sha)
+    if not good then
+      if not opts.single_transaction then
+        -- the target was empty before: make it empty again
+        for _, s in ipairs(c:query([[SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema']])) do
+          c:exec("DROP SCHEMA " .. c:quote_ident(s.nspname) .. " CASCADE")
+        end
+        c:exec("CREATE SCHEMA public")
+        why = why .. "; everything restored from it was dropped again: the target is empty, as it was"
+      end
+      error(why, 0)
+    end
     if opts.single_transaction then c:exec("COMMIT") end
     return r
   end)
@@ -232,6 +260,16 @@ function R.run(opts)
     if opts.single_transaction then
       pcall(c.exec, c, "ROLLBACK")
       if type(res) == "table" then res.where = (res.where or "") .. "; rolled back: the target is as it was" end
+    elseif mode == "empty" and not c:is_closed() and type(res) == "table" then
+      -- the target was empty before: make it empty again
+      local cleaned = pcall(function()
+        for _, s in ipairs(c:query([[SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema']])) do
+          c:exec("DROP SCHEMA " .. c:quote_ident(s.nspname) .. " CASCADE")
+        end
+        c:exec("CREATE SCHEMA public")
+      end)
+      res.where = (res.where or "") .. (cleaned and "; what was restored was dropped again: the target is empty, as it was"
+        or string.format("; the target %s is PARTLY RESTORED and could not be cleaned: drop it and restore again", info.dbname))
     elseif type(res) == "table" then
       res.where = (res.where or "") .. string.format("; the target %s is PARTLY RESTORED (%s entries ran): drop it and restore again, or use --single-transaction or --swap",
         info.dbname, tostring(res.restored or "some"))

@@ -275,6 +275,15 @@ describe("orch backup and restore", function()
       H.drop_db(name)
     end)
 
+    it("fails cleanly when the disk is full (a size-limited file): no backup, no temporary file", function()
+      local dir = work .. "/full"
+      sys.mkdir_p(dir)
+      local r = sys.spawn { "sh", "-c", string.format("ulimit -f 16; exec %s backup --db %s --dir %s", H.orch_bin, url_of(src_all), dir) }
+      assert.equals(1, r.code)
+      assert.matches("writing the archive failed: File too large", r.stderr)
+      assert.same({}, sys.listdir(dir))
+    end)
+
     it("reports a backup directory it cannot create", function()
       local r = H.orch { "backup", "--db", url_of(src_example), "--dir", "/proc/orch-cannot-be-here" }
       assert.equals(1, r.code)
