@@ -14,6 +14,7 @@
  * offsets at close, so pg_restore -j can seek. Nothing holds a whole table.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -413,19 +414,22 @@ static int w_end_block(lua_State *L) {
     return 1;
 }
 
-/* w:copy_table(conn, id, "COPY ... TO STDOUT") -> rows, bytes. Streams the
- * COPY output into block id with bounded memory; the block ends with the
- * "\.\n\n\n" trailer pg_dump writes. */
+/* w:copy_table(conn, id, "COPY ... TO STDOUT" [, progress]) -> rows, bytes.
+ * Streams the COPY output into block id with bounded memory; the block ends
+ * with the "\.\n\n\n" trailer pg_dump writes. progress(rows, bytes_in,
+ * bytes_out) is called every 4 MiB of data (its errors are ignored). */
 static int w_copy_table(lua_State *L) {
     Writer *w = checkwriter(L);
     PGconn *pg = orch_checkconn(L, 2);
     int id = (int)luaL_checkinteger(L, 3);
     const char *sql = luaL_checkstring(L, 4);
+    int has_progress = lua_isfunction(L, 5);
+    long long next_report = 4 << 20;
     PGresult *r;
     char *row;
     int n, failed = 0;
     long long rows = 0;
-    lua_settop(L, 4);
+    lua_settop(L, 5);
     lua_pushcfunction(L, w_begin_block);
     lua_pushvalue(L, 1);
     lua_pushinteger(L, id);
@@ -443,6 +447,14 @@ static int w_copy_table(lua_State *L) {
         PQfreemem(row);
         rows++;
         if (failed || orch_interrupted()) break;
+        if (has_progress && w->block_in >= next_report) {
+            next_report = w->block_in + (4 << 20);
+            lua_pushvalue(L, 5);
+            lua_pushinteger(L, rows);
+            lua_pushinteger(L, w->total_in);
+            lua_pushinteger(L, w->off);
+            if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
+        }
     }
     if (n > 0) {                 /* stopped early: cancel and drain so the connection stays usable */
         char errbuf[256];
@@ -526,22 +538,92 @@ typedef struct Reader {
     int strs_ref;                /* registry ref of the entries table (Lua strings) */
     char path[512];
     Sha256 sha;                  /* SHA-256 of the bytes read so far, while reads are contiguous */
-    long long hashed;            /* bytes 0..hashed-1 are in sha */
+    long long hashed;            /* bytes 0..hashed-1 are (queued to be) in sha */
     long long size;              /* file size, -1 for a pipe */
+    /* the hashing runs on a thread of its own, fed through a small ring of buffers */
+    pthread_t hth;
+    pthread_mutex_t hmu;
+    pthread_cond_t hcv;
+    unsigned char *ring[4];
+    size_t ringlen[4];
+    int rhead, rcount, hstarted, hstop;
 } Reader;
+
+#define HASH_SLOT (64 * 1024)
+
+static void *hash_worker(void *arg) {
+    Reader *r = (Reader *)arg;
+    pthread_mutex_lock(&r->hmu);
+    for (;;) {
+        while (r->rcount == 0 && !r->hstop) pthread_cond_wait(&r->hcv, &r->hmu);
+        if (r->rcount == 0 && r->hstop) break;
+        int slot = r->rhead;
+        pthread_mutex_unlock(&r->hmu);
+        sha256_update(&r->sha, r->ring[slot], r->ringlen[slot]);
+        pthread_mutex_lock(&r->hmu);
+        r->rhead = (r->rhead + 1) % 4;
+        r->rcount--;
+        pthread_cond_broadcast(&r->hcv);
+    }
+    pthread_mutex_unlock(&r->hmu);
+    return NULL;
+}
+
+/* Queue bytes for the hash thread (blocks while the ring is full). */
+static void hash_feed(Reader *r, const unsigned char *p, size_t n) {
+    while (n > 0) {
+        size_t k = n > HASH_SLOT ? HASH_SLOT : n;
+        int slot;
+        pthread_mutex_lock(&r->hmu);
+        while (r->rcount == 4) pthread_cond_wait(&r->hcv, &r->hmu);
+        slot = (r->rhead + r->rcount) % 4;
+        pthread_mutex_unlock(&r->hmu);
+        memcpy(r->ring[slot], p, k);
+        r->ringlen[slot] = k;
+        pthread_mutex_lock(&r->hmu);
+        r->rcount++;
+        pthread_cond_broadcast(&r->hcv);
+        pthread_mutex_unlock(&r->hmu);
+        p += k;
+        n -= k;
+    }
+}
+
+/* Wait until the hash thread has consumed everything queued. */
+static void hash_drain(Reader *r) {
+    if (!r->hstarted) return;
+    pthread_mutex_lock(&r->hmu);
+    while (r->rcount > 0) pthread_cond_wait(&r->hcv, &r->hmu);
+    pthread_mutex_unlock(&r->hmu);
+}
+
+static void hash_stop(Reader *r) {
+    int i;
+    if (r->hstarted) {
+        pthread_mutex_lock(&r->hmu);
+        r->hstop = 1;
+        pthread_cond_broadcast(&r->hcv);
+        pthread_mutex_unlock(&r->hmu);
+        pthread_join(r->hth, NULL);
+        pthread_mutex_destroy(&r->hmu);
+        pthread_cond_destroy(&r->hcv);
+        r->hstarted = 0;
+    }
+    for (i = 0; i < 4; i++) { free(r->ring[i]); r->ring[i] = NULL; }
+}
 
 /* Feed bytes just read at position pos into the running hash if they
  * continue it; a jump forward leaves a gap and the hash is given up. */
 static void rhash(Reader *r, const void *buf, size_t n, long long pos) {
-    if (r->hashed < 0) return;
+    if (r->hashed < 0 || !r->hstarted) return;
     if (pos == r->hashed) {
-        sha256_update(&r->sha, buf, n);
+        hash_feed(r, (const unsigned char *)buf, n);
         r->hashed += (long long)n;
     } else if (pos > r->hashed) {
         r->hashed = -1;
     } else if (pos + (long long)n > r->hashed) {
         size_t skip = (size_t)(r->hashed - pos);
-        sha256_update(&r->sha, (const char *)buf + skip, n - skip);
+        hash_feed(r, (const unsigned char *)buf + skip, n - skip);
         r->hashed = pos + (long long)n;
     }
 }
@@ -599,6 +681,7 @@ static int r_close(lua_State *L) {
     Reader *r = (Reader *)luaL_checkudata(L, 1, READER_MT);
     if (!r->closed) {
         int i;
+        hash_stop(r);
         if (r->f && r->f != stdin) fclose(r->f);
         r->f = NULL;
         for (i = 0; i < r->n; i++) free(r->e[i].deps);
@@ -626,14 +709,26 @@ static int a_open(lua_State *L) {
     luaL_setmetatable(L, READER_MT);
     snprintf(r->path, sizeof r->path, "%s", strcmp(path, "-") ? path : "(standard input)");
     r->f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!r->f) return luaL_error(L, "cannot open archive %s: %s", path, strerror(errno));
+    if (!r->f) {
+        lua_pushfstring(L, "cannot open archive %s: %s", path, strerror(errno));
+        return lua_error(L);
+    }
     r->closed = 0;
     r->seekable = r->f != stdin && ftello(r->f) >= 0 && fseeko(r->f, 0, SEEK_CUR) == 0;
     r->intsize = 4;
     sha256_init(&r->sha);
     {
         struct stat st;
+        int k, ok = 1;
         r->size = r->f != stdin && fstat(fileno(r->f), &st) == 0 && S_ISREG(st.st_mode) ? (long long)st.st_size : -1;
+        for (k = 0; k < 4; k++) if (!(r->ring[k] = (unsigned char *)malloc(HASH_SLOT))) ok = 0;
+        if (ok && r->size >= 0) {
+            pthread_mutex_init(&r->hmu, NULL);
+            pthread_cond_init(&r->hcv, NULL);
+            r->hstarted = pthread_create(&r->hth, NULL, hash_worker, r) == 0;
+            if (!r->hstarted) { pthread_mutex_destroy(&r->hmu); pthread_cond_destroy(&r->hcv); }
+        }
+        if (!r->hstarted) r->hashed = -1;
     }
     if (fread(magic, 1, 5, r->f) != 5 || memcmp(magic, "PGDMP", 5) != 0)
         return rfail(L, r, "not a pg_dump custom-format archive (no PGDMP signature)");
@@ -955,6 +1050,7 @@ static int r_sha256(lua_State *L) {
     char hex[65];
     Sha256 copy;
     if (r->hashed < 0 || r->size < 0 || r->hashed != r->size) return 0;
+    hash_drain(r);
     copy = r->sha;
     sha256_final(&copy, d);
     sha256_hex(d, hex);

@@ -104,9 +104,23 @@ function B.create(conn, opts)
     for _, e in ipairs(toc.entries) do w:entry(e) end
     w:write_toc()
     local counts, total_rows = {}, 0
+    -- an estimate of the work, for rate and ETA: the tables' size on disk
+    local est = 0
+    if opts.on_progress then
+      for _, t in ipairs(toc.tables) do t.size = conn:value("SELECT pg_table_size($1::regclass)", t.oid) or 0; est = est + t.size end
+    end
+    local done_est = 0
     for i, t in ipairs(toc.tables) do
-      if opts.on_progress then opts.on_progress { event = "table", index = i, total = #toc.tables, table = t.name } end
-      local rows = w:copy_table(conn, t.id, t.copy_out)
+      local report
+      if opts.on_progress then
+        opts.on_progress { event = "table", index = i, total = #toc.tables, table = t.name, bytes_in = w:progress() and select(2, w:progress()), estimate = est, done_estimate = done_est }
+        report = function(rows, bytes_in, bytes_out)
+          opts.on_progress { event = "data", index = i, total = #toc.tables, table = t.name, rows = rows, bytes_in = bytes_in,
+            bytes_out = bytes_out, estimate = est, done_estimate = done_est }
+        end
+      end
+      local rows = w:copy_table(conn, t.id, t.copy_out, report)
+      done_est = done_est + (t.size or 0)
       counts[t.ns .. "." .. t.tag] = rows
       total_rows = total_rows + rows
     end

@@ -16,8 +16,9 @@ local function qn(c, ns, name) return q(c, ns) .. "." .. q(c, name) end
 
 -- Objects orch cannot dump yet: kind -> query returning a "name" column.
 local UNSUPPORTED = {
-  aggregate = [[SELECT p.oid::regprocedure::text AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-    WHERE p.prokind = 'a' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.oid >= 16384
+  ordered_set_aggregate = [[SELECT p.oid::regprocedure::text AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+    JOIN pg_aggregate a ON a.aggfnoid = p.oid
+    WHERE p.prokind = 'a' AND a.aggkind <> 'n' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND p.oid >= 16384
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')]],
   operator = [[SELECT o.oid::regoperator::text AS name FROM pg_operator o WHERE o.oid >= 16384
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_operator'::regclass AND d.objid = o.oid AND d.deptype = 'e')]],
@@ -53,6 +54,7 @@ function C.check_unsupported(conn, skip)
     if not skip[kind] then
       for _, r in ipairs(conn:query(UNSUPPORTED[kind])) do
         found[#found + 1] = string.format("%s %s", kind:gsub("_", " "), r.name)
+        found.first_kind = found.first_kind or kind
       end
     end
   end
@@ -62,7 +64,7 @@ function C.check_unsupported(conn, skip)
     if #found > 20 then shown[#shown + 1] = string.format("  ... and %d more", #found - 20) end
     require("orch.sys").error("orch cannot back up these objects yet, so the backup was not taken:\n" ..
       table.concat(shown, "\n") .. "\nSkip a kind explicitly (it will be missing from the backup) with --skip KIND, e.g. --skip " ..
-      (found[1]:match("^(%S+)") or "aggregate"), 1)
+      found.first_kind, 1)
   end
 end
 
@@ -175,6 +177,32 @@ function C.build(conn, opts)
       defn = r.def:gsub("\n$", "") .. ";\n", drop = "DROP " .. kw .. " " .. sig .. ";\n", owner = r.owner,
       comment = r.comment, comment_obj = kw .. " " .. sig, comment_tag = string.format("%s %s(%s)", kw, r.proname, r.args),
       acl = r.acl, acl_obj = kw .. " " .. sig, acl_public_default = "EXECUTE" })
+  end
+
+  -- aggregates (normal ones; ordered-set aggregates are refused above)
+  for _, r in ipairs(conn:query([[SELECT p.oid, p.proname, n.nspname, pg_get_function_identity_arguments(p.oid) AS args,
+      pg_get_userbyid(p.proowner) AS owner, obj_description(p.oid, 'pg_proc') AS comment, p.proacl::text AS acl,
+      a.aggtransfn::regprocedure::text AS sfunc, a.aggtransfn::oid AS sfunc_oid, format_type(a.aggtranstype, NULL) AS stype,
+      NULLIF(a.aggfinalfn, 0)::regproc::text AS finalfunc, NULLIF(a.aggcombinefn, 0)::regproc::text AS combinefunc,
+      NULLIF(a.aggserialfn, 0)::regproc::text AS serialfunc, NULLIF(a.aggdeserialfn, 0)::regproc::text AS deserialfunc,
+      a.agginitval, a.aggfinalextra, NULLIF(a.aggsortop, 0)::regoperator::text AS sortop, p.proparallel
+    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_aggregate a ON a.aggfnoid = p.oid
+    WHERE p.prokind = 'a' AND a.aggkind = 'n' AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+      AND ]] .. ext_member:format("'pg_proc'", "p.oid") .. " ORDER BY n.nspname, p.proname")) do
+    local sig = string.format("%s(%s)", qn(conn, r.nspname, r.proname), r.args ~= "" and r.args or "*")
+    local p = { "    SFUNC = " .. r.sfunc:gsub("%(.*$", ""), "    STYPE = " .. r.stype }
+    if r.agginitval then p[#p + 1] = "    INITCOND = " .. conn:quote_literal(r.agginitval) end
+    if r.finalfunc then p[#p + 1] = "    FINALFUNC = " .. r.finalfunc end
+    if r.aggfinalextra then p[#p + 1] = "    FINALFUNC_EXTRA" end
+    if r.combinefunc then p[#p + 1] = "    COMBINEFUNC = " .. r.combinefunc end
+    if r.serialfunc then p[#p + 1] = "    SERIALFUNC = " .. r.serialfunc end
+    if r.deserialfunc then p[#p + 1] = "    DESERIALFUNC = " .. r.deserialfunc end
+    if r.sortop then p[#p + 1] = "    SORTOP = OPERATOR(" .. r.sortop:gsub("%(.*$", "") .. ")" end
+    if r.proparallel == "s" then p[#p + 1] = "    PARALLEL = safe" elseif r.proparallel == "r" then p[#p + 1] = "    PARALLEL = restricted" end
+    add_pre("pg_proc:" .. r.oid, 4, { tag = string.format("%s(%s)", r.proname, r.args ~= "" and r.args or "*"), desc = "AGGREGATE",
+      namespace = r.nspname, defn = string.format("CREATE AGGREGATE %s (\n%s\n);\n", sig, table.concat(p, ",\n")),
+      drop = "DROP AGGREGATE " .. sig .. ";\n", owner = r.owner, comment = r.comment, comment_obj = "AGGREGATE " .. sig,
+      comment_tag = string.format("AGGREGATE %s(%s)", r.proname, r.args), acl = r.acl, acl_obj = "FUNCTION " .. sig, acl_public_default = "EXECUTE" })
   end
 
   -- sequences that are not identity columns'

@@ -187,9 +187,10 @@ function R.run(opts)
     end
   end
   local a <close> = pgarchive.open(path)
-  -- a damaged archive must fail before the target is touched: without a matching manifest,
-  -- inflate every block first (files only; a pipe can be read once)
-  if path ~= "-" and not proven then
+  -- --drop-existing destroys before it restores, so a damaged archive must fail first: without a
+  -- matching manifest, inflate every block up front. Every other mode can undo a failed restore
+  -- (rollback, drop the new database, empty the target again), so it reads the file once.
+  if path ~= "-" and not proven and mode == "drop-existing" then
     local ok, err = pcall(a.verify, a)
     if not ok then sys.error(tostring(err) .. "\nthe target was not touched", 1) end
   end

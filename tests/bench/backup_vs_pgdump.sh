@@ -33,6 +33,6 @@ echo "size orch $(stat -c %s "$WORK/orch.dump.1") pg_dump $(stat -c %s "$WORK/pg
 for i in $(seq "$ROUNDS"); do
   "$PGBIN/dropdb" --if-exists r_orch; "$PGBIN/createdb" r_orch
   "$PGBIN/dropdb" --if-exists r_pg; "$PGBIN/createdb" r_pg
-  measure "orch_restore" $ORCH restore "$WORK/orch.dump.1" --db "postgresql://postgres@127.0.0.1:$PORT/r_orch" --no-manifest
+  measure "orch_restore" $ORCH restore "$WORK/orch.dump.1" --db "postgresql://postgres@127.0.0.1:$PORT/r_orch"
   measure "pg_restore" "$PGBIN/pg_restore" -d r_pg "$WORK/pg.dump.1"
 done

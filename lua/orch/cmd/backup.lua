@@ -35,7 +35,17 @@ return {
       threads = opts.threads, env = opts.env, run_id = opts.run_id, skip = skip, lock_timeout = opts.lock_timeout,
       no_owner = opts.no_owner,
       on_progress = tty and function(ev)
-        io.stderr:write(string.format("\r\27[K[%d/%d] %s  (%.0fs)", ev.index, ev.total, ev.table, sys.monotonic() - t0))
+        local el = sys.monotonic() - t0
+        local bytes = ev.bytes_in or 0
+        local rate = bytes / math.max(el, 0.001)
+        -- ETA from the share of the on-disk size already behind us (an estimate: text COPY and heap sizes differ)
+        local frac = ev.estimate and ev.estimate > 0 and math.min(ev.done_estimate / ev.estimate, 0.99) or 0
+        local eta = frac > 0.02 and el / frac - el or nil
+        local width = 24
+        local filled = math.floor(frac * width)
+        io.stderr:write(string.format("\r\27[K[%s%s] %d/%d tables  %.1f MiB  %.1f MiB/s  %s  %s",
+          string.rep("#", filled), string.rep(".", width - filled), ev.index - 1, ev.total, bytes / 1048576, rate / 1048576,
+          eta and string.format("ETA %ds", math.floor(eta + 0.5)) or "ETA --", ev.table))
         io.stderr:flush()
       end or nil,
     })
