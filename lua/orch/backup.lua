@@ -113,9 +113,9 @@ function B.create(conn, opts)
     for i, t in ipairs(toc.tables) do
       local report
       if opts.on_progress then
-        opts.on_progress { event = "table", index = i, total = #toc.tables, table = t.name, bytes_in = w:progress() and select(2, w:progress()), estimate = est, done_estimate = done_est }
+        opts.on_progress { event = "table", index = i, total = #toc.tables, table = t.ns .. "." .. t.tag, bytes_in = w:progress() and select(2, w:progress()), estimate = est, done_estimate = done_est }
         report = function(rows, bytes_in, bytes_out)
-          opts.on_progress { event = "data", index = i, total = #toc.tables, table = t.name, rows = rows, bytes_in = bytes_in,
+          opts.on_progress { event = "data", index = i, total = #toc.tables, table = t.ns .. "." .. t.tag, rows = rows, bytes_in = bytes_in,
             bytes_out = bytes_out, estimate = est, done_estimate = done_est }
         end
       end
