@@ -1,0 +1,458 @@
+--- orch.recipe: the recipe engine. A recipe is a list of named steps with
+-- on_failure and always handlers; each step is logged (terminal and a JSON
+-- lines run log per environment), and the exit code says how the run ended:
+--   0 succeeded, 1 failed before changing anything, 3 failed and was
+--   restored, 4 failed and needs a human, 130 interrupted.
+--
+--   local R = require "orch.recipe"
+--   local opts, env = R.setup({ ... }, "prod")
+--   return R.run { name = "prod", opts = opts, env = env,
+--     steps = { R.step.preflight {}, R.step.plan {}, R.step.approve {}, R.step.backup {}, R.step.migrate {}, R.step.verify {} },
+--     on_failure = { R.step.restore {}, R.step.verify {} }, always = { R.step.notify {} } }
+--
+-- A step is { name = "...", run = function(ctx) ... end, plan = function(ctx)
+-- return "what it would do" end, changes = true (it modifies the database),
+-- retries = n }; R.step.lua { name =, run = } makes one from a function.
+local sys = require "orch.sys"
+local log = require "orch.log"
+local db = require "orch.db"
+local json = require "orch.json"
+local args = require "orch.args"
+local envmod = require "orch.env"
+
+local R = { step = {} }
+
+R.EXIT = { ok = 0, failed = 1, usage = 2, restored = 3, human = 4, interrupted = 130 }
+
+-- ================================================================ setup
+
+R.common_options = { "db", "dir", "env", "yes", "dry_run", "json", "verbose" }
+
+--- Parse a recipe's arguments and load its environment.
+-- Returns opts, env. With --help prints the recipe's help and exits 0.
+function R.setup(argv, default_env, extra, summary)
+  local spec = args.spec(R.common_options, extra)
+  R._spec, R._summary = spec, summary
+  if R._describing then return {}, { name = default_env, backups = {}, database = {}, health = {}, webhooks = {}, placeholders = {} } end
+  local opts = args.parse(argv, spec, "recipe")
+  if opts.help then
+    print((summary or "") .. "\n\noptions:\n" .. args.help(spec))
+    os.exit(0)
+  end
+  if opts.verbose then log.level = "debug" end
+  local env = envmod.load(opts.env or default_env)
+  return opts, env
+end
+
+function R.new_run_id()
+  local b = sys.random_bytes(3)
+  return os.date("!%Y%m%dT%H%M%SZ") .. "-" .. (b:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- ================================================================ the run
+
+local function duration(s) return s < 1 and string.format("%dms", math.floor(s * 1000)) or string.format("%.1fs", s) end
+
+local function runlog_open(ctx)
+  if ctx.dry_run then return nil end
+  local dir = ctx.env.backups.dir .. "/runs"
+  if not sys.mkdir_p(dir, 448) then return nil end
+  ctx.runlog_path = string.format("%s/%s.jsonl", dir, ctx.run_id)
+  return io.open(ctx.runlog_path, "a")
+end
+
+local function event(ctx, ev)
+  ev.time = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  ev.run_id = ctx.run_id
+  if ctx.runlog then
+    ctx.runlog:write(json.encode(ev), "\n")
+    ctx.runlog:flush()
+  end
+end
+
+local function errtext(e)
+  if type(e) == "table" and e.interrupted then return "interrupted" end
+  return log.redact(tostring(e))
+end
+
+--- Describe what a recipe declares (for orch help RECIPE).
+function R.describe(path)
+  R._describing = true
+  local cli = require "orch.cli"
+  local chunk = cli.load_recipe(path, {})
+  local ok, def = pcall(chunk)
+  R._describing = false
+  if not ok then error(def, 0) end
+  if type(def) ~= "table" or not def.steps then return path .. ": not an orch.recipe recipe (it does not return R.run{...})" end
+  local out = { string.format("%s — %s", def.name or path, R._summary or def.summary or ""), "", "usage: orch " .. path .. " [options]" }
+  if R._spec then out[#out + 1] = "\noptions:\n" .. args.help(R._spec) end
+  out[#out + 1] = "\nsteps:"
+  for i, s in ipairs(def.steps) do out[#out + 1] = string.format("  %d. %s%s", i, s.name, s.about and ("  — " .. s.about) or "") end
+  if def.on_failure then
+    out[#out + 1] = "\non failure:"
+    for _, s in ipairs(def.on_failure) do out[#out + 1] = "  - " .. s.name .. (s.about and ("  — " .. s.about) or "") end
+  end
+  if def.always then
+    out[#out + 1] = "\nalways:"
+    for _, s in ipairs(def.always) do out[#out + 1] = "  - " .. s.name end
+  end
+  return table.concat(out, "\n")
+end
+
+--- Run a recipe definition; returns the exit code.
+function R.run(def)
+  if R._describing then return def end
+  local opts, env = def.opts or {}, def.env
+  local ctx = { name = def.name, opts = opts, env = env, dry_run = opts.dry_run, yes = opts.yes, state = {},
+                run_id = opts.run_id or R.new_run_id(), changed = false, results = {} }
+  function ctx:conn()
+    if not self._conn or self._conn:is_closed() then self._conn = db.connect(self.url) end
+    return self._conn
+  end
+  function ctx:close_conn() if self._conn then self._conn:close() end end
+  ctx.url = envmod.database(env, opts)
+  if not ctx.url and env.database.local_cluster then
+    local pg = require("orch.localpg").ensure(".orch/localpg")
+    ctx.url = pg:create_database(env.database.dbname or "orch_dev")
+  end
+  ctx.runlog = runlog_open(ctx)
+  local t0 = sys.monotonic()
+  local target = ctx.url and log.redact(ctx.url) or "libpq defaults"
+  print(string.format("orch %s — run %s, environment %s%s, database %s%s", def.name, ctx.run_id, env.name,
+    env.protected and " (protected)" or "", target, ctx.dry_run and "  [DRY RUN: nothing will change]" or ""))
+  event(ctx, { event = "run_start", recipe = def.name, env = env.name, database = target, dry_run = ctx.dry_run or false })
+  if def.notify_start ~= false and not ctx.dry_run then
+    pcall(R.notify, ctx, "run_started")
+  end
+
+  local function run_step(s, i, total, phase)
+    local label = string.format("[%s%d/%d] %s", phase ~= "steps" and (phase .. " ") or "", i, total, s.name)
+    if ctx.dry_run then
+      local what = s.plan and s.plan(ctx) or ("would run " .. s.name)
+      print(string.format("%s %s\n      %s", log.paint("notice", "==>"), label, what))
+      ctx.results[#ctx.results + 1] = { step = s.name, phase = phase, status = "dry-run", detail = what }
+      return true
+    end
+    print(string.format("%s %s", log.paint("notice", "==>"), label))
+    event(ctx, { event = "step_start", step = s.name, phase = phase })
+    local st = sys.monotonic()
+    local attempts, ok, res = 0, false, nil
+    repeat
+      attempts = attempts + 1
+      ok, res = pcall(s.run, ctx)
+      if not ok and attempts <= (s.retries or 0) and not (type(res) == "table" and res.interrupted) then
+        log.warn("%s failed (%s); retrying (%d of %d)", s.name, errtext(res), attempts, s.retries)
+        sys.sleep(math.min(2 ^ attempts, 30) * (0.5 + math.random()))
+      end
+    until ok or attempts > (s.retries or 0) or (type(res) == "table" and res.interrupted)
+    local dt = sys.monotonic() - st
+    local detail = ok and (type(res) == "string" and res or nil) or errtext(res)
+    ctx.results[#ctx.results + 1] = { step = s.name, phase = phase, status = ok and "ok" or "failed", seconds = dt, detail = detail }
+    event(ctx, { event = "step_end", step = s.name, phase = phase, status = ok and "ok" or "failed", seconds = dt,
+                 detail = detail or json.null, attempts = attempts })
+    if ok then
+      print(string.format("    %s %s%s", log.paint("ok", "ok"), duration(dt), detail and ("  " .. detail) or ""))
+    else
+      print(string.format("    %s %s after %s", log.paint("error", "FAILED"), s.name, duration(dt)))
+      for line in (errtext(res) .. "\n"):gmatch("([^\n]*)\n") do print("      " .. line) end
+    end
+    return ok, res
+  end
+
+  local failure
+  for i, s in ipairs(def.steps) do
+    local ok, err = run_step(s, i, #def.steps, "steps")
+    if not ok then failure = { step = s.name, error = err } break end
+    if s.changes then ctx.changed = true end
+    if ctx.state.stop_early then break end
+  end
+  local code = R.EXIT.ok
+  if failure then
+    local interrupted = type(failure.error) == "table" and failure.error.interrupted
+    if interrupted then
+      code = R.EXIT.interrupted
+      event(ctx, { event = "interrupted", step = failure.step })
+      print(log.paint("warn", string.format("interrupted during '%s'%s", failure.step,
+        ctx.state.backup and ("; the backup " .. ctx.state.backup .. " is complete and usable") or "")))
+    elseif not ctx.changed and not ctx.state.migrating then
+      code = R.EXIT.failed
+    elseif def.on_failure and #def.on_failure > 0 then
+      print(log.paint("warn", string.format("step '%s' failed after changes were made: running the failure handlers", failure.step)))
+      local all_ok = true
+      for i, s in ipairs(def.on_failure) do
+        local ok = run_step(s, i, #def.on_failure, "on_failure")
+        if not ok then all_ok = false break end
+      end
+      code = all_ok and R.EXIT.restored or R.EXIT.human
+    else
+      code = R.EXIT.human
+    end
+  end
+  ctx.failure = failure
+  ctx.exit_code = code
+  for i, s in ipairs(def.always or {}) do
+    if not ctx.dry_run or s.plan then run_step(s, i, #def.always, "always") end
+  end
+  -- the final report
+  local outcome = ({ [0] = "SUCCEEDED", [1] = "FAILED (nothing was changed)", [3] = "FAILED AND RESTORED",
+    [4] = "FAILED: NEEDS A HUMAN", [130] = "INTERRUPTED" })[code]
+  if ctx.dry_run then outcome = "DRY RUN (nothing was changed)" end
+  print("")
+  print(string.format("%s %s in %s — run %s", def.name, log.paint(code == 0 and "ok" or "error", outcome), duration(sys.monotonic() - t0), ctx.run_id))
+  for _, r in ipairs(ctx.results) do
+    print(string.format("  %-10s %-8s %-28s %s", r.phase, r.status, r.step, r.seconds and duration(r.seconds) or ""))
+  end
+  if failure and code ~= 130 then print("  cause: " .. errtext(failure.error):gsub("\n.*", "")) end
+  if ctx.runlog_path then print("  run log: " .. ctx.runlog_path) end
+  event(ctx, { event = "run_end", exit_code = code, outcome = outcome, seconds = sys.monotonic() - t0,
+               failed_step = failure and failure.step or json.null })
+  if ctx.runlog then ctx.runlog:close() end
+  ctx:close_conn()
+  if opts.json then
+    io.stdout:write(json.encode { run_id = ctx.run_id, exit_code = code, outcome = outcome, steps = ctx.results }, "\n")
+  end
+  return code
+end
+
+-- ================================================================ notifications
+
+--- Send an event to the environment's webhooks. Never raises: failures are
+-- logged (run log and terminal) and returned.
+function R.notify(ctx, what)
+  local hooks = envmod.webhooks(ctx.env)
+  if #hooks == 0 then return {} end
+  local ok, http = pcall(require, "orch.http")
+  local results = {}
+  for _, h in ipairs(hooks) do
+    local text = string.format("orch %s %s: %s (env %s, run %s)", ctx.name, what,
+      ctx.exit_code and tostring(ctx.exit_code) or "", ctx.env.name, ctx.run_id)
+    local body = h.kind == "slack" and json.encode { text = text }
+      or json.encode { event = what, recipe = ctx.name, env = ctx.env.name, run_id = ctx.run_id, exit_code = ctx.exit_code or json.null }
+    local delivered, err = false, nil
+    if ok then
+      local r, e = http.request { method = "POST", url = h.url, body = body, timeout = 5,
+        headers = { ["Content-Type"] = "application/json" } }
+      delivered = r ~= nil and r.status >= 200 and r.status < 300
+      err = r and ("HTTP " .. r.status) or e
+    else
+      err = "orch.http is not available in this build"
+    end
+    results[#results + 1] = { hook = h.name, delivered = delivered, error = err }
+    event(ctx, { event = "notification", what = what, hook = h.name, delivered = delivered, error = err or json.null })
+    if not delivered then log.warn("notification %s to %s not delivered: %s (the run goes on)", what, h.name, tostring(err)) end
+  end
+  return results
+end
+
+-- ================================================================ steps
+
+local function migrate_project(ctx)
+  if not ctx.project then
+    local migrate = require "orch.migrate"
+    ctx.project = migrate.load { dir = ctx.opts.dir or "migrations", env = ctx.env.name, placeholders = ctx.env.placeholders }
+  end
+  return ctx.project
+end
+R.project = migrate_project
+
+--- A step from a function.
+function R.step.lua(s)
+  assert(type(s.name) == "string" and type(s.run) == "function", "step.lua{ name =, run = function(ctx) } expected")
+  return s
+end
+
+--- Preflight: long transactions, sessions waiting on locks, standby or
+-- replication lag, and room for the backup.
+function R.step.preflight(o)
+  o = o or {}
+  return { name = "preflight", about = "long transactions, lock queues, replication lag, room for a backup",
+    plan = function(ctx) return "would check for long transactions, lock queues, replication lag and room in " .. ctx.env.backups.dir end,
+    run = function(ctx)
+      local pf = ctx.env.preflight or {}
+      local max_age = o.max_transaction_age or pf.max_transaction_age or 300
+      local max_lag = o.max_replication_lag or pf.max_replication_lag or 10
+      local c = ctx:conn()
+      local problems = {}
+      for _, r in ipairs(c:query([[SELECT pid, usename, application_name, now() - xact_start AS age, left(query, 80) AS query
+          FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()
+            AND extract(epoch FROM now() - xact_start) > $1 ORDER BY xact_start]], max_age)) do
+        problems[#problems + 1] = string.format("transaction open for %s in pid %d (%s, %s): %s", r.age, r.pid, r.usename, r.application_name, r.query)
+      end
+      for _, r in ipairs(c:query([[SELECT pid, pg_blocking_pids(pid) AS blockers, left(query, 80) AS query FROM pg_stat_activity
+          WHERE wait_event_type = 'Lock' AND datname = current_database()]])) do
+        problems[#problems + 1] = string.format("pid %d waits on a lock held by %s: %s", r.pid, r.blockers, r.query)
+      end
+      if c:value("SELECT pg_is_in_recovery()") then
+        problems[#problems + 1] = "the target is a standby (in recovery): migrations must run on the primary"
+      else
+        local lag = c:value("SELECT max(extract(epoch FROM replay_lag)) FROM pg_stat_replication")
+        if lag and lag > max_lag then problems[#problems + 1] = string.format("replication lag %.1fs exceeds %ds", lag, max_lag) end
+      end
+      local size = c:value("SELECT pg_database_size(current_database())")
+      sys.mkdir_p(ctx.env.backups.dir, 448)
+      local fs = sys.statvfs(ctx.env.backups.dir)
+      if fs and fs.free < size then
+        problems[#problems + 1] = string.format("not enough room for a backup in %s: %d MiB free, the database is %d MiB",
+          ctx.env.backups.dir, fs.free // 1048576, size // 1048576)
+      end
+      if #problems > 0 then error("preflight found problems:\n  - " .. table.concat(problems, "\n  - "), 0) end
+      return string.format("database %d MiB, no long transactions or lock queues", size // 1048576)
+    end }
+end
+
+--- Plan and lint: the pending migrations; lint errors stop the run.
+function R.step.plan(o)
+  o = o or {}
+  return { name = "plan and lint", about = "pending migrations and lint findings",
+    plan = function(ctx)
+      local migrate = require "orch.migrate"
+      local ok, p = pcall(migrate.plan, ctx:conn(), migrate_project(ctx))
+      if not ok then return "would stop: " .. errtext(p) end
+      local names = {}
+      for _, e in ipairs(p) do names[#names + 1] = e.name end
+      return #names == 0 and "nothing to migrate" or ("would apply: " .. table.concat(names, ", "))
+    end,
+    run = function(ctx)
+      local migrate, lint = require "orch.migrate", require "orch.lint"
+      local project = migrate_project(ctx)
+      lint.load_rules("orch.lint.lua")
+      local plan = migrate.plan(ctx:conn(), project)
+      ctx.state.pending = plan
+      local findings = lint.run(project, plan)
+      ctx.state.lint = findings
+      local errors = 0
+      for _, f in ipairs(findings) do if f.severity == "error" then errors = errors + 1 end end
+      for _, e in ipairs(plan) do print("      pending: " .. e.name) end
+      if #findings > 0 then print((lint.format(findings):gsub("^", "      "):gsub("\n", "\n      "))) end
+      if errors > 0 and not o.allow_lint_errors then error(string.format("%d lint error(s) in the pending migrations", errors), 0) end
+      if #plan == 0 then ctx.state.nothing_to_do = true end
+      return string.format("%d pending, %d lint finding(s)", #plan, #findings)
+    end }
+end
+
+--- Approval: on a terminal show the plan and ask; --yes for automation; a
+-- protected environment without a terminal and without --yes stops here.
+function R.step.approve(o)
+  o = o or {}
+  return { name = "approval", about = "asks on a terminal; --yes for automation",
+    plan = function(ctx) return ctx.yes and "approved by --yes" or "would ask for approval" end,
+    run = function(ctx)
+      if ctx.state.nothing_to_do then ctx.state.stop_early = true return "nothing to migrate: stopping here" end
+      if ctx.yes then return "approved by --yes" end
+      if sys.isatty(0) then
+        io.stdout:write(string.format("      apply %d migration(s) to %s (%s)? a backup is taken first and restored on failure [y/N] ",
+          #(ctx.state.pending or {}), ctx.env.name, log.redact(ctx.url or "libpq defaults")))
+        io.stdout:flush()
+        local a = io.read("l")
+        if a and a:lower():match("^y") then return "approved" end
+        error("approval declined: nothing was changed", 0)
+      end
+      if ctx.env.protected then
+        error(string.format("environment %s is protected and there is no terminal to ask: pass --yes to approve; nothing was changed", ctx.env.name), 0)
+      end
+      return "not protected, no terminal: approved"
+    end }
+end
+
+--- A verified backup of the target (kept for the restore on failure).
+function R.step.backup(o)
+  o = o or {}
+  return { name = "backup", about = "a verified backup, restored on failure",
+    plan = function(ctx) return "would back up the database into " .. ctx.env.backups.dir .. " and verify it" end,
+    run = function(ctx)
+      local backup = require "orch.backup"
+      local m = backup.create(ctx:conn(), { dir = ctx.env.backups.dir, env = ctx.env.name, run_id = ctx.run_id })
+      ctx.state.backup = m.path
+      event(ctx, { event = "backup", path = m.path, sha256 = m.sha256 })
+      if o.verify ~= false then backup.verify(m.path) end
+      if ctx.env.backups.keep or ctx.env.backups.max_age then
+        local age = ctx.env.backups.max_age
+        local secs = age and tonumber(age:match("^(%d+)")) * (({ d = 86400, h = 3600, m = 60 })[age:match("(%a)$")] or 1)
+        backup.retain(ctx.env.backups.dir, { keep = ctx.env.backups.keep, max_age = secs })
+      end
+      return string.format("%s (%.1f MiB, %d rows, verified)", m.path, m.size / 1048576, m.rows)
+    end }
+end
+
+--- Apply the pending migrations with lock timeouts and retries.
+function R.step.migrate(o)
+  o = o or {}
+  return { name = "migrate", changes = true, about = "pending migrations, lock_timeout and retries",
+    plan = function(ctx) return string.format("would apply the pending migrations (lock_timeout %s, %d retries)",
+      o.lock_timeout or ctx.env.lock_timeout or "5s", o.retries or ctx.env.retries or 5) end,
+    run = function(ctx)
+      local migrate = require "orch.migrate"
+      ctx.state.migrating = true
+      local r = migrate.up(ctx:conn(), migrate_project(ctx), { run_id = ctx.run_id,
+        lock_timeout = o.lock_timeout or ctx.env.lock_timeout, retries = o.retries or ctx.env.retries,
+        on_progress = function(ev)
+          if ev.event == "done" then print(string.format("      applied %s (%d ms)", ev.migration.name, ev.ms)) end
+        end })
+      ctx.state.applied = r.applied
+      return string.format("%d migration(s) applied", #r.applied)
+    end }
+end
+
+--- Verify: database health (and HTTP endpoints when orch.health has them).
+function R.step.verify(o)
+  o = o or {}
+  return { name = o.name or "verify", about = "database and HTTP health checks",
+    plan = function() return "would run the health checks" end,
+    run = function(ctx)
+      local ok, health = pcall(require, "orch.health")
+      if ok and health.run_env then
+        local report = health.run_env(ctx, o)
+        if report.status == "fail" then error("health checks failed:\n" .. health.format_table(report), 0) end
+        return "health " .. report.status
+      end
+      local c = ctx:conn()
+      local bad = c:value("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+      if bad > 0 then error(bad .. " invalid index(es)", 0) end
+      for _, s in ipairs(ctx.env.health.sql or {}) do
+        local okq, v = pcall(c.value, c, s.query)
+        if not okq or not v then error(string.format("check %s failed: %s", s.name or s.query, okq and tostring(v) or errtext(v)), 0) end
+      end
+      return "database healthy"
+    end }
+end
+
+--- Restore this run's backup by swap (the failed database is kept renamed).
+function R.step.restore(o)
+  o = o or {}
+  return { name = "restore", about = "this run's backup, swapped in by rename",
+    plan = function() return "on failure: would restore this run's backup (swap by rename)" end,
+    run = function(ctx)
+      if not ctx.state.backup then error("no backup was taken in this run: cannot restore; a human must look at the database", 0) end
+      ctx:close_conn()
+      local r = require("orch.restore").run { archive = ctx.state.backup, db = ctx.url, mode = o.mode or "swap" }
+      ctx.project = nil
+      event(ctx, { event = "restored", backup = ctx.state.backup, old_database = r.old_database or json.null })
+      return string.format("restored %s%s", ctx.state.backup, r.old_database and ("; the failed database is kept as " .. r.old_database) or "")
+    end }
+end
+
+--- Undo the migrations applied in this run (the staging rollback test).
+function R.step.undo_applied(o)
+  return { name = "undo this run's migrations", changes = true,
+    plan = function() return "would undo the migrations this run applied" end,
+    run = function(ctx)
+      local n = #(ctx.state.applied or {})
+      if n == 0 then return "nothing to undo" end
+      require("orch.migrate").undo(ctx:conn(), migrate_project(ctx), { count = n, run_id = ctx.run_id })
+      return string.format("%d migration(s) undone", n)
+    end }
+end
+
+--- Notify the environment's webhooks of the outcome (never fails the run).
+function R.step.notify()
+  return { name = "notify", plan = function(ctx) return #envmod.webhooks(ctx.env) .. " webhook(s) configured" end,
+    run = function(ctx)
+      local what = ({ [0] = "run_succeeded", [3] = "run_restored" })[ctx.exit_code] or "run_failed"
+      local res = R.notify(ctx, what)
+      local n = 0
+      for _, r in ipairs(res) do if r.delivered then n = n + 1 end end
+      return string.format("%d of %d webhook(s) notified", n, #res)
+    end }
+end
+
+return R

@@ -1,0 +1,24 @@
+-- recipes/staging.lua -- staging: preflight, verified backup, migrate, verify,
+-- then the rollback test (undo this run's migrations, verify, migrate again).
+--   orch recipes/staging.lua [--env staging] [--yes]
+local R = require "orch.recipe"
+
+local opts, env = R.setup({ ... }, "staging", nil, "staging rehearsal: migrate, verify, and prove the rollback works")
+
+return R.run {
+  name = "staging", opts = opts, env = env,
+  steps = {
+    R.step.preflight {},
+    R.step.plan {},
+    R.step.approve {},
+    R.step.backup { verify = true },
+    R.step.migrate {},
+    R.step.verify {},
+    R.step.undo_applied {},
+    R.step.verify { name = "verify after undo" },
+    R.step.migrate {},
+    R.step.verify { name = "verify after migrating again" },
+  },
+  on_failure = { R.step.restore { mode = "swap" }, R.step.verify { name = "verify the restored database" } },
+  always = { R.step.notify() },
+}

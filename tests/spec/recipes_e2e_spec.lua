@@ -1,0 +1,160 @@
+-- The recipes end to end on the example project against a real server.
+local H = require "helper"
+local sys = require "orch.sys"
+local db = require "orch.db"
+local json = require "orch.json"
+
+local function schema_of(dbname)
+  local r = H.pgtool("pg_dump", { "--schema-only", "-d", dbname })
+  assert(r.ok, r.stderr)
+  return (r.stdout:gsub("\\u?n?restrict [^\n]*\n", ""))
+end
+local function rows_of(dbname)
+  local c <close> = H.connect(dbname)
+  local out = {}
+  for _, t in ipairs(c:query([[SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables
+      WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1]])) do
+    out[t.t] = c:value(string.format("SELECT coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), 'empty') FROM %s x", t.t))
+  end
+  return out
+end
+
+-- A project dir: the example migrations (optionally up to a version) plus extra files, and an env file.
+local function project(upto, extra)
+  local dir = H.tmpdir()
+  sys.mkdir_p(dir .. "/migrations")
+  for _, f in ipairs(sys.listdir("migrations")) do
+    local v = tonumber(f:match("^[VU](%d+)__"))
+    if v and (not upto or v <= upto) then H.write(dir .. "/migrations/" .. f, H.read("migrations/" .. f)) end
+  end
+  for name, text in pairs(extra or {}) do H.write(dir .. "/migrations/" .. name, text) end
+  H.write(dir .. "/orch.env.lua", string.format([[return {
+  prod = { database = { env = "TEST_PROD_URL" }, protected = true, backups = { dir = %q, keep = 5 },
+           lock_timeout = "2s", retries = 1, webhooks = { { url_env = "TEST_HOOK", kind = "slack" } } },
+  staging = { database = { env = "TEST_PROD_URL" }, backups = { dir = %q } },
+}]], dir .. "/backups/prod", dir .. "/backups/staging"))
+  return dir
+end
+
+local function run_recipe(dir, recipe, url, argv, env)
+  local a = { sys.realpath("recipes/" .. recipe) }
+  for _, x in ipairs(argv or {}) do a[#a + 1] = x end
+  local e = { TEST_PROD_URL = url, DATABASE_URL = false, TEST_HOOK = "http://127.0.0.1:9/unreachable" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  return H.orch(a, { cwd = dir, env = e, timeout = 300 })
+end
+
+describe("recipes", function()
+  it("prod: a failing migration is restored automatically; the database is as before the run (exit 3)", function()
+    local url, name = H.fresh_db("prod_fail")
+    -- production runs V1..V4 already, with data
+    local base = project(4)
+    assert.is_true(H.orch({ "migrate", "--db", url, "--dir", base .. "/migrations" }).ok)
+    local c = db.connect(url)
+    c:exec([[INSERT INTO users (username, email, password_hash, full_name, role, status)
+             VALUES ('ops', 'ops@example.test', 'x', 'Ops', 'ADMIN', 'ACTIVE')]])
+    c:exec("INSERT INTO tickets (title, requestor_id) SELECT 'ticket ' || g, 1 FROM generate_series(1, 50) g")
+    c:close()
+    local before_schema, before_rows = schema_of(name), rows_of(name)
+    -- the release: V5..V8, and a V9 that fails half-way
+    local dir = project(8, { ["V9__broken_release.sql"] =
+      "ALTER TABLE tickets ADD COLUMN region text;\nUPDATE tickets SET region = 'eu';\nALTER TABLE tickets ADD CONSTRAINT tickets_region_check CHECK (region = 'us');\n" })
+    local r = run_recipe(dir, "prod.lua", url, { "--yes" })
+    assert.equals(3, r.code, r.stdout .. r.stderr)
+    assert.matches("FAILED AND RESTORED", r.stdout)
+    assert.matches("V9__broken_release%.sql", r.stdout)
+    assert.matches("restored .*%.dump; the failed database is kept as (%S+)", r.stdout)
+    local old = r.stdout:match("the failed database is kept as (%S+)")
+    -- identical to before the run: schema text and row checksums
+    assert.equals(before_schema, schema_of(name))
+    assert.same(before_rows, rows_of(name))
+    -- the run log tells the story; the webhook could not be delivered and the run went on
+    local runlog = r.stdout:match("run log: (%S+)")
+    local events = {}
+    if runlog:sub(1, 1) ~= "/" then runlog = dir .. "/" .. runlog end
+    for line in io.lines(runlog) do events[#events + 1] = json.decode(line) end
+    local kinds = {}
+    for _, e in ipairs(events) do kinds[#kinds + 1] = e.event .. (e.step and (":" .. e.step) or "") end
+    local text = table.concat(kinds, " ")
+    assert.matches("step_end:migrate", text)
+    assert.matches("restored", text)
+    assert.matches("notification", text)
+    assert.is_false(events[#events].exit_code == 0)
+    -- the backup's manifest carries the run id, and so do the history rows of the failed database
+    local run_id = events[1].run_id
+    local manifests = {}
+    for _, f in ipairs(sys.listdir(dir .. "/backups/prod")) do if f:match("manifest") then manifests[#manifests + 1] = f end end
+    assert.equals(run_id, json.decode(H.read(dir .. "/backups/prod/" .. manifests[1])).run_id)
+    local oc <close> = H.connect(old)
+    assert.equals(4, oc:value("SELECT count(*) FROM orch_schema_history WHERE run_id = $1 AND success", run_id))
+    oc:close()
+    H.drop_db(old)
+    H.drop_db(name)
+  end)
+
+  it("prod: succeeds end to end on the example project (exit 0)", function()
+    local url, name = H.fresh_db("prod_ok")
+    local dir = project(8)
+    local r = run_recipe(dir, "prod.lua", url, { "--yes" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("SUCCEEDED", r.stdout)
+    local c <close> = db.connect(url)
+    assert.equals(8, c:value("SELECT count(*) FROM orch_schema_history WHERE success"))
+    c:close()
+    H.drop_db(name)
+  end)
+
+  it("prod: protected, no terminal and no --yes stops before changing anything (exit 1)", function()
+    local url, name = H.fresh_db("prod_noyes")
+    local dir = project(8)
+    local r = run_recipe(dir, "prod.lua", url, {})
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("is protected and there is no terminal", r.stdout)
+    local c <close> = db.connect(url)
+    assert.is_false(c:value("SELECT to_regclass('public.tickets') IS NOT NULL"))
+    assert.same({}, sys.listdir(dir .. "/backups/prod") and {} or {})
+    c:close()
+    H.drop_db(name)
+  end)
+
+  it("prod --dry-run says what every step would do and changes nothing", function()
+    local url, name = H.fresh_db("prod_dry")
+    local dir = project(8)
+    local r = run_recipe(dir, "prod.lua", url, { "--dry-run" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("would apply: V1__types_and_helpers%.sql", r.stdout)
+    assert.matches("would back up the database", r.stdout)
+    local c <close> = db.connect(url)
+    assert.is_false(c:value("SELECT to_regclass('public.orch_schema_history') IS NOT NULL"))
+    c:close()
+    H.drop_db(name)
+  end)
+
+  it("staging: migrates, proves the rollback and migrates again", function()
+    local url, name = H.fresh_db("staging")
+    local dir = project(8)
+    local r = run_recipe(dir, "staging.lua", url, { "--yes" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("8 migration%(s%) undone", r.stdout)
+    local c <close> = db.connect(url)
+    assert.is_true(c:value("SELECT to_regclass('public.ticket_daily_stats') IS NOT NULL"))
+    c:close()
+    H.drop_db(name)
+  end)
+
+  it("names an unknown environment and lists the known ones (exit 2)", function()
+    local dir = project(1)
+    local r = run_recipe(dir, "prod.lua", "postgresql://x@127.0.0.1:1/x", { "--env", "prdo" })
+    assert.equals(2, r.code)
+    assert.matches("no environment named 'prdo' in orch%.env%.lua %(known: prod, staging%)", r.stderr)
+  end)
+
+  it("orch help RECIPE prints the recipe's options and steps", function()
+    local r = H.orch { "help", "recipes/prod.lua" }
+    assert.is_true(r.ok, r.stderr)
+    assert.matches("steps:", r.stdout)
+    assert.matches("backup", r.stdout)
+    assert.matches("on failure:", r.stdout)
+    assert.matches("%-%-dry%-run", r.stdout)
+  end)
+end)
