@@ -6,28 +6,7 @@ local sys = require "orch.sys"
 local db = require "orch.db"
 local json = require "orch.json"
 
-local function schema_of(dbname)
-  local r = H.pgtool("pg_dump", { "--schema-only", "-d", dbname })
-  assert(r.ok, r.stderr)
-  return (r.stdout:gsub("\\u?n?restrict [^\n]*\n", ""))
-end
-
--- Everything a restore must reproduce: row checksums of every table and every sequence's state.
-local function contents_of(dbname)
-  local c <close> = H.connect(dbname)
-  local out = {}
-  for _, t in ipairs(c:query([[SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c
-      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-        AND n.nspname !~ '^pg_toast' ORDER BY 1]])) do
-    out[t.name] = c:value(string.format("SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), 'empty') FROM %s t", t.name))
-  end
-  for _, s in ipairs(c:query([[SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c
-      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' ORDER BY 1]])) do
-    local v = c:query(string.format("SELECT last_value, is_called FROM %s", s.name))[1]
-    out["seq " .. s.name] = v.last_value .. "/" .. tostring(v.is_called)
-  end
-  return out
-end
+local schema_of, contents_of = H.schema_of, H.contents_of
 
 local function same_database(a, b)
   assert.equals(schema_of(a), schema_of(b))

@@ -5,10 +5,7 @@ local H = require "helper"
 local db = require "orch.db"
 
 local function schema_dump(url)
-  local r = H.pgtool("pg_dump", { "--schema-only", "--exclude-table=orch_schema_history", "-d", url })
-  assert(r.ok, r.stderr)
-  -- pg_dump 15.18+ writes a random \restrict key per run; it is not schema
-  return (r.stdout:gsub("\\u?n?restrict [^\n]*\n", ""))
+  return H.schema_of(url, { exclude_table = "orch_schema_history" })
 end
 
 describe("the example project", function()

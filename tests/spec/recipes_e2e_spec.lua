@@ -4,20 +4,7 @@ local sys = require "orch.sys"
 local db = require "orch.db"
 local json = require "orch.json"
 
-local function schema_of(dbname)
-  local r = H.pgtool("pg_dump", { "--schema-only", "-d", dbname })
-  assert(r.ok, r.stderr)
-  return (r.stdout:gsub("\\u?n?restrict [^\n]*\n", ""))
-end
-local function rows_of(dbname)
-  local c <close> = H.connect(dbname)
-  local out = {}
-  for _, t in ipairs(c:query([[SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables
-      WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1]])) do
-    out[t.t] = c:value(string.format("SELECT coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), 'empty') FROM %s x", t.t))
-  end
-  return out
-end
+local schema_of, rows_of = H.schema_of, H.contents_of
 
 -- A project dir: the example migrations (optionally up to a version) plus extra files, and an env file.
 local function project(upto, extra)
