@@ -135,6 +135,8 @@ function R.run(def)
     end
     print(string.format("%s %s", log.paint("notice", "==>"), label))
     event(ctx, { event = "step_start", step = s.name, phase = phase })
+    -- a changing step that fails part-way has changed something: count it before it runs
+    if s.changes and phase == "steps" then ctx.changed = true end
     local st = sys.monotonic()
     local attempts, ok, res = 0, false, nil
     repeat

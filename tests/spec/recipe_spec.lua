@@ -1,0 +1,250 @@
+-- orch.recipe: the engine itself, with steps of our own, run through the
+-- real binary (exit codes, terminal output, run log, signals).
+local H = require "helper"
+local sys = require "orch.sys"
+local json = require "orch.json"
+
+-- A project directory with an orch.env.lua and one recipe file.
+local function project(recipe_body, envs)
+  local dir = H.tmpdir()
+  H.write(dir .. "/orch.env.lua", envs or string.format([[return {
+  dev = { backups = { dir = %q } },
+  prod = { protected = true, backups = { dir = %q } },
+}]], dir .. "/backups/dev", dir .. "/backups/prod"))
+  H.write(dir .. "/r.lua", [[local R = require "orch.recipe"
+local sys = require "orch.sys"
+local dir = ]] .. string.format("%q", dir) .. "\n" .. recipe_body)
+  return dir
+end
+
+local function run(dir, argv, opts)
+  local a = { dir .. "/r.lua" }
+  for _, x in ipairs(argv or {}) do a[#a + 1] = x end
+  opts = opts or {}
+  opts.cwd = dir
+  opts.env = opts.env or { DATABASE_URL = false }
+  return H.orch(a, opts)
+end
+
+local function events_of(r, dir)
+  local path = (r.stdout .. r.stderr):match("run log: (%S+)")
+  assert(path, "no run log named in the output:\n" .. r.stdout .. r.stderr)
+  if path:sub(1, 1) ~= "/" then path = dir .. "/" .. path end
+  local out = {}
+  for line in io.lines(path) do out[#out + 1] = json.decode(line) end
+  return out, path
+end
+
+local function find(events, pred)
+  for _, e in ipairs(events) do if pred(e) then return e end end
+end
+
+describe("orch.recipe", function()
+  it("runs named steps in order and logs start, end, duration and result to the terminal and the run log", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env, steps = {
+  R.step.lua { name = "first", run = function() return "one done" end },
+  R.step.lua { name = "second", run = function(ctx) return "two done, run " .. ctx.run_id end },
+} }]])
+    local r = run(dir)
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local i1, i2 = r.stdout:find("%[1/2%] first"), r.stdout:find("%[2/2%] second")
+    assert.truthy(i1 and i2 and i1 < i2, r.stdout)
+    assert.matches("one done", r.stdout)
+    local ev, path = events_of(r, dir)
+    assert.matches("/backups/dev/runs/[%dTZ]+%-%x+%.jsonl$", path)
+    assert.equals("run_start", ev[1].event)
+    local run_id = ev[1].run_id
+    assert.matches("^%d+T%d+Z%-%x%x%x%x%x%x$", run_id)
+    local s = find(ev, function(e) return e.event == "step_start" and e.step == "second" end)
+    assert.truthy(s)
+    local e = find(ev, function(x) return x.event == "step_end" and x.step == "second" end)
+    assert.equals("ok", e.status)
+    assert.is_number(e.seconds)
+    assert.matches("two done, run " .. run_id, e.detail, 1, true)
+    assert.equals("run_end", ev[#ev].event)
+    assert.equals(0, ev[#ev].exit_code)
+    for _, x in ipairs(ev) do assert.equals(run_id, x.run_id) end
+    sys.rmtree(dir)
+  end)
+
+  it("retries a step that fails, and records the attempts", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+local n = 0
+return R.run { name = "t", opts = opts, env = env, steps = {
+  R.step.lua { name = "flaky", retries = 2, run = function() n = n + 1; if n < 2 then error("transient #" .. n, 0) end return "worked on attempt " .. n end },
+} }]])
+    local r = run(dir)
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("flaky failed %(transient #1%); retrying", r.stderr)
+    local ev = events_of(r, dir)
+    local e = find(ev, function(x) return x.event == "step_end" and x.step == "flaky" end)
+    assert.equals(2, e.attempts)
+    assert.equals("worked on attempt 2", e.detail)
+    sys.rmtree(dir)
+  end)
+
+  it("a failure before anything changed exits 1, skips on_failure and still runs always", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env,
+  steps = { R.step.lua { name = "check", run = function() error("precondition not met", 0) end },
+            R.step.lua { name = "change", changes = true, run = function() io.open(dir .. "/changed", "w"):close() end } },
+  on_failure = { R.step.lua { name = "put back", run = function() io.open(dir .. "/restored", "w"):close() end } },
+  always = { R.step.lua { name = "tell", run = function() io.open(dir .. "/told", "w"):close() end } },
+}]])
+    local r = run(dir)
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("precondition not met", r.stdout)
+    assert.is_false(sys.exists(dir .. "/changed"))
+    assert.is_false(sys.exists(dir .. "/restored"))
+    assert.is_true(sys.exists(dir .. "/told"))
+    sys.rmtree(dir)
+  end)
+
+  it("a failure after a change runs on_failure: all handlers ok = restored (3), a handler failing = needs a human (4)", function()
+    local body = [[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env,
+  steps = { R.step.lua { name = "change", changes = true, run = function() return "changed" end },
+            R.step.lua { name = "verify", run = function() error("health check failed", 0) end } },
+  on_failure = { R.step.lua { name = "restore", run = function() if os.getenv("BREAK_RESTORE") then error("restore failed", 0) end return "restored" end } },
+}]]
+    local dir = project(body)
+    local r = run(dir)
+    assert.equals(3, r.code, r.stdout .. r.stderr)
+    assert.matches("FAILED AND RESTORED", r.stdout)
+    local ev = events_of(r, dir)
+    assert.truthy(find(ev, function(x) return x.event == "step_end" and x.step == "restore" and x.phase == "on_failure" and x.status == "ok" end))
+    assert.equals(3, ev[#ev].exit_code)
+    assert.equals("verify", ev[#ev].failed_step)
+    local r2 = run(dir, {}, { env = { DATABASE_URL = false, BREAK_RESTORE = "1" } })
+    assert.equals(4, r2.code, r2.stdout .. r2.stderr)
+    assert.matches("NEEDS A HUMAN", r2.stdout)
+    sys.rmtree(dir)
+  end)
+
+  it("a changing step that fails part-way counts as a change (the handlers run)", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env,
+  steps = { R.step.lua { name = "half", changes = true, run = function() io.open(dir .. "/half", "w"):close(); error("died half-way", 0) end } },
+  on_failure = { R.step.lua { name = "restore", run = function() os.remove(dir .. "/half"); return "put back" end } },
+}]])
+    local r = run(dir)
+    assert.equals(3, r.code, r.stdout .. r.stderr)
+    assert.is_false(sys.exists(dir .. "/half"))
+    sys.rmtree(dir)
+  end)
+
+  it("--dry-run says what every step would do and runs none of them", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env, steps = {
+  R.step.lua { name = "write", changes = true, plan = function() return "would write a file" end,
+    run = function() io.open(dir .. "/written", "w"):close() end },
+  R.step.lua { name = "other", run = function() io.open(dir .. "/other", "w"):close() end },
+} }]])
+    local r = run(dir, { "--dry-run" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("would write a file", r.stdout)
+    assert.matches("would run other", r.stdout)
+    assert.matches("DRY RUN", r.stdout)
+    assert.is_false(sys.exists(dir .. "/written"))
+    assert.is_false(sys.exists(dir .. "/other"))
+    sys.rmtree(dir)
+  end)
+
+  it("Ctrl-C in the middle: exit 130, the run log records the step where it stopped, no handler restores", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env,
+  steps = { R.step.lua { name = "before", changes = true, run = function() return "done" end },
+            R.step.lua { name = "long", run = function() sys.kill(sys.getpid(), 2); sys.sleep(10); return "never" end },
+            R.step.lua { name = "after", run = function() io.open(dir .. "/after", "w"):close() end } },
+  on_failure = { R.step.lua { name = "restore", run = function() io.open(dir .. "/restored", "w"):close() end } },
+}]])
+    local t0 = sys.monotonic()
+    local r = run(dir)
+    assert.equals(130, r.code, r.stdout .. r.stderr)
+    assert.is_true(sys.monotonic() - t0 < 8, "the interrupt did not stop the sleeping step")
+    assert.matches("interrupted during 'long'", r.stdout)
+    assert.is_false(sys.exists(dir .. "/after"))
+    local ev = events_of(r, dir)
+    assert.truthy(find(ev, function(x) return x.event == "interrupted" and x.step == "long" end))
+    assert.equals(130, ev[#ev].exit_code)
+    assert.equals("long", ev[#ev].failed_step)
+    sys.rmtree(dir)
+  end)
+
+  it("a protected environment without a terminal and without --yes stops before the first change", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "prod")
+return R.run { name = "t", opts = opts, env = env, steps = {
+  R.step.approve {},
+  R.step.lua { name = "write", changes = true, run = function() io.open(dir .. "/written", "w"):close() end },
+} }]])
+    local r = run(dir)
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("protected and there is no terminal", r.stdout)
+    assert.is_false(sys.exists(dir .. "/written"))
+    local ok = run(dir, { "--yes" })
+    assert.equals(0, ok.code, ok.stdout .. ok.stderr)
+    assert.is_true(sys.exists(dir .. "/written"))
+    sys.rmtree(dir)
+  end)
+
+  it("on a terminal, a declined approval changes nothing", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "prod")
+return R.run { name = "t", opts = opts, env = env, steps = {
+  R.step.approve {},
+  R.step.lua { name = "write", changes = true, run = function() io.open(dir .. "/written", "w"):close() end },
+} }]])
+    -- script(1) gives the run a pseudo-terminal; the answer comes from stdin
+    local cmd = string.format("cd %s && %s %s/r.lua", dir, H.orch_bin, dir)
+    local r = sys.spawn { "script", "-qec", cmd, "/dev/null", stdin = "n\n", timeout = 60 }
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("%[y/N%]", r.stdout)
+    assert.matches("approval declined: nothing was changed", r.stdout)
+    assert.is_false(sys.exists(dir .. "/written"))
+    local yes = sys.spawn { "script", "-qec", cmd, "/dev/null", stdin = "y\n", timeout = 60 }
+    assert.equals(0, yes.code, yes.stdout .. yes.stderr)
+    assert.is_true(sys.exists(dir .. "/written"))
+    sys.rmtree(dir)
+  end)
+
+  it("a recipe with a typo'd global fails with a clear error naming the line", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env, steps = {
+  R.stpe.lua { name = "x", run = function() end },
+} }]])
+    local r = run(dir)
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("r%.lua:6:", r.stderr)
+    local dir2 = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env, steps = {
+  R.step.lua { name = "x", run = function() return prnt("hello") end },
+} }]])
+    local r2 = run(dir2)
+    assert.equals(1, r2.code, r2.stdout .. r2.stderr)
+    assert.matches("undefined global 'prnt'", r2.stdout)
+    assert.matches("r%.lua:6", r2.stdout)
+    sys.rmtree(dir)
+    sys.rmtree(dir2)
+  end)
+
+  it("an unknown environment is a usage error that lists the known ones", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env, steps = {} }]])
+    local r = run(dir, { "--env", "stagign" })
+    assert.equals(2, r.code, r.stdout .. r.stderr)
+    assert.matches("no environment named 'stagign'.*known: dev, prod", r.stderr)
+    sys.rmtree(dir)
+  end)
+end)
