@@ -339,11 +339,12 @@ function R.step.approve(o)
   return { name = "approval", about = "asks on a terminal; --yes for automation",
     plan = function(ctx) return ctx.yes and "approved by --yes" or "would ask for approval" end,
     run = function(ctx)
-      if ctx.state.nothing_to_do then ctx.state.stop_early = true return "nothing to migrate: stopping here" end
+      if ctx.state.nothing_to_do and not o.question then ctx.state.stop_early = true return "nothing to migrate: stopping here" end
       if ctx.yes then return "approved by --yes" end
       if sys.isatty(0) then
-        io.stdout:write(string.format("      apply %d migration(s) to %s (%s)? a backup is taken first and restored on failure [y/N] ",
-          #(ctx.state.pending or {}), ctx.env.name, log.redact(ctx.url or "libpq defaults")))
+        local q = o.question and o.question(ctx) or string.format("apply %d migration(s) to %s (%s)? a backup is taken first and restored on failure",
+          #(ctx.state.pending or {}), ctx.env.name, log.redact(ctx.url or "libpq defaults"))
+        io.stdout:write("      ", q, " [y/N] ")
         io.stdout:flush()
         local a = io.read("l")
         if a and a:lower():match("^y") then return "approved" end
