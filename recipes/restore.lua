@@ -91,7 +91,9 @@ return R.run {
         or ("would back up the current database into " .. ctx.env.backups.dir .. " first") end,
       run = function(ctx)
         if ctx.opts.no_safety_backup then return "skipped (--no-safety-backup): the current database is kept renamed by the swap" end
-        local m = backup.create(ctx:conn(), { dir = ctx.env.backups.dir, env = ctx.env.name, run_id = ctx.run_id })
+        -- named after the run: the default name has one-second resolution and the chosen backup may be from this very second
+        local out = string.format("%s/%s-%s-safety.dump", ctx.env.backups.dir, ctx:conn():info().dbname, ctx.run_id)
+        local m = backup.create(ctx:conn(), { output = out, env = ctx.env.name, run_id = ctx.run_id })
         backup.verify(m.path)
         ctx.state.backup = m.path
         return string.format("%s (%d rows, verified)", m.path, m.rows)

@@ -103,7 +103,7 @@ end
 function R.run(def)
   if R._describing then return def end
   local opts, env = def.opts or {}, def.env
-  local ctx = { name = def.name, opts = opts, env = env, dry_run = opts.dry_run, yes = opts.yes, state = {},
+  local ctx = { def = def, name = def.name, opts = opts, env = env, dry_run = opts.dry_run, yes = opts.yes, state = {},
                 run_id = opts.run_id or R.new_run_id(), changed = false, results = {} }
   function ctx:conn()
     if not self._conn or self._conn:is_closed() then self._conn = db.connect(self.url) end
@@ -342,6 +342,26 @@ function R.step.approve(o)
       if ctx.state.nothing_to_do and not o.question then ctx.state.stop_early = true return "nothing to migrate: stopping here" end
       if ctx.yes then return "approved by --yes" end
       if sys.isatty(0) then
+        -- the plan: what will change, what lint says, where the backup goes, what failure undoes
+        local lines = { string.format("      plan for %s (%s)%s:", ctx.env.name, log.redact(ctx.url or "libpq defaults"),
+          ctx.env.protected and ", a protected environment" or "") }
+        if ctx.state.pending then
+          lines[#lines + 1] = string.format("        pending migrations: %d", #ctx.state.pending)
+          for _, e in ipairs(ctx.state.pending) do lines[#lines + 1] = "          - " .. e.name end
+        end
+        if ctx.state.lint then
+          lines[#lines + 1] = string.format("        lint findings: %d", #ctx.state.lint)
+          for _, f in ipairs(ctx.state.lint) do
+            lines[#lines + 1] = string.format("          - %s:%d %s %s: %s", f.file, f.line, f.severity, f.rule, f.message)
+          end
+        end
+        for _, s in ipairs(ctx.def.steps) do
+          if s.name == "backup" then lines[#lines + 1] = "        backup: into " .. ctx.env.backups.dir .. ", verified, before any change" end
+        end
+        for _, s in ipairs(ctx.def.on_failure or {}) do
+          lines[#lines + 1] = "        on failure: " .. s.name .. (s.about and (" (" .. s.about .. ")") or "")
+        end
+        io.stdout:write(table.concat(lines, "\n"), "\n")
         local q = o.question and o.question(ctx) or string.format("apply %d migration(s) to %s (%s)? a backup is taken first and restored on failure",
           #(ctx.state.pending or {}), ctx.env.name, log.redact(ctx.url or "libpq defaults"))
         io.stdout:write("      ", q, " [y/N] ")
