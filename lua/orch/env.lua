@@ -51,6 +51,10 @@ function E.load(name, path)
   local envs, file = E.all(path)
   name = name or os.getenv("ORCH_ENV") or "dev"
   local e = envs[name]
+  if not e and name == "dev" and not sys.exists(file) then
+    -- a project without orch.env.lua still has a dev environment: the README's first command works anywhere
+    e = { database = { local_cluster = true, dbname = "orch_dev" } }
+  end
   if not e then
     local known = {}
     for k in pairs(envs) do known[#known + 1] = k end

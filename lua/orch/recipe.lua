@@ -112,7 +112,8 @@ function R.run(def)
   function ctx:close_conn() if self._conn then self._conn:close() end end
   ctx.url = envmod.database(env, opts)
   if not ctx.url and env.database.local_cluster then
-    local pg = require("orch.localpg").ensure(".orch/localpg")
+    local pg = require("orch.localpg").ensure(env.database.dir or ".orch/localpg")
+    ctx.localpg = pg
     ctx.url = pg:create_database(env.database.dbname or "orch_dev")
   end
   ctx.runlog = runlog_open(ctx)

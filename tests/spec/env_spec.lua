@@ -42,6 +42,12 @@ describe("orch.env", function()
     assert.matches("/nonexistent/orch.env.lua", msg, 1, true)
   end)
 
+  it("without orch.env.lua, dev is the local throwaway cluster (the README's first command works anywhere)", function()
+    local e = E.load("dev", "/nonexistent/orch.env.lua")
+    assert.is_true(e.database.local_cluster)
+    assert.equals("backups/dev", e.backups.dir)
+  end)
+
   it("refuses secrets in the file: URLs with passwords, password= conninfo, password fields", function()
     for _, text in ipairs {
       [[return { prod = { database = { url = "postgresql://app:s3cret@db.example.com/app" } } }]],
