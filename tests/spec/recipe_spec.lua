@@ -238,6 +238,31 @@ return R.run { name = "t", opts = opts, env = env, steps = {
     sys.rmtree(dir2)
   end)
 
+  it("teams extend from their project directory: a step type in a module of their own, and orch help shows it", function()
+    local dir = project([[
+local mysteps = require "mysteps"
+local opts, env = R.setup({ ... }, "dev", { { name = "greeting", type = "string", default = "hello", help = "what to say" } }, "a team recipe")
+return R.run { name = "team", opts = opts, env = env, steps = {
+  mysteps.say { text = opts.greeting },
+} }]])
+    H.write(dir .. "/mysteps.lua", [[
+local R = require "orch.recipe"
+local M = {}
+function M.say(o)
+  return R.step.lua { name = "say", about = "say something", plan = function() return "would say " .. o.text end,
+    run = function(ctx) return o.text .. " from " .. ctx.env.name end }
+end
+return M]])
+    local r = run(dir, { "--greeting", "bonjour" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("bonjour from dev", r.stdout)
+    local h = H.orch({ "help", dir .. "/r.lua" }, { cwd = dir })
+    assert.is_true(h.ok, h.stderr)
+    assert.matches("%-%-greeting", h.stdout)
+    assert.matches("1%. say", h.stdout)
+    sys.rmtree(dir)
+  end)
+
   it("an unknown environment is a usage error that lists the known ones", function()
     local dir = project([[
 local opts, env = R.setup({ ... }, "dev")

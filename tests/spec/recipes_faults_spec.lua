@@ -141,6 +141,24 @@ describe("recipes under faults", function()
     sys.rmtree(dir)
   end)
 
+  it("prod: a team's lint rule (orch.lint.lua in the project) stops the run before any change (exit 1)", function()
+    local url, name = production("prod_lint")
+    local before_schema = schema_of(name)
+    local dir = project(8)
+    H.write(dir .. "/orch.lint.lua", [[return {
+  { id = "TEAM001", name = "no-materialized-views", severity = "error", hint = "our replicas cannot refresh them",
+    check = function(s) if s.norm:match("^CREATE MATERIALIZED VIEW") then return "creates a materialized view" end end },
+}]])
+    local r = recipe(dir, "prod.lua", url, { "--yes" })
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("TEAM001", r.stdout)
+    assert.matches("lint error", r.stdout)
+    assert.matches("FAILED %(nothing was changed%)", r.stdout)
+    assert.equals(before_schema, schema_of(name))
+    H.drop_db(name)
+    sys.rmtree(dir)
+  end)
+
   it("restore.lua: brings back a chosen backup exactly, after a safety backup, and says what to do next", function()
     local url, name = production("restore")
     local dir = project(8)
