@@ -65,7 +65,7 @@ local function event(ctx, ev)
   ev.time = os.date("!%Y-%m-%dT%H:%M:%SZ")
   ev.run_id = ctx.run_id
   if ctx.runlog then
-    ctx.runlog:write(json.encode(ev), "\n")
+    ctx.runlog:write(log.redact(json.encode(ev)), "\n")
     ctx.runlog:flush()
   end
 end
@@ -102,6 +102,20 @@ end
 --- Run a recipe definition; returns the exit code.
 function R.run(def)
   if R._describing then return def end
+  if (def.opts or {}).json and not R._json_run then
+    -- --json: stdout carries only the JSON result; the steps' human output goes to stderr
+    local real = _G.print
+    _G.print = function(...)
+      local t = table.pack(...)
+      for i = 1, t.n do t[i] = tostring(t[i]) end
+      io.stderr:write(table.concat(t, "\t", 1, t.n), "\n")
+    end
+    R._json_run = true
+    local ok, code = pcall(R.run, def)
+    _G.print, R._json_run = real, nil
+    if not ok then error(code, 0) end
+    return code
+  end
   local opts, env = def.opts or {}, def.env
   local ctx = { def = def, name = def.name, opts = opts, env = env, dry_run = opts.dry_run, yes = opts.yes, state = {},
                 run_id = opts.run_id or R.new_run_id(), changed = false, results = {} }

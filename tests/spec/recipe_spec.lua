@@ -263,6 +263,25 @@ return M]])
     sys.rmtree(dir)
   end)
 
+  it("--json: stdout is one JSON result, the steps' output goes to stderr; the run log never holds a password", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env, steps = {
+  R.step.lua { name = "talk", run = function() print("chatty step output"); return "seen postgresql://app:hunter2secret@db/x" end },
+} }]])
+    local r = run(dir, { "--json" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local res = json.decode(r.stdout)
+    assert.equals(0, res.exit_code)
+    assert.equals("talk", res.steps[1].step)
+    assert.matches("chatty step output", r.stderr)
+    local path = r.stderr:match("run log: (%S+)")
+    local text = H.read(path)
+    assert.is_nil(text:find("hunter2secret", 1, true), text)
+    assert.matches("postgresql://app:%*%*%*@db/x", text)
+    sys.rmtree(dir)
+  end)
+
   it("an unknown environment is a usage error that lists the known ones", function()
     local dir = project([[
 local opts, env = R.setup({ ... }, "dev")
