@@ -219,6 +219,13 @@ describe("recipes under faults", function()
     local safety = r.stdout:match("to undo this restore: .* %-%-backup (%S+)")
     assert.truthy(safety, r.stdout)
     assert.is_true(H.orch({ "verify", safety }).ok)
+    -- by time: nothing that old is a clear failure; a time after the release picks the newest backup taken by then
+    local early = recipe(dir, "restore.lua", url, { "--before", "2000-01-01", "--yes" })
+    assert.equals(1, early.code, early.stdout .. early.stderr)
+    assert.matches("no complete backup taken at or before 2000%-01%-01T00:00:00Z", early.stdout)
+    local bytime = recipe(dir, "restore.lua", url, { "--before", os.date("!%Y-%m-%dT%H:%M:%S"), "--dry-run" })
+    assert.equals(0, bytime.code, bytime.stdout .. bytime.stderr)
+    assert.matches("would restore %S+%.dump", bytime.stdout)
     -- an unknown backup id is a clear failure that changes nothing
     local bad = recipe(dir, "restore.lua", url, { "--backup", "nope", "--yes" })
     assert.equals(1, bad.code)
