@@ -443,6 +443,12 @@ function R.step.verify(o)
         if report.status == "fail" then error("health checks failed:\n" .. health.format_table(report), 0) end
         return "health " .. report.status
       end
+      local http = ctx.env.health and ctx.env.health.http
+      if http and #http > 0 then
+        -- never pass checks we could not run
+        error(string.format("%d HTTP health check(s) are configured for %s, but HTTP checks (orch.health) are not available yet in this build",
+          #http, ctx.env.name), 0)
+      end
       local c = ctx:conn()
       local bad = c:value("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
       if bad > 0 then error(bad .. " invalid index(es)", 0) end

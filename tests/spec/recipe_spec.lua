@@ -282,6 +282,17 @@ return R.run { name = "t", opts = opts, env = env, steps = {
     sys.rmtree(dir)
   end)
 
+  it("verify never passes HTTP health checks it could not run", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env, steps = { R.step.verify {} } }]],
+      [[return { dev = { health = { http = { { url = "http://127.0.0.1:9/healthz", expect_status = 200 } } } } }]])
+    local r = run(dir, { "--db", H.cluster():url("postgres") })
+    assert.is_true(r.code == 1 or r.code == 4, r.stdout .. r.stderr)
+    assert.matches("FAILED verify", r.stdout)
+    sys.rmtree(dir)
+  end)
+
   it("an unknown environment is a usage error that lists the known ones", function()
     local dir = project([[
 local opts, env = R.setup({ ... }, "dev")
