@@ -20,6 +20,9 @@ if (action == "start" or action == "stop") and not safe_to_clear(dir) then
   return 2
 end
 if action == "start" then
+  -- a server left running there by an earlier run is stopped before the directory is re-created
+  local old = localpg.open(dir)
+  if old:initialized() and old:running() then old:stop() end
   sys.rmtree(dir)
   local pg = localpg.ensure(dir, { fast = true })
   -- one role that must authenticate with a password, for the wrong-password tests

@@ -83,7 +83,14 @@ function B.create(conn, opts)
     else
       dir = opts.dir or ("backups/" .. (opts.env or "default"))
       local stamp = os.date("!%Y%m%dT%H%M%SZ", math.floor(started))
-      final = string.format("%s/%s-%s.dump", dir, info.dbname, stamp)
+      local base = string.format("%s/%s-%s%s", dir, info.dbname, stamp, opts.run_id and ("-" .. opts.run_id:gsub("[^%w_-]", "")) or "")
+      -- two backups in the same second (a safety backup right after another) get -2, -3, ...
+      final = base .. ".dump"
+      local n = 1
+      while sys.exists(final) or sys.exists(B.manifest_path(final)) do
+        n = n + 1
+        final = string.format("%s-%d.dump", base, n)
+      end
     end
     local ok, err = sys.mkdir_p(dir, 448)
     if not ok then fail(string.format("cannot create the backup directory %s: %s", dir, err)) end
