@@ -2,15 +2,25 @@
  * interrupt.c -- Ctrl-C and SIGTERM. The handler only does async-signal-safe
  * things: record the signal, PQcancel the statement in flight, arm a Lua
  * hook. The hook raises the interrupt error at the next safe point, so
- * pcall-protected cleanup and __close handlers run as for any error. A
- * second signal falls back to the default action (kill at once), as lua.c.
+ * pcall-protected cleanup and __close handlers run as for any error.
+ *
+ * A second signal kills at once (the default action), as in lua.c -- but
+ * only when it comes more than DUPLICATE_WINDOW_NS after the first. One
+ * interrupt often arrives twice within microseconds: GNU timeout signals
+ * its child and then its whole process group, and supervisors do the same.
+ * Dying on that echo would lose the report and the run log's last lines.
  */
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
 #include "orch.h"
 
+#define DUPLICATE_WINDOW_NS 500000000L   /* 0.5 s */
+
 static volatile sig_atomic_t got_signal;
+static volatile sig_atomic_t seen_signal;   /* not reset by orch_interrupt_clear */
+static struct timespec first_at;
 static lua_State *volatile main_state;
 static PGcancel *volatile in_flight;
 
@@ -23,7 +33,17 @@ static void hook(lua_State *L, lua_Debug *ar) {
 static void on_signal(int sig) {
     char errbuf[256];
     PGcancel *c = in_flight;
-    signal(sig, SIG_DFL);            /* a second Ctrl-C kills */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);    /* async-signal-safe (POSIX) */
+    if (seen_signal) {
+        long ns = (now.tv_sec - first_at.tv_sec) * 1000000000L + (now.tv_nsec - first_at.tv_nsec);
+        if (ns < DUPLICATE_WINDOW_NS) return;  /* the echo of the first one */
+        signal(sig, SIG_DFL);                  /* a second Ctrl-C kills */
+        raise(sig);
+        return;
+    }
+    first_at = now;
+    seen_signal = 1;
     got_signal = sig;
     if (c) PQcancel(c, errbuf, sizeof errbuf);
     if (main_state) lua_sethook(main_state, hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);

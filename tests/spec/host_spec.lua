@@ -101,6 +101,39 @@ while true do sys.sleep(0.05) end
     assert.matches("interrupted", H.read(dir .. "/err"))
   end)
 
+  -- GNU timeout signals its child and then its process group: one interrupt
+  -- arrives twice. The echo must not kill orch while it writes its report; a
+  -- second Ctrl-C a moment later still does.
+  it("a SIGINT repeated within a moment is the same interrupt; a later second one kills at once", function()
+    local f = H.write(dir .. "/reporting.lua", [[
+local sys = require 'orch.sys'
+io.stdout:setvbuf('line')
+print('ready')
+local ok = pcall(sys.sleep, 30)
+sys.clear_interrupt()
+print('caught', ok)
+local t = sys.monotonic()
+while sys.monotonic() - t < 1.5 do end   -- the "report": busy, no waits to cut short
+print('report written')
+]])
+    local function run(gap)
+      local script = string.format(
+        "%s %s > %s/out 2> %s/err & pid=$!; for i in $(seq 100); do grep -q ready %s/out 2>/dev/null && break; sleep 0.05; done; " ..
+        "kill -INT $pid; sleep %s; kill -INT $pid 2>/dev/null; wait $pid; echo $?",
+        H.orch_bin, f, dir, dir, dir, gap)
+      local r = sys.spawn { "sh", "-c", script, timeout = 30 }
+      return r.stdout:match("%d+"), H.read(dir .. "/out")
+    end
+    local code, out = run("0.02")
+    assert.equals("0", code, out)
+    assert.matches("caught\tfalse", out)
+    assert.matches("report written", out)
+    code, out = run("1")
+    assert.equals("130", code, out)
+    assert.matches("caught\tfalse", out)
+    assert.is_nil(out:find("report written", 1, true))
+  end)
+
   it("works when the binary is copied alone to another directory", function()
     local copy = dir .. "/orch-copy"
     assert.is_true(sys.spawn({ "cp", H.orch_bin, copy }).ok)
