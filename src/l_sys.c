@@ -718,6 +718,15 @@ static int sys_check_interrupt(lua_State *L) {
     return 0;
 }
 
+/* sys.clear_interrupt(): the interrupt was handled (the recipe engine writes
+ * its report and run log after a Ctrl-C); later waits are not cut short. A
+ * second Ctrl-C still kills at once (see interrupt.c). */
+static int sys_clear_interrupt(lua_State *L) {
+    (void)L;
+    orch_interrupt_clear();
+    return 0;
+}
+
 /* sys.random_bytes(n) -> n bytes from the kernel's CSPRNG. */
 static int sys_random_bytes(lua_State *L) {
     lua_Integer n = luaL_checkinteger(L, 1);
@@ -758,6 +767,7 @@ static const luaL_Reg funcs[] = {
     {"crc32", sys_crc32}, {"random_bytes", sys_random_bytes},
     {"sha256", sys_sha256}, {"sha256_file", sys_sha256_file},
     {"interrupted", sys_interrupted}, {"check_interrupt", sys_check_interrupt},
+    {"clear_interrupt", sys_clear_interrupt},
     {"error", sys_error},
     {NULL, NULL}
 };

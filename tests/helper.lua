@@ -31,6 +31,22 @@ function H.fresh_db(prefix)
   return pg:create_database(name, { drop = true }), name
 end
 
+--- A streaming standby of the test cluster (pg_basebackup -R, started on a
+-- free port); call :destroy() when done. Raises when it cannot be made.
+function H.standby()
+  counter = counter + 1
+  local primary = H.cluster()
+  local sb = localpg.open(string.format("/tmp/orch-standby-%d-%d", sys.getpid(), counter))
+  sys.rmtree(sb.dir)
+  assert(sys.mkdir_p(sb.dir, 448))
+  if sb.os_user then sys.chown(sb.dir, sb.os_user, true) end
+  local r = sb:_run("pg_basebackup", { "-h", primary.host, "-p", tostring(primary.port), "-U", "postgres",
+    "-D", sb.data, "-R", "-X", "stream", "-c", "fast", "--no-sync" }, { timeout = 300 })
+  if not r.ok then error("pg_basebackup could not make a standby: " .. r.stderr .. r.stdout, 0) end
+  sb:start()
+  return sb
+end
+
 --- Connect to a database of the test cluster (default: postgres).
 function H.connect(dbname)
   return H.cluster():connect(dbname or "postgres")
@@ -98,8 +114,13 @@ function H.contents_of(dbname)
 end
 
 --- Write text to a new temporary file; returns its path.
+-- every one is removed after a run whose specs all passed (tests/run_specs.lua);
+-- a failing run keeps them for a look
+H.tmpdirs = {}
 function H.tmpdir()
-  return sys.mkdtemp("/tmp/orch-test-")
+  local d = sys.mkdtemp("/tmp/orch-test-")
+  H.tmpdirs[#H.tmpdirs + 1] = d
+  return d
 end
 
 function H.write(path, text)
@@ -115,6 +136,139 @@ function H.read(path)
   local s = f:read("a")
   f:close()
   return s
+end
+
+-- ---------------------------------------------------------------------------
+-- A real local HTTP(S) server (tests/httpd.py; its docstring lists the routes).
+
+local function shq(s) return "'" .. (tostring(s):gsub("'", [['\'']])) .. "'" end
+
+-- true while pid exists and is not a zombie
+local function alive(pid)
+  if not sys.kill(pid, 0) then return false end
+  local stat = H.read("/proc/" .. pid .. "/stat")
+  return not (stat and stat:match("%)%s+(%S)") == "Z")
+end
+
+-- Fetches a URL of the server with Python's urllib, not orch.http (which is
+-- what the specs test): no proxies, and the self-signed certificate accepted.
+local FETCH = [[
+import ssl, sys, urllib.request
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+with opener.open(sys.argv[1], timeout=10) as r:
+    sys.stdout.write(r.read().decode("utf-8"))
+]]
+
+local Server = {}
+Server.__index = Server
+
+function Server:url(path) return self.base .. (path or "") end
+
+function Server:fetch(path)
+  local r = sys.spawn { "python3", "-c", FETCH, self:url(path), timeout = 30 }
+  if not r.ok then error("the test HTTP server did not answer " .. path .. ": " .. (r.stderr or ""), 2) end
+  return r.stdout
+end
+
+--- The webhooks recorded so far, in arrival order: a list of
+-- {name, method, query, headers (lower-cased names), body, status}.
+function Server:hooks()
+  return require("orch.json").decode(self:fetch("/hooks"))
+end
+
+--- Forget the recorded webhooks and the /flaky counters.
+function Server:reset()
+  self:fetch("/hooks-reset")
+  self:fetch("/flaky-reset")
+end
+
+--- Stop the server (SIGTERM, SIGKILL after 3 s) and remove its files; idempotent.
+function Server:stop()
+  if self.stopped then return end
+  self.stopped = true
+  sys.kill(self.pid)
+  local deadline = sys.monotonic() + 3
+  while alive(self.pid) and sys.monotonic() < deadline do sys.sleep(0.02) end
+  if alive(self.pid) then sys.kill(self.pid, 9) end
+  sys.rmtree(self.dir)
+end
+
+--- Start tests/httpd.py in the background on a free loopback port; raises
+-- when it does not come up within 10 s. It exits by itself when this orch
+-- process does (or after 15 minutes), but call srv:stop() when done.
+-- opts: tls = {cert=, key=} (HTTPS; see H.tls_cert), parent = pid to watch
+-- (default: this orch), log = a file for its stdout/stderr (turns on --verbose).
+-- Returns srv: srv.port, srv.base ("http://127.0.0.1:PORT" or https), srv.pid,
+-- srv:url(path), srv:hooks(), srv:reset(), srv:stop().
+function H.httpd(opts)
+  opts = opts or {}
+  local script = sys.realpath("tests/httpd.py")
+  if not script then error("the test HTTP server did not start: no tests/httpd.py (run from the project root)", 2) end
+  local dir = H.tmpdir()
+  local portfile, errfile = dir .. "/port", dir .. "/stderr"
+  local cmd = { "python3", shq(script), "--port-file", shq(portfile),
+                "--parent", tostring(math.tointeger(opts.parent or sys.getpid())) }
+  if opts.tls then
+    cmd[#cmd + 1] = "--tls " .. shq(assert(opts.tls.cert, "opts.tls.cert")) .. " " .. shq(assert(opts.tls.key, "opts.tls.key"))
+    if opts.client_ca then cmd[#cmd + 1] = "--client-ca " .. shq(opts.client_ca) end
+  end
+  if opts.log then
+    cmd[#cmd + 1] = "--verbose > " .. shq(opts.log) .. " 2>&1"
+    errfile = opts.log
+  else
+    cmd[#cmd + 1] = "> /dev/null 2> " .. shq(errfile)
+  end
+  local r = sys.spawn { "sh", "-c", table.concat(cmd, " ") .. " & echo $!", timeout = 30 }
+  local pid = r.ok and tonumber(r.stdout:match("%d+"))
+  local function fail(why)
+    if pid then sys.kill(pid, 9) end
+    local err = H.read(errfile) or ""
+    sys.rmtree(dir)
+    error("the test HTTP server did not start: " .. why .. (err ~= "" and ("\n" .. err) or ""), 3)
+  end
+  if not pid then fail("sh: " .. (r.stderr or "") .. (r.stdout or "")) end
+  local deadline = sys.monotonic() + 10
+  local port, realpid
+  while true do
+    local text = H.read(portfile)
+    if text then port, realpid = text:match("^(%d+)\n(%d+)") end
+    if port then break end
+    if not alive(pid) then fail("python3 " .. script .. " exited") end
+    if sys.monotonic() > deadline then fail("no port in " .. portfile .. " after 10 s") end
+    sys.sleep(0.05)
+  end
+  local scheme = opts.tls and "https" or "http"
+  return setmetatable({ port = tonumber(port), pid = tonumber(realpid), dir = dir, portfile = portfile,
+                        base = scheme .. "://127.0.0.1:" .. port }, Server)
+end
+
+--- A self-signed certificate for CN=localhost, IP:127.0.0.1 and DNS:localhost
+-- (valid one day), made once per run with openssl: {cert = path, key = path}.
+local function make_cert(cn, san)
+  local dir = H.tmpdir()
+  local cert, key = dir .. "/cert.pem", dir .. "/key.pem"
+  local argv = { "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=" .. cn }
+  if san then argv[#argv + 1] = "-addext"; argv[#argv + 1] = "subjectAltName=" .. san end
+  for _, a in ipairs { "-keyout", key, "-out", cert } do argv[#argv + 1] = a end
+  argv.timeout = 60
+  local r = sys.spawn(argv)
+  if not r.ok then error("openssl could not make a test certificate: " .. (r.stderr or ""), 3) end
+  return { cert = cert, key = key }
+end
+
+function H.tls_cert()
+  H._tls_cert = H._tls_cert or make_cert("localhost", "IP:127.0.0.1,DNS:localhost")
+  return H._tls_cert
+end
+
+--- A self-signed client certificate (CN=orch-client) for mutual TLS:
+-- {cert = path, key = path}; the cert is its own CA (httpd's client_ca).
+function H.client_cert()
+  H._client_cert = H._client_cert or make_cert("orch-client")
+  return H._client_cert
 end
 
 return H
