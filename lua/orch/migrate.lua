@@ -1038,8 +1038,8 @@ function M.format_status(st, project)
 end
 
 --- The latest applied version of a service ("" by default), or nil.
-function M.current_version(conn, project, service)
-  local st = M.status(conn, project)
+function M.current_version(conn, project, service, st)
+  st = st or M.status(conn, project)   -- a caller that has the status already passes it
   local best
   for _, it in ipairs(st.items) do
     if (it.state == "applied" or it.state == "baseline") and it.version and (it.service or "") == (service or "") then
