@@ -7,6 +7,15 @@
 -- database: --db wins, then DATABASE_URL, then database.env (a variable's
 -- name), then database.service (a libpq service); dev falls back to the
 -- throwaway local cluster in .orch/localpg.
+--
+-- health: what `orch check --env NAME` and the recipes' verify steps run.
+-- The database checks run by default (connect, version, role, replication
+-- lag, long transactions, lock waits, invalid indexes, NOT VALID
+-- constraints, schema at the latest migration, room for a backup); db = {}
+-- tunes them, sql / rows add assertions, http adds endpoints (URLs may be
+-- written here, or read from a variable with url_env).
+-- webhooks: Slack-compatible ("slack") or plain JSON ("json"), the URL always
+-- from a variable (url_env): webhook URLs carry tokens.
 return {
   dev = {
     database = { local_cluster = true, dbname = "orch_dev" },
@@ -17,6 +26,9 @@ return {
     backups = { dir = "backups/staging", keep = 7 },
     lock_timeout = "5s",
     retries = 5,
+    health = {
+      sql = { { name = "SLA policies P1-P4", query = "SELECT count(*) = 4 FROM sla_policies" } },
+    },
     webhooks = { { url_env = "STAGING_WEBHOOK_URL", kind = "slack" } },
   },
   prod = {
@@ -25,7 +37,15 @@ return {
     backups = { dir = "backups/prod", keep = 14, max_age = "30d" },
     lock_timeout = "3s",
     retries = 5,
-    -- health = { http = { { url_env = "PROD_HEALTH_URL", expect_status = 200 } } },
-    webhooks = { { url_env = "PROD_WEBHOOK_URL", kind = "slack" } },
+    preflight = { max_transaction_age = "5m", max_replication_lag = "10s" },
+    health = {
+      db = { max_transaction_age = "5m", max_lock_wait = "30s", max_replication_lag = "10s", expect_role = "primary" },
+      sql = { { name = "SLA policies P1-P4", query = "SELECT count(*) = 4 FROM sla_policies" } },
+      rows = { { table = "users", min = 1 } },
+      -- the API's health endpoint (application/health+json understood); retried with backoff within the deadline
+      http = { { name = "api", url_env = "PROD_HEALTH_URL", expect_status = 200, max_latency = "1s", retries = 3, deadline = "30s" } },
+    },
+    webhooks = { { url_env = "PROD_WEBHOOK_URL", kind = "slack" },
+                 { url_env = "PROD_EVENTS_URL", kind = "json", token_env = "PROD_EVENTS_TOKEN", events = { "run_failed", "run_restored", "run_needs_human" } } },
   },
 }

@@ -94,27 +94,8 @@ return R.run {
         if #findings > 0 then log.info("%s", (lint.format(findings):gsub("^", "      "):gsub("\n", "\n      "))) end
         return #findings == 0 and "no findings" or string.format("%d finding(s)", #findings)
       end },
-    R.step.lua { name = "health", about = "round trip, invalid indexes, schema version",
-      plan = function() return "would check the round trip, invalid indexes and the schema version" end,
-      run = function(ctx)
-        local c = ctx:conn()
-        local checks = {
-          { "round trip", function() local s = sys.monotonic(); c:value("SELECT 1"); return string.format("%.1f ms", (sys.monotonic() - s) * 1000) end },
-          { "invalid indexes", function()
-              local n = c:value("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
-              if n > 0 then error(n .. " invalid index(es)", 0) end
-              return "none" end },
-          { "schema version", function() return "V" .. (migrate.current_version(c, project(ctx)) or "none") end },
-        }
-        local failed = 0
-        for _, ch in ipairs(checks) do
-          local ok, v = pcall(ch[2])
-          if not ok then failed = failed + 1 end
-          log.info("      %-16s %s %s", ch[1], ok and log.paint("ok", "pass") or log.paint("error", "fail"), tostring(v))
-        end
-        if failed > 0 then error(failed .. " health check(s) failed", 0) end
-        return #checks .. " checks passed"
-      end },
+    -- the same checks as orch check --env dev; the whole table, since dev is where people look
+    R.step.verify { name = "health", table = "all" },
   },
   always = {
     R.step.lua { name = "summary", about = "what is ready, and how to connect",
@@ -123,9 +104,9 @@ return R.run {
         if ctx.exit_code ~= 0 then return "the run failed: see above" end
         local c = ctx:conn()
         local findings = ctx.state.lint or {}
-        print(string.format("dev database ready in %.1fs: %s, schema at V%s, %d applied now, %d lint finding%s, health ok",
+        print(string.format("dev database ready in %.1fs: %s, schema at V%s, %d applied now, %d lint finding%s, health %s",
           sys.monotonic() - t0, log.redact(ctx.url), migrate.current_version(c, project(ctx)) or "-", #(ctx.state.applied or {}),
-          #findings, #findings == 1 and "" or "s"))
+          #findings, #findings == 1 and "" or "s", ctx.state.health and ctx.state.health.status or "not checked"))
         print("connect with: psql " .. log.redact(ctx.url))
         return "ok"
       end },

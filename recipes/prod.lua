@@ -19,7 +19,8 @@ return R.run {
   },
   on_failure = {
     R.step.restore { mode = "swap" },
-    R.step.verify { name = "verify the restored database" },
+    -- the database checks and assertions; the endpoints may need a deploy rollback first
+    R.step.verify { name = "verify the restored database", only = "db" },
   },
   always = { R.step.notify() },
 }

@@ -8,6 +8,8 @@
 -- swap by rename (the current database is kept, renamed)  6. verify: row
 -- counts equal the backup's manifest, schema version, database health.
 -- If anything fails after the swap, the safety backup is swapped back in.
+-- 7. the application's endpoints are checked and reported, not acted on:
+-- after a restore the application may need a restart before it is healthy.
 local R = require "orch.recipe"
 local backup = require "orch.backup"
 local json = require "orch.json"
@@ -127,7 +129,10 @@ return R.run {
         end
         return string.format("%d tables with the backup's row counts%s", n, want and (", schema at V" .. want) or "")
       end },
-    R.step.verify { name = "health" },
+    -- the database must be healthy, or the safety backup goes back in (the version was checked above)
+    R.step.verify { name = "health", schema = false, only = "db" },
+    -- the application may need a restart after a restore: its endpoints are reported, not acted on
+    R.step.verify { name = "endpoints", only = "http", advisory = true },
   },
   on_failure = {
     R.step.lua { name = "put back", about = "swap the safety backup back in",

@@ -83,7 +83,10 @@ function B.create(conn, opts)
     else
       dir = opts.dir or ("backups/" .. (opts.env or "default"))
       local stamp = os.date("!%Y%m%dT%H%M%SZ", math.floor(started))
-      local base = string.format("%s/%s-%s%s", dir, info.dbname, stamp, opts.run_id and ("-" .. opts.run_id:gsub("[^%w_-]", "")) or "")
+      local rid = opts.run_id and opts.run_id:gsub("[^%w_-]", "")
+      -- a recipe's run id starts with its own time stamp: <db>-<run id>.dump, not the time twice
+      local base = rid and rid:sub(1, #stamp - 2) == stamp:sub(1, #stamp - 2) and string.format("%s/%s-%s", dir, info.dbname, rid)
+        or string.format("%s/%s-%s%s", dir, info.dbname, stamp, rid and ("-" .. rid) or "")
       -- two backups in the same second (a safety backup right after another) get -2, -3, ...
       final = base .. ".dump"
       local n = 1

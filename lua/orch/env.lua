@@ -69,7 +69,45 @@ function E.load(name, path)
   e.placeholders = e.placeholders or {}
   e.health = e.health or {}
   e.webhooks = e.webhooks or {}
+  E.check(e, file)
   return e
+end
+
+--- Refuse settings that cannot work, naming the environment and the key.
+function E.check(e, file)
+  local where = string.format("%s: environment %s", file, e.name)
+  if type(e.webhooks) ~= "table" then sys.error(where .. ": webhooks must be a list", 1) end
+  for i, w in ipairs(e.webhooks) do
+    if type(w) ~= "table" then sys.error(string.format("%s: webhooks[%d] must be a table { url_env = \"VAR\", kind = \"slack\" }", where, i), 1) end
+    if w.url then
+      -- webhook URLs carry their token: never in a file
+      sys.error(string.format("%s: webhooks[%d] has a literal url; webhook URLs carry tokens and stay out of files: " ..
+        "name an environment variable instead (url_env = \"%s_WEBHOOK_URL\")", where, i, e.name:upper()), 1)
+    end
+    if not w.url_env then sys.error(string.format("%s: webhooks[%d] needs url_env (the environment variable holding the URL)", where, i), 1) end
+    if w.kind and w.kind ~= "slack" and w.kind ~= "json" then
+      sys.error(string.format("%s: webhooks[%d].kind is '%s'; use \"slack\" or \"json\"", where, i, tostring(w.kind)), 1)
+    end
+  end
+  local hc = e.health
+  if type(hc) ~= "table" then sys.error(where .. ": health must be a table", 1) end
+  for i, h in ipairs(hc.http or {}) do
+    if type(h) ~= "table" or not (h.url or h.url_env) then
+      sys.error(string.format("%s: health.http[%d] needs url or url_env", where, i), 1)
+    end
+    for k in pairs(type(h.headers) == "table" and h.headers or {}) do
+      local lk = tostring(k):lower()
+      if lk == "authorization" or lk:match("token") or lk:match("api%-key") or lk:match("secret") or lk == "cookie" then
+        sys.error(string.format("%s: health.http[%d] has a literal %s header; credentials stay out of files: " ..
+          "read it from a variable with headers_env = { [\"%s\"] = \"VAR_NAME\" }", where, i, k, k), 1)
+      end
+    end
+  end
+  for i, q in ipairs(hc.sql or {}) do
+    if type(q) ~= "table" or type(q.query) ~= "string" then
+      sys.error(string.format("%s: health.sql[%d] needs query = \"SELECT ...\"", where, i), 1)
+    end
+  end
 end
 
 --- The database target for an environment: --db, else DATABASE_URL, else
@@ -83,19 +121,6 @@ function E.database(e, opts)
   if t == "" then t = nil end
   if t then log.secret(t:match("://[^:/@]*:([^@]+)@")) end
   return t
-end
-
---- Webhook targets with their URLs read from the environment variables named.
-function E.webhooks(e)
-  local out = {}
-  for _, w in ipairs(e.webhooks or {}) do
-    local url = w.url_env and os.getenv(w.url_env) or nil
-    if url and url ~= "" then
-      log.secret(url)
-      out[#out + 1] = { url = url, kind = w.kind or "json", name = w.url_env }
-    end
-  end
-  return out
 end
 
 return E

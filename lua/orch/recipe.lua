@@ -12,7 +12,8 @@
 --
 -- A step is { name = "...", run = function(ctx) ... end, plan = function(ctx)
 -- return "what it would do" end, changes = true (it modifies the database),
--- retries = n }; R.step.lua { name =, run = } makes one from a function.
+-- retries = n, runs_in_dry_run = true (it only reads: a dry run runs it for
+-- real) }; R.step.lua { name =, run = } makes one from a function.
 local sys = require "orch.sys"
 local log = require "orch.log"
 local db = require "orch.db"
@@ -94,7 +95,7 @@ function R.describe(path)
   end
   if def.always then
     out[#out + 1] = "\nalways:"
-    for _, s in ipairs(def.always) do out[#out + 1] = "  - " .. s.name end
+    for _, s in ipairs(def.always) do out[#out + 1] = "  - " .. s.name .. (s.about and ("  — " .. s.about) or "") end
   end
   return table.concat(out, "\n")
 end
@@ -132,6 +133,7 @@ function R.run(def)
   end
   ctx.runlog = runlog_open(ctx)
   local t0 = sys.monotonic()
+  ctx.t0 = t0
   local target = ctx.url and log.redact(ctx.url) or "libpq defaults"
   print(string.format("orch %s — run %s, environment %s%s, database %s%s", def.name, ctx.run_id, env.name,
     env.protected and " (protected)" or "", target, ctx.dry_run and "  [DRY RUN: nothing will change]" or ""))
@@ -142,13 +144,14 @@ function R.run(def)
 
   local function run_step(s, i, total, phase)
     local label = string.format("[%s%d/%d] %s", phase ~= "steps" and (phase .. " ") or "", i, total, s.name)
-    if ctx.dry_run then
+    if ctx.dry_run and not s.runs_in_dry_run then
       local what = s.plan and s.plan(ctx) or ("would run " .. s.name)
       print(string.format("%s %s\n      %s", log.paint("notice", "==>"), label, what))
       ctx.results[#ctx.results + 1] = { step = s.name, phase = phase, status = "dry-run", detail = what }
       return true
     end
     print(string.format("%s %s", log.paint("notice", "==>"), label))
+    ctx.current_step = s.name
     event(ctx, { event = "step_start", step = s.name, phase = phase })
     -- a changing step that fails part-way has changed something: count it before it runs
     if s.changes and phase == "steps" then ctx.changed = true end
@@ -176,55 +179,89 @@ function R.run(def)
     return ok, res
   end
 
+  -- Everything after the start runs protected: an interrupt that lands
+  -- between steps, or in the engine itself, still ends with a report and a
+  -- run_end line in the run log.
   local failure
-  for i, s in ipairs(def.steps) do
-    local ok, err = run_step(s, i, #def.steps, "steps")
-    if not ok then failure = { step = s.name, error = err } break end
-    if s.changes then ctx.changed = true end
-    if ctx.state.stop_early then break end
-  end
   local code = R.EXIT.ok
-  if failure then
-    local interrupted = type(failure.error) == "table" and failure.error.interrupted
-    if interrupted then
-      code = R.EXIT.interrupted
-      event(ctx, { event = "interrupted", step = failure.step })
-      print(log.paint("warn", string.format("interrupted during '%s'%s", failure.step,
-        ctx.state.backup and ("; the backup " .. ctx.state.backup .. " is complete and usable") or "")))
-    elseif not ctx.changed and not ctx.state.migrating then
-      code = R.EXIT.failed
-    elseif def.on_failure and #def.on_failure > 0 then
-      print(log.paint("warn", string.format("step '%s' failed after changes were made: running the failure handlers", failure.step)))
-      local all_ok = true
-      for i, s in ipairs(def.on_failure) do
-        local ok = run_step(s, i, #def.on_failure, "on_failure")
-        if not ok then all_ok = false break end
-      end
-      code = all_ok and R.EXIT.restored or R.EXIT.human
-    else
-      code = R.EXIT.human
+  local function body()
+    for i, s in ipairs(def.steps) do
+      sys.check_interrupt()   -- a Ctrl-C caught by a notification or a handler still stops the run here
+      local ok, err = run_step(s, i, #def.steps, "steps")
+      if not ok then failure = { step = s.name, error = err } break end
+      if s.changes then ctx.changed = true end
+      if ctx.state.stop_early then break end
     end
+    sys.check_interrupt()
+    if failure then
+      local interrupted = type(failure.error) == "table" and failure.error.interrupted
+      if interrupted then
+        code = R.EXIT.interrupted
+      elseif not ctx.changed and not ctx.state.migrating then
+        code = R.EXIT.failed
+      elseif def.on_failure and #def.on_failure > 0 then
+        print(log.paint("warn", string.format("step '%s' failed after changes were made: running the failure handlers", failure.step)))
+        local all_ok = true
+        for i, s in ipairs(def.on_failure) do
+          local ok, err = run_step(s, i, #def.on_failure, "on_failure")
+          if not ok then
+            all_ok = false
+            if type(err) == "table" and err.interrupted then code = R.EXIT.interrupted return end
+            break
+          end
+        end
+        code = all_ok and R.EXIT.restored or R.EXIT.human
+      else
+        code = R.EXIT.human
+      end
+    end
+  end
+  local okb, berr = pcall(body)
+  if not okb then
+    if type(berr) == "table" and berr.interrupted then
+      code = R.EXIT.interrupted
+      failure = failure or { step = ctx.current_step or "between steps", error = berr }
+    else
+      code = ctx.changed and R.EXIT.human or R.EXIT.failed
+      failure = failure or { step = ctx.current_step or "engine", error = berr }
+    end
+  end
+  if code == R.EXIT.interrupted then
+    -- the first Ctrl-C is handled: clear it so the report, the run log and
+    -- the notifications are still written (a second Ctrl-C kills at once)
+    sys.clear_interrupt()
+    event(ctx, { event = "interrupted", step = failure and failure.step or json.null })
+    print(log.paint("warn", string.format("interrupted during '%s'%s", failure and failure.step or "?",
+      ctx.state.backup and ("; the backup " .. ctx.state.backup .. " is complete and usable") or "")))
   end
   ctx.failure = failure
   ctx.exit_code = code
-  for i, s in ipairs(def.always or {}) do
-    if not ctx.dry_run or s.plan then run_step(s, i, #def.always, "always") end
-  end
-  -- the final report
   local outcome = ({ [0] = "SUCCEEDED", [1] = "FAILED (nothing was changed)", [3] = "FAILED AND RESTORED",
     [4] = "FAILED: NEEDS A HUMAN", [130] = "INTERRUPTED" })[code]
   if ctx.dry_run then outcome = "DRY RUN (nothing was changed)" end
+  ctx.outcome = outcome
+  for i, s in ipairs(def.always or {}) do
+    if not ctx.dry_run or s.plan then
+      local ok, err = pcall(run_step, s, i, #def.always, "always")
+      if not ok and type(err) == "table" and err.interrupted then sys.clear_interrupt() break end
+    end
+  end
+  -- the final report
   print("")
   print(string.format("%s %s in %s — run %s", def.name, log.paint(code == 0 and "ok" or "error", outcome), duration(sys.monotonic() - t0), ctx.run_id))
   for _, r in ipairs(ctx.results) do
     print(string.format("  %-10s %-8s %-28s %s", r.phase, r.status, r.step, r.seconds and duration(r.seconds) or ""))
   end
   if failure and code ~= 130 then print("  cause: " .. errtext(failure.error):gsub("\n.*", "")) end
+  if code == R.EXIT.human then
+    print("  " .. log.paint("error", "a human must look at the database: the failure handlers did not bring it back") ..
+      (ctx.state.backup and ("; this run's backup is " .. ctx.state.backup) or ""))
+  end
   if ctx.runlog_path then print("  run log: " .. ctx.runlog_path) end
   event(ctx, { event = "run_end", exit_code = code, outcome = outcome, seconds = sys.monotonic() - t0,
                failed_step = failure and failure.step or json.null })
   if ctx.runlog then ctx.runlog:close() end
-  ctx:close_conn()
+  pcall(ctx.close_conn, ctx)
   if opts.json then
     io.stdout:write(json.encode { run_id = ctx.run_id, exit_code = code, outcome = outcome, steps = ctx.results }, "\n")
   end
@@ -236,27 +273,26 @@ end
 --- Send an event to the environment's webhooks. Never raises: failures are
 -- logged (run log and terminal) and returned.
 function R.notify(ctx, what)
-  local hooks = envmod.webhooks(ctx.env)
-  if #hooks == 0 then return {} end
-  local ok, http = pcall(require, "orch.http")
-  local results = {}
-  for _, h in ipairs(hooks) do
-    local text = string.format("orch %s %s: %s (env %s, run %s)", ctx.name, what,
-      ctx.exit_code and tostring(ctx.exit_code) or "", ctx.env.name, ctx.run_id)
-    local body = h.kind == "slack" and json.encode { text = text }
-      or json.encode { event = what, recipe = ctx.name, env = ctx.env.name, run_id = ctx.run_id, exit_code = ctx.exit_code or json.null }
-    local delivered, err = false, nil
-    if ok then
-      local r, e = http.request { method = "POST", url = h.url, body = body, timeout = 5,
-        headers = { ["Content-Type"] = "application/json" } }
-      delivered = r ~= nil and r.status >= 200 and r.status < 300
-      err = r and ("HTTP " .. r.status) or e
-    else
-      err = "orch.http is not available in this build"
+  local notify = require "orch.notify"
+  local targets, missing = notify.targets(ctx.env)
+  if not ctx._warned_missing then
+    for _, m in ipairs(missing) do log.warn("webhook %s is not set in the environment: not notified", m) end
+    ctx._warned_missing = true
+  end
+  if #targets == 0 then return {} end
+  -- applied: what this run applied (before a failure too: a restore may have taken it back since)
+  local info = { recipe = ctx.name, env = ctx.env.name, run_id = ctx.run_id, exit_code = ctx.exit_code,
+    outcome = ctx.outcome, failed_step = ctx.failure and ctx.failure.step, cause = ctx.failure and errtext(ctx.failure.error):gsub("\n.*", ""),
+    seconds = ctx.t0 and (sys.monotonic() - ctx.t0), backup = ctx.state.backup, applied = ctx.state.applied_names or {},
+    database = ctx.url and log.redact(ctx.url) or nil }
+  local ok, results = pcall(notify.send, targets, what, info)
+  if not ok then results = { { name = "webhooks", delivered = false, error = errtext(results) } } end
+  for _, r in ipairs(results) do
+    event(ctx, { event = "notification", what = what, hook = r.name, delivered = r.delivered, status = r.status or json.null,
+                 attempts = r.attempts, error = r.error or json.null })
+    if not r.delivered then
+      log.warn("notification %s to %s not delivered: %s (the run goes on)", what, r.name, tostring(r.error))
     end
-    results[#results + 1] = { hook = h.name, delivered = delivered, error = err }
-    event(ctx, { event = "notification", what = what, hook = h.name, delivered = delivered, error = err or json.null })
-    if not delivered then log.warn("notification %s to %s not delivered: %s (the run goes on)", what, h.name, tostring(err)) end
   end
   return results
 end
@@ -279,41 +315,44 @@ function R.step.lua(s)
 end
 
 --- Preflight: long transactions, sessions waiting on locks, standby or
--- replication lag, and room for the backup.
+-- replication lag, and room for the backup (orch.health's database checks).
+-- Read-only: a dry run runs it for real.
 function R.step.preflight(o)
   o = o or {}
-  return { name = "preflight", about = "long transactions, lock queues, replication lag, room for a backup",
+  return { name = "preflight", runs_in_dry_run = true, about = "long transactions, lock queues, replication lag, room for a backup",
     plan = function(ctx) return "would check for long transactions, lock queues, replication lag and room in " .. ctx.env.backups.dir end,
     run = function(ctx)
+      local health = require "orch.health"
       local pf = ctx.env.preflight or {}
-      local max_age = o.max_transaction_age or pf.max_transaction_age or 300
-      local max_lag = o.max_replication_lag or pf.max_replication_lag or 10
       local c = ctx:conn()
-      local problems = {}
-      for _, r in ipairs(c:query([[SELECT pid, usename, application_name, now() - xact_start AS age, left(query, 80) AS query
-          FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()
-            AND extract(epoch FROM now() - xact_start) > $1 ORDER BY xact_start]], max_age)) do
-        problems[#problems + 1] = string.format("transaction open for %s in pid %d (%s, %s): %s", r.age, r.pid, r.usename, r.application_name, r.query)
+      local checks = {
+        health.db.role(c, { expect = o.expect_role or pf.expect_role or "primary" }),
+        health.db.long_transactions(c, { max = o.max_transaction_age or pf.max_transaction_age or 300 }),
+        health.db.blocked(c, { max_wait = o.max_lock_wait or pf.max_lock_wait or "30s" }),
+        health.db.replication_lag(c, { max = o.max_replication_lag or pf.max_replication_lag or 10 }),
+        health.db.invalid_indexes(c),
+        health.db.backup_room(c, { dir = ctx.env.backups.dir }),
+      }
+      -- in preflight every finding stops the run before anything changes: a
+      -- blocked session now becomes a migration stuck behind it later
+      local problems, warnings = {}, {}
+      for _, r in ipairs(checks) do
+        if r.status == "fail" or (r.status == "warn" and r.name == "database:blocked") then problems[#problems + 1] = r.output
+        elseif r.status == "warn" then warnings[#warnings + 1] = r.output end
       end
-      for _, r in ipairs(c:query([[SELECT pid, pg_blocking_pids(pid) AS blockers, left(query, 80) AS query FROM pg_stat_activity
-          WHERE wait_event_type = 'Lock' AND datname = current_database()]])) do
-        problems[#problems + 1] = string.format("pid %d waits on a lock held by %s: %s", r.pid, r.blockers, r.query)
+      -- the checks verify will run must be runnable: find out now, not after the migration
+      for _, h in ipairs((ctx.env.health or {}).http or {}) do
+        if not h.url and h.url_env and (os.getenv(h.url_env) or "") == "" then
+          problems[#problems + 1] = string.format("health check %s reads its URL from %s, which is not set: set it, or remove the check from the environment",
+            h.name or "http", h.url_env)
+        end
       end
-      if c:value("SELECT pg_is_in_recovery()") then
-        problems[#problems + 1] = "the target is a standby (in recovery): migrations must run on the primary"
-      else
-        local lag = c:value("SELECT max(extract(epoch FROM replay_lag)) FROM pg_stat_replication")
-        if lag and lag > max_lag then problems[#problems + 1] = string.format("replication lag %.1fs exceeds %ds", lag, max_lag) end
-      end
-      local size = c:value("SELECT pg_database_size(current_database())")
-      sys.mkdir_p(ctx.env.backups.dir, 448)
-      local fs = sys.statvfs(ctx.env.backups.dir)
-      if fs and fs.free < size then
-        problems[#problems + 1] = string.format("not enough room for a backup in %s: %d MiB free, the database is %d MiB",
-          ctx.env.backups.dir, fs.free // 1048576, size // 1048576)
-      end
+      ctx.state.preflight = checks
       if #problems > 0 then error("preflight found problems:\n  - " .. table.concat(problems, "\n  - "), 0) end
-      return string.format("database %d MiB, no long transactions or lock queues", size // 1048576)
+      for _, w in ipairs(warnings) do print("      warning: " .. w) end
+      local room = checks[6]
+      return string.format("database %d MiB on the %s (%s), no long transactions, no lock waits, %d MiB free in %s",
+        room.database_bytes // 1048576, checks[1].observed, (checks[4].detail:gsub("^primary,? ", "")), room.free_bytes // 1048576, room.dir)
     end }
 end
 
@@ -401,12 +440,13 @@ function R.step.backup(o)
       local backup = require "orch.backup"
       local m = backup.create(ctx:conn(), { dir = ctx.env.backups.dir, env = ctx.env.name, run_id = ctx.run_id })
       ctx.state.backup = m.path
+      local lm = m.latest_migration
+      ctx.state.schema_before = type(lm) == "table" and lm.version and tostring(lm.version) or "none"
       event(ctx, { event = "backup", path = m.path, sha256 = m.sha256 })
       if o.verify ~= false then backup.verify(m.path) end
       if ctx.env.backups.keep or ctx.env.backups.max_age then
-        local age = ctx.env.backups.max_age
-        local secs = age and tonumber(age:match("^(%d+)")) * (({ d = 86400, h = 3600, m = 60 })[age:match("(%a)$")] or 1)
-        backup.retain(ctx.env.backups.dir, { keep = ctx.env.backups.keep, max_age = secs })
+        backup.retain(ctx.env.backups.dir, { keep = ctx.env.backups.keep,
+          max_age = require("orch.health").seconds(ctx.env.backups.max_age, "backups.max_age") })
       end
       return string.format("%s (%.1f MiB, %d rows, verified)", m.path, m.size / 1048576, m.rows)
     end }
@@ -424,39 +464,63 @@ function R.step.migrate(o)
       local r = migrate.up(ctx:conn(), migrate_project(ctx), { run_id = ctx.run_id,
         lock_timeout = o.lock_timeout or ctx.env.lock_timeout, retries = o.retries or ctx.env.retries,
         on_progress = function(ev)
-          if ev.event == "done" then print(string.format("      applied %s (%d ms)", ev.migration.name, ev.ms)) end
+          if ev.event == "done" then
+            print(string.format("      applied %s (%d ms)", ev.migration.name, ev.ms))
+            ctx.state.applied_names = ctx.state.applied_names or {}
+            ctx.state.applied_seen = ctx.state.applied_seen or {}
+            if not ctx.state.applied_seen[ev.migration.name] then   -- staging migrates twice: name each once
+              ctx.state.applied_seen[ev.migration.name] = true
+              table.insert(ctx.state.applied_names, ev.migration.name)
+            end
+          end
         end })
       ctx.state.applied = r.applied
       return string.format("%d migration(s) applied", #r.applied)
     end }
 end
 
---- Verify: database health (and HTTP endpoints when orch.health has them).
+--- Verify: the environment's health checks (orch.health: database, SQL
+-- assertions, row counts, HTTP endpoints, team checks). A failing check
+-- fails the step; warnings are printed. o.wait (or the environment's
+-- health.wait) keeps polling the HTTP endpoints that long, for services
+-- that restart after a release. o.only = "db" | "http" | "database" picks
+-- checks; o.advisory = true reports failures without failing the step;
+-- o.table = "all" prints every check, not only the ones that do not pass.
 function R.step.verify(o)
   o = o or {}
-  return { name = o.name or "verify", about = "database and HTTP health checks",
-    plan = function() return "would run the health checks" end,
+  local about = ({ db = "database checks and SQL assertions (not the endpoints)", http = "the HTTP endpoints",
+    database = "the built-in database checks" })[o.only] or "database, SQL assertions and HTTP endpoints (orch check)"
+  return { name = o.name or "verify", about = about,
+    plan = function(ctx)
+      local hc = ctx.env.health or {}
+      return string.format("would run the health checks: database, %d SQL assertion(s), %d row count(s), %d HTTP endpoint(s)",
+        #(hc.sql or {}), #(hc.rows or {}), #(hc.http or {}))
+    end,
     run = function(ctx)
-      local ok, health = pcall(require, "orch.health")
-      if ok and health.run_env then
-        local report = health.run_env(ctx, o)
-        if report.status == "fail" then error("health checks failed:\n" .. health.format_table(report), 0) end
-        return "health " .. report.status
+      local health = require "orch.health"
+      local ok_p, project = pcall(migrate_project, ctx)
+      local wait = o.wait or (ctx.env.health or {}).wait
+      -- the schema version to expect: the option, else after a restore the
+      -- backup's version, else the environment's setting (default: latest)
+      local schema = o.schema
+      if schema == nil and ctx.state.restored then schema = "before" end
+      if schema == "before" then schema = ctx.state.schema_before or false end
+      local report = health.run_checks { conn = ctx:conn(), env = ctx.env, project = ok_p and project or nil, ctx = ctx,
+        wait = wait and health.seconds(wait, "wait") or nil, only = o.only, schema = schema }
+      ctx.state.health = report
+      event(ctx, { event = "health", step = o.name or "verify", report = health.to_json(report) })
+      -- the whole table with --verbose (or o.table = "all"); otherwise what is not passing, and the summary
+      print(health.format_table(report, { indent = "      ", problems_only = not (ctx.opts.verbose or o.table == "all") }))
+      if report.status == "fail" and o.advisory then
+        return string.format("NOT healthy (reported, not acted on): %s", table.concat(health.problems(report, "fail"), "; "))
       end
-      local http = ctx.env.health and ctx.env.health.http
-      if http and #http > 0 then
-        -- never pass checks we could not run
-        error(string.format("%d HTTP health check(s) are configured for %s, but HTTP checks (orch.health) are not available yet in this build",
-          #http, ctx.env.name), 0)
+      if report.status == "fail" then
+        local p = health.problems(report, "fail")
+        error(string.format("%d health check(s) failed: %s%s", #p, p[1], #p > 1 and ("\n  - " .. table.concat(p, "\n  - ", 2)) or ""), 0)
       end
-      local c = ctx:conn()
-      local bad = c:value("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
-      if bad > 0 then error(bad .. " invalid index(es)", 0) end
-      for _, s in ipairs(ctx.env.health.sql or {}) do
-        local okq, v = pcall(c.value, c, s.query)
-        if not okq or not v then error(string.format("check %s failed: %s", s.name or s.query, okq and tostring(v) or errtext(v)), 0) end
-      end
-      return "database healthy"
+      local n = #report.checks
+      return report.status == "pass" and string.format("all %d health checks pass", n)
+        or string.format("%d health checks, with warnings: %s", n, table.concat(health.problems(report, "warn"), "; "))
     end }
 end
 
@@ -470,6 +534,7 @@ function R.step.restore(o)
       ctx:close_conn()
       local r = require("orch.restore").run { archive = ctx.state.backup, db = ctx.url, mode = o.mode or "swap" }
       ctx.project = nil
+      ctx.state.restored = true
       event(ctx, { event = "restored", backup = ctx.state.backup, old_database = r.old_database or json.null })
       return string.format("restored %s%s", ctx.state.backup, r.old_database and ("; the failed database is kept as " .. r.old_database) or "")
     end }
@@ -489,9 +554,10 @@ end
 
 --- Notify the environment's webhooks of the outcome (never fails the run).
 function R.step.notify()
-  return { name = "notify", plan = function(ctx) return #envmod.webhooks(ctx.env) .. " webhook(s) configured" end,
+  return { name = "notify", about = "the environment's webhooks (never fails the run)", plan = function(ctx) return #require("orch.notify").targets(ctx.env) .. " webhook(s) configured" end,
     run = function(ctx)
-      local what = ({ [0] = "run_succeeded", [3] = "run_restored" })[ctx.exit_code] or "run_failed"
+      local what = ({ [R.EXIT.ok] = "run_succeeded", [R.EXIT.restored] = "run_restored", [R.EXIT.human] = "run_needs_human",
+                      [R.EXIT.interrupted] = "run_interrupted" })[ctx.exit_code] or "run_failed"
       local res = R.notify(ctx, what)
       local n = 0
       for _, r in ipairs(res) do if r.delivered then n = n + 1 end end

@@ -179,6 +179,87 @@ return R.run { name = "t", opts = opts, env = env,
     sys.rmtree(dir)
   end)
 
+  it("Ctrl-C landing in the engine between two steps still ends with a report and a run_end line", function()
+    -- the engine reads a step's 'changes' field before and after running it;
+    -- the second read sends SIGINT, so the interrupt is raised in engine code
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+local reads = 0
+local first = setmetatable({ name = "first", run = function() return "done" end }, { __index = function(_, k)
+  if k == "changes" then reads = reads + 1 if reads == 2 then sys.kill(sys.getpid(), 2) end end
+end })
+return R.run { name = "t", opts = opts, env = env,
+  steps = { first, R.step.lua { name = "second", run = function() io.open(dir .. "/second", "w"):close() end } },
+  always = { R.step.lua { name = "cleanup", run = function() io.open(dir .. "/cleanup", "w"):close() return "cleaned" end } },
+}]])
+    local r = run(dir)
+    assert.equals(130, r.code, r.stdout .. r.stderr)
+    assert.is_false(sys.exists(dir .. "/second"))
+    assert.is_true(sys.exists(dir .. "/cleanup"))
+    assert.matches("INTERRUPTED", r.stdout)
+    local ev = events_of(r, dir)
+    assert.equals("run_end", ev[#ev].event)
+    assert.equals(130, ev[#ev].exit_code)
+    assert.truthy(find(ev, function(x) return x.event == "interrupted" end))
+    sys.rmtree(dir)
+  end)
+
+  it("orch runs lists the runs of an environment from their run logs, and shows one run's timeline", function()
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev", { { name = "fail", type = "boolean" } })
+return R.run { name = "t", opts = opts, env = env,
+  steps = { R.step.lua { name = "work", changes = true, run = function(ctx) if ctx.opts.fail then error("broken on purpose", 0) end return "worked" end } } }]])
+    assert.equals(0, run(dir).code)
+    sys.sleep(1.1)   -- run ids start with the second they began
+    local failed = run(dir, { "--fail" })
+    assert.equals(4, failed.code)
+    local fid = failed.stdout:match("run (%d+T%d+Z%-%x+)")
+    -- a run killed half-way leaves a log without run_end
+    H.write(dir .. "/backups/dev/runs/20000101T000000Z-dead00.jsonl",
+      '{"event":"run_start","recipe":"t","env":"dev","run_id":"20000101T000000Z-dead00","time":"2000-01-01T00:00:00Z"}\n' ..
+      '{"event":"step_start","step":"work","phase":"steps","time":"2000-01-01T00:00:01Z"}\n')
+    local r = H.orch({ "runs", "--json" }, { cwd = dir })
+    assert.equals(0, r.code, r.stderr)
+    local list = json.decode(r.stdout)
+    assert.equals(3, #list)
+    assert.equals(fid, list[1].run_id)
+    assert.equals("FAILED: NEEDS A HUMAN", list[1].outcome)
+    assert.equals("work", list[1].failed_step)
+    assert.equals("SUCCEEDED", list[2].outcome)
+    assert.equals("DID NOT FINISH", list[3].outcome)
+    assert.matches("killed .* during 'work'", list[3].note)
+    r = H.orch({ "runs" }, { cwd = dir })
+    assert.matches("RUN%s+RECIPE%s+ENV%s+TIME%s+OUTCOME%s+STEP", r.stdout)
+    r = H.orch({ "runs", "show", fid }, { cwd = dir })
+    assert.equals(0, r.code, r.stderr)
+    assert.matches("run " .. fid:gsub("%p", "%%%0") .. ": t on dev — FAILED: NEEDS A HUMAN", r.stdout)
+    assert.matches("work failed in [%d.]+s: broken on purpose", r.stdout)
+    r = H.orch({ "runs", "show", "20000101T000000Z-dead00" }, { cwd = dir })
+    assert.matches("work started, never ended", r.stdout)
+    r = H.orch({ "runs", "show", "nope" }, { cwd = dir })
+    assert.equals(1, r.code)
+    assert.matches("no run log .*nope%.jsonl %(newest: " .. fid:gsub("%p", "%%%0"), r.stderr)
+    sys.rmtree(dir)
+  end)
+
+  it("webhooks hear which way a run ended: a failure the handlers could not undo is run_needs_human", function()
+    local srv = H.httpd()
+    finally(function() srv:stop() end)
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env,
+  steps = { R.step.lua { name = "work", changes = true, run = function() error("broken", 0) end } },
+  on_failure = { R.step.lua { name = "undo", run = function() error("cannot undo", 0) end } },
+  always = { R.step.notify() } }]], string.format([[return { dev = { backups = { dir = %q },
+  webhooks = { { url_env = "HOOK", kind = "json", events = { "run_needs_human" } } } } }]], H.tmpdir()))
+    local r = run(dir, {}, { env = { DATABASE_URL = false, HOOK = srv:url("/hook/ops") } })
+    assert.equals(4, r.code, r.stdout .. r.stderr)
+    local hooks = srv:hooks()
+    assert.equals(1, #hooks)
+    assert.equals("run_needs_human", json.decode(hooks[1].body).event)
+    sys.rmtree(dir)
+  end)
+
   it("a protected environment without a terminal and without --yes stops before the first change", function()
     local dir = project([[
 local opts, env = R.setup({ ... }, "prod")

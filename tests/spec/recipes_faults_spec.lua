@@ -1,6 +1,7 @@
 -- The recipes under bad input and faults, on the example project against
--- the real server: a health check failing after migrate, Ctrl-C in the middle
--- of a prod run, a declined approval on a terminal, and the emergency
+-- the real server and a real local HTTP server: a health check (SQL or the
+-- API's health endpoint) failing after migrate, a slow endpoint, webhooks
+-- that fail, a health URL that is not set, Ctrl-C in the middle of a prod run, a declined approval on a terminal, and the emergency
 -- restore recipe bringing back a chosen backup exactly.
 local H = require "helper"
 local sys = require "orch.sys"
@@ -25,7 +26,7 @@ local function project(upto, extra, prod_extra)
   return dir
 end
 
-local function recipe(dir, name, url, argv, wrap)
+local function recipe(dir, name, url, argv, wrap, env)
   local a = {}
   for _, w in ipairs(wrap or {}) do a[#a + 1] = w end
   a[#a + 1] = H.orch_bin
@@ -33,6 +34,7 @@ local function recipe(dir, name, url, argv, wrap)
   for _, x in ipairs(argv or {}) do a[#a + 1] = x end
   a.cwd, a.timeout = dir, 300
   a.env = { TEST_PROD_URL = url, DATABASE_URL = false }
+  for k, v in pairs(env or {}) do a.env[k] = v end
   return sys.spawn(a)
 end
 
@@ -58,6 +60,15 @@ local function production(prefix)
   return url, name
 end
 
+-- Drop what a run left: the database kept aside by a swap (named in its
+-- output), the test database, and the project directory.
+local function finish(name, dir, r)
+  local kept = r and (r.stdout:match("the failed database is kept as (%S+)") or r.stdout:match("the previous database is kept as (%S+)"))
+  if kept then H.drop_db(kept) end
+  H.drop_db(name)
+  sys.rmtree(dir)
+end
+
 describe("recipes under faults", function()
   it("prod: a health check failing after migrate restores the backup (exit 3), database identical", function()
     local url, name = production("prod_health")
@@ -73,8 +84,7 @@ describe("recipes under faults", function()
     assert.same(before_rows, contents_of(name))
     local old = r.stdout:match("the failed database is kept as (%S+)")
     H.drop_db(old)
-    H.drop_db(name)
-    sys.rmtree(dir)
+    finish(name, dir)
   end)
 
   it("prod: Ctrl-C during migrate exits 130, the run log says where, the database is untouched and the backup restores exactly", function()
@@ -119,8 +129,23 @@ describe("recipes under faults", function()
     assert.equals(before_schema, schema_of(name2))
     assert.same(backup_rows, contents_of(name2))
     H.drop_db(name2)
-    H.drop_db(name)
-    sys.rmtree(dir)
+    finish(name, dir)
+  end)
+
+  it("prod killed outright (SIGKILL) during migrate: orch runs says where it stopped, and the backup is complete", function()
+    local url, name = production("prod_kill")
+    local dir = project(4, { ["V5__slow.sql"] = "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(30);\n" })
+    local r = recipe(dir, "prod.lua", url, { "--yes" }, { "timeout", "-s", "KILL", "4" })
+    assert.is_true(r.signal == 9 or r.code == 137, r.stdout .. r.stderr)
+    local runs = H.orch({ "runs", "--env", "prod", "--json" }, { cwd = dir, env = { TEST_PROD_URL = url } })
+    assert.equals(0, runs.code, runs.stderr)
+    local list = json.decode(runs.stdout)
+    assert.equals(1, #list)
+    assert.equals("DID NOT FINISH", list[1].outcome)
+    assert.equals("migrate", list[1].failed_step)
+    assert.truthy(list[1].backup)
+    assert.is_true(H.orch({ "verify", list[1].backup }, { cwd = dir }).ok)
+    finish(name, dir)
   end)
 
   it("prod on a terminal: a declined approval changes nothing and takes no backup", function()
@@ -137,8 +162,7 @@ describe("recipes under faults", function()
     local dumps = 0
     for _, f in ipairs(sys.listdir(dir .. "/backups/prod") or {}) do if f:match("%.dump$") then dumps = dumps + 1 end end
     assert.equals(0, dumps)
-    H.drop_db(name)
-    sys.rmtree(dir)
+    finish(name, dir)
   end)
 
   it("prod: a lock held by the application makes migrate time out and retry, then restore (exit 3), database identical", function()
@@ -159,9 +183,7 @@ describe("recipes under faults", function()
     pcall(app.close, app)   -- the swap ended its session
     assert.equals(before_schema, schema_of(name))
     assert.same(before_rows, contents_of(name))
-    H.drop_db(r.stdout:match("the failed database is kept as (%S+)"))
-    H.drop_db(name)
-    sys.rmtree(dir)
+    finish(name, dir, r)
   end)
 
   it("prod: a team's lint rule (orch.lint.lua in the project) stops the run before any change (exit 1)", function()
@@ -178,8 +200,7 @@ describe("recipes under faults", function()
     assert.matches("lint error", r.stdout)
     assert.matches("FAILED %(nothing was changed%)", r.stdout)
     assert.equals(before_schema, schema_of(name))
-    H.drop_db(name)
-    sys.rmtree(dir)
+    finish(name, dir)
   end)
 
   it("restore.lua: brings back a chosen backup exactly, after a safety backup, and says what to do next", function()
@@ -230,7 +251,145 @@ describe("recipes under faults", function()
     local bad = recipe(dir, "restore.lua", url, { "--backup", "nope", "--yes" })
     assert.equals(1, bad.code)
     assert.matches("no complete backup 'nope'", bad.stdout)
-    H.drop_db(name)
+    finish(name, dir)
+  end)
+end)
+
+describe("prod with HTTP health checks and webhooks", function()
+  local srv
+  setup(function() srv = H.httpd() end)
+  teardown(function() srv:stop() end)
+
+  local SECRET_PATH = "T0000-B1111-s3cr3tw3bh00k"
+  local TOKEN = "ev-token-9f8e7d6c5b4a"
+  local function hooks_env(api_url)
+    return { API_URL = api_url, SLACK_URL = srv:url("/hook/slack-" .. SECRET_PATH),
+             EVENTS_URL = srv:url("/hook/events"), EVENTS_TOKEN = TOKEN }
+  end
+  local HOOKS = [[webhooks = { { url_env = "SLACK_URL", kind = "slack" }, { url_env = "EVENTS_URL", kind = "json", token_env = "EVENTS_TOKEN" } }]]
+
+  it("the API answers 503 health+json after migrate: restore (exit 3), database identical, webhooks told, secrets never shown", function()
+    srv:reset()
+    local url, name = production("prod_http503")
+    local before_schema, before_rows = schema_of(name), contents_of(name)
+    local dir = project(8, nil, [[health = { http = { { name = "api", url_env = "API_URL", retries = 1, backoff = "50ms" } } }, ]] .. HOOKS)
+    local r = recipe(dir, "prod.lua", url, { "--yes" }, nil, hooks_env(srv:url("/health/fail")))
+    assert.equals(3, r.code, r.stdout .. r.stderr)
+    assert.matches("4 migration%(s%) applied", r.stdout)
+    assert.matches("FAILED verify", r.stdout)
+    assert.matches("api fail: HTTP 503, expected 2xx; the service reports fail", r.stdout)
+    assert.matches("FAILED AND RESTORED", r.stdout)
+    assert.equals(before_schema, schema_of(name))
+    assert.same(before_rows, contents_of(name))
+    -- both webhooks heard the start and the restore
+    local got = {}
+    for _, h in ipairs(srv:hooks()) do
+      local body = json.decode(h.body)
+      got[#got + 1] = { name = h.name, body = body, auth = h.headers.authorization }
+    end
+    assert.equals(4, #got, json.encode(got))
+    local slack, events = {}, {}
+    for _, g in ipairs(got) do
+      if g.name == "events" then events[#events + 1] = g else slack[#slack + 1] = g end
+    end
+    assert.matches("orch prod on prod started", slack[1].body.text)
+    assert.matches("orch prod on prod FAILED and was RESTORED", slack[2].body.text)
+    assert.equals("warning", slack[2].body.attachments[1].color)
+    assert.matches("failed step: verify", slack[2].body.attachments[1].text)
+    assert.equals("run_started", events[1].body.event)
+    assert.equals("run_restored", events[2].body.event)
+    assert.equals("verify", events[2].body.failed_step)
+    assert.equals(3, events[2].body.exit_code)
+    assert.equals("Bearer " .. TOKEN, events[2].auth)
+    assert.is_nil(slack[1].auth)
+    -- the run log records each delivery; neither the webhook URL's token nor the bearer token appears anywhere
+    local ev = runlog(r, dir)
+    local delivered = 0
+    for _, e in ipairs(ev) do if e.event == "notification" and e.delivered then delivered = delivered + 1 end end
+    assert.equals(4, delivered)
+    local all = r.stdout .. r.stderr .. H.read(r.stdout:match("run log: (%S+)"))
+    assert.is_nil(all:find(SECRET_PATH, 1, true))
+    assert.is_nil(all:find(TOKEN, 1, true))
+    finish(name, dir, r)
+  end)
+
+  it("a slow endpoint: the request timeout is honoured, then the backup is restored", function()
+    local url, name = production("prod_slow")
+    local before_schema = schema_of(name)
+    local dir = project(8, nil, [[health = { http = { { name = "api", url_env = "API_URL", timeout = "1s", retries = 0 } } }]])
+    local t0 = sys.monotonic()
+    local r = recipe(dir, "prod.lua", url, { "--yes" }, nil, { API_URL = srv:url("/hang") })
+    assert.equals(3, r.code, r.stdout .. r.stderr)
+    assert.matches("api fail: GET http://127.0.0.1:%d+/hang: timed out", r.stdout)
+    assert.is_true(sys.monotonic() - t0 < 30)
+    local verify
+    for _, e in ipairs(runlog(r, dir)) do if e.event == "step_end" and e.step == "verify" then verify = e end end
+    assert.is_true(verify.seconds >= 0.9 and verify.seconds < 4, tostring(verify.seconds))
+    assert.equals(before_schema, schema_of(name))
+    finish(name, dir, r)
+  end)
+
+  it("webhooks that fail or cannot be reached never fail the run; the run log says so", function()
+    srv:reset()
+    local url, name = production("prod_hookfail")
+    local dir = project(8, nil, [[health = { http = { { name = "api", url_env = "API_URL" } } },
+      webhooks = { { url_env = "BROKEN_URL", kind = "json" }, { url_env = "GONE_URL", kind = "slack" } }]])
+    local r = recipe(dir, "prod.lua", url, { "--yes" }, nil, { API_URL = srv:url("/health/pass"),
+      BROKEN_URL = srv:url("/hook-fail/broken"), GONE_URL = "http://127.0.0.1:" .. sys.free_port() .. "/gone" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("SUCCEEDED", r.stdout)
+    assert.matches("notification run_succeeded to BROKEN_URL not delivered: HTTP 500", r.stderr)
+    assert.matches("notification run_succeeded to GONE_URL not delivered: .*could not connect", r.stderr)
+    assert.matches("0 of 2 webhook%(s%) notified", r.stdout)
+    local failed = {}
+    for _, e in ipairs(runlog(r, dir)) do
+      if e.event == "notification" and not e.delivered then failed[#failed + 1] = e.hook .. ":" .. e.what .. ":" .. tostring(e.status) end
+    end
+    table.sort(failed)
+    assert.same({ "BROKEN_URL:run_started:500", "BROKEN_URL:run_succeeded:500", "GONE_URL:run_started:null", "GONE_URL:run_succeeded:null" }, failed)
+    -- the failing hook was tried twice per event (5xx is retried once); nothing else was recorded
+    assert.equals(4, #srv:hooks())
+    finish(name, dir)
+  end)
+
+  it("a health check whose URL variable is not set stops prod in preflight, before any backup or change", function()
+    local url, name = production("prod_nourl")
+    local before_schema = schema_of(name)
+    local dir = project(8, nil, [[health = { http = { { name = "api", url_env = "API_URL_NOT_SET" } } }]])
+    local r = recipe(dir, "prod.lua", url, { "--yes" })
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("health check api reads its URL from API_URL_NOT_SET, which is not set", r.stdout)
+    assert.is_false(sys.exists(dir .. "/backups/prod") and #(sys.listdir(dir .. "/backups/prod")) > 1)
+    assert.equals(before_schema, schema_of(name))
+    finish(name, dir)
+  end)
+
+  it("restore.lua: an application that is still down after the restore is reported, and the restore stands", function()
+    local url, name = production("restore_apidown")
+    local dir = project(4, nil, [[health = { http = { { name = "api", url_env = "API_URL", retries = 0 } } }]])
+    local b = H.orch { "backup", "--db", url, "--dir", dir .. "/backups/prod" }
+    assert.is_true(b.ok, b.stderr)
+    local path = assert(b.stdout:match("(%S+%.dump)"), b.stdout)
+    assert.is_true(H.orch({ "verify", path }).ok)
+    local want_schema, want_rows = schema_of(name), contents_of(name)
+    local c <close> = db.connect(url)
+    c:exec("DELETE FROM tickets WHERE id > 10")      -- the incident
+    c:close()
+    local r = recipe(dir, "restore.lua", url, { "--yes" }, nil, { API_URL = srv:url("/health/fail") })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("NOT healthy %(reported, not acted on%): api fail: HTTP 503", r.stdout)
+    assert.equals(want_schema, schema_of(name))
+    assert.same(want_rows, contents_of(name))
+    finish(name, dir, r)
+  end)
+
+  it("a literal webhook URL in orch.env.lua is refused without echoing it", function()
+    local dir = project(8, nil, [[webhooks = { { url = "https://hooks.example.test/services/]] .. SECRET_PATH .. [[", kind = "slack" } }]])
+    local r = recipe(dir, "prod.lua", "postgresql://x@127.0.0.1:1/x", { "--yes" })
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("environment prod: webhooks%[1%] has a literal url; webhook URLs carry tokens", r.stderr)
+    assert.matches('url_env = "PROD_WEBHOOK_URL"', r.stderr)
+    assert.is_nil((r.stdout .. r.stderr):find(SECRET_PATH, 1, true))
     sys.rmtree(dir)
   end)
 end)

@@ -11,10 +11,8 @@ local spec = args.spec({ "env", "json" }, {
 
 local function seconds(s)
   if not s then return nil end
-  local n, u = s:match("^(%d+)%s*(%a*)$")
-  if not n then return nil end
-  local mult = ({ [""] = 1, s = 1, m = 60, min = 60, h = 3600, d = 86400, w = 604800 })[u]
-  return mult and tonumber(n) * mult
+  local ok, v = pcall(require("orch.health").seconds, s)
+  return ok and v or nil
 end
 
 return {
