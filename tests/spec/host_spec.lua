@@ -108,8 +108,8 @@ while true do sys.sleep(0.05) end
     local f = H.write(dir .. "/reporting.lua", [[
 local sys = require 'orch.sys'
 io.stdout:setvbuf('line')
-print('ready')
-local ok = pcall(sys.sleep, 30)
+-- 'ready' inside the pcall: the interrupt may land before the sleep starts
+local ok = pcall(function() print('ready') sys.sleep(30) end)
 sys.clear_interrupt()
 print('caught', ok)
 local t = sys.monotonic()
