@@ -8,6 +8,11 @@
 -- name), then database.service (a libpq service); dev falls back to the
 -- throwaway local cluster in .orch/localpg.
 --
+-- backups: where this environment's backups and run logs live, and their
+-- retention, applied after each backup and by `orch backups prune --env NAME`:
+-- keep (newest N), max_age ("30d"), keep_runs (run logs, default 100; a kept
+-- backup's run log is always kept).
+--
 -- health: what `orch check --env NAME` and the recipes' verify steps run.
 -- The database checks run by default (connect, version, role, replication
 -- lag, long transactions, lock waits, invalid indexes, NOT VALID
@@ -34,7 +39,7 @@ return {
   prod = {
     database = { env = "PROD_DATABASE_URL", service = "prod" },
     protected = true,           -- no change without approval: a terminal, or --yes
-    backups = { dir = "backups/prod", keep = 14, max_age = "30d" },
+    backups = { dir = "backups/prod", keep = 14, max_age = "30d", keep_runs = 500 },
     lock_timeout = "3s",
     retries = 5,
     preflight = { max_transaction_age = "5m", max_replication_lag = "10s" },

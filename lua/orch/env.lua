@@ -73,6 +73,16 @@ function E.load(name, path)
   return e
 end
 
+--- The backups directory for a command's --env: the environment's
+-- backups.dir when orch.env.lua defines it, else backups/<name> (the name is
+-- then only a label), else backups/default.
+function E.backups_dir(name, path)
+  if not name then return "backups/default" end
+  local envs = E.all(path)
+  if envs[name] then return E.load(name, path).backups.dir end
+  return "backups/" .. name
+end
+
 --- Refuse settings that cannot work, naming the environment and the key.
 function E.check(e, file)
   local where = string.format("%s: environment %s", file, e.name)
@@ -88,6 +98,17 @@ function E.check(e, file)
     if w.kind and w.kind ~= "slack" and w.kind ~= "json" then
       sys.error(string.format("%s: webhooks[%d].kind is '%s'; use \"slack\" or \"json\"", where, i, tostring(w.kind)), 1)
     end
+  end
+  local b = e.backups
+  if type(b) ~= "table" then sys.error(where .. ": backups must be a table { dir = ..., keep = N, max_age = \"30d\" }", 1) end
+  for _, k in ipairs { "keep", "keep_runs" } do
+    if b[k] ~= nil and (math.type(b[k]) ~= "integer" or b[k] < 1) then
+      sys.error(string.format("%s: backups.%s is %s; it must be a whole number of 1 or more", where, k, tostring(b[k])), 1)
+    end
+  end
+  if b.max_age ~= nil then
+    local ok = pcall(require("orch.health").seconds, b.max_age)
+    if not ok then sys.error(string.format("%s: backups.max_age is '%s'; write an age such as \"30d\", \"12h\" or \"90m\"", where, tostring(b.max_age)), 1) end
   end
   local hc = e.health
   if type(hc) ~= "table" then sys.error(where .. ": health must be a table", 1) end

@@ -261,6 +261,12 @@ function R.run(def)
   event(ctx, { event = "run_end", exit_code = code, outcome = outcome, seconds = sys.monotonic() - t0,
                failed_step = failure and failure.step or json.null })
   if ctx.runlog then ctx.runlog:close() end
+  if ctx.runlog_path then
+    -- run logs are kept like backups are: the newest backups.keep_runs (100),
+    -- and every run whose backup is still there
+    local okp, perr = pcall(require("orch.backup").retain_runs, ctx.env.backups.dir, { keep = ctx.env.backups.keep_runs, current = ctx.run_id })
+    if not okp then log.warn("could not prune old run logs in %s/runs: %s", ctx.env.backups.dir, errtext(perr)) end
+  end
   pcall(ctx.close_conn, ctx)
   if opts.json then
     io.stdout:write(json.encode { run_id = ctx.run_id, exit_code = code, outcome = outcome, steps = ctx.results }, "\n")

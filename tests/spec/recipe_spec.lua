@@ -383,4 +383,54 @@ return R.run { name = "t", opts = opts, env = env, steps = {} }]])
     assert.matches("no environment named 'stagign'.*known: dev, prod", r.stderr)
     sys.rmtree(dir)
   end)
+
+  it("keeps the newest backups.keep_runs run logs and the run log of every kept backup; orch backups prune --env applies the environment's retention", function()
+    local url, name = H.fresh_db("rt_runs")
+    local dir = project([[
+local opts, env = R.setup({ ... }, "dev")
+return R.run { name = "t", opts = opts, env = env, steps = { R.step.lua { name = "noop", run = function() return "done" end } } }]])
+    local bdir = dir .. "/bk"
+    H.write(dir .. "/orch.env.lua", string.format("return { dev = { backups = { dir = %q, keep = 1, keep_runs = 2 } } }", bdir))
+    local ids = {}
+    for i = 1, 4 do
+      local r = run(dir)
+      assert.equals(0, r.code, r.stdout .. r.stderr)
+      ids[i] = events_of(r, dir)[1].run_id
+      if i == 1 then
+        -- the first run's backup: its run log stays while the backup does
+        local b = H.orch({ "backup", "--db", url, "--env", "dev", "--run-id", ids[1] }, { cwd = dir })
+        assert.is_true(b.ok, b.stderr)
+        assert.matches(bdir, b.stdout, 1, true)
+      end
+    end
+    local function present()
+      local out = {}
+      for _, id in ipairs(ids) do out[#out + 1] = sys.exists(bdir .. "/runs/" .. id .. ".jsonl") end
+      return out
+    end
+    assert.same({ true, false, true, true }, present())
+    -- a second backup, then prune with the environment's keep = 1: the first
+    -- backup goes, and with it the protection of the first run's log
+    local b = H.orch({ "backup", "--db", url, "--env", "dev" }, { cwd = dir })
+    assert.is_true(b.ok, b.stderr)
+    local p = H.orch({ "backups", "prune", "--env", "dev", "--json" }, { cwd = dir })
+    assert.equals(0, p.code, p.stderr)
+    local out = json.decode(p.stdout)
+    assert.equals(1, #out.deleted)
+    assert.equals(1, #out.run_logs_deleted)
+    assert.same({ false, false, true, true }, present())
+    assert.equals(1, #json.decode(H.orch({ "backups", "list", "--env", "dev", "--json" }, { cwd = dir }).stdout))
+    -- an environment without retention settings: prune says what it needs
+    H.write(dir .. "/orch.env.lua", string.format("return { dev = { backups = { dir = %q } } }", bdir))
+    p = H.orch({ "backups", "prune", "--env", "dev" }, { cwd = dir })
+    assert.equals(2, p.code)
+    assert.matches("environment dev sets no backups.keep or backups.max_age", p.stderr)
+    -- bad retention settings are refused by name
+    H.write(dir .. "/orch.env.lua", string.format("return { dev = { backups = { dir = %q, keep = 0, max_age = 'a month' } } }", bdir))
+    p = H.orch({ "backups", "list", "--env", "dev" }, { cwd = dir })
+    assert.equals(1, p.code)
+    assert.matches("environment dev: backups.keep is 0; it must be a whole number of 1 or more", p.stderr)
+    H.drop_db(name)
+    sys.rmtree(dir)
+  end)
 end)

@@ -8,7 +8,7 @@ local sys = require "orch.sys"
 
 local spec = args.spec({ "db", "env", "json", "quiet" }, {
   { name = "output", short = "o", type = "string", metavar = "FILE|-", help = "write to FILE, or - for stdout (no manifest)" },
-  { name = "dir", type = "string", help = "backups directory (default backups/<env>)" },
+  { name = "dir", type = "string", help = "backups directory (default: the environment's backups.dir, else backups/<env>)" },
   { name = "compress", short = "Z", type = "number", default = -1, help = "zlib level 0-9, -1 = default (6)" },
   { name = "threads", type = "number", default = 2, help = "compression threads" },
   { name = "skip", type = "list", metavar = "KIND", help = "leave out a kind orch cannot dump yet (e.g. aggregate)" },
@@ -31,7 +31,7 @@ return {
     local tty = sys.isatty(2) and not opts.json and opts.output ~= "-"
     local t0 = sys.monotonic()
     local m = backup.create(c, {
-      output = opts.output, dir = opts.dir or (opts.env and ("backups/" .. opts.env)) or nil, level = opts.compress,
+      output = opts.output, dir = opts.dir or (opts.env and require("orch.env").backups_dir(opts.env)) or nil, level = opts.compress,
       threads = opts.threads, env = opts.env, run_id = opts.run_id, skip = skip, lock_timeout = opts.lock_timeout,
       no_owner = opts.no_owner,
       on_progress = tty and function(ev)

@@ -1,12 +1,16 @@
---- orch backups: list and prune a backups directory.
+--- orch backups: list and prune a backups directory. prune applies the
+-- retention given on the command line, else the environment's (backups.keep,
+-- backups.max_age in orch.env.lua), and prunes old run logs with it.
 local args = require "orch.args"
 local backup = require "orch.backup"
+local envmod = require "orch.env"
 local json = require "orch.json"
 
 local spec = args.spec({ "env", "json" }, {
-  { name = "dir", type = "string", help = "backups directory (default backups/<env>)" },
-  { name = "keep", type = "number", help = "prune: keep the newest N complete backups" },
-  { name = "max-age", type = "string", help = "prune: delete backups older than this (e.g. 14d, 12h)" },
+  { name = "dir", type = "string", help = "backups directory (default: the environment's backups.dir, else backups/<env>)" },
+  { name = "keep", type = "number", metavar = "N", help = "prune: keep the newest N complete backups (default: the environment's backups.keep)" },
+  { name = "max-age", type = "string", metavar = "AGE", help = "prune: delete backups older than this, e.g. 14d, 12h (default: backups.max_age)" },
+  { name = "keep-runs", type = "number", metavar = "N", help = "prune: keep the newest N run logs, and those of kept backups (default: backups.keep_runs, else 100)" },
 })
 
 local function seconds(s)
@@ -16,12 +20,15 @@ local function seconds(s)
 end
 
 return {
-  summary = "list backups (orch backups list) or apply retention (orch backups prune --keep N --max-age 14d)",
-  usage = "usage: orch backups list|prune [--dir DIR] [--keep N] [--max-age AGE] [--json]",
+  summary = "list backups (orch backups list) or apply retention (orch backups prune [--keep N] [--max-age 14d])",
+  usage = "usage: orch backups list|prune [--env NAME | --dir DIR] [--keep N] [--max-age AGE] [--keep-runs N] [--json]",
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "backups")
-    local dir = opts.dir or ("backups/" .. (opts.env or "default"))
+    local dir = opts.dir or envmod.backups_dir(opts.env)
+    -- the environment's retention, when orch.env.lua defines this environment
+    local conf = {}
+    if opts.env and envmod.all()[opts.env] then conf = envmod.load(opts.env).backups end
     local action = rest[1] or "list"
     if action == "list" then
       local list = backup.list(dir)
@@ -38,12 +45,24 @@ return {
         end
       end
     elseif action == "prune" then
-      local max_age = opts.max_age and seconds(opts.max_age)
-      if opts.max_age and not max_age then args.usage_error("backups", "bad --max-age '" .. opts.max_age .. "' (e.g. 14d, 12h)") end
-      if not opts.keep and not max_age then args.usage_error("backups", "prune needs --keep N and/or --max-age AGE") end
-      local deleted = backup.retain(dir, { keep = opts.keep, max_age = max_age })
-      if opts.json then io.stdout:write(json.encode({ deleted = deleted }), "\n")
-      else print(#deleted == 0 and "nothing to prune" or ("deleted:\n  " .. table.concat(deleted, "\n  "))) end
+      local keep = opts.keep or (not opts.max_age and conf.keep) or nil
+      local age_text = opts.max_age or (not opts.keep and conf.max_age) or nil
+      local max_age = age_text and seconds(age_text)
+      if age_text and not max_age then args.usage_error("backups", "bad --max-age '" .. tostring(age_text) .. "' (e.g. 14d, 12h)") end
+      if keep and (math.type(keep) ~= "integer" or keep < 1) then args.usage_error("backups", "--keep needs a whole number of 1 or more") end
+      if not keep and not max_age then
+        args.usage_error("backups", "prune needs --keep N and/or --max-age AGE" ..
+          (opts.env and (" (environment " .. opts.env .. " sets no backups.keep or backups.max_age)") or ""))
+      end
+      local keep_runs = opts.keep_runs or conf.keep_runs
+      if keep_runs and (math.type(keep_runs) ~= "integer" or keep_runs < 1) then args.usage_error("backups", "--keep-runs needs a whole number of 1 or more") end
+      local deleted = backup.retain(dir, { keep = keep, max_age = max_age })
+      local runs_deleted = backup.retain_runs(dir, { keep = keep_runs })
+      if opts.json then io.stdout:write(json.encode({ deleted = deleted, run_logs_deleted = runs_deleted }), "\n")
+      else
+        print(#deleted == 0 and ("no backups to prune in " .. dir) or ("deleted:\n  " .. table.concat(deleted, "\n  ")))
+        if #runs_deleted > 0 then print(string.format("deleted %d old run log(s) from %s/runs", #runs_deleted, dir)) end
+      end
     else
       args.usage_error("backups", "unknown action '" .. action .. "' (list or prune)")
     end
