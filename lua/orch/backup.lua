@@ -273,14 +273,10 @@ function B.retain(dir, opts)
   return deleted
 end
 
---- Prune the run logs of a backups directory (<dir>/runs/<run id>.jsonl):
--- keep the newest `keep` (default 100) and every run whose backup is still
--- there, so a kept backup can always be traced to the run that made it;
--- opts.current (a run id) is never deleted. Returns the deleted paths.
-function B.retain_runs(dir, opts)
-  opts = opts or {}
-  local keep = opts.keep or 100
-  local rdir = dir .. "/runs"
+--- The run ids with a log in rdir (<backups dir>/runs/<run id>.jsonl),
+-- newest first: by the UTC second a run id starts with, then by the log's
+-- last write (runs within one second), then by id.
+function B.run_ids(rdir)
   local ids, mtime = {}, {}
   for _, f in ipairs(sys.listdir(rdir) or {}) do
     local id = f:match("^(.-)%.jsonl$")
@@ -290,13 +286,24 @@ function B.retain_runs(dir, opts)
       mtime[id] = st and st.mtime or 0
     end
   end
-  -- newest first: run ids start with their UTC second, the last write orders runs within one
   table.sort(ids, function(a, b)
     local sa, sb = a:sub(1, 16), b:sub(1, 16)
     if sa ~= sb then return sa > sb end
     if mtime[a] ~= mtime[b] then return mtime[a] > mtime[b] end
     return a > b
   end)
+  return ids
+end
+
+--- Prune the run logs of a backups directory (<dir>/runs/<run id>.jsonl):
+-- keep the newest `keep` (default 100) and every run whose backup is still
+-- there, so a kept backup can always be traced to the run that made it;
+-- opts.current (a run id) is never deleted. Returns the deleted paths.
+function B.retain_runs(dir, opts)
+  opts = opts or {}
+  local keep = opts.keep or 100
+  local rdir = dir .. "/runs"
+  local ids = B.run_ids(rdir)
   local keep_id = { [opts.current or ""] = true }
   for _, b in ipairs(B.list(dir)) do
     local rid = b.manifest and b.manifest.run_id

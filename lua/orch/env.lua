@@ -73,14 +73,14 @@ function E.load(name, path)
   return e
 end
 
---- The backups directory for a command's --env: the environment's
--- backups.dir when orch.env.lua defines it, else backups/<name> (the name is
--- then only a label), else backups/default.
-function E.backups_dir(name, path)
-  if not name then return "backups/default" end
-  local envs = E.all(path)
-  if envs[name] then return E.load(name, path).backups.dir end
-  return "backups/" .. name
+--- The backups settings for a command's --env: the environment's backups
+-- table when orch.env.lua defines it (dir, keep, max_age, keep_runs), else
+-- { dir = "backups/<name>" } (the name is then only a label), else
+-- { dir = "backups/default" }.
+function E.backups(name, path)
+  if not name then return { dir = "backups/default" } end
+  if E.all(path)[name] then return E.load(name, path).backups end
+  return { dir = "backups/" .. name }
 end
 
 --- Refuse settings that cannot work, naming the environment and the key.

@@ -31,7 +31,7 @@ return {
     local tty = sys.isatty(2) and not opts.json and opts.output ~= "-"
     local t0 = sys.monotonic()
     local m = backup.create(c, {
-      output = opts.output, dir = opts.dir or (opts.env and require("orch.env").backups_dir(opts.env)) or nil, level = opts.compress,
+      output = opts.output, dir = opts.dir or (opts.env and require("orch.env").backups(opts.env).dir) or nil, level = opts.compress,
       threads = opts.threads, env = opts.env, run_id = opts.run_id, skip = skip, lock_timeout = opts.lock_timeout,
       no_owner = opts.no_owner,
       on_progress = tty and function(ev)

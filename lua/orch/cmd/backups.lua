@@ -25,10 +25,8 @@ return {
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "backups")
-    local dir = opts.dir or envmod.backups_dir(opts.env)
-    -- the environment's retention, when orch.env.lua defines this environment
-    local conf = {}
-    if opts.env and envmod.all()[opts.env] then conf = envmod.load(opts.env).backups end
+    local conf = envmod.backups(opts.env)   -- directory and retention of the environment
+    local dir = opts.dir or conf.dir
     local action = rest[1] or "list"
     if action == "list" then
       local list = backup.list(dir)

@@ -3,6 +3,7 @@
 -- run the whole timeline. A run log without its run_end line belongs to a
 -- run that was killed (or is still running): it is shown as such.
 local args = require "orch.args"
+local backup = require "orch.backup"
 local envmod = require "orch.env"
 local json = require "orch.json"
 local sys = require "orch.sys"
@@ -45,21 +46,11 @@ local function summarize(id, events)
   return s
 end
 
-local function run_ids(dir)
-  local ids = {}
-  for _, f in ipairs(sys.listdir(dir) or {}) do
-    local id = f:match("^(.-)%.jsonl$")
-    if id then ids[#ids + 1] = id end
-  end
-  table.sort(ids, function(a, b) return a > b end)   -- run ids start with their UTC time: newest first
-  return ids
-end
-
 local function show(dir, id, opts)
   local path = dir .. "/" .. id .. ".jsonl"
   local events = read_log(path)
   if not events then
-    local known = run_ids(dir)
+    local known = backup.run_ids(dir)
     sys.error(string.format("no run log %s%s", path, #known > 0 and (" (newest: " .. known[1] .. ")") or ""), 1)
   end
   if opts.json then
@@ -112,7 +103,7 @@ return {
       args.usage_error("runs", "unknown action '" .. rest[1] .. "' (list or show)")
     end
     local out = {}
-    for i, id in ipairs(run_ids(dir)) do
+    for i, id in ipairs(backup.run_ids(dir)) do
       if i > opts.last then break end
       out[#out + 1] = summarize(id, read_log(dir .. "/" .. id .. ".jsonl") or {})
     end
