@@ -11,6 +11,20 @@ local sys = require "orch.sys"
 
 local args = {}
 
+--- Seconds from a number (seconds) or a text "250ms", "5s", "2m", "1h",
+-- "1d", "2w": the durations of options and of orch.env.lua settings. A bad
+-- one raises a plain message naming `what`.
+function args.seconds(v, what)
+  if v == nil then return nil end
+  if type(v) == "number" then return v end
+  local n, unit = tostring(v):match("^%s*([%d.]+)%s*(%a*)%s*$")
+  local mult = ({ [""] = 1, ms = 0.001, s = 1, sec = 1, m = 60, min = 60, h = 3600, d = 86400, w = 604800 })[unit or ""]
+  if not n or not tonumber(n) or not mult then
+    error(string.format("%s: '%s' is not a duration (use e.g. 500ms, 5s, 2m)", what or "duration", tostring(v)), 0)
+  end
+  return tonumber(n) * mult
+end
+
 function args.usage_error(cmd, msg)
   local where = cmd and ("orch " .. cmd) or "orch"
   sys.error(string.format("%s\nsee '%s --help'", msg, where), 2)

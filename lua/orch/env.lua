@@ -107,7 +107,7 @@ function E.check(e, file)
     end
   end
   if b.max_age ~= nil then
-    local ok = pcall(require("orch.health").seconds, b.max_age)
+    local ok = pcall(require("orch.args").seconds, b.max_age)
     if not ok then sys.error(string.format("%s: backups.max_age is '%s'; write an age such as \"30d\", \"12h\" or \"90m\"", where, tostring(b.max_age)), 1) end
   end
   local hc = e.health

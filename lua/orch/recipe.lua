@@ -452,7 +452,7 @@ function R.step.backup(o)
       if o.verify ~= false then backup.verify(m.path) end
       if ctx.env.backups.keep or ctx.env.backups.max_age then
         backup.retain(ctx.env.backups.dir, { keep = ctx.env.backups.keep,
-          max_age = require("orch.health").seconds(ctx.env.backups.max_age, "backups.max_age") })
+          max_age = args.seconds(ctx.env.backups.max_age, "backups.max_age") })
       end
       return string.format("%s (%.1f MiB, %d rows, verified)", m.path, m.size / 1048576, m.rows)
     end }
@@ -512,7 +512,7 @@ function R.step.verify(o)
       if schema == nil and ctx.state.restored then schema = "before" end
       if schema == "before" then schema = ctx.state.schema_before or false end
       local report = health.run_checks { conn = ctx:conn(), env = ctx.env, project = ok_p and project or nil, ctx = ctx,
-        wait = wait and health.seconds(wait, "wait") or nil, only = o.only, schema = schema }
+        wait = args.seconds(wait, "wait"), only = o.only, schema = schema }
       ctx.state.health = report
       event(ctx, { event = "health", step = o.name or "verify", report = health.to_json(report) })
       -- the whole table with --verbose (or o.table = "all"); otherwise what is not passing, and the summary

@@ -14,8 +14,7 @@ local spec = args.spec({ "env", "json" }, {
 })
 
 local function seconds(s)
-  if not s then return nil end
-  local ok, v = pcall(require("orch.health").seconds, s)
+  local ok, v = pcall(args.seconds, s)
   return ok and v or nil
 end
 

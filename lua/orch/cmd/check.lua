@@ -55,8 +55,8 @@ Exit status: 0 every check passes, 1 a check fails (or warns, unless --allow-war
     end
     local url, why = nil, nil
     if opts.only ~= "http" then url, why = database(env, opts) end
-    local wait = opts.wait and health.seconds(opts.wait, "--wait")
-    local interval = health.seconds(opts.interval, "--interval")
+    local wait = args.seconds(opts.wait, "--wait")
+    local interval = args.seconds(opts.interval, "--interval")
     local t0 = sys.monotonic()
     local report, tries = nil, 0
     while true do
