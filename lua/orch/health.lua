@@ -300,10 +300,13 @@ end
 --- Replication lag in seconds: on a primary the worst replay lag of its
 -- standbys; on a standby 0 when it has replayed everything it received,
 -- else the age of the last replayed transaction.
--- opts.max (fail), opts.warn.
+-- opts.max (fail), opts.warn; opts.role ("primary" | "standby", from
+-- H.db.role's result) saves asking the server again.
 function H.db.replication_lag(conn, opts)
   opts = opts or {}
-  local standby = conn:value("SELECT pg_is_in_recovery()")
+  local standby
+  if opts.role == "primary" or opts.role == "standby" then standby = opts.role == "standby"
+  else standby = conn:value("SELECT pg_is_in_recovery()") end
   local lag, detail
   if standby then
     -- a standby that has replayed all it received is not behind, however
@@ -606,7 +609,8 @@ function H.run_checks(o)
     add(H.db.connect, conn, { connect_seconds = connect_s, max_latency = dbo.max_latency, warn_latency = dbo.warn_latency })
     add(H.db.version, conn, { min_version = dbo.min_version })
     add(H.db.role, conn, { expect = dbo.expect_role })
-    add(H.db.replication_lag, conn, { max = dbo.max_replication_lag, warn = dbo.warn_replication_lag })
+    add(H.db.replication_lag, conn, { max = dbo.max_replication_lag, warn = dbo.warn_replication_lag,
+      role = results[#results].observed })
     add(H.db.long_transactions, conn, { max = dbo.max_transaction_age })
     add(H.db.blocked, conn, { max_wait = dbo.max_lock_wait })
     add(H.db.connections, conn, { warn = dbo.connections_warn, max = dbo.connections_max })

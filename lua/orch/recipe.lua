@@ -331,13 +331,16 @@ function R.step.preflight(o)
       local health = require "orch.health"
       local pf = ctx.env.preflight or {}
       local c = ctx:conn()
+      local role = health.db.role(c, { expect = o.expect_role or pf.expect_role or "primary" })
+      local lag = health.db.replication_lag(c, { max = o.max_replication_lag or pf.max_replication_lag or 10, role = role.observed })
+      local room = health.db.backup_room(c, { dir = ctx.env.backups.dir })
       local checks = {
-        health.db.role(c, { expect = o.expect_role or pf.expect_role or "primary" }),
+        role,
         health.db.long_transactions(c, { max = o.max_transaction_age or pf.max_transaction_age or 300 }),
         health.db.blocked(c, { max_wait = o.max_lock_wait or pf.max_lock_wait or "30s" }),
-        health.db.replication_lag(c, { max = o.max_replication_lag or pf.max_replication_lag or 10 }),
+        lag,
         health.db.invalid_indexes(c),
-        health.db.backup_room(c, { dir = ctx.env.backups.dir }),
+        room,
       }
       -- in preflight every finding stops the run before anything changes: a
       -- blocked session now becomes a migration stuck behind it later
@@ -356,9 +359,8 @@ function R.step.preflight(o)
       ctx.state.preflight = checks
       if #problems > 0 then error("preflight found problems:\n  - " .. table.concat(problems, "\n  - "), 0) end
       for _, w in ipairs(warnings) do print("      warning: " .. w) end
-      local room = checks[6]
       return string.format("database %d MiB on the %s (%s), no long transactions, no lock waits, %d MiB free in %s",
-        room.database_bytes // 1048576, checks[1].observed, (checks[4].detail:gsub("^primary,? ", "")), room.free_bytes // 1048576, room.dir)
+        room.database_bytes // 1048576, role.observed, (lag.detail:gsub("^primary,? ", "")), room.free_bytes // 1048576, room.dir)
     end }
 end
 
