@@ -113,9 +113,9 @@ function H.contents_of(dbname)
   return out
 end
 
---- Write text to a new temporary file; returns its path.
--- every one is removed after a run whose specs all passed (tests/run_specs.lua);
--- a failing run keeps them for a look
+--- A new temporary directory; returns its path. Every one is removed after
+-- a run whose specs all passed (tests/run_specs.lua); a failing run keeps
+-- them for a look.
 H.tmpdirs = {}
 function H.tmpdir()
   local d = sys.mkdtemp("/tmp/orch-test-")
