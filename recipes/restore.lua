@@ -104,7 +104,7 @@ return R.run {
       plan = function() return "would restore into a new database and swap it in by rename (the current one kept)" end,
       run = function(ctx)
         ctx:close_conn()
-        local r = require("orch.restore").run { archive = ctx.state.chosen.path, db = ctx.url, mode = "swap" }
+        local r = require("orch.backup.restore").run { archive = ctx.state.chosen.path, db = ctx.url, mode = "swap" }
         ctx.state.old_database = r.old_database
         ctx.project = nil
         return string.format("restored %s into %s; the previous database is kept as %s", ctx.state.chosen.path, r.target, r.old_database)
@@ -113,7 +113,7 @@ return R.run {
       plan = function() return "would compare every table's row count with the backup's manifest" end,
       run = function(ctx)
         local m = ctx.state.chosen.manifest
-        local counts = require("orch.restore").row_counts(ctx:conn())
+        local counts = require("orch.backup.restore").row_counts(ctx:conn())
         local bad = {}
         local n = 0
         for t, rows in pairs(m.tables or {}) do
@@ -139,7 +139,7 @@ return R.run {
       run = function(ctx)
         if not ctx.state.backup then error("no safety backup was taken: the previous database is " .. tostring(ctx.state.old_database), 0) end
         ctx:close_conn()
-        local r = require("orch.restore").run { archive = ctx.state.backup, db = ctx.url, mode = "swap" }
+        local r = require("orch.backup.restore").run { archive = ctx.state.backup, db = ctx.url, mode = "swap" }
         return "the database is back as it was before this procedure (" .. ctx.state.backup .. "); the failed restore is kept as " .. r.old_database
       end },
   },

@@ -540,7 +540,7 @@ function R.step.restore(o)
     run = function(ctx)
       if not ctx.state.backup then error("no backup was taken in this run: cannot restore; a human must look at the database", 0) end
       ctx:close_conn()
-      local r = require("orch.restore").run { archive = ctx.state.backup, db = ctx.url, mode = o.mode or "swap" }
+      local r = require("orch.backup.restore").run { archive = ctx.state.backup, db = ctx.url, mode = o.mode or "swap" }
       ctx.project = nil
       ctx.state.restored = true
       event(ctx, { event = "restored", backup = ctx.state.backup, old_database = r.old_database or json.null })

@@ -1,7 +1,7 @@
 --- orch restore: restore an orch or pg_dump -Fc archive into the selected database.
 local args = require "orch.args"
 local target = require "orch.target"
-local restore = require "orch.restore"
+local restore = require "orch.backup.restore"
 local json = require "orch.json"
 local sys = require "orch.sys"
 local log = require "orch.log"

@@ -20,7 +20,7 @@ return {
     if opts.deep then
       deep = function(path)
         local c <close> = target.connect(opts)
-        return require("orch.restore").deep_check(c, path)
+        return require("orch.backup.restore").deep_check(c, path)
       end
     end
     local r = backup.verify(rest[1], { deep = deep, no_manifest = opts.no_manifest })

@@ -1,4 +1,4 @@
---- orch.catalog: the database's catalog as the TOC of a pg_dump-compatible
+--- orch.backup.catalog: the database's catalog as the TOC of a pg_dump-compatible
 -- archive: DDL, sections, owners, dependencies, in an order that is a valid
 -- execution order. Run inside one REPEATABLE READ READ ONLY transaction
 -- (orch.backup does that) so schema and data come from one snapshot.

@@ -1,4 +1,4 @@
---- orch.restore: restore orch's and pg_dump's custom archives.
+--- orch.backup.restore: restore orch's and pg_dump's custom archives.
 --
 --   restore.run { archive = "b.dump", db = url, mode = "swap" }
 --

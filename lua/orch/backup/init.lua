@@ -9,16 +9,18 @@
 local sys = require "orch.sys"
 local log = require "orch.log"
 local json = require "orch.json"
-local catalog = require "orch.catalog"
+local catalog = require "orch.backup.catalog"
 local pgarchive = require "orch.pgarchive"
+local manifest_m = require "orch.backup.manifest"
+local retention = require "orch.backup.retention"
 
 local B = {}
 
-local MANIFEST_SUFFIX = ".manifest.json"
-
 local function fail(msg) sys.error(msg, 1) end
 
-function B.manifest_path(archive) return (archive:gsub("%.dump$", "")) .. MANIFEST_SUFFIX end
+B.manifest_path = manifest_m.path
+B.read_manifest = manifest_m.read
+B.list, B.retain, B.run_ids, B.retain_runs = retention.list, retention.retain, retention.run_ids, retention.retain_runs
 
 -- Remove temporary files of backups that died (their process is gone).
 function B.clean_leftovers(dir)
@@ -160,22 +162,12 @@ function B.create(conn, opts)
   local okr, err = sys.rename(tmp, final)
   if not okr then sys.unlink(tmp); fail("cannot move the finished backup into place: " .. err) end
   sys.chmod(final, 384)
-  local okm, merr = sys.write_atomic(B.manifest_path(final), json.encode(manifest, { indent = "  " }) .. "\n", 384)
+  local okm, merr = manifest_m.write(final, manifest)
   if not okm then fail("the archive " .. final .. " was written but its manifest could not be: " .. merr .. " (the backup counts as incomplete)") end
   manifest.path = final
   return manifest
 end
 
-local function read_manifest(path)
-  local f = io.open(B.manifest_path(path), "rb")
-  if not f then return nil end
-  local text = f:read("a")
-  f:close()
-  local ok, m = pcall(json.decode, text)
-  if not ok then return nil, "manifest " .. B.manifest_path(path) .. " is not valid JSON: " .. tostring(m) end
-  return m
-end
-B.read_manifest = read_manifest
 
 --- Verify a backup: the manifest exists and its SHA-256 matches, the archive
 -- parses and every data block inflates. opts.deep = a function(path) that
@@ -186,7 +178,7 @@ function B.verify(path, opts)
   opts = opts or {}
   local st = sys.stat(path)
   if not st then fail("no backup file " .. path) end
-  local m, merr = read_manifest(path)
+  local m, merr = manifest_m.read(path)
   if not m and not opts.no_manifest then
     fail(merr or string.format("backup %s has no manifest (%s): it is incomplete or not an orch backup; " ..
       "use --no-manifest to check only the archive itself", path, B.manifest_path(path)))
@@ -213,111 +205,9 @@ function B.verify(path, opts)
   if m then
     m.verified_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
     m.verified_deep = result.deep or false
-    sys.write_atomic(B.manifest_path(path), json.encode(m, { indent = "  " }) .. "\n", 384)
+    manifest_m.write(path, m)
   end
   return result
-end
-
---- The backups in dir, newest first: { path, manifest, status } where
--- status is "complete", "verified" or "incomplete" (archive without manifest).
-function B.list(dir)
-  local out = {}
-  for _, f in ipairs(sys.listdir(dir) or {}) do
-    if f:match("%.dump$") and not f:match("^%.") then
-      local path = dir .. "/" .. f
-      local m = read_manifest(path)
-      local st = sys.stat(path)
-      out[#out + 1] = { path = path, file = f, manifest = m, size = st and st.size,
-        status = not m and "incomplete" or (m.verified_at and "verified" or "complete"),
-        time = m and m.started_at or "", mtime = st and st.mtime or 0 }
-    end
-  end
-  table.sort(out, function(a, b)
-    if a.time ~= b.time then return a.time > b.time end
-    return a.mtime > b.mtime
-  end)
-  return out
-end
-
---- Apply retention: keep the newest `keep` complete backups and/or those
--- younger than max_age seconds; never delete the newest verified backup;
--- incomplete ones never count toward keep (and are left for a human to look
--- at). Returns the list of deleted paths.
-function B.retain(dir, opts)
-  opts = opts or {}
-  local list = B.list(dir)
-  local newest_verified
-  for _, b in ipairs(list) do if b.status == "verified" then newest_verified = b.path break end end
-  local kept, deleted = 0, {}
-  local now = sys.now()
-  for _, b in ipairs(list) do
-    if b.status ~= "incomplete" then
-      kept = kept + 1
-      local too_many = opts.keep and kept > opts.keep
-      local too_old = false
-      if opts.max_age and b.manifest and b.manifest.started_at then
-        local y, mo, d, h, mi, s = b.manifest.started_at:match("(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
-        if y then
-          local t = os.time { year = y, month = mo, day = d, hour = h, min = mi, sec = s, isdst = false }
-          local offset = os.time(os.date("*t", t)) - os.time(os.date("!*t", t))
-          too_old = now - (t + offset) > opts.max_age
-        end
-      end
-      if (too_many or too_old) and b.path ~= newest_verified then
-        sys.unlink(b.path)
-        sys.unlink(B.manifest_path(b.path))
-        deleted[#deleted + 1] = b.path
-      end
-    end
-  end
-  return deleted
-end
-
---- The run ids with a log in rdir (<backups dir>/runs/<run id>.jsonl),
--- newest first: by the UTC second a run id starts with, then by the log's
--- last write (runs within one second), then by id.
-function B.run_ids(rdir)
-  local ids, mtime = {}, {}
-  for _, f in ipairs(sys.listdir(rdir) or {}) do
-    local id = f:match("^(.-)%.jsonl$")
-    if id then
-      ids[#ids + 1] = id
-      local st = sys.stat(rdir .. "/" .. f)
-      mtime[id] = st and st.mtime or 0
-    end
-  end
-  table.sort(ids, function(a, b)
-    local sa, sb = a:sub(1, 16), b:sub(1, 16)
-    if sa ~= sb then return sa > sb end
-    if mtime[a] ~= mtime[b] then return mtime[a] > mtime[b] end
-    return a > b
-  end)
-  return ids
-end
-
---- Prune the run logs of a backups directory (<dir>/runs/<run id>.jsonl):
--- keep the newest `keep` (default 100) and every run whose backup is still
--- there, so a kept backup can always be traced to the run that made it;
--- opts.current (a run id) is never deleted. Returns the deleted paths.
-function B.retain_runs(dir, opts)
-  opts = opts or {}
-  local keep = opts.keep or 100
-  local rdir = dir .. "/runs"
-  local ids = B.run_ids(rdir)
-  local keep_id = { [opts.current or ""] = true }
-  for _, b in ipairs(B.list(dir)) do
-    local rid = b.manifest and b.manifest.run_id
-    if type(rid) == "string" then keep_id[rid] = true end
-  end
-  local deleted = {}
-  for i, id in ipairs(ids) do
-    if i > keep and not keep_id[id] then
-      local path = rdir .. "/" .. id .. ".jsonl"
-      sys.unlink(path)
-      deleted[#deleted + 1] = path
-    end
-  end
-  return deleted
 end
 
 return B

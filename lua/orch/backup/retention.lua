@@ -1,0 +1,110 @@
+--- orch.backup.retention: the backups of a directory, newest first, and
+-- what retention keeps of them and of the run logs beside them.
+local sys = require "orch.sys"
+local manifest = require "orch.backup.manifest"
+
+local B = {}
+
+--- The backups in dir, newest first: { path, manifest, status } where
+-- status is "complete", "verified" or "incomplete" (archive without manifest).
+function B.list(dir)
+  local out = {}
+  for _, f in ipairs(sys.listdir(dir) or {}) do
+    if f:match("%.dump$") and not f:match("^%.") then
+      local path = dir .. "/" .. f
+      local m = manifest.read(path)
+      local st = sys.stat(path)
+      out[#out + 1] = { path = path, file = f, manifest = m, size = st and st.size,
+        status = not m and "incomplete" or (m.verified_at and "verified" or "complete"),
+        time = m and m.started_at or "", mtime = st and st.mtime or 0 }
+    end
+  end
+  table.sort(out, function(a, b)
+    if a.time ~= b.time then return a.time > b.time end
+    return a.mtime > b.mtime
+  end)
+  return out
+end
+
+--- Apply retention: keep the newest `keep` complete backups and/or those
+-- younger than max_age seconds; never delete the newest verified backup;
+-- incomplete ones never count toward keep (and are left for a human to look
+-- at). Returns the list of deleted paths.
+function B.retain(dir, opts)
+  opts = opts or {}
+  local list = B.list(dir)
+  local newest_verified
+  for _, b in ipairs(list) do if b.status == "verified" then newest_verified = b.path break end end
+  local kept, deleted = 0, {}
+  local now = sys.now()
+  for _, b in ipairs(list) do
+    if b.status ~= "incomplete" then
+      kept = kept + 1
+      local too_many = opts.keep and kept > opts.keep
+      local too_old = false
+      if opts.max_age and b.manifest and b.manifest.started_at then
+        local y, mo, d, h, mi, s = b.manifest.started_at:match("(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
+        if y then
+          local t = os.time { year = y, month = mo, day = d, hour = h, min = mi, sec = s, isdst = false }
+          local offset = os.time(os.date("*t", t)) - os.time(os.date("!*t", t))
+          too_old = now - (t + offset) > opts.max_age
+        end
+      end
+      if (too_many or too_old) and b.path ~= newest_verified then
+        sys.unlink(b.path)
+        sys.unlink(manifest.path(b.path))
+        deleted[#deleted + 1] = b.path
+      end
+    end
+  end
+  return deleted
+end
+
+--- The run ids with a log in rdir (<backups dir>/runs/<run id>.jsonl),
+-- newest first: by the UTC second a run id starts with, then by the log's
+-- last write (runs within one second), then by id.
+function B.run_ids(rdir)
+  local ids, mtime = {}, {}
+  for _, f in ipairs(sys.listdir(rdir) or {}) do
+    local id = f:match("^(.-)%.jsonl$")
+    if id then
+      ids[#ids + 1] = id
+      local st = sys.stat(rdir .. "/" .. f)
+      mtime[id] = st and st.mtime or 0
+    end
+  end
+  table.sort(ids, function(a, b)
+    local sa, sb = a:sub(1, 16), b:sub(1, 16)
+    if sa ~= sb then return sa > sb end
+    if mtime[a] ~= mtime[b] then return mtime[a] > mtime[b] end
+    return a > b
+  end)
+  return ids
+end
+
+--- Prune the run logs of a backups directory (<dir>/runs/<run id>.jsonl):
+-- keep the newest `keep` (default 100) and every run whose backup is still
+-- there, so a kept backup can always be traced to the run that made it;
+-- opts.current (a run id) is never deleted. Returns the deleted paths.
+function B.retain_runs(dir, opts)
+  opts = opts or {}
+  local keep = opts.keep or 100
+  local rdir = dir .. "/runs"
+  local ids = B.run_ids(rdir)
+  local keep_id = { [opts.current or ""] = true }
+  for _, b in ipairs(B.list(dir)) do
+    local rid = b.manifest and b.manifest.run_id
+    if type(rid) == "string" then keep_id[rid] = true end
+  end
+  local deleted = {}
+  for i, id in ipairs(ids) do
+    if i > keep and not keep_id[id] then
+      local path = rdir .. "/" .. id .. ".jsonl"
+      sys.unlink(path)
+      deleted[#deleted + 1] = path
+    end
+  end
+  return deleted
+end
+
+return B
