@@ -99,6 +99,9 @@ end
 -- rows and the state of every sequence.
 function H.contents_of(dbname)
   local c <close> = H.connect(dbname)
+  -- rows are compared as text: read them under fixed output settings, not the database's own
+  for _, s in ipairs { "SET DateStyle = 'ISO, MDY'", "SET IntervalStyle = postgres", "SET extra_float_digits = 3",
+                       "SET TimeZone = 'UTC'", "SET bytea_output = hex" } do c:exec(s) end
   local out = {}
   for _, t in ipairs(c:query([[SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')

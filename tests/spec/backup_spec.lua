@@ -120,6 +120,38 @@ describe("orch backup and restore", function()
     H.drop_db(dst)
   end)
 
+  it("pins its session: DateStyle, IntervalStyle, extra_float_digits of the database, the role and the client never change the archive", function()
+    local url, src = H.fresh_db("bk_styles")
+    local c = db.connect(url)
+    c:exec([[CREATE TABLE t (d date, ts timestamp, iv interval, f8 float8, f4 real, tz timestamptz);
+      INSERT INTO t VALUES ('2024-02-13', '2024-02-03 04:05:06.789', '-1 day +02:03:04.5', 0.1 + 0.2, 1.1, '2024-02-03 10:00+05'),
+                           ('2024-02-03', '1999-12-31 23:59:59', '1 year 2 mons -3 days', 1e-300, 3.4e38, '2024-12-01 00:00Z')]])
+    c:close()
+    local admin <close> = H.connect("postgres")
+    admin:exec(string.format("ALTER DATABASE %s SET DateStyle = 'SQL, DMY'", admin:quote_ident(src)))
+    admin:exec(string.format("ALTER DATABASE %s SET extra_float_digits = 0", admin:quote_ident(src)))
+    -- and the role's setting in that database
+    admin:exec(string.format("ALTER ROLE postgres IN DATABASE %s SET IntervalStyle = sql_standard", admin:quote_ident(src)))
+    local env = { PGOPTIONS = "-c DateStyle=German -c extra_float_digits=-15 -c IntervalStyle=iso_8601", PGDATESTYLE = "Postgres, DMY",
+                  PGTZ = "Pacific/Chatham" }
+    -- the database's setting is really in force for a plain session
+    local probe <close> = H.connect(src)
+    assert.equals("13/02/2024", probe:value("SELECT d::text FROM t ORDER BY d DESC LIMIT 1"))
+    assert.equals("sql_standard", probe:value("SHOW IntervalStyle"))
+    local r = H.orch({ "backup", "--db", url, "--dir", work .. "/styles", "--json" }, { env = env })
+    assert.is_true(r.ok, r.stderr)
+    local path = json.decode(r.stdout).path
+    for _, how in ipairs { "orch", "pg_restore" } do
+      local durl, dst = H.fresh_db("bk_styles_" .. how)
+      local rr = how == "orch" and H.orch({ "restore", path, "--db", durl }, { env = env })
+        or H.pgtool("pg_restore", { "-d", dst, "--exit-on-error", path })
+      assert.is_true(rr.ok, how .. ": " .. rr.stderr)
+      assert.same(contents_of(src), contents_of(dst))
+      H.drop_db(dst)
+    end
+    H.drop_db(src)
+  end)
+
   it("verifies a good backup, deeply too, and lists it", function()
     local dir = work .. "/verify"
     local m = take(src_example, dir)

@@ -108,6 +108,7 @@ function B.create(conn, opts)
   local w
   local ok, result = pcall(function()
     conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    require("orch.backup.session").backup(conn)
     local toc = catalog.build(conn, { skip = opts.skip, no_owner = opts.no_owner })
     lock_tables(conn, toc.tables, opts.lock_timeout or "10s")
     local migration = latest_migration(conn)

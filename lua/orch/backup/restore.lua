@@ -69,8 +69,8 @@ local function apply(conn, a, opts)
   local entries = a:entries()
   local want = selected(entries, opts)
   -- the session as pg_restore sets it up
-  local settings = { "SET statement_timeout = 0", "SET lock_timeout = 0", "SET idle_in_transaction_session_timeout = 0",
-    "SET check_function_bodies = false", "SET xmloption = content", "SET client_min_messages = warning", "SET row_security = off" }
+  require("orch.backup.session").restore(conn)
+  local settings = {}
   for _, e in ipairs(entries) do
     if (e.desc == "ENCODING" or e.desc == "STDSTRINGS" or e.desc == "SEARCHPATH") and e.defn then
       settings[#settings + 1] = e.defn:gsub(";%s*$", "")
