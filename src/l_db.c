@@ -1013,14 +1013,45 @@ static int conn_copy_in(lua_State *L) {
     return 1;
 }
 
-/* conn:clone() -> a new connection made with the same arguments (for a
- * second session to the same database, e.g. to hold an advisory lock). */
+/* conn:clone([overrides]) -> a new connection. Without overrides it is made
+ * with the same arguments (a second session to the same database, e.g. to
+ * hold an advisory lock). With a table of libpq keywords (e.g. {dbname =
+ * "other"}) it is made from every parameter the live connection used, as
+ * PQconninfo reports them (host, port, user, password, sslmode, options,
+ * service, ...), with those keys replaced: another database on the same
+ * server, reached exactly as this one was. The password never leaves C. */
 static int conn_clone(lua_State *L) {
-    checkopen(L, 1);
-    lua_settop(L, 1);
-    lua_pushcfunction(L, db_connect);
-    lua_getiuservalue(L, 1, 1);
-    lua_getiuservalue(L, 1, 2);
+    Conn *c = checkopen(L, 1);
+    PQconninfoOption *info, *o;
+    if (lua_isnoneornil(L, 2)) {
+        lua_settop(L, 1);
+        lua_pushcfunction(L, db_connect);
+        lua_getiuservalue(L, 1, 1);
+        lua_getiuservalue(L, 1, 2);
+        lua_call(L, 2, 1);
+        return 1;
+    }
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    info = PQconninfo(c->pg);
+    if (!info) return luaL_error(L, "clone: out of memory");
+    lua_pushcfunction(L, db_connect);           /* 3 */
+    lua_createtable(L, 0, 16);                  /* 4: the parameters */
+    for (o = info; o->keyword; o++) {
+        if (!o->val || !*o->val) continue;
+        if (!strcmp(o->keyword, "connect_timeout") || !strcmp(o->keyword, "fallback_application_name")) continue;
+        lua_pushstring(L, o->val);
+        lua_setfield(L, 4, o->keyword);
+    }
+    PQconninfoFree(info);
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        if (lua_type(L, -2) != LUA_TSTRING) luaL_argerror(L, 2, "override keys must be libpq keywords");
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_settable(L, 4);
+    }
+    lua_getiuservalue(L, 1, 2);                 /* the original opts (timeout, application name) */
     lua_call(L, 2, 1);
     return 1;
 }

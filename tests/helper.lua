@@ -52,6 +52,23 @@ function H.connect(dbname)
   return H.cluster():connect(dbname or "postgres")
 end
 
+--- The scram-sha-256 role of the test cluster (tests/pgcluster.lua): its
+-- password, and a URL carrying it for database dbname (default postgres).
+H.pw_user, H.pw_password = "orch_pw", "correct-horse-battery"
+function H.pw_url(dbname)
+  return string.format("postgresql://%s:%s@127.0.0.1:%d/%s", H.pw_user, H.pw_password, H.cluster().port, dbname or "postgres")
+end
+
+--- A new, empty database owned by the scram role; returns its password URL and name.
+function H.fresh_pw_db(prefix)
+  counter = counter + 1
+  local name = string.format("%s_%d_%d", prefix or "t", sys.getpid(), counter)
+  local c <close> = H.connect("postgres")
+  c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(name) .. " WITH (FORCE)")
+  c:exec("CREATE DATABASE " .. c:quote_ident(name) .. " OWNER " .. H.pw_user)
+  return H.pw_url(name), name
+end
+
 function H.drop_db(name)
   local c <close> = H.connect("postgres")
   c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(name) .. " WITH (FORCE)")

@@ -25,7 +25,9 @@ if action == "start" then
   if old:initialized() and old:running() then old:stop() end
   sys.rmtree(dir)
   local pg = localpg.ensure(dir, { fast = true })
-  -- one role that must authenticate with a password, for the wrong-password tests
+  -- one role that must authenticate with a password (scram-sha-256 over TCP), for the
+  -- wrong-password tests and the password-in-the-URL paths (swap restore, verify --deep,
+  -- the restore recipe: it creates and renames databases, so CREATEDB)
   local hba = pg.data .. "/pg_hba.conf"
   local f = assert(io.open(hba))
   local text = f:read("a")
@@ -34,7 +36,7 @@ if action == "start" then
   f:write("host all orch_pw 127.0.0.1/32 scram-sha-256\n", text)
   f:close()
   local c <close> = pg:connect("postgres")
-  c:exec("CREATE ROLE orch_pw LOGIN PASSWORD 'correct-horse-battery'")
+  c:exec("CREATE ROLE orch_pw LOGIN CREATEDB PASSWORD 'correct-horse-battery'")
   c:exec("SELECT pg_reload_conf()")
   print(string.format("test cluster running: %s (data in %s)", pg:url(), pg.dir))
 elseif action == "stop" then

@@ -193,7 +193,11 @@ function B.verify(path, opts)
   end
   local r <close> = pgarchive.open(path)
   local v = r:verify()
-  local result = { path = path, blocks = v.blocks, bytes = v.bytes, sha256 = m and m.sha256, manifest = m ~= nil }
+  -- proven: the manifest's SHA-256 matched, or every data block carries a zlib checksum that did;
+  -- an uncompressed archive without a manifest parses, but a damaged byte in it would go unnoticed
+  local compression = r:header().compression
+  local result = { path = path, blocks = v.blocks, bytes = v.bytes, sha256 = m and m.sha256, manifest = m ~= nil,
+    compression = compression, proven = m ~= nil or compression ~= "none" }
   if opts.deep then
     local counts = opts.deep(path)
     local bad = {}

@@ -134,14 +134,51 @@ local function apply(conn, a, opts)
   return { entries = done }
 end
 
--- After a streamed restore: does the file match its manifest? The reader
--- hashed what it read; if it skipped parts (filters), hash the file now.
-local function check_sha(a, path, expect)
-  if not expect then return true end
-  local sum = a:sha256() or sys.sha256_file(path)
-  if sum == expect then return true end
-  return false, string.format("the archive %s is damaged: its SHA-256 %s does not match the manifest's %s", path, sum, expect)
+-- ================================================================ proving the archive
+
+-- Does the archive carry checksums of its own? zlib data blocks end with
+-- an Adler-32 the reader checks; an uncompressed archive has none, so
+-- without a manifest a flipped byte in it goes unnoticed.
+local function self_checking(a)
+  local c = a:header().compression
+  return c ~= "none"
 end
+
+--- Prove a file archive before anything touches a target: the manifest's
+-- SHA-256 when there is one, else a full pass over the structure and every
+-- data block. Returns a short description of the proof; raises (saying the
+-- target was not touched) when the archive is damaged or, for a mode that
+-- destroys first, cannot be proven and opts.force is not set.
+local function prove(path, a, m, mode, opts)
+  if m then
+    local sum, size = sys.sha256_file(path)
+    if sum ~= m.sha256 then
+      sys.error(string.format("refusing to restore %s: its SHA-256 %s does not match the manifest's %s (the file is damaged); the target was not touched",
+        path, sum, tostring(m.sha256)), 1)
+    end
+    if m.size and size ~= m.size then
+      sys.error(string.format("refusing to restore %s: it is %d bytes, the manifest says %d; the target was not touched", path, size, m.size), 1)
+    end
+    return "SHA-256 matches the manifest"
+  end
+  if mode == "drop-existing" and not self_checking(a) and not opts.force then
+    sys.error(string.format("refusing to --drop-existing with %s: it has no manifest and no compression checksums (an uncompressed archive, " ..
+      "e.g. pg_dump -Z0), so a damaged byte could not be detected before the target's contents are dropped; the target was not touched. " ..
+      "Restore it with --swap (the current database is kept), or accept it unproven with --force", path), 1)
+  end
+  local ok, v = pcall(a.verify, a)
+  if not ok then
+    local e = db.is_error(v) and v or db.as_error { message = tostring(v) }
+    e.where = "checking " .. path .. " before restoring it; the target was not touched"
+    error(e, 0)
+  end
+  return self_checking(a) and string.format("every data block checked (%d blocks, no manifest)", v.blocks)
+    or string.format("structure and %d data blocks read; UNPROVEN: no manifest and no compression checksums", v.blocks)
+end
+
+-- ================================================================ the target's state
+
+local SYSTEM_SCHEMA = "nspname !~ '^pg_' AND nspname <> 'information_schema'"
 
 -- Does the database hold user objects?
 local function has_objects(conn)
@@ -151,133 +188,293 @@ local function has_objects(conn)
     or conn:value([[SELECT count(*) FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname NOT IN ('information_schema', 'public')]]) > 0
 end
 
---- Restore an archive. opts: archive (path or "-"), db (target URL /
--- conninfo; nil = libpq defaults), mode ("empty"|"drop-existing"|"swap"),
--- single_transaction, schemas, tables, no_owner, skip_manifest_check,
--- on_progress. Returns { mode, entries, target, old_database (swap) }.
-function R.run(opts)
-  local path = opts.archive
-  local mode = opts.mode or "empty"
-  local proven = false     -- the manifest's SHA-256 matched: the file is exactly what was written
-  local expect_sha         -- checked after the streamed restore instead (the reader hashes as it reads)
-  if path ~= "-" then
-    if not sys.exists(path) then sys.error("no archive " .. path, 1) end
-    if not opts.skip_manifest_check then
-      local m = backup.read_manifest(path)
-      if not m then
-        -- stock pg_dump archives have no manifest; an orch archive without one is an incomplete backup
-        local probe <close> = pgarchive.open(path)
-        if (probe:header().dumper_version or ""):match("^orch ") then
-          sys.error(string.format("refusing to restore %s: it has no manifest (%s), so it is an incomplete or damaged orch backup; " ..
-            "the target was not touched (use --no-manifest to restore it anyway)", path, backup.manifest_path(path)), 1)
-        end
+-- Objects in user schemas that stand on their own (not members of an
+-- extension, not parts of another object such as an identity column's
+-- sequence), with what DROP needs: { key = "classid:objid", type, identity }.
+local OBJECTS = [[
+SELECT o.classid::oid::int8 || ':' || o.objid::int8 AS key, i.type, i.identity
+FROM (SELECT 'pg_class'::regclass AS classid, c.oid AS objid, c.relnamespace AS ns FROM pg_class c WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+      UNION ALL SELECT 'pg_proc'::regclass, oid, pronamespace FROM pg_proc
+      UNION ALL SELECT 'pg_type'::regclass, t.oid, t.typnamespace FROM pg_type t WHERE t.typrelid = 0 AND t.typcategory <> 'A'
+      UNION ALL SELECT 'pg_collation'::regclass, oid, collnamespace FROM pg_collation
+      UNION ALL SELECT 'pg_conversion'::regclass, oid, connamespace FROM pg_conversion
+      UNION ALL SELECT 'pg_operator'::regclass, oid, oprnamespace FROM pg_operator
+      UNION ALL SELECT 'pg_opfamily'::regclass, oid, opfnamespace FROM pg_opfamily
+      UNION ALL SELECT 'pg_ts_config'::regclass, oid, cfgnamespace FROM pg_ts_config
+      UNION ALL SELECT 'pg_ts_dict'::regclass, oid, dictnamespace FROM pg_ts_dict
+      UNION ALL SELECT 'pg_statistic_ext'::regclass, oid, stxnamespace FROM pg_statistic_ext) o
+JOIN pg_namespace n ON n.oid = o.ns, LATERAL pg_identify_object(o.classid, o.objid, 0) i
+WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype IN ('e', 'i', 'a'))]]
+
+--- What a default-mode restore must give back if it fails: the schemas,
+-- extensions and objects the (empty) target holds, and public's owner,
+-- privileges and comment.
+local function snapshot(conn)
+  local s = { schemas = {}, extensions = {}, objects = {} }
+  for _, r in ipairs(conn:query("SELECT nspname FROM pg_namespace WHERE " .. SYSTEM_SCHEMA)) do s.schemas[r.nspname] = true end
+  for _, r in ipairs(conn:query("SELECT extname FROM pg_extension")) do s.extensions[r.extname] = true end
+  for _, r in ipairs(conn:query(OBJECTS)) do s.objects[r.key] = true end
+  s.public = conn:query([[SELECT pg_get_userbyid(nspowner) AS owner, nspacl::text AS acl, obj_description(oid, 'pg_namespace') AS comment
+    FROM pg_namespace WHERE nspname = 'public']])[1]
+  return s
+end
+
+local DROP_KIND = { ["composite type"] = "TYPE", ["index"] = false, ["toast table"] = false }
+
+--- Give the target back as snapshot() found it: drop what the restore
+-- created (schemas, extensions, objects in schemas that were there), put
+-- public's owner, privileges and comment back.
+local function put_back(conn, s)
+  if conn:info().in_transaction then conn:exec("ROLLBACK") end
+  local q = function(x) return conn:quote_ident(x) end
+  for _, r in ipairs(conn:query("SELECT nspname FROM pg_namespace WHERE " .. SYSTEM_SCHEMA .. " ORDER BY 1")) do
+    if not s.schemas[r.nspname] then conn:exec("DROP SCHEMA " .. q(r.nspname) .. " CASCADE") end
+  end
+  for _, r in ipairs(conn:query("SELECT extname FROM pg_extension ORDER BY 1")) do
+    if not s.extensions[r.extname] then conn:exec("DROP EXTENSION IF EXISTS " .. q(r.extname) .. " CASCADE") end
+  end
+  -- relations first: their types, sequences and functions often go with them
+  local rows = conn:query(OBJECTS .. " ORDER BY (o.classid <> 'pg_class'::regclass), 1")
+  for _, r in ipairs(rows) do
+    local kind = DROP_KIND[r.type]
+    if kind == nil then kind = r.type:upper() end
+    if kind and not s.objects[r.key] then
+      -- gone already when a CASCADE took it along
+      local still = conn:value(string.format("SELECT count(*) FROM (%s) x WHERE x.key = $1", OBJECTS), r.key) > 0
+      if still then conn:exec(string.format("DROP %s IF EXISTS %s CASCADE", kind, r.identity)) end
+    end
+  end
+  local p = s.public
+  if p then
+    if not conn:value("SELECT 1 FROM pg_namespace WHERE nspname = 'public'") then conn:exec("CREATE SCHEMA public") end
+    local now = conn:query([[SELECT pg_get_userbyid(nspowner) AS owner, nspacl::text AS acl, obj_description(oid, 'pg_namespace') AS comment
+      FROM pg_namespace WHERE nspname = 'public']])[1]
+    if now.owner ~= p.owner then conn:exec("ALTER SCHEMA public OWNER TO " .. q(p.owner)) end
+    if now.comment ~= p.comment then conn:exec("COMMENT ON SCHEMA public IS " .. (p.comment and conn:quote_literal(p.comment) or "NULL")) end
+    if now.acl ~= p.acl then
+      conn:exec("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+      for _, g in ipairs(conn:query([[SELECT DISTINCT a.grantee::regrole::text AS grantee FROM pg_namespace n, aclexplode(n.nspacl) a
+          WHERE n.nspname = 'public' AND a.grantee <> 0]])) do
+        conn:exec("REVOKE ALL ON SCHEMA public FROM " .. g.grantee)
       end
-      if m and mode == "drop-existing" then
-        -- destructive: prove the file before dropping anything
-        local sum = sys.sha256_file(path)
-        if sum ~= m.sha256 then
-          sys.error(string.format("refusing to restore %s: its SHA-256 %s does not match the manifest's %s (the file is damaged); the target was not touched",
-            path, sum, tostring(m.sha256)), 1)
+      if p.acl then
+        for _, g in ipairs(conn:query([[SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END AS grantee,
+            a.privilege_type AS priv, a.is_grantable FROM aclexplode($1::aclitem[]) a]], p.acl)) do
+          conn:exec(string.format("GRANT %s ON SCHEMA public TO %s%s", g.priv, g.grantee, g.is_grantable and " WITH GRANT OPTION" or ""))
         end
-        proven = true
-      elseif m then
-        expect_sha = m.sha256 or "missing"
-        proven = true      -- checked at the end, before anything is made final
+      else
+        -- NULL is the built-in default: the owner's privileges (and, for public, none for PUBLIC since 15)
+        conn:exec("GRANT ALL ON SCHEMA public TO " .. q(p.owner))
       end
     end
   end
-  local a <close> = pgarchive.open(path)
-  -- --drop-existing destroys before it restores, so a damaged archive must fail first: without a
-  -- matching manifest, inflate every block up front. Every other mode can undo a failed restore
-  -- (rollback, drop the new database, empty the target again), so it reads the file once.
-  if path ~= "-" and not proven and mode == "drop-existing" then
-    local ok, err = pcall(a.verify, a)
-    if not ok then sys.error(tostring(err) .. "\nthe target was not touched", 1) end
+end
+
+-- ================================================================ one restore of a target at a time
+
+local RESTORE_LOCK = 1869767538   -- 'orch' + 10: restores of one target database, held in the maintenance database
+local LEFTOVER = "orch: partial restore of database %s by pid %d"
+
+-- A connection to the target's server outside the target (for the lock,
+-- the leftovers and the swap): postgres, else template1.
+local function maintenance(c)
+  local ok, admin = pcall(c.clone, c, { dbname = "postgres" })
+  if ok then return admin end
+  local ok2, admin2 = pcall(c.clone, c, { dbname = "template1" })
+  if ok2 then return admin2 end
+  error(admin, 0)
+end
+
+--- Take the restore lock of target dbname on admin, or fail naming who
+-- holds it: two restores of one target never run at once.
+local function lock_target(admin, dbname)
+  if admin:value("SELECT pg_try_advisory_lock($1, hashtext($2))", RESTORE_LOCK, dbname) then return end
+  local h = admin:query([[SELECT a.pid, a.application_name, a.usename, a.backend_start::text AS since
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.classid = $1::bigint::oid AND l.granted
+      AND l.objid::bigint = (hashtext($2)::bigint + 4294967296) % 4294967296 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())]],
+    RESTORE_LOCK, dbname)[1]
+  sys.error(string.format("another restore of database %s is running (%s): wait for it to finish, then run this one again; nothing was restored",
+    dbname, h and string.format("server pid %d, %s, user %s, connected since %s", h.pid,
+      h.application_name ~= "" and h.application_name or "no application name", h.usename, h.since) or "its session holds the restore lock"), 1)
+end
+
+--- Drop the half-built databases an earlier restore of dbname left when it
+-- was killed (they carry the LEFTOVER comment). Called under the lock, so
+-- no live restore of dbname owns them. Returns their names.
+local function drop_leftovers(admin, dbname)
+  local dropped = {}
+  local pattern = LEFTOVER:format(dbname, 0):gsub(" by pid 0$", "")
+  for _, r in ipairs(admin:query([[SELECT d.datname FROM pg_database d
+      WHERE shobj_description(d.oid, 'pg_database') LIKE $1 || ' by pid %' ORDER BY 1]], pattern)) do
+    admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(r.datname) .. " WITH (FORCE)")
+    log.warn("dropped database %s: a half-built copy left by an interrupted restore of %s", r.datname, dbname)
+    dropped[#dropped + 1] = r.datname
   end
-  local c <close> = db.connect(opts.db)
-  local info = c:info()
-  if mode == "swap" then
-    local stamp = os.date("!%Y%m%d%H%M%S")
-    local newname = (info.dbname .. "_orch_restore_" .. stamp):sub(1, 63)
-    local oldname = (info.dbname .. "_orch_old_" .. stamp):sub(1, 63)
-    c:exec("CREATE DATABASE " .. c:quote_ident(newname) .. " TEMPLATE template0")
-    local target_conninfo = { host = info.host, port = info.port, user = info.user, dbname = newname }
-    local nc = db.connect(target_conninfo)
-    local ok, err = pcall(function()
-      if opts.single_transaction then nc:exec("BEGIN") end
-      local r = apply(nc, a, opts)
-      local good, why = check_sha(a, path, expect_sha)
-      if not good then error(why, 0) end
-      if opts.single_transaction then nc:exec("COMMIT") end
-      return r
+  return dropped
+end
+
+-- A database name: prefix (cut to fit) and suffix, at most 63 bytes, not
+-- yet taken on the server.
+local function free_name(admin, prefix, suffix)
+  for n = 1, 100 do
+    local s = n == 1 and suffix or (suffix .. "_" .. n)
+    local name = prefix:sub(1, 63 - #s) .. s
+    if not admin:value("SELECT 1 FROM pg_database WHERE datname = $1", name) then return name end
+  end
+  sys.error("no free database name for " .. prefix .. suffix, 1)
+end
+
+-- ================================================================ restoring
+
+local function as_error(err)
+  if type(err) == "table" then return err end
+  return db.as_error { message = tostring(err) }
+end
+
+local function add_where(err, text)
+  err = as_error(err)
+  err.where = (err.where and (err.where .. "; ") or "") .. text
+  return err
+end
+
+-- Restore by swap: into a new database (marked as a leftover until it is
+-- swapped in), then rename the target away and the new one into place in
+-- one transaction. Returns the name the old database is kept under.
+local function run_swap(c, admin, a, opts, res)
+  local target_db = c:info().dbname
+  local newname = free_name(admin, target_db, "_orch_restore_" .. sys.getpid())
+  admin:exec("CREATE DATABASE " .. admin:quote_ident(newname) .. " TEMPLATE template0")
+  admin:exec("COMMENT ON DATABASE " .. admin:quote_ident(newname) .. " IS " .. admin:quote_literal(LEFTOVER:format(target_db, sys.getpid())))
+  local ok, err = pcall(function()
+    local nc <close> = c:clone { dbname = newname }
+    if opts.single_transaction then nc:exec("BEGIN") end
+    local r = apply(nc, a, opts)
+    if opts.single_transaction then nc:exec("COMMIT") end
+    res.entries = r.entries
+  end)
+  if not ok then
+    local dropped = pcall(admin.exec, admin, "DROP DATABASE IF EXISTS " .. admin:quote_ident(newname) .. " WITH (FORCE)")
+    error(add_where(err, string.format("the target database %s was not touched (%s)", target_db,
+      dropped and "the partial copy was dropped" or ("the partial copy " .. newname .. " could not be dropped: the next restore drops it"))), 0)
+  end
+  c:close()
+  local oldname = free_name(admin, target_db, "_orch_old_" .. os.date("!%Y%m%d%H%M%S"))
+  -- the target's sessions are ended; one that reconnects in between makes the rename fail: try again
+  for attempt = 1, 5 do
+    admin:query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", target_db)
+    local okr, rerr = pcall(admin.tx, admin, function()
+      admin:exec(string.format("ALTER DATABASE %s RENAME TO %s", admin:quote_ident(target_db), admin:quote_ident(oldname)))
+      admin:exec(string.format("ALTER DATABASE %s RENAME TO %s", admin:quote_ident(newname), admin:quote_ident(target_db)))
+      admin:exec("COMMENT ON DATABASE " .. admin:quote_ident(target_db) .. " IS NULL")
     end)
-    nc:close()
-    if not ok then
-      pcall(c.exec, c, "DROP DATABASE IF EXISTS " .. c:quote_ident(newname))
-      if type(err) == "table" then err.where = (err.where or "") .. "; the target database " .. info.dbname .. " was not touched (the partial copy was dropped)" end
-      error(err, 0)
+    if okr then return oldname end
+    if not (db.is_error(rerr) and rerr.sqlstate == "55006") or attempt == 5 then
+      pcall(admin.exec, admin, "DROP DATABASE IF EXISTS " .. admin:quote_ident(newname) .. " WITH (FORCE)")
+      error(add_where(rerr, string.format("swapping the restored copy in failed: the target database %s is as it was (the copy was dropped)", target_db)), 0)
     end
-    -- swap: from the maintenance database, with the target's sessions ended
-    local admin <close> = db.connect { host = info.host, port = info.port, user = info.user, dbname = "postgres" }
-    c:close()
-    admin:query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", info.dbname)
-    admin:exec(string.format("ALTER DATABASE %s RENAME TO %s", admin:quote_ident(info.dbname), admin:quote_ident(oldname)))
-    local okr, rerr = pcall(admin.exec, admin, string.format("ALTER DATABASE %s RENAME TO %s", admin:quote_ident(newname), admin:quote_ident(info.dbname)))
-    if not okr then
-      admin:exec(string.format("ALTER DATABASE %s RENAME TO %s", admin:quote_ident(oldname), admin:quote_ident(info.dbname)))
-      error(rerr, 0)
-    end
-    return { mode = mode, target = info.dbname, old_database = oldname, entries = "all" }
+    sys.sleep(0.2 * attempt)
   end
+end
+
+-- Restore into the target itself (modes empty and drop-existing).
+local function run_in_place(c, a, opts, mode, res)
+  local target_db = c:info().dbname
   if mode == "empty" and has_objects(c) then
     sys.error(string.format("the target database %s is not empty: restore into an empty database, use --swap (restore beside it and " ..
-      "swap by rename), or --drop-existing to replace its contents; nothing was restored", info.dbname), 1)
+      "swap by rename), or --drop-existing to replace its contents; nothing was restored", target_db), 1)
   end
-  local ok, res = pcall(function()
+  local before = mode == "empty" and not opts.single_transaction and snapshot(c)
+  local ok, err = pcall(function()
     if opts.single_transaction then c:exec("BEGIN") end
     if mode == "drop-existing" then
-      for _, s in ipairs(c:query([[SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema']])) do
+      for _, s in ipairs(c:query("SELECT nspname FROM pg_namespace WHERE " .. SYSTEM_SCHEMA)) do
         c:exec("DROP SCHEMA " .. c:quote_ident(s.nspname) .. " CASCADE")
       end
       c:exec("CREATE SCHEMA public")
     end
     local r = apply(c, a, opts)
-    local good, why = check_sha(a, path, expect_sha)
-    if not good then
-      if not opts.single_transaction then
-        -- the target was empty before: make it empty again
-        for _, s in ipairs(c:query([[SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema']])) do
-          c:exec("DROP SCHEMA " .. c:quote_ident(s.nspname) .. " CASCADE")
-        end
-        c:exec("CREATE SCHEMA public")
-        why = why .. "; everything restored from it was dropped again: the target is empty, as it was"
-      end
-      error(why, 0)
-    end
     if opts.single_transaction then c:exec("COMMIT") end
-    return r
+    res.entries = r.entries
   end)
-  if not ok then
-    if opts.single_transaction then
-      pcall(c.exec, c, "ROLLBACK")
-      if type(res) == "table" then res.where = (res.where or "") .. "; rolled back: the target is as it was" end
-    elseif mode == "empty" and not c:is_closed() and type(res) == "table" then
-      -- the target was empty before: make it empty again
-      local cleaned = pcall(function()
-        for _, s in ipairs(c:query([[SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema']])) do
-          c:exec("DROP SCHEMA " .. c:quote_ident(s.nspname) .. " CASCADE")
-        end
-        c:exec("CREATE SCHEMA public")
-      end)
-      res.where = (res.where or "") .. (cleaned and "; what was restored was dropped again: the target is empty, as it was"
-        or string.format("; the target %s is PARTLY RESTORED and could not be cleaned: drop it and restore again", info.dbname))
-    elseif type(res) == "table" then
-      res.where = (res.where or "") .. string.format("; the target %s is PARTLY RESTORED (%s entries ran): drop it and restore again, or use --single-transaction or --swap",
-        info.dbname, tostring(res.restored or "some"))
-    end
-    error(res, 0)
+  if ok then return end
+  if opts.single_transaction then
+    if not c:is_closed() then pcall(c.exec, c, "ROLLBACK") end
+    error(add_where(err, c:is_closed() and "the connection was lost; the server rolled the restore back: the target is as it was"
+      or "rolled back: the target is as it was"), 0)
+  elseif before then
+    local cleaned, cerr = false, "the connection was lost"
+    if not c:is_closed() then cleaned, cerr = pcall(put_back, c, before) end
+    error(add_where(err, cleaned and "what was restored was dropped again: the target is as empty as it was"
+      or string.format("the target %s is PARTLY RESTORED and could not be cleaned (%s): drop its contents and restore again", target_db, tostring(cerr))), 0)
   end
-  res.mode, res.target = mode, info.dbname
+  error(add_where(err, string.format("the target %s is PARTLY RESTORED (%s entries ran after its contents were dropped): " ..
+    "restore again (the archive itself was proven good), or use --single-transaction or --swap", target_db, tostring(as_error(err).restored or "some"))), 0)
+end
+
+--- Restore an archive. opts: archive (path or "-"), db (target URL /
+-- conninfo; nil = libpq defaults) or conn (an open connection to the
+-- target), mode ("empty"|"drop-existing"|"swap"), single_transaction,
+-- schemas, tables, no_owner, skip_manifest_check (restore an orch archive
+-- whose manifest is missing), force (--drop-existing with an archive that
+-- cannot be proven), on_progress.
+-- A file is proven whole before the first statement on the target (see
+-- prove). From a pipe nothing can be read ahead: the restore then runs in
+-- one transaction (or into the swap's new database), so an archive found
+-- damaged half-way leaves the target as it was. One restore of a target at
+-- a time (an advisory lock); copies left by a killed swap are dropped.
+-- Returns { mode, entries, target, old_database (swap), proof, dropped_leftovers }.
+function R.run(opts)
+  local path = opts.archive
+  local mode = opts.mode or "empty"
+  local m
+  if path ~= "-" then
+    if not sys.exists(path) then sys.error("no archive " .. path, 1) end
+    if not opts.skip_manifest_check then
+      local merr
+      m, merr = backup.read_manifest(path)
+      if merr then sys.error(merr .. "; the target was not touched", 1) end
+    end
+  end
+  local a <close> = pgarchive.open(path)
+  if not m and path ~= "-" and not opts.skip_manifest_check and (a:header().dumper_version or ""):match("^orch ") then
+    -- stock pg_dump archives have no manifest; an orch archive without one is an incomplete backup
+    sys.error(string.format("refusing to restore %s: it has no manifest (%s), so it is an incomplete or damaged orch backup; " ..
+      "the target was not touched (use --no-manifest to restore it anyway)", path, backup.manifest_path(path)), 1)
+  end
+  local res = { mode = mode }
+  opts = setmetatable({}, { __index = opts })
+  if path == "-" then
+    if mode == "drop-existing" and not self_checking(a) and not opts.force then
+      sys.error("refusing to --drop-existing from standard input with an uncompressed archive: it has no checksums, so a damaged byte " ..
+        "could not be detected; the target was not touched. Restore it with --swap, or accept it unproven with --force", 1)
+    end
+    if mode ~= "swap" and not opts.single_transaction then
+      opts.single_transaction = true
+      res.single_transaction = "forced: a stream cannot be checked before it is restored"
+    end
+    res.proof = "streamed: each block checked as it is restored, " ..
+      (mode == "swap" and "into the new database (dropped if anything fails)" or "in one transaction (rolled back if anything fails)")
+  else
+    res.proof = prove(path, a, m, mode, opts)
+  end
+  local c = opts.conn or db.connect(opts.db)
+  local own_conn = not opts.conn
+  local admin <close> = maintenance(c)
+  local ok, err = pcall(function()
+    local target_db = c:info().dbname
+    res.target = target_db
+    lock_target(admin, target_db)
+    res.dropped_leftovers = drop_leftovers(admin, target_db)
+    if mode == "swap" then
+      res.old_database = run_swap(c, admin, a, opts, res)
+    else
+      run_in_place(c, a, opts, mode, res)
+    end
+  end)
+  if own_conn then c:close() end
+  if not ok then error(err, 0) end
   return res
 end
 
@@ -292,15 +489,14 @@ function R.row_counts(conn)
 end
 
 --- Restore into a scratch database next to conn's and count rows (for
--- backup.verify{deep=}). The scratch database is always dropped.
+-- backup.verify{deep=}). The scratch database is reached with every
+-- connection parameter of conn (password included) and always dropped.
 function R.deep_check(conn, path)
-  local info = conn:info()
   local scratch = ("orch_verify_" .. sys.getpid() .. "_" .. math.floor(sys.now())):sub(1, 63)
   conn:exec("CREATE DATABASE " .. conn:quote_ident(scratch) .. " TEMPLATE template0")
   local ok, counts = pcall(function()
-    R.run { archive = path, db = { host = info.host, port = info.port, user = info.user, dbname = scratch }, no_owner = true,
-            skip_manifest_check = true }
-    local sc <close> = db.connect { host = info.host, port = info.port, user = info.user, dbname = scratch }
+    local sc <close> = conn:clone { dbname = scratch }
+    R.run { archive = path, conn = sc, no_owner = true, skip_manifest_check = true }
     return R.row_counts(sc)
   end)
   conn:exec("DROP DATABASE IF EXISTS " .. conn:quote_ident(scratch) .. " WITH (FORCE)")

@@ -15,13 +15,17 @@ local spec = args.spec({ "db", "env", "json", "yes" }, {
   { name = "list", short = "l", type = "boolean", help = "print the archive's table of contents and exit" },
   { name = "no-owner", short = "O", type = "boolean", help = "do not restore object owners" },
   { name = "no-manifest", type = "boolean", help = "restore an orch archive whose manifest is missing" },
+  { name = "force", type = "boolean", help = "--drop-existing with an archive that cannot be proven (no manifest, uncompressed)" },
 })
 
 return {
   summary = "restore an orch or stock pg_dump -Fc archive (file or -) into the selected database",
   usage = "usage: orch restore FILE|- [--db URL] [--swap | --drop-existing] [--single-transaction] [-n SCHEMA] [-t TABLE] [--list]",
   description = "Into an empty database by default. --swap restores beside the target and swaps it in by\n" ..
-    "rename, keeping the old database. Any error fails the restore, and the report says what state the target is in.",
+    "rename, keeping the old database. Every mode proves a file whole before its first statement on the target:\n" ..
+    "the manifest's SHA-256, else every data block. From standard input nothing can be read ahead, so the restore\n" ..
+    "runs in one transaction (or into --swap's new database): a stream found damaged half-way leaves the target as\n" ..
+    "it was. A failed restore says what state the target is in; a failed default-mode restore empties it again.",
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "restore")
@@ -46,11 +50,12 @@ return {
     local t0 = sys.monotonic()
     local r = restore.run { archive = path, db = target.resolve(opts), mode = mode, single_transaction = opts.single_transaction,
       schemas = opts.schema, tables = opts.table, no_owner = opts.no_owner,
-      skip_manifest_check = opts.no_manifest }
+      skip_manifest_check = opts.no_manifest, force = opts.force }
     if opts.json then io.stdout:write(json.encode(r, { indent = "  " }), "\n")
     else
       print(string.format("restored %s into %s (%s) in %.1fs%s", path, r.target, mode, sys.monotonic() - t0,
         r.old_database and ("; the previous database is kept as " .. r.old_database .. " (drop it when you no longer need it)") or ""))
+      print("  archive: " .. r.proof .. (r.single_transaction and ("; one transaction (" .. r.single_transaction .. ")") or ""))
     end
     return 0
   end,

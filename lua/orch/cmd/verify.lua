@@ -11,6 +11,8 @@ local spec = args.spec({ "db", "json" }, {
 
 return {
   summary = "verify a backup: manifest SHA-256, structure, every block inflates; --deep restores it to a scratch database",
+  description = "Exit 0 when the archive is proven (the manifest's SHA-256, or zlib checksums on every block), 1 when it\n" ..
+    "is damaged or unproven (no manifest and uncompressed: structure read, but nothing can vouch for its bytes).",
   usage = "usage: orch verify FILE [--deep] [--db URL]",
   spec = spec,
   run = function(argv)
@@ -25,6 +27,12 @@ return {
     end
     local r = backup.verify(rest[1], { deep = deep, no_manifest = opts.no_manifest })
     if opts.json then io.stdout:write(json.encode(r, { indent = "  " }), "\n")
+      if not r.proven then return 1 end
+    elseif not r.proven then
+      io.stderr:write(string.format("orch: unproven: %s parses and its %d data blocks read, but it has no manifest and no compression " ..
+        "checksums (an uncompressed archive, e.g. pg_dump -Z0): a damaged byte in it could not be detected. Restore it with --swap " ..
+        "and check the result; restore --drop-existing refuses it without --force\n", r.path, r.blocks))
+      return 1
     else
       print(string.format("ok: %s (%d data blocks, %d bytes of data%s%s)", r.path, r.blocks, r.bytes,
         r.sha256 and (", sha256 matches the manifest") or ", no manifest", r.deep and ", row counts match after a restore" or ""))

@@ -1,0 +1,301 @@
+-- Restores that check before they write (issue 10 §2), against the real
+-- server: every mode proves the archive before its first statement on the
+-- target, a failed restore leaves the target as it found it, a killed swap
+-- leaves nothing the next restore does not clean, two restores of one target
+-- never run at once, and a password in the URL reaches every connection
+-- (the scram-sha-256 role of tests/pgcluster.lua) without ever being printed.
+local H = require "helper"
+local sys = require "orch.sys"
+local db = require "orch.db"
+local json = require "orch.json"
+local localpg = require "orch.localpg"
+
+local function url_of(name) return H.cluster():url(name) end
+
+local function tables_in(dbname)
+  local c <close> = H.connect(dbname)
+  return c:value("SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+end
+
+local function databases_like(pattern)
+  local c <close> = H.connect("postgres")
+  local out = {}
+  for _, r in ipairs(c:query("SELECT datname FROM pg_database WHERE datname LIKE $1 ORDER BY 1", pattern)) do out[#out + 1] = r.datname end
+  return out
+end
+
+-- psql of the cluster, for shell loops that watch the server while orch runs
+local function psql_cmd(sql)
+  local pg = H.cluster()
+  return string.format("%s/psql -h %s -p %d -U postgres -d postgres -XAtc %q", localpg.bindir(), pg.host, pg.port, sql)
+end
+
+local function no_password(r)
+  assert.is_nil((r.stdout .. r.stderr):find(H.pw_password, 1, true), "the password was printed:\n" .. r.stdout .. r.stderr)
+end
+
+describe("restores that check before they write", function()
+  local work, src, good
+  setup(function()
+    work = H.tmpdir()
+    local url
+    url, src = H.fresh_db("rs_src")
+    assert(H.orch({ "migrate", "--db", url, "--env", "dev" }).ok)
+    local r = H.orch { "backup", "--db", url, "--dir", work .. "/good", "--json" }
+    assert(r.ok, r.stderr)
+    good = json.decode(r.stdout).path
+  end)
+  teardown(function() H.drop_db(src) end)
+
+  -- a copy of the good archive with one byte flipped near its end (inside the last data block)
+  local function damaged(name, with_manifest)
+    local g = H.read(good)
+    local i = #g - 40
+    local p = work .. "/" .. name .. ".dump"
+    H.write(p, g:sub(1, i - 1) .. string.char(g:byte(i) ~ 0x55) .. g:sub(i + 1))
+    if with_manifest then H.write(p:gsub("%.dump$", ".manifest.json"), H.read(good:gsub("%.dump$", ".manifest.json"))) end
+    return p
+  end
+
+  for _, how in ipairs { "the manifest's SHA-256", "a pass over every block" } do
+    for _, mode in ipairs { "default", "--swap", "--single-transaction", "--drop-existing" } do
+      it(string.format("%s: a damaged archive is refused before the first statement (%s), the target untouched", mode, how), function()
+        local p = damaged("dmg_" .. mode:gsub("%W", "") .. (how:match("SHA") and "_m" or "_b"), how:match("SHA") ~= nil)
+        local url, dst = H.fresh_db("rs_dmg")
+        if mode == "--drop-existing" or mode == "--swap" then
+          local c <close> = db.connect(url)
+          c:exec("CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (42)")
+        end
+        local argv = { "restore", p, "--db", url }
+        if mode ~= "default" then argv[#argv + 1] = mode end
+        if mode == "--drop-existing" then argv[#argv + 1] = "--yes" end
+        if not how:match("SHA") then argv[#argv + 1] = "--no-manifest" end
+        local r = H.orch(argv)
+        assert.equals(1, r.code, r.stdout .. r.stderr)
+        assert.matches(how:match("SHA") and "SHA%-256" or "corrupt", r.stderr)
+        assert.matches("the target was not touched", r.stderr)
+        local c <close> = H.connect(dst)
+        local n = c:value("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        if mode == "--drop-existing" or mode == "--swap" then
+          assert.equals(1, n)
+          assert.equals(42, c:value("SELECT id FROM keep_me"))
+        else
+          assert.equals(0, n, "a half-restored target")
+        end
+        c:close()
+        assert.same({}, databases_like(dst .. "_orch_%"))
+        H.drop_db(dst)
+      end)
+    end
+  end
+
+  it("from a pipe: one transaction is forced, so a stream found damaged half-way leaves the target empty", function()
+    local p = damaged("dmg_pipe", false)
+    local url, dst = H.fresh_db("rs_pipe")
+    local r = sys.spawn { "sh", "-c", string.format("cat %s | %s restore - --db %s", p, H.orch_bin, url) }
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("corrupt", r.stderr)
+    assert.matches("rolled back: the target is as it was", r.stderr)
+    assert.equals(0, tables_in(dst))
+    -- and a good stream says how it was checked
+    local ok = sys.spawn { "sh", "-c", string.format("cat %s | %s restore - --db %s --no-manifest", good, H.orch_bin, url) }
+    assert.is_true(ok.ok, ok.stderr)
+    assert.matches("one transaction %(forced: a stream cannot be checked before it is restored%)", ok.stdout)
+    assert.is_true(tables_in(dst) > 0)
+    H.drop_db(dst)
+  end)
+
+  it("a default-mode restore that fails on the server half-way leaves the target as empty as it found it", function()
+    local url, dst = H.fresh_db("rs_half")
+    local c <close> = db.connect(url)
+    -- what the empty target holds before: a function of its own, a comment on public, and a trap
+    -- that makes the restore fail after its tables and data are in (at the first index)
+    c:exec([[CREATE FUNCTION public.mine() RETURNS int LANGUAGE sql AS 'SELECT 1';
+      COMMENT ON SCHEMA public IS 'the team''s schema';
+      CREATE FUNCTION public.no_index() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no indexes today'; END $$;
+      CREATE EVENT TRIGGER no_index ON ddl_command_start WHEN TAG IN ('CREATE INDEX') EXECUTE FUNCTION public.no_index();]])
+    local schema_before = H.schema_of(dst)
+    local r = H.orch { "restore", good, "--db", url }
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("no indexes today", r.stderr)
+    assert.matches("what was restored was dropped again: the target is as empty as it was", r.stderr)
+    assert.equals(0, tables_in(dst))
+    assert.equals(schema_before, H.schema_of(dst))
+    assert.equals(1, c:value("SELECT public.mine()"))
+    c:exec("DROP EVENT TRIGGER no_index")
+    c:close()
+    H.drop_db(dst)
+  end)
+
+  it("--drop-existing refuses an archive it cannot prove (stock pg_dump -Z0) unless --force; verify calls it unproven", function()
+    local z0 = work .. "/stock_z0.dump"
+    assert.is_true(H.pgtool("pg_dump", { "-Fc", "-Z0", "-f", z0, "-d", src }).ok)
+    local v = H.orch { "verify", z0, "--no-manifest" }
+    assert.equals(1, v.code)
+    assert.matches("unproven: .*no manifest and no compression checksums", v.stderr)
+    assert.is_nil(v.stdout:match("^ok"))
+    local vz = H.orch { "verify", z0, "--no-manifest", "--json" }
+    assert.equals(1, vz.code)
+    assert.is_false(json.decode(vz.stdout).proven)
+    -- a compressed stock archive is proven by its zlib checksums
+    local z6 = work .. "/stock_z6.dump"
+    assert.is_true(H.pgtool("pg_dump", { "-Fc", "-f", z6, "-d", src }).ok)
+    local v6 = H.orch { "verify", z6, "--no-manifest" }
+    assert.is_true(v6.ok, v6.stderr)
+    assert.matches("^ok:", v6.stdout)
+    local url, dst = H.fresh_db("rs_z0")
+    local c <close> = db.connect(url)
+    c:exec("CREATE TABLE keep_me (id int); INSERT INTO keep_me VALUES (42)")
+    local r = H.orch { "restore", z0, "--db", url, "--drop-existing", "--yes" }
+    assert.equals(1, r.code)
+    assert.matches("no manifest and no compression checksums", r.stderr)
+    assert.matches("%-%-force", r.stderr)
+    assert.equals(42, c:value("SELECT id FROM keep_me"))
+    local pipe = sys.spawn { "sh", "-c", string.format("cat %s | %s restore - --db %s --drop-existing --yes", z0, H.orch_bin, url) }
+    assert.equals(1, pipe.code)
+    assert.matches("uncompressed archive", pipe.stderr)
+    assert.equals(42, c:value("SELECT id FROM keep_me"))
+    local f = H.orch { "restore", z0, "--db", url, "--drop-existing", "--yes", "--force" }
+    assert.is_true(f.ok, f.stderr)
+    assert.matches("UNPROVEN", f.stdout)
+    assert.is_nil(c:value("SELECT to_regclass('public.keep_me')::text"))
+    assert.same(H.contents_of(src), H.contents_of(dst))
+    c:close()
+    H.drop_db(dst)
+  end)
+
+  describe("a big archive", function()
+    local big_src, big
+    setup(function()
+      local url
+      url, big_src = H.fresh_db("rs_big")
+      local c <close> = db.connect(url)
+      c:exec("CREATE TABLE big AS SELECT g AS id, md5(g::text) || repeat('x', 200) AS pad FROM generate_series(1, 300000) g")
+      c:exec("CREATE UNIQUE INDEX ON big (id)")
+      local r = H.orch { "backup", "--db", url, "--dir", work .. "/big", "--json" }
+      assert(r.ok, r.stderr)
+      big = json.decode(r.stdout).path
+    end)
+    teardown(function() H.drop_db(big_src) end)
+
+    it("a swap killed with SIGKILL leaves a marked copy that the next restore of the target drops, saying so", function()
+      local url, dst = H.fresh_db("rs_kill")
+      local r = sys.spawn { "sh", "-c", string.format(
+        "%s restore %s --db %s --swap & pid=$!; for i in $(seq 500); do [ -n \"$(%s)\" ] && break; sleep 0.01; done; sleep 0.2; kill -KILL $pid; wait $pid; echo $?",
+        H.orch_bin, big, url, psql_cmd(string.format("SELECT 1 FROM pg_database WHERE datname LIKE '%s_orch_restore_%%'", dst))) }
+      assert.equals("137", r.stdout:match("%d+"), r.stdout .. r.stderr)
+      local left = databases_like(dst .. "_orch_restore_%")
+      assert.equals(1, #left, "the killed run's copy")
+      assert.equals(0, tables_in(dst), "the target was not touched")
+      local again = H.orch { "restore", big, "--db", url, "--swap" }
+      assert.is_true(again.ok, again.stderr)
+      assert.matches("dropped database " .. left[1]:gsub("%p", "%%%0") .. ": a half%-built copy left by an interrupted restore of " .. dst, again.stderr)
+      assert.same({}, databases_like(dst .. "_orch_restore_%"))
+      assert.same(H.contents_of(big_src), H.contents_of(dst))
+      for _, d in ipairs(databases_like(dst .. "_orch_old_%")) do H.drop_db(d) end
+      H.drop_db(dst)
+    end)
+
+    it("two restores of one target at once: the second fails clearly, naming the first, and changes nothing", function()
+      local url, dst = H.fresh_db("rs_twice")
+      local out = work .. "/first.out"
+      local r = sys.spawn { "sh", "-c", string.format(
+        "%s restore %s --db %s > %s 2>&1 & pid=$!; for i in $(seq 500); do [ -n \"$(%s)\" ] && break; sleep 0.01; done; " ..
+        "%s restore %s --db %s --swap; echo second=$?; wait $pid; echo first=$?",
+        H.orch_bin, big, url, out,
+        psql_cmd(string.format("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 1869767538 AND objid::bigint = (hashtext('%s')::bigint + 4294967296) %% 4294967296", dst)),
+        H.orch_bin, big, url) }
+      assert.equals("1", r.stdout:match("second=(%d+)"), r.stdout .. r.stderr)
+      assert.equals("0", r.stdout:match("first=(%d+)"), H.read(out))
+      assert.matches("another restore of database " .. dst .. " is running %(server pid %d+", r.stderr)
+      assert.matches("nothing was restored", r.stderr)
+      assert.is_nil(r.stderr:find("duplicate key", 1, true))
+      assert.same({}, databases_like(dst .. "_orch_%"))
+      assert.same(H.contents_of(big_src), H.contents_of(dst))
+      H.drop_db(dst)
+    end)
+  end)
+
+  describe("a password in the URL (scram-sha-256)", function()
+    local pw_src, pw_good
+    setup(function()
+      local url
+      url, pw_src = H.fresh_pw_db("rs_pw")
+      local m = H.orch { "migrate", "--db", url, "--env", "dev" }
+      assert(m.ok, m.stderr)
+      local r = H.orch { "backup", "--db", url, "--dir", work .. "/pw", "--json" }
+      assert(r.ok, r.stderr)
+      no_password(r)
+      pw_good = json.decode(r.stdout).path
+    end)
+    teardown(function() H.drop_db(pw_src) end)
+
+    it("restore --swap connects to the new database with every parameter of the URL", function()
+      local url, dst = H.fresh_pw_db("rs_pwswap")
+      local r = H.orch { "restore", pw_good, "--db", url, "--swap" }
+      assert.is_true(r.ok, r.stdout .. r.stderr)
+      no_password(r)
+      assert.same(H.contents_of(pw_src), H.contents_of(dst))
+      local old = r.stdout:match("kept as (%S+)")
+      assert.truthy(old)
+      H.drop_db(old)
+      H.drop_db(dst)
+    end)
+
+    it("verify --deep restores into its scratch database with the URL's password", function()
+      local v = H.orch { "verify", pw_good, "--deep", "--db", H.pw_url("postgres") }
+      assert.is_true(v.ok, v.stdout .. v.stderr)
+      no_password(v)
+      assert.matches("row counts match after a restore", v.stdout)
+      assert.same({}, databases_like("orch_verify_%"))
+    end)
+
+    it("recipes/restore.lua restores by swap with the password in the URL, and a failure after the swap puts the safety backup back", function()
+      local url, dst = H.fresh_pw_db("rs_pwrecipe")
+      local dir = H.tmpdir()
+      local function env_file(extra)
+        H.write(dir .. "/orch.env.lua", string.format([[return {
+  prod = { database = { env = "TEST_PROD_URL" }, protected = true, backups = { dir = %q }, %s },
+}]], dir .. "/backups/prod", extra or ""))
+      end
+      env_file()
+      local m = H.orch { "migrate", "--db", url, "--env", "dev" }
+      assert.is_true(m.ok, m.stderr)
+      local b = H.orch { "backup", "--db", url, "--dir", dir .. "/backups/prod" }
+      assert.is_true(b.ok, b.stderr)
+      local at_backup = H.contents_of(dst)
+      local c = db.connect(url)
+      c:exec("INSERT INTO tickets (title, requestor_id) SELECT 'later ' || g, 1 FROM generate_series(1, 5) g")
+      c:close()
+      local function recipe()
+        return sys.spawn { H.orch_bin, sys.realpath("recipes/restore.lua"), "--env", "prod", "--yes",
+          cwd = dir, timeout = 300, env = { TEST_PROD_URL = url, DATABASE_URL = false } }
+      end
+      local r = recipe()
+      assert.equals(0, r.code, r.stdout .. r.stderr)
+      no_password(r)
+      for _, f in ipairs(sys.listdir(dir .. "/backups/prod/runs")) do
+        assert.is_nil(H.read(dir .. "/backups/prod/runs/" .. f):find(H.pw_password, 1, true), "the password is in the run log " .. f)
+      end
+      assert.matches("tables with the backup's row counts", r.stdout)
+      assert.same(at_backup, H.contents_of(dst))
+      H.drop_db(r.stdout:match("the previous database is kept as (%S+)"))
+      -- a health check that fails after the swap: the safety backup goes back in, in the same second, without a name collision
+      c = db.connect(url)
+      c:exec("INSERT INTO tickets (title, requestor_id) VALUES ('newest', 1)")
+      c:close()
+      local before = H.contents_of(dst)
+      env_file([[health = { rows = { { table = "tickets", min = 1000000 } } }]])
+      local f = recipe()
+      assert.equals(3, f.code, f.stdout .. f.stderr)
+      no_password(f)
+      assert.matches("the database is back as it was before this procedure", f.stdout)
+      assert.same(before, H.contents_of(dst))
+      for _, d in ipairs(databases_like(dst .. "_orch_%")) do
+        assert.is_nil(d:match("_orch_restore_"), "a half-built copy is left: " .. d)
+        H.drop_db(d)
+      end
+      H.drop_db(dst)
+    end)
+  end)
+end)
