@@ -23,7 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <limits.h>
 #include <zlib.h>
+#include <lz4frame.h>
+#include <zstd.h>
 #include <lua.h>
 #include <lauxlib.h>
 #include <libpq-fe.h>
@@ -523,20 +526,44 @@ static int w_progress(lua_State *L) {
 
 /* ================================================================ reader */
 
+/*
+ * The reader trusts nothing in the file. Integers are accumulated unsigned
+ * and must fit a C int, as pg_restore reads them; every allocation is
+ * bounded by the bytes the file still holds (strings and the TOC grow as
+ * their bytes arrive, so a pipe cannot make it allocate ahead either); the
+ * decompressor state lives in the Reader, so an error raised in the middle
+ * of a block (a longjmp) leaves nothing behind that r:close()/__gc does not
+ * free. Errors name the file, the entry (id, desc, tag) and the byte offset.
+ */
+
+#define IOBUF (64 * 1024)
+
 typedef struct REntry {
     int id, had_dumper, section, relkind, offflag;
-    long long pos;
+    long long pos;          /* offset of its block from the TOC (flag SET), else -1 */
+    long long found;        /* where a walk over the blocks saw it start, else -1 */
     int *deps, ndeps;
+    char label[112];        /* "entry 7 (TABLE DATA public.t)", for messages */
 } REntry;
 
 typedef struct Reader {
     FILE *f;
     int closed, seekable, vmaj, vmin, vrev, intsize, offsize, level, algorithm;
     long long data_start, cur;   /* cur: our idea of the position (stream reads) */
+    long long walk_end;          /* every block before this offset has its .found set */
+    int at_boundary;             /* cur is at a block header (not inside a block) */
     REntry *e;
-    int n;
+    int n, cap;
+    int *byid;                   /* indices of e sorted by id */
     int strs_ref;                /* registry ref of the entries table (Lua strings) */
     char path[512];
+    /* decompression, reused from block to block */
+    unsigned char *inbuf, *outbuf;
+    z_stream zs;
+    int zready;
+    LZ4F_dctx *lz;
+    ZSTD_DStream *zd;
+    int dec_done;                /* the current stream (or frame) is complete */
     Sha256 sha;                  /* SHA-256 of the bytes read so far, while reads are contiguous */
     long long hashed;            /* bytes 0..hashed-1 are (queued to be) in sha */
     long long size;              /* file size, -1 for a pipe */
@@ -628,47 +655,67 @@ static void rhash(Reader *r, const void *buf, size_t n, long long pos) {
     }
 }
 
+/* Raise "<file>: <message>". A fact about the file, not a program error:
+ * no Lua position. Everything the reader allocated stays in r. */
+static int rfail(lua_State *L, Reader *r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int rfail(lua_State *L, Reader *r, const char *fmt, ...) {
     va_list ap;
-    char msg[400];
+    char msg[600];
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    /* a user-facing fact about the file, not a program error: no Lua position */
     lua_pushfstring(L, "%s: %s", r->path, msg);
     return lua_error(L);
 }
 
+/* Bytes left in the file after the current position (LLONG_MAX on a pipe). */
+static long long remaining(const Reader *r) {
+    return r->size < 0 ? LLONG_MAX : r->size - r->cur;
+}
+
 static void rread(lua_State *L, Reader *r, void *buf, size_t n, const char *what) {
+    long long at = r->cur;
     if (n && fread(buf, 1, n, r->f) != n) {
-        if (ferror(r->f)) rfail(L, r, "read error while reading %s: %s", what, strerror(errno));
-        rfail(L, r, "archive is truncated: unexpected end of file while reading %s", what);
+        if (ferror(r->f)) rfail(L, r, "read error at byte %lld while reading %s: %s", at, what, strerror(errno));
+        rfail(L, r, "archive is truncated: the file ends at byte %lld while reading %s", at, what);
     }
     rhash(r, buf, n, r->cur);
     r->cur += (long long)n;
 }
 
+/* Int: a sign byte, then intSize magnitude bytes, least significant first.
+ * Accumulated unsigned (intSize may be 8); pg_restore keeps Ints in a C
+ * int, so a value outside -2^31..2^31-1 is refused, never wrapped. */
 static long long get_int(lua_State *L, Reader *r, const char *what) {
-    unsigned char b[32];
-    long long v = 0;
+    unsigned char b[9];
+    unsigned long long m = 0;
+    long long at = r->cur;
     int i;
     rread(L, r, b, (size_t)r->intsize + 1, what);
-    for (i = r->intsize; i >= 1; i--) v = (v << 8) | b[i];
-    if (v > 0x7fffffffLL) rfail(L, r, "bad integer in %s", what);
-    return b[0] ? -v : v;
+    for (i = r->intsize; i >= 1; i--) m = (m << 8) | b[i];
+    if (m > (b[0] ? 0x80000000ULL : 0x7fffffffULL))
+        rfail(L, r, "integer %s%llu at byte %lld in %s does not fit in 32 bits (corrupt archive)", b[0] ? "-" : "", m, at, what);
+    return b[0] ? -(long long)m : (long long)m;
 }
 
-/* Read a Str onto the Lua stack (nil for NULL). Lengths are bounded. */
+/* Read a Str onto the Lua stack (nil for NULL). Its length must fit in
+ * what the file still holds; the buffer grows as the bytes arrive. */
 static void get_str(lua_State *L, Reader *r, const char *what) {
+    long long at = r->cur;
     long long n = get_int(L, r, what);
+    luaL_Buffer b;
     if (n < 0) { lua_pushnil(L); return; }
-    if (n > 256 * 1024 * 1024) rfail(L, r, "implausible string length %lld in %s", n, what);
-    {
-        luaL_Buffer b;
-        char *p = luaL_buffinitsize(L, &b, (size_t)n);
-        rread(L, r, p, (size_t)n, what);
-        luaL_pushresultsize(&b, (size_t)n);
+    if (n > remaining(r))
+        rfail(L, r, "archive is truncated or corrupt: a string of %lld bytes at byte %lld in %s runs past the end of the file (%lld bytes)", n, at, what, r->size);
+    luaL_buffinit(L, &b);
+    while (n > 0) {
+        size_t k = n > IOBUF ? IOBUF : (size_t)n;
+        char *p = luaL_prepbuffsize(&b, k);
+        rread(L, r, p, k, what);
+        luaL_addsize(&b, k);
+        n -= (long long)k;
     }
+    luaL_pushresult(&b);
 }
 
 static Reader *checkreader(lua_State *L) {
@@ -677,6 +724,7 @@ static Reader *checkreader(lua_State *L) {
     return r;
 }
 
+/* Free everything the reader holds; safe to call twice. */
 static int r_close(lua_State *L) {
     Reader *r = (Reader *)luaL_checkudata(L, 1, READER_MT);
     if (!r->closed) {
@@ -685,9 +733,19 @@ static int r_close(lua_State *L) {
         if (r->f && r->f != stdin) fclose(r->f);
         r->f = NULL;
         for (i = 0; i < r->n; i++) free(r->e[i].deps);
-        free(r->e);
-        r->e = NULL;
+        free(r->e); r->e = NULL;
+        free(r->byid); r->byid = NULL;
+        r->n = r->cap = 0;
+        if (r->zready) inflateEnd(&r->zs);
+        r->zready = 0;
+        if (r->lz) LZ4F_freeDecompressionContext(r->lz);
+        r->lz = NULL;
+        if (r->zd) ZSTD_freeDStream(r->zd);
+        r->zd = NULL;
+        free(r->inbuf); free(r->outbuf);
+        r->inbuf = r->outbuf = NULL;
         luaL_unref(L, LUA_REGISTRYINDEX, r->strs_ref);
+        r->strs_ref = LUA_NOREF;
         r->closed = 1;
     }
     return 0;
@@ -697,12 +755,125 @@ static const char *section_name(int s) {
     return s == 1 ? "none" : s == 2 ? "pre-data" : s == 3 ? "data" : s == 4 ? "post-data" : "unknown";
 }
 
+static const char *algorithm_name(int a) {
+    return a == 0 ? "none" : a == 1 ? "gzip" : a == 2 ? "lz4" : a == 3 ? "zstd" : "unknown";
+}
+
+/* "entry 7 (TABLE DATA public.t)" from the fields on the Lua table at -1. */
+static void make_label(lua_State *L, REntry *e) {
+    const char *desc, *ns, *tag;
+    lua_getfield(L, -1, "desc");
+    lua_getfield(L, -2, "namespace");
+    lua_getfield(L, -3, "tag");
+    desc = lua_tostring(L, -3);
+    ns = lua_tostring(L, -2);
+    tag = lua_tostring(L, -1);
+    snprintf(e->label, sizeof e->label, "entry %d (%.40s %.30s%s%.40s)", e->id, desc ? desc : "?",
+             ns ? ns : "", ns ? "." : "", tag ? tag : "?");
+    lua_pop(L, 3);
+}
+
+static int cmp_byid(const void *a, const void *b, void *ctx) {
+    const REntry *e = (const REntry *)ctx;
+    int x = e[*(const int *)a].id, y = e[*(const int *)b].id;
+    return x < y ? -1 : x > y;
+}
+
+static REntry *find_entry(Reader *r, int id) {
+    int lo = 0, hi = r->n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        REntry *e = &r->e[r->byid[mid]];
+        if (e->id == id) return e;
+        if (e->id < id) lo = mid + 1; else hi = mid - 1;
+    }
+    return NULL;
+}
+
+/* Read one TOC entry (the table of its fields is pushed). */
+static void read_entry(lua_State *L, Reader *r, REntry *e, int index, int count) {
+    char what[160];
+    int j, cap = 0;
+    unsigned char off[17];
+    unsigned long long p = 0;
+    long long at = r->cur;
+    snprintf(what, sizeof what, "TOC entry %d of %d (starting at byte %lld)", index, count, at);
+    lua_createtable(L, 0, 18);
+    e->id = (int)get_int(L, r, what);
+    if (e->id <= 0) rfail(L, r, "%s has a bad dump id %d", what, e->id);
+    e->had_dumper = get_int(L, r, what) != 0;
+    lua_pushinteger(L, e->id); lua_setfield(L, -2, "id");
+    lua_pushboolean(L, e->had_dumper); lua_setfield(L, -2, "had_dumper");
+    get_str(L, r, what); lua_setfield(L, -2, "tableoid");
+    get_str(L, r, what); lua_setfield(L, -2, "oid");
+    get_str(L, r, what); lua_setfield(L, -2, "tag");
+    get_str(L, r, what); lua_setfield(L, -2, "desc");
+    make_label(L, e);
+    snprintf(what, sizeof what, "the TOC %s (starting at byte %lld)", e->label, at);
+    e->section = (int)get_int(L, r, what);
+    if (e->section < 1 || e->section > 4) rfail(L, r, "%s has an unknown section %d (corrupt archive)", what, e->section);
+    lua_pushstring(L, section_name(e->section)); lua_setfield(L, -2, "section");
+    get_str(L, r, what); lua_setfield(L, -2, "defn");
+    get_str(L, r, what); lua_setfield(L, -2, "drop");
+    get_str(L, r, what); lua_setfield(L, -2, "copy");
+    get_str(L, r, what); lua_setfield(L, -2, "namespace");
+    make_label(L, e);   /* now with the namespace */
+    snprintf(what, sizeof what, "the TOC %s (starting at byte %lld)", e->label, at);
+    get_str(L, r, what); lua_setfield(L, -2, "tablespace");
+    if (r->vmin >= 14) { get_str(L, r, what); lua_setfield(L, -2, "tableam"); }
+    if (r->vmin >= 16) {
+        e->relkind = (int)get_int(L, r, what);
+        lua_pushinteger(L, e->relkind); lua_setfield(L, -2, "relkind");
+    }
+    get_str(L, r, what); lua_setfield(L, -2, "owner");
+    get_str(L, r, what); lua_pop(L, 1);        /* WITH OIDS */
+    lua_newtable(L);
+    for (j = 1;; j++) {
+        const char *s;
+        char *end;
+        long v;
+        get_str(L, r, what);
+        if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+        s = lua_tostring(L, -1);
+        errno = 0;
+        v = strtol(s, &end, 10);
+        if (end == s || *end || errno || v <= 0 || v > INT_MAX)
+            rfail(L, r, "%s has a dependency \"%.40s\" that is not a dump id (corrupt archive)", what, s);
+        if (e->ndeps == cap) {
+            int nc = cap ? cap * 2 : 4;
+            int *nd = (int *)realloc(e->deps, sizeof(int) * (size_t)nc);
+            if (!nd) luaL_error(L, "out of memory");
+            e->deps = nd;
+            cap = nc;
+        }
+        e->deps[e->ndeps++] = (int)v;
+        lua_pop(L, 1);
+        lua_pushinteger(L, v);
+        lua_rawseti(L, -2, j);
+    }
+    lua_setfield(L, -2, "deps");
+    at = r->cur;
+    rread(L, r, off, (size_t)r->offsize + 1, what);
+    e->offflag = off[0];
+    if (e->offflag < OFF_NOT_SET || e->offflag > OFF_NO_DATA)
+        rfail(L, r, "%s has an unexpected data offset flag %d at byte %lld (corrupt archive)", what, e->offflag, at);
+    for (j = r->offsize; j >= 1; j--) {
+        if (j > 8 && off[j]) rfail(L, r, "%s has a data offset at byte %lld too large for any file", what, at);
+        p = (p << 8) | off[j];
+    }
+    if (p > (unsigned long long)LLONG_MAX || (r->size >= 0 && e->offflag == OFF_SET && (long long)p >= r->size))
+        rfail(L, r, "archive is truncated or corrupt: %s says its data block is at byte %llu, past the end of the file (%lld bytes)", what, p, r->size);
+    e->pos = e->offflag == OFF_SET ? (long long)p : -1;
+    e->found = -1;
+}
+
 /* A.open(path|"-") -> reader. Reads and checks the header and the TOC. */
 static int a_open(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     Reader *r = (Reader *)lua_newuserdatauv(L, sizeof *r, 0);
     unsigned char magic[5], hb[6];
     int i, count, ents;
+    long long min_entry;
     memset(r, 0, sizeof *r);
     r->closed = 1;
     r->strs_ref = LUA_NOREF;
@@ -716,7 +887,11 @@ static int a_open(lua_State *L) {
     r->closed = 0;
     r->seekable = r->f != stdin && ftello(r->f) >= 0 && fseeko(r->f, 0, SEEK_CUR) == 0;
     r->intsize = 4;
+    r->at_boundary = 1;
     sha256_init(&r->sha);
+    r->inbuf = (unsigned char *)malloc(IOBUF);
+    r->outbuf = (unsigned char *)malloc(IOBUF);
+    if (!r->inbuf || !r->outbuf) return luaL_error(L, "out of memory");
     {
         struct stat st;
         int k, ok = 1;
@@ -739,15 +914,18 @@ static int a_open(lua_State *L) {
     if (r->vmaj != 1 || r->vmin < 12 || r->vmin > 16)
         return rfail(L, r, "unsupported archive version %d.%d (orch reads 1.12 to 1.16)", r->vmaj, r->vmin);
     if (r->intsize < 1 || r->intsize > 8 || r->offsize < 1 || r->offsize > 16)
-        return rfail(L, r, "bad integer/offset sizes %d/%d in the header", r->intsize, r->offsize);
+        return rfail(L, r, "bad integer/offset sizes %d/%d in the header (corrupt archive)", r->intsize, r->offsize);
     if (hb[5] != 1) return rfail(L, r, "archive format %d is not the custom format (1)", hb[5]);
     if (r->vmin >= 15) {
         unsigned char a;
         rread(L, r, &a, 1, "the compression algorithm");
+        if (a > 3) return rfail(L, r, "unknown compression algorithm %d in the header at byte 11 (orch knows none, gzip, lz4, zstd)", a);
         r->algorithm = a;
         r->level = a == 0 ? 0 : -1;
     } else {
         r->level = (int)get_int(L, r, "the compression level");
+        if (r->level < -1 || r->level > 9)
+            return rfail(L, r, "invalid compression level %d in the header at byte 11 (corrupt archive)", r->level);
         r->algorithm = r->level == 0 ? 0 : 1;
     }
     lua_createtable(L, 0, 12);        /* header table, kept with the entries */
@@ -757,71 +935,44 @@ static int a_open(lua_State *L) {
     get_str(L, r, "the pg_dump version"); lua_setfield(L, -2, "dumper_version");
     lua_pushfstring(L, "%d.%d", r->vmaj, r->vmin); lua_setfield(L, -2, "version");
     lua_pushinteger(L, r->level); lua_setfield(L, -2, "level");
-    lua_pushstring(L, r->algorithm == 0 ? "none" : r->algorithm == 1 ? "gzip" : r->algorithm == 2 ? "lz4" : r->algorithm == 3 ? "zstd" : "unknown");
-    lua_setfield(L, -2, "compression");
-    count = (int)get_int(L, r, "the TOC count");
-    if (count < 0 || count > 10000000) return rfail(L, r, "implausible TOC entry count %d", count);
-    r->e = (REntry *)calloc((size_t)(count ? count : 1), sizeof(REntry));
-    if (!r->e) return luaL_error(L, "out of memory");
-    lua_createtable(L, count, 0);     /* entries */
+    lua_pushstring(L, algorithm_name(r->algorithm)); lua_setfield(L, -2, "compression");
+    {
+        long long at = r->cur;
+        count = (int)get_int(L, r, "the TOC count");
+        /* the smallest entry: 3 Ints, 12 Strs, the deps terminator, the offset */
+        min_entry = (long long)(3 + 13 + (r->vmin >= 16)) * (r->intsize + 1) + r->offsize + 1;
+        if (count < 0 || (long long)count > remaining(r) / min_entry)
+            return rfail(L, r, "archive is truncated or corrupt: the TOC at byte %lld claims %d entries, more than the %lld bytes after it can hold",
+                         at, count, remaining(r));
+    }
+    lua_createtable(L, count < 1024 ? count : 1024, 0);     /* entries */
     ents = lua_gettop(L);
     for (i = 0; i < count; i++) {
-        REntry *e = &r->e[i];
-        char what[64];
-        int j, cap = 0;
-        r->n = i + 1;
-        snprintf(what, sizeof what, "TOC entry %d", i + 1);
-        lua_createtable(L, 0, 18);
-        e->id = (int)get_int(L, r, what);
-        if (e->id <= 0) return rfail(L, r, "%s has a bad dump id %d", what, e->id);
-        e->had_dumper = (int)get_int(L, r, what);
-        lua_pushinteger(L, e->id); lua_setfield(L, -2, "id");
-        lua_pushboolean(L, e->had_dumper); lua_setfield(L, -2, "had_dumper");
-        get_str(L, r, what); lua_setfield(L, -2, "tableoid");
-        get_str(L, r, what); lua_setfield(L, -2, "oid");
-        get_str(L, r, what); lua_setfield(L, -2, "tag");
-        get_str(L, r, what); lua_setfield(L, -2, "desc");
-        e->section = (int)get_int(L, r, what);
-        lua_pushstring(L, section_name(e->section)); lua_setfield(L, -2, "section");
-        get_str(L, r, what); lua_setfield(L, -2, "defn");
-        get_str(L, r, what); lua_setfield(L, -2, "drop");
-        get_str(L, r, what); lua_setfield(L, -2, "copy");
-        get_str(L, r, what); lua_setfield(L, -2, "namespace");
-        get_str(L, r, what); lua_setfield(L, -2, "tablespace");
-        get_str(L, r, what); lua_setfield(L, -2, "tableam");
-        if (r->vmin >= 16) { e->relkind = (int)get_int(L, r, what); lua_pushinteger(L, e->relkind); lua_setfield(L, -2, "relkind"); }
-        get_str(L, r, what); lua_setfield(L, -2, "owner");
-        get_str(L, r, what); lua_pop(L, 1);        /* WITH OIDS */
-        lua_newtable(L);
-        for (j = 1;; j++) {
-            get_str(L, r, what);
-            if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
-            if (e->ndeps == cap) {
-                int nc = cap ? cap * 2 : 4;
-                int *nd = (int *)realloc(e->deps, sizeof(int) * (size_t)nc);
-                if (!nd) return luaL_error(L, "out of memory");
-                e->deps = nd;
-                cap = nc;
-            }
-            e->deps[e->ndeps++] = atoi(lua_tostring(L, -1));
-            lua_pushinteger(L, atoi(lua_tostring(L, -1)));
-            lua_rawseti(L, -3, j);
-            lua_pop(L, 1);
+        if (r->n == r->cap) {   /* grows as entries arrive, never ahead of the file */
+            int nc = r->cap ? r->cap * 2 : 64;
+            REntry *ne = (REntry *)realloc(r->e, sizeof(REntry) * (size_t)nc);
+            if (!ne) return luaL_error(L, "out of memory");
+            r->e = ne;
+            r->cap = nc;
         }
-        lua_setfield(L, -2, "deps");
-        {
-            unsigned char off[17];
-            unsigned long long p = 0;
-            int k;
-            rread(L, r, off, (size_t)r->offsize + 1, what);
-            e->offflag = off[0];
-            if (e->offflag < 1 || e->offflag > 3) return rfail(L, r, "%s has an unexpected data offset flag %d", what, e->offflag);
-            for (k = r->offsize; k >= 1; k--) p = (p << 8) | off[k];
-            e->pos = e->offflag == OFF_SET ? (long long)p : -1;
-        }
+        memset(&r->e[r->n], 0, sizeof(REntry));
+        r->n++;               /* from here on r_close frees its deps */
+        read_entry(L, r, &r->e[i], i + 1, count);
         lua_rawseti(L, ents, i + 1);
     }
-    r->data_start = r->cur;
+    r->data_start = r->walk_end = r->cur;
+    r->byid = (int *)malloc(sizeof(int) * (size_t)(r->n ? r->n : 1));
+    if (!r->byid) return luaL_error(L, "out of memory");
+    for (i = 0; i < r->n; i++) r->byid[i] = i;
+    qsort_r(r->byid, (size_t)r->n, sizeof(int), cmp_byid, r->e);
+    for (i = 1; i < r->n; i++)
+        if (r->e[r->byid[i]].id == r->e[r->byid[i - 1]].id)
+            return rfail(L, r, "two TOC entries have dump id %d: %s and %s (corrupt archive)", r->e[r->byid[i]].id,
+                         r->e[r->byid[i - 1]].label, r->e[r->byid[i]].label);
+    for (i = 0; i < r->n; i++)
+        if (r->e[i].pos >= 0 && r->e[i].pos < r->data_start)
+            return rfail(L, r, "the TOC %s says its data block is at byte %lld, inside the header or TOC (corrupt archive)",
+                         r->e[i].label, r->e[i].pos);
     lua_pushvalue(L, ents);
     lua_setfield(L, -3, "entries");   /* header.entries = entries */
     lua_pop(L, 1);
@@ -842,137 +993,314 @@ static int r_entries(lua_State *L) {
     return 1;
 }
 
-static REntry *find_entry(Reader *r, int id) {
-    int i;
-    for (i = 0; i < r->n; i++) if (r->e[i].id == id) return &r->e[i];
-    return NULL;
+/* ---------------------------------------------------------------- blocks */
+
+/* Where decompressed bytes go. data() returns 0 (a sink that fails keeps
+ * its own state and lets the block be read to its end). lo_begin/lo_end
+ * frame each large object of a BLOBS block; any of them may be NULL. */
+typedef struct Sink {
+    int (*data)(lua_State *L, void *ud, const char *buf, size_t len);
+    void (*lo_begin)(lua_State *L, void *ud, unsigned int oid);
+    void (*lo_end)(lua_State *L, void *ud, unsigned int oid);
+    void *ud;
+} Sink;
+
+typedef struct BlockInfo { int type; long long bytes, los; } BlockInfo;
+
+/* Start decompressing a new stream with the archive's algorithm. */
+static void dec_begin(lua_State *L, Reader *r, REntry *e) {
+    r->dec_done = 0;
+    switch (r->algorithm) {
+    case 1:
+        if (!r->zready) {
+            memset(&r->zs, 0, sizeof r->zs);
+            if (inflateInit(&r->zs) != Z_OK) luaL_error(L, "zlib cannot start (out of memory?)");
+            r->zready = 1;
+        } else if (inflateReset(&r->zs) != Z_OK) luaL_error(L, "zlib reset failed");
+        break;
+    case 2:
+        if (!r->lz) {
+            if (LZ4F_isError(LZ4F_createDecompressionContext(&r->lz, LZ4F_VERSION))) {
+                r->lz = NULL;
+                luaL_error(L, "lz4 cannot start (out of memory?)");
+            }
+        } else LZ4F_resetDecompressionContext(r->lz);
+        break;
+    case 3:
+        if (!r->zd) {
+            if (!(r->zd = ZSTD_createDStream())) luaL_error(L, "zstd cannot start (out of memory?)");
+        } else ZSTD_DCtx_reset(r->zd, ZSTD_reset_session_only);
+        break;
+    default:
+        r->dec_done = 1;   /* raw bytes: always complete */
+    }
+    (void)e;
 }
 
-/* Skip the chunks of the block we are in (after its header). */
-static void skip_chunks(lua_State *L, Reader *r, int id) {
-    char buf[65536];
+static long long emit(lua_State *L, const Sink *s, const unsigned char *p, size_t n) {
+    if (n && s && s->data) s->data(L, s->ud, (const char *)p, n);
+    return (long long)n;
+}
+
+/* Decompress one piece of a stream into the sink; returns bytes produced.
+ * at = file offset of the piece, for messages. */
+static long long dec_feed(lua_State *L, Reader *r, REntry *e, const char *what, const unsigned char *in, size_t len,
+                          long long at, const Sink *s) {
+    long long total = 0;
+    switch (r->algorithm) {
+    case 0:
+        return emit(L, s, in, len);
+    case 1:
+        r->zs.next_in = (Bytef *)in;
+        r->zs.avail_in = (uInt)len;
+        for (;;) {
+            int rc;
+            size_t made;
+            if (r->dec_done) {
+                if (r->zs.avail_in)
+                    rfail(L, r, "the data block of %s is corrupt: bytes after the end of the compressed stream of %s (near byte %lld)",
+                          e->label, what, at + (long long)(len - r->zs.avail_in));
+                break;
+            }
+            r->zs.next_out = r->outbuf;
+            r->zs.avail_out = IOBUF;
+            rc = inflate(&r->zs, Z_NO_FLUSH);
+            made = IOBUF - r->zs.avail_out;
+            if (rc == Z_STREAM_END) r->dec_done = 1;
+            else if (rc == Z_BUF_ERROR && made == 0) break;        /* needs more input */
+            else if (rc != Z_OK && rc != Z_BUF_ERROR)
+                rfail(L, r, "the data block of %s is corrupt: zlib: %s in %s (near byte %lld)", e->label,
+                      r->zs.msg ? r->zs.msg : "invalid data", what, at + (long long)(len - r->zs.avail_in));
+            total += emit(L, s, r->outbuf, made);
+            if (!r->dec_done && r->zs.avail_in == 0 && r->zs.avail_out != 0) break;
+        }
+        return total;
+    case 2: {
+        size_t off = 0;
+        for (;;) {
+            size_t outsz = IOBUF, insz = len - off, rc;
+            rc = LZ4F_decompress(r->lz, r->outbuf, &outsz, in + off, &insz, NULL);
+            if (LZ4F_isError(rc))
+                rfail(L, r, "the data block of %s is corrupt: lz4: %s in %s (near byte %lld)", e->label,
+                      LZ4F_getErrorName(rc), what, at + (long long)off);
+            off += insz;
+            total += emit(L, s, r->outbuf, outsz);
+            r->dec_done = rc == 0;
+            if (off == len && outsz < IOBUF) break;
+            if (insz == 0 && outsz == 0)
+                rfail(L, r, "the data block of %s is corrupt: lz4 made no progress in %s (near byte %lld)", e->label, what, at + (long long)off);
+        }
+        return total;
+    }
+    default: {
+        ZSTD_inBuffer ib = { in, len, 0 };
+        for (;;) {
+            ZSTD_outBuffer ob = { r->outbuf, IOBUF, 0 };
+            size_t rc = ZSTD_decompressStream(r->zd, &ob, &ib);
+            if (ZSTD_isError(rc))
+                rfail(L, r, "the data block of %s is corrupt: zstd: %s in %s (near byte %lld)", e->label,
+                      ZSTD_getErrorName(rc), what, at + (long long)ib.pos);
+            total += emit(L, s, r->outbuf, ob.pos);
+            r->dec_done = rc == 0;
+            if (ib.pos == ib.size && ob.pos < ob.size) break;
+        }
+        return total;
+    }
+    }
+}
+
+/* Read the chunks of one stream (a TABLE DATA block, or one large object)
+ * up to its Int 0, decompressing into s; the stream must end exactly
+ * there. Returns the decompressed bytes. */
+static long long read_stream(lua_State *L, Reader *r, REntry *e, const char *what, const Sink *s) {
+    long long total = 0;
+    char lenwhat[200];
+    snprintf(lenwhat, sizeof lenwhat, "a chunk length in the data block of %s (%s)", e->label, what);
+    dec_begin(L, r, e);
     for (;;) {
-        long long len = get_int(L, r, "a data chunk length");
+        long long at = r->cur;
+        long long len = get_int(L, r, lenwhat);
+        if (len == 0) break;
+        if (len < 0) rfail(L, r, "bad chunk length %lld at byte %lld in the data block of %s (corrupt archive)", len, at, e->label);
+        if (len > remaining(r))
+            rfail(L, r, "archive is truncated: a chunk of %lld bytes at byte %lld in the data block of %s runs past the end of the file (%lld bytes)",
+                  len, at, e->label, r->size);
+        while (len > 0) {
+            size_t k = len > IOBUF ? IOBUF : (size_t)len;
+            long long pos = r->cur;
+            if (fread(r->inbuf, 1, k, r->f) != k)
+                rfail(L, r, "archive is truncated: the file ends at byte %lld inside the data block of %s", pos, e->label);
+            rhash(r, r->inbuf, k, pos);
+            r->cur += (long long)k;
+            len -= (long long)k;
+            total += dec_feed(L, r, e, what, r->inbuf, k, pos, s);
+        }
+    }
+    if (!r->dec_done)
+        rfail(L, r, "the data block of %s is corrupt: the compressed stream of %s is incomplete (it stops at byte %lld)",
+              e->label, what, r->cur);
+    return total;
+}
+
+/* Skip one stream's chunks (a block that is not the one asked for). */
+static void skip_stream(lua_State *L, Reader *r, REntry *e) {
+    char lenwhat[160];
+    snprintf(lenwhat, sizeof lenwhat, "a chunk length in the data block of %s", e->label);
+    for (;;) {
+        long long at = r->cur;
+        long long len = get_int(L, r, lenwhat);
         if (len == 0) return;
-        if (len < 0) rfail(L, r, "bad chunk length in the block of entry %d", id);
+        if (len < 0) rfail(L, r, "bad chunk length %lld at byte %lld in the data block of %s (corrupt archive)", len, at, e->label);
+        if (len > remaining(r))
+            rfail(L, r, "archive is truncated: a chunk of %lld bytes at byte %lld in the data block of %s runs past the end of the file",
+                  len, at, e->label);
         if (r->seekable) {
-            if (fseeko(r->f, len, SEEK_CUR) != 0) rfail(L, r, "cannot seek: %s", strerror(errno));
+            if (fseeko(r->f, len, SEEK_CUR) != 0) rfail(L, r, "cannot seek in the archive: %s", strerror(errno));
             r->cur += len;
         } else {
             while (len > 0) {
-                size_t k = len > (long long)sizeof buf ? sizeof buf : (size_t)len;
-                rread(L, r, buf, k, "skipped data");
+                size_t k = len > IOBUF ? IOBUF : (size_t)len;
+                rread(L, r, r->inbuf, k, lenwhat);
                 len -= (long long)k;
             }
         }
     }
 }
 
-typedef int (*sink_fn)(lua_State *L, void *ud, const char *buf, size_t len);
+/* A large object's oid from its Int: pg_dump writes an Oid >= 2^31 as a
+ * negative int; the cast back restores it. */
+static unsigned int lo_oid(long long v) { return (unsigned int)(int)v; }
 
-/* Position at the block of entry id and stream its decompressed bytes to
- * sink. Verifies the zlib stream ends exactly at the block's end. */
-static long long read_block(lua_State *L, Reader *r, int id, sink_fn sink, void *ud) {
-    REntry *e = find_entry(r, id);
-    unsigned char type;
-    long long total = 0;
-    z_stream zs;
-    int zinit = 0, zdone = 0;
-    unsigned char in[65536];
-    unsigned char out[65536];
-    if (!e) rfail(L, r, "no TOC entry with dump id %d", id);
-    if (!e->had_dumper) rfail(L, r, "entry %d has no data block", id);
-    if (r->algorithm > 1)
-        rfail(L, r, "archive uses %s compression, which orch cannot read (it reads none and gzip); "
-                    "re-create it with pg_dump -Z gzip or -Z 0", r->algorithm == 2 ? "lz4" : "zstd");
-    if (r->seekable && e->pos >= 0) {
-        if (fseeko(r->f, e->pos, SEEK_SET) != 0) rfail(L, r, "cannot seek to the block of entry %d", id);
-        r->cur = e->pos;
-    } else if (r->seekable && r->cur < r->data_start) {
-        fseeko(r->f, r->data_start, SEEK_SET);
-        r->cur = r->data_start;
-    }
-    for (;;) {                        /* walk blocks until ours */
-        int bid;
-        if (fread(&type, 1, 1, r->f) != 1)
-            rfail(L, r, "could not find the data block of entry %d: the archive ends first (truncated, or blocks out of order on a pipe)", id);
-        rhash(r, &type, 1, r->cur);
-        r->cur++;
-        if (type != BLK_DATA && type != BLK_BLOBS) rfail(L, r, "unknown data block type %d (corrupt archive)", type);
-        bid = (int)get_int(L, r, "a block id");
-        if (bid == id && type == BLK_DATA) break;
-        if (r->seekable && e->pos >= 0) rfail(L, r, "found block %d where the TOC says block %d is (corrupt archive)", bid, id);
-        if (type == BLK_BLOBS) {
-            for (;;) { long long oid = get_int(L, r, "a large object id"); if (oid == 0) break; skip_chunks(L, r, bid); }
-        } else skip_chunks(L, r, bid);
-    }
-    if (r->level != 0) {
-        memset(&zs, 0, sizeof zs);
-        if (inflateInit(&zs) != Z_OK) rfail(L, r, "zlib init failed");
-        zinit = 1;
+/* Read (sink) or skip (s == NULL and skip) the body of a block whose header
+ * (type, id) was just read. */
+static void block_body(lua_State *L, Reader *r, REntry *e, int type, const Sink *s, int skip, BlockInfo *bi) {
+    if (type == BLK_DATA) {
+        if (skip) skip_stream(L, r, e);
+        else bi->bytes += read_stream(L, r, e, "its data", s);
+        return;
     }
     for (;;) {
-        long long len = get_int(L, r, "a data chunk length");
-        if (len == 0) break;
-        if (len < 0) { if (zinit) inflateEnd(&zs); rfail(L, r, "bad chunk length in the block of entry %d", id); }
-        while (len > 0) {
-            size_t k = len > (long long)sizeof in ? sizeof in : (size_t)len;
-            if (fread(in, 1, k, r->f) != k) {
-                if (zinit) inflateEnd(&zs);
-                rfail(L, r, "archive is truncated inside the data block of entry %d", id);
-            }
-            rhash(r, in, k, r->cur);
-            r->cur += (long long)k;
-            len -= (long long)k;
-            if (!zinit) {
-                total += (long long)k;
-                if (sink && sink(L, ud, (const char *)in, k)) return -1;
-                continue;
-            }
-            zs.next_in = in;
-            zs.avail_in = (uInt)k;
-            while (zs.avail_in > 0) {
-                int rc;
-                if (zdone) { inflateEnd(&zs); rfail(L, r, "data block of entry %d is corrupt: bytes after the end of its compressed stream", id); }
-                zs.next_out = out;
-                zs.avail_out = sizeof out;
-                rc = inflate(&zs, Z_NO_FLUSH);
-                if (rc != Z_OK && rc != Z_STREAM_END) {
-                    const char *m = zs.msg ? zs.msg : "error";
-                    inflateEnd(&zs);
-                    rfail(L, r, "data block of entry %d is corrupt: %s", id, m);
-                }
-                if (sizeof out - zs.avail_out > 0) {
-                    total += (long long)(sizeof out - zs.avail_out);
-                    if (sink && sink(L, ud, (const char *)out, sizeof out - zs.avail_out)) { inflateEnd(&zs); return -1; }
-                }
-                if (rc == Z_STREAM_END) zdone = 1;
-            }
-        }
+        char what[160];
+        long long at = r->cur;
+        long long v;
+        unsigned int oid;
+        snprintf(what, sizeof what, "a large object id in the data block of %s", e->label);
+        v = get_int(L, r, what);
+        if (v == 0) return;
+        oid = lo_oid(v);
+        if (skip) { skip_stream(L, r, e); continue; }
+        snprintf(what, sizeof what, "large object %u (at byte %lld)", oid, at);
+        if (s && s->lo_begin) s->lo_begin(L, s->ud, oid);
+        bi->bytes += read_stream(L, r, e, what, s);
+        bi->los++;
+        if (s && s->lo_end) s->lo_end(L, s->ud, oid);
     }
-    if (zinit) {
-        inflateEnd(&zs);
-        if (!zdone) rfail(L, r, "data block of entry %d is corrupt: its compressed stream is incomplete", id);
-    }
-    return total;
 }
 
-/* r:read_block(id, fn) -> bytes. fn(chunk) gets the decompressed data. */
+static void seek_to(lua_State *L, Reader *r, long long pos) {
+    if (r->cur == pos) return;
+    if (fseeko(r->f, pos, SEEK_SET) != 0) rfail(L, r, "cannot seek to byte %lld of the archive: %s", pos, strerror(errno));
+    r->cur = pos;
+}
+
+/* Position at the header of e's block and read it; returns the block type.
+ * With a known offset it seeks there; otherwise it walks the blocks forward
+ * (from the furthest point walked so far on a file, from here on a pipe),
+ * remembering where each one starts. */
+static int locate(lua_State *L, Reader *r, REntry *e) {
+    long long target;
+    if (!e->had_dumper) rfail(L, r, "%s has no data block", e->label);
+    if (!r->seekable && !r->at_boundary)
+        rfail(L, r, "cannot read the data block of %s: an earlier read stopped inside a block, and this input cannot seek", e->label);
+    target = e->pos >= 0 ? e->pos : e->found;
+    if (r->seekable) seek_to(L, r, target >= 0 ? target : r->walk_end);
+    else if (e->found >= 0 && e->found < r->cur)
+        rfail(L, r, "cannot read the data block of %s: it was passed already, and this input cannot seek back "
+                    "(blocks must be read in file order from a pipe)", e->label);
+    for (;;) {
+        unsigned char type;
+        long long at = r->cur;
+        char what[80];
+        int bid;
+        REntry *b;
+        BlockInfo bi = { 0, 0, 0 };
+        if (fread(&type, 1, 1, r->f) != 1) {
+            if (ferror(r->f)) rfail(L, r, "read error at byte %lld: %s", at, strerror(errno));
+            rfail(L, r, "could not find the data block of %s: the archive ends at byte %lld first (truncated, or blocks out of order on a pipe)",
+                  e->label, at);
+        }
+        rhash(r, &type, 1, r->cur);
+        r->cur++;
+        r->at_boundary = 0;
+        if (type != BLK_DATA && type != BLK_BLOBS)
+            rfail(L, r, "unknown data block type %d at byte %lld (corrupt archive; looking for the block of %s)", type, at, e->label);
+        snprintf(what, sizeof what, "the block id at byte %lld", at + 1);
+        bid = (int)get_int(L, r, what);
+        b = find_entry(r, bid);
+        if (!b || !b->had_dumper)
+            rfail(L, r, "the data block at byte %lld has id %d, which is %s (corrupt archive)", at, bid,
+                  b ? "an entry without data" : "not in the TOC");
+        if (b->found < 0) b->found = at;
+        else if (b->found != at)
+            rfail(L, r, "a second data block for %s at byte %lld (the first is at byte %lld; corrupt archive)", b->label, at, b->found);
+        if (b == e) return type;
+        if (target >= 0)
+            rfail(L, r, "found the block of %s at byte %lld, where the TOC says the block of %s is (corrupt archive)", b->label, at, e->label);
+        block_body(L, r, b, type, NULL, 1, &bi);
+        r->at_boundary = 1;
+        if (at == r->walk_end) r->walk_end = r->cur;
+    }
+}
+
+/* Stream the decompressed bytes of entry id's block into s. want_type: 0
+ * for any, else the block type the caller can handle. */
+static BlockInfo read_block(lua_State *L, Reader *r, int id, const Sink *s, int want_type) {
+    REntry *e = find_entry(r, id);
+    BlockInfo bi = { 0, 0, 0 };
+    long long at;
+    if (!e) rfail(L, r, "no TOC entry with dump id %d", id);
+    at = r->cur;
+    bi.type = locate(L, r, e);
+    at = e->found;
+    if (want_type && bi.type != want_type)
+        rfail(L, r, "the data block of %s (at byte %lld) holds %s, not %s", e->label, at,
+              bi.type == BLK_BLOBS ? "large objects" : "table data", want_type == BLK_BLOBS ? "large objects" : "table data");
+    block_body(L, r, e, bi.type, s, 0, &bi);
+    r->at_boundary = 1;
+    if (at == r->walk_end) r->walk_end = r->cur;
+    return bi;
+}
+
+/* r:read_block(id [, fn]) -> bytes. fn(chunk) gets the decompressed data;
+ * for a BLOBS block fn(chunk, oid), and fn("", oid) as each large object
+ * starts (so empty ones are seen too). */
+typedef struct LuaSink { int fn; unsigned int oid; int blobs; } LuaSink;
+
 static int lua_sink(lua_State *L, void *ud, const char *buf, size_t len) {
-    int fn = *(int *)ud;
-    lua_pushvalue(L, fn);
+    LuaSink *ls = (LuaSink *)ud;
+    lua_pushvalue(L, ls->fn);
     lua_pushlstring(L, buf, len);
-    lua_call(L, 1, 0);
+    if (ls->blobs) lua_pushinteger(L, ls->oid);
+    lua_call(L, ls->blobs ? 2 : 1, 0);
     return 0;
+}
+
+static void lua_lo_begin(lua_State *L, void *ud, unsigned int oid) {
+    LuaSink *ls = (LuaSink *)ud;
+    ls->oid = oid;
+    ls->blobs = 1;
+    lua_sink(L, ud, "", 0);
 }
 
 static int r_read_block(lua_State *L) {
     Reader *r = checkreader(L);
-    int id = (int)luaL_checkinteger(L, 2), fn = 3;
-    long long n;
+    int id = (int)luaL_checkinteger(L, 2);
+    LuaSink ls = { 3, 0, 0 };
+    Sink s = { lua_sink, lua_lo_begin, NULL, &ls };
+    BlockInfo bi;
     if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION);
-    n = read_block(L, r, id, lua_isnoneornil(L, 3) ? NULL : lua_sink, &fn);
-    lua_pushinteger(L, n);
+    bi = read_block(L, r, id, lua_isnoneornil(L, 3) ? NULL : &s, 0);
+    lua_pushinteger(L, bi.bytes);
     return 1;
 }
 
@@ -991,8 +1319,9 @@ static int copy_sink(lua_State *L, void *ud, const char *buf, size_t len) {
 static int protected_read(lua_State *L) {
     Reader *r = (Reader *)lua_touserdata(L, 1);
     int id = (int)lua_tointeger(L, 2);
-    CopySink *s = (CopySink *)lua_touserdata(L, 3);
-    lua_pushinteger(L, read_block(L, r, id, copy_sink, s));
+    CopySink *cs = (CopySink *)lua_touserdata(L, 3);
+    Sink s = { copy_sink, NULL, NULL, cs };
+    lua_pushinteger(L, read_block(L, r, id, &s, BLK_DATA).bytes);
     return 1;
 }
 
@@ -1058,19 +1387,24 @@ static int r_sha256(lua_State *L) {
     return 1;
 }
 
-/* r:verify() -> {blocks=, bytes=}: every data block inflates completely. */
+/* r:verify() -> {blocks=, bytes=, large_objects=}: every data block (every
+ * large object of a BLOBS block too) decompresses completely. */
 static int r_verify(lua_State *L) {
     Reader *r = checkreader(L);
     int i, blocks = 0;
-    long long bytes = 0;
+    long long bytes = 0, los = 0;
     for (i = 0; i < r->n; i++) {
+        BlockInfo bi;
         if (!r->e[i].had_dumper) continue;
-        bytes += read_block(L, r, r->e[i].id, NULL, NULL);
+        bi = read_block(L, r, r->e[i].id, NULL, 0);
+        bytes += bi.bytes;
+        los += bi.los;
         blocks++;
     }
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushinteger(L, blocks); lua_setfield(L, -2, "blocks");
     lua_pushinteger(L, bytes); lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, los); lua_setfield(L, -2, "large_objects");
     return 1;
 }
 

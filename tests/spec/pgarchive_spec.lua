@@ -157,9 +157,66 @@ print(n)
     check(good:sub(1, #good - 100), "truncated")
     local mid = #good - 2000
     check(good:sub(1, mid - 1) .. string.char((good:byte(mid) + 1) % 256) .. good:sub(mid + 1), "corrupt")
-    -- a 1.15 header that declares lz4
-    local lz4 = good:sub(1, 6) .. "\15" .. good:sub(8, 11) .. "\2" .. good:sub(17)
-    check(lz4, "lz4")
+    -- a 1.15 header with an algorithm byte orch does not know
+    check(good:sub(1, 6) .. "\15" .. good:sub(8, 11) .. "\7" .. good:sub(17), "unknown compression algorithm 7")
+  end)
+
+  -- Archives built byte by byte (format doc sections 2-5), for what no
+  -- writer produces: 8-byte integers, lying lengths and counts.
+  local function int(v, size)
+    local m, t = math.abs(v), { string.char(v < 0 and 1 or 0) }
+    for _ = 1, size or 4 do t[#t + 1] = string.char(m % 256); m = m // 256 end
+    return table.concat(t)
+  end
+  local function str(v, size) return v == nil and int(-1, size) or int(#v, size) .. v end
+  local function crafted(o)
+    local n = o.intsize or 4
+    local h = { "PGDMP", string.char(1, o.minor or 14, 0, n, 8, 1), int(0, n) }
+    for _ = 1, 7 do h[#h + 1] = int(1, n) end
+    h[#h + 1] = str("db", n) .. str("15", n) .. str(o.dumper or "crafted", n) .. int(o.count or 1, n)
+    -- one TABLE DATA entry, id 7, data not compressed, offset not set
+    h[#h + 1] = int(o.id or 7, n) .. int(1, n) .. str("0", n) .. str("0", n) .. str("t", n) .. str("TABLE DATA", n) .. int(3, n)
+    h[#h + 1] = str(nil, n) .. str(nil, n) .. str("COPY public.t (a) FROM stdin;\n", n) .. str("public", n) .. str(nil, n) .. str(nil, n)
+    h[#h + 1] = str("postgres", n) .. str("false", n) .. str(nil, n) .. "\1" .. string.rep("\0", 8)
+    h[#h + 1] = "\1" .. int(o.id or 7, n) .. int(#(o.data or "1\n\\.\n\n\n"), n) .. (o.data or "1\n\\.\n\n\n") .. int(0, n)
+    return table.concat(h)
+  end
+  local function refused(bytes, pattern)
+    local p = H.write(dir .. "/crafted.dump", bytes)
+    local ok, e = pcall(function()
+      local a <close> = A.open(p)
+      return a:verify()
+    end)
+    assert.is_false(ok, "accepted, expected: " .. pattern)
+    assert.matches(pattern, tostring(e))
+    return tostring(e)
+  end
+
+  it("reads 8-byte integers, and refuses values that do not fit in 32 bits as pg_restore would (issue 10)", function()
+    for _, n in ipairs { 4, 8 } do
+      local a <close> = A.open(H.write(dir .. "/int" .. n .. ".dump", crafted { intsize = n }))
+      local parts = {}
+      assert.equals(7, a:entries()[1].id)
+      a:read_block(7, function(c) parts[#parts + 1] = c end)
+      assert.equals("1\n\\.\n\n\n", table.concat(parts))
+    end
+    local e = refused(crafted { intsize = 8, id = (1 << 32) + 7 }, "integer 4294967303 at byte %d+ in TOC entry 1 of 1 .- does not fit in 32 bits")
+    assert.matches("crafted.dump", e)
+    refused(crafted { intsize = 8, id = 1 << 62 }, "does not fit in 32 bits")
+  end)
+
+  it("bounds every allocation by what the file holds: lying counts and lengths are refused before memory is taken (issue 10)", function()
+    local before = collectgarbage("count")
+    assert.equals(76, #crafted { dumper = "x" }:sub(1, 76))
+    local e = refused(crafted { count = (1 << 31) - 1, dumper = "x" }:sub(1, 76), "claims 2147483647 entries, more than the %d+ bytes after it can hold")
+    assert.matches("truncated or corrupt", e)
+    assert.is_true(collectgarbage("count") - before < 4096, "the reader allocated for the claimed count")
+    -- a string claiming 2 GB in a file of a few hundred bytes
+    local good = crafted {}
+    local at = good:find("COPY public", 1, true) - 5
+    refused(good:sub(1, at - 1) .. int((1 << 31) - 1) .. good:sub(at + 5), "a string of 2147483647 bytes at byte %d+ in the TOC entry 7 %(TABLE DATA t%) .- runs past the end of the file")
+    -- a chunk claiming more bytes than the file has: named with its entry and offset
+    refused(crafted { data = "x" }:sub(1, -6) .. int(1000) .. "x", "block of entry 7 %(TABLE DATA public.t%)")
   end)
 
   it("aborts a restore COPY from a corrupt block, leaving the target table empty and the connection usable", function()
