@@ -3,15 +3,19 @@
  * ../shared/formats/pgdump-custom-format.md), written and read by orch.
  *
  *   local A = require "orch.pgarchive"
- *   local w <close> = A.writer("x.dump", { level = -1, dbname = "app", server_version = "15.4" })
+ *   local w <close> = A.writer("x.dump", { compression = "zstd", level = 3, dbname = "app", server_version = "15.4" })
  *   w:entry { id = 1, tag = "ENCODING", desc = "ENCODING", section = "pre-data", defn = "SET client_encoding = 'UTF8';\n" }
  *   ... w:write_toc(); w:copy_table(conn, id, "COPY s.t (a) TO STDOUT"); w:close()
  *   local r <close> = A.open("x.dump"); for _, e in ipairs(r:entries()) do ... end
  *
- * Writes format 1.14 (what pg_restore 15, 16 and 17 read); reads 1.12-1.16.
- * Data blocks are one zlib stream each, compressed on worker threads
- * (pdeflate); a seekable output gets its TOC rewritten with the block
- * offsets at close, so pg_restore -j can seek. Nothing holds a whole table.
+ * Writes format 1.14 (what pg_restore 12 to 18 read) with gzip or no
+ * compression, and 1.15 (pg_restore 16 or newer) when asked for lz4 or zstd,
+ * which 1.14 cannot declare; reads 1.12-1.16 with all four. Each data block
+ * (each large object of a BLOBS block) is one compressed stream: zlib
+ * compressed on worker threads (pdeflate), an lz4 frame, or a zstd frame
+ * (zstd's own worker threads). A seekable output gets its TOC rewritten with
+ * the block offsets at close, so pg_restore -j can seek. Nothing holds a
+ * whole table.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -40,6 +44,12 @@
 
 enum { OFF_NOT_SET = 1, OFF_SET = 2, OFF_NO_DATA = 3 };
 enum { BLK_DATA = 1, BLK_BLOBS = 3 };
+enum { ALG_NONE = 0, ALG_GZIP = 1, ALG_LZ4 = 2, ALG_ZSTD = 3 };
+
+static const char *algorithm_name(int a) {
+    return a == 0 ? "none" : a == 1 ? "gzip" : a == 2 ? "lz4" : a == 3 ? "zstd" : "unknown";
+}
+
 
 /* ================================================================ writer */
 
@@ -52,6 +62,7 @@ typedef struct Entry {
 
 typedef struct Writer {
     int fd, seekable, closed, level, threads;
+    int algorithm, minor;   /* ALG_*, archive version 1.<minor> */
     long long off;          /* bytes written so far = current position */
     long long toc_start;
     Entry *entries;
@@ -59,8 +70,13 @@ typedef struct Writer {
     int next_block;         /* index in entries of the next data entry expected */
     int in_block;
     PDeflate *pd;
-    unsigned char *raw;     /* level 0: coalescing buffer */
+    unsigned char *raw;     /* none: coalescing buffer */
     size_t rawlen;
+    LZ4F_cctx *lz;          /* lz4 */
+    ZSTD_CCtx *zc;          /* zstd */
+    unsigned char *cbuf;    /* lz4/zstd output buffer */
+    size_t cbufcap;
+    int in_stream;          /* lz4/zstd: a frame is open */
     long long block_in, total_in;
     char *dbname, *server_version, *dumper_version;
     int err;                /* errno of the first write failure */
@@ -117,9 +133,11 @@ static int write_header(Writer *w) {
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
-    if (wwrite(w, "PGDMP", 5) || put_byte(w, 1) || put_byte(w, 14) || put_byte(w, 0) ||
-        put_byte(w, 4) || put_byte(w, 8) || put_byte(w, 1) || put_int(w, w->level))
+    if (wwrite(w, "PGDMP", 5) || put_byte(w, 1) || put_byte(w, w->minor) || put_byte(w, 0) ||
+        put_byte(w, 4) || put_byte(w, 8) || put_byte(w, 1))
         return -1;
+    /* 1.14: Int zlib level (0 = none); 1.15: Byte algorithm */
+    if (w->minor >= 15 ? put_byte(w, w->algorithm) : put_int(w, w->algorithm == ALG_NONE ? 0 : w->level)) return -1;
     if (put_int(w, tm.tm_sec) || put_int(w, tm.tm_min) || put_int(w, tm.tm_hour) || put_int(w, tm.tm_mday) ||
         put_int(w, tm.tm_mon) || put_int(w, tm.tm_year) || put_int(w, tm.tm_isdst))
         return -1;
@@ -170,6 +188,9 @@ static void free_entries(Writer *w) {
 static int writer_release(Writer *w) {
     if (w->pd) { pdeflate_free(w->pd); w->pd = NULL; }
     free(w->raw); w->raw = NULL;
+    if (w->lz) { LZ4F_freeCompressionContext(w->lz); w->lz = NULL; }
+    if (w->zc) { ZSTD_freeCCtx(w->zc); w->zc = NULL; }
+    free(w->cbuf); w->cbuf = NULL;
     free_entries(w);
     free(w->dbname); free(w->server_version); free(w->dumper_version);
     w->dbname = w->server_version = w->dumper_version = NULL;
@@ -233,15 +254,38 @@ static int a_writer(lua_State *L) {
     luaL_setmetatable(L, WRITER_MT);
     w->level = -1;
     w->threads = 2;
+    w->algorithm = -1;
+    w->minor = 14;
     if (lua_istable(L, 2)) {
-        if (lua_getfield(L, 2, "level") == LUA_TNUMBER) w->level = (int)lua_tointeger(L, -1);
+        static const char *const algs[] = { "none", "gzip", "lz4", "zstd", NULL };
+        int has_level = lua_getfield(L, 2, "level") == LUA_TNUMBER;
+        if (has_level) w->level = (int)lua_tointeger(L, -1);
         if (lua_getfield(L, 2, "threads") == LUA_TNUMBER) w->threads = (int)lua_tointeger(L, -1);
         lua_pop(L, 2);
+        if (lua_getfield(L, 2, "compression") != LUA_TNIL) w->algorithm = luaL_checkoption(L, -1, NULL, algs);
+        lua_pop(L, 1);
+        if (lua_getfield(L, 2, "version") != LUA_TNIL) {
+            const char *v = luaL_checkstring(L, -1);
+            if (strcmp(v, "1.14") && strcmp(v, "1.15")) return luaL_error(L, "archive version must be \"1.14\" or \"1.15\", got \"%s\"", v);
+            w->minor = v[3] == '5' ? 15 : 14;
+        }
+        lua_pop(L, 1);
         w->dbname = dupfield(L, 2, "dbname");
         w->server_version = dupfield(L, 2, "server_version");
         w->dumper_version = dupfield(L, 2, "dumper_version");
+        /* without compression=: level 0 is none, -1/1..9 gzip (the -Z N of pg_dump 15) */
+        if (w->algorithm < 0) w->algorithm = has_level && w->level == 0 ? ALG_NONE : ALG_GZIP;
+        if (!has_level) w->level = -1;
     }
-    if (w->level < -1 || w->level > 9) return luaL_error(L, "compression level must be -1 (default) or 0..9");
+    if (w->algorithm < 0) w->algorithm = ALG_GZIP;
+    switch (w->algorithm) {
+    case ALG_NONE: if (w->level > 0) return luaL_error(L, "compression none takes no level (got %d)", w->level); w->level = 0; break;
+    case ALG_GZIP: if (w->level != -1 && (w->level < 1 || w->level > 9)) return luaL_error(L, "gzip compression level must be 1..9 (got %d)", w->level); break;
+    case ALG_LZ4: if (w->level != -1 && (w->level < 1 || w->level > 12)) return luaL_error(L, "lz4 compression level must be 1..12 (got %d)", w->level); break;
+    default: if (w->level != -1 && (w->level < 1 || w->level > ZSTD_maxCLevel())) return luaL_error(L, "zstd compression level must be 1..%d (got %d)", ZSTD_maxCLevel(), w->level);
+    }
+    /* 1.14 has no way to declare lz4 or zstd: such archives are 1.15 (pg_restore 16+) */
+    if (w->algorithm >= ALG_LZ4) w->minor = 15;
     if (w->threads < 1) w->threads = 1;
     if (!strcmp(path, "-")) {
         fd = 1;
@@ -260,12 +304,28 @@ static int a_writer(lua_State *L) {
     w->closed = 0;
     w->seekable = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lseek(fd, 0, SEEK_CUR) >= 0;
     if (w->seekable) w->off = lseek(fd, 0, SEEK_CUR);
-    if (w->level != 0) {
+    if (w->algorithm == ALG_GZIP) {
         w->pd = pdeflate_new(w->level, w->threads, 0, emit_chunk, w);
         if (!w->pd) return luaL_error(L, "cannot start the compression threads");
-    } else {
+    } else if (w->algorithm == ALG_NONE) {
         w->raw = (unsigned char *)malloc(RAW_CHUNK);
         if (!w->raw) return luaL_error(L, "out of memory");
+    } else if (w->algorithm == ALG_LZ4) {
+        LZ4F_preferences_t pref;
+        memset(&pref, 0, sizeof pref);
+        if (LZ4F_isError(LZ4F_createCompressionContext(&w->lz, LZ4F_VERSION))) { w->lz = NULL; return luaL_error(L, "lz4 cannot start (out of memory?)"); }
+        pref.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;   /* so a damaged block is caught */
+        w->cbufcap = LZ4F_compressBound(RAW_CHUNK, &pref);
+        if (w->cbufcap < LZ4F_HEADER_SIZE_MAX) w->cbufcap = LZ4F_HEADER_SIZE_MAX;
+        if (!(w->cbuf = (unsigned char *)malloc(w->cbufcap))) return luaL_error(L, "out of memory");
+    } else {
+        if (!(w->zc = ZSTD_createCCtx())) return luaL_error(L, "zstd cannot start (out of memory?)");
+        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_compressionLevel, w->level == -1 ? ZSTD_CLEVEL_DEFAULT : w->level);
+        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_checksumFlag, 1);
+        /* its own worker threads when the library has them (else it compresses inline) */
+        if (w->threads > 1) ZSTD_CCtx_setParameter(w->zc, ZSTD_c_nbWorkers, w->threads);
+        w->cbufcap = ZSTD_CStreamOutSize();
+        if (!(w->cbuf = (unsigned char *)malloc(w->cbufcap))) return luaL_error(L, "out of memory");
     }
     return 1;
 }
@@ -352,9 +412,57 @@ static int flush_raw(Writer *w) {
     return r;
 }
 
+static int codec_fail(Writer *w, const char *codec, const char *msg) {
+    if (!w->errmsg[0]) snprintf(w->errmsg, sizeof w->errmsg, "%s compression failed: %s", codec, msg);
+    return -1;
+}
+
+/* Open an lz4 frame if none is (its header is the first chunk). */
+static int lz4_begin(Writer *w) {
+    LZ4F_preferences_t pref;
+    size_t n;
+    if (w->in_stream) return 0;
+    memset(&pref, 0, sizeof pref);
+    pref.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+    pref.compressionLevel = w->level == -1 ? 0 : w->level;
+    n = LZ4F_compressBegin(w->lz, w->cbuf, w->cbufcap, &pref);
+    if (LZ4F_isError(n)) return codec_fail(w, "lz4", LZ4F_getErrorName(n));
+    w->in_stream = 1;
+    return emit_chunk(w, w->cbuf, n);
+}
+
+/* Run zstd over in with mode (continue or end), emitting all output. */
+static int zstd_run(Writer *w, const char *data, size_t len, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer in = { data, len, 0 };
+    for (;;) {
+        ZSTD_outBuffer out = { w->cbuf, w->cbufcap, 0 };
+        size_t left = ZSTD_compressStream2(w->zc, &out, &in, mode);
+        if (ZSTD_isError(left)) return codec_fail(w, "zstd", ZSTD_getErrorName(left));
+        if (emit_chunk(w, w->cbuf, out.pos)) return -1;
+        if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size) return 0;
+    }
+}
+
+/* Compress data into the current stream of the open block. */
 static int block_write(Writer *w, const char *data, size_t len) {
     w->block_in += (long long)len;
     w->total_in += (long long)len;
+    if (w->algorithm == ALG_LZ4) {
+        if (lz4_begin(w)) return -1;
+        while (len > 0) {
+            size_t k = len > RAW_CHUNK ? RAW_CHUNK : len, n;
+            n = LZ4F_compressUpdate(w->lz, w->cbuf, w->cbufcap, data, k, NULL);
+            if (LZ4F_isError(n)) return codec_fail(w, "lz4", LZ4F_getErrorName(n));
+            if (emit_chunk(w, w->cbuf, n)) return -1;
+            data += k;
+            len -= k;
+        }
+        return 0;
+    }
+    if (w->algorithm == ALG_ZSTD) {
+        w->in_stream = 1;
+        return len ? zstd_run(w, data, len, ZSTD_e_continue) : 0;
+    }
     if (w->pd) {
         if (pdeflate_write(w->pd, data, len)) {
             if (!w->errmsg[0]) snprintf(w->errmsg, sizeof w->errmsg, "%s", pdeflate_errmsg(w->pd));
@@ -372,6 +480,29 @@ static int block_write(Writer *w, const char *data, size_t len) {
         if (w->rawlen == RAW_CHUNK && flush_raw(w)) return -1;
     }
     return 0;
+}
+
+/* End the current stream: the zlib stream, lz4 frame or zstd frame is
+ * finished (an empty one if nothing was written), raw bytes flushed. */
+static int stream_end(Writer *w) {
+    if (w->algorithm == ALG_GZIP) {
+        if (pdeflate_finish(w->pd)) {
+            if (!w->errmsg[0]) snprintf(w->errmsg, sizeof w->errmsg, "%s", pdeflate_errmsg(w->pd));
+            return -1;
+        }
+        return 0;
+    }
+    if (w->algorithm == ALG_NONE) return flush_raw(w);
+    if (w->algorithm == ALG_LZ4) {
+        size_t n;
+        if (lz4_begin(w)) return -1;
+        n = LZ4F_compressEnd(w->lz, w->cbuf, w->cbufcap, NULL);
+        w->in_stream = 0;
+        if (LZ4F_isError(n)) return codec_fail(w, "lz4", LZ4F_getErrorName(n));
+        return emit_chunk(w, w->cbuf, n);
+    }
+    w->in_stream = 0;
+    return zstd_run(w, "", 0, ZSTD_e_end);
 }
 
 /* w:begin_block(id): start the data block of entry id (TOC order). */
@@ -406,10 +537,7 @@ static int w_write(lua_State *L) {
 static int w_end_block(lua_State *L) {
     Writer *w = checkwriter(L);
     if (!w->in_block) return luaL_error(L, "end_block() without begin_block()");
-    if (w->pd ? pdeflate_finish(w->pd) : flush_raw(w)) {
-        if (w->pd && !w->errmsg[0]) snprintf(w->errmsg, sizeof w->errmsg, "%s", pdeflate_errmsg(w->pd));
-        return raise_werr(L, w);
-    }
+    if (stream_end(w)) return raise_werr(L, w);
     if (put_int(w, 0)) return raise_werr(L, w);
     w->in_block = 0;
     w->next_block++;
@@ -503,8 +631,10 @@ static int w_close(lua_State *L) {
         w->off = end;
         if (fsync(w->fd) != 0) { w->err = errno; wfail(w, "fsync of the archive failed"); return raise_werr(L, w); }
     }
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 5);
     lua_pushinteger(L, end); lua_setfield(L, -2, "bytes");
+    lua_pushstring(L, algorithm_name(w->algorithm)); lua_setfield(L, -2, "compression");
+    lua_pushfstring(L, "1.%d", w->minor); lua_setfield(L, -2, "version");
     lua_pushinteger(L, w->total_in); lua_setfield(L, -2, "uncompressed");
     lua_pushboolean(L, offsets); lua_setfield(L, -2, "offsets");
     writer_release(w);
@@ -755,9 +885,6 @@ static const char *section_name(int s) {
     return s == 1 ? "none" : s == 2 ? "pre-data" : s == 3 ? "data" : s == 4 ? "post-data" : "unknown";
 }
 
-static const char *algorithm_name(int a) {
-    return a == 0 ? "none" : a == 1 ? "gzip" : a == 2 ? "lz4" : a == 3 ? "zstd" : "unknown";
-}
 
 /* "entry 7 (TABLE DATA public.t)" from the fields on the Lua table at -1. */
 static void make_label(lua_State *L, REntry *e) {

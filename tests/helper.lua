@@ -101,6 +101,35 @@ function H.pgtool(prog, argv, opts)
   return sys.spawn(spec)
 end
 
+--- PostgreSQL 17's client programs (pg_dump, pg_restore), installed by
+-- scripts/install-deps (tests/tools/install-pg17-client): the judges for
+-- archive versions 1.15/1.16, which Debian's 15 cannot read. Raises when
+-- they are missing. Same arguments and result as H.pgtool.
+function H.pg17tool(prog, argv, opts)
+  local bin = sys.realpath(".orch/test-tools/postgresql-17/bin/" .. prog)
+  if not bin then error("no PostgreSQL 17 " .. prog .. " in .orch/test-tools: run scripts/install-deps", 2) end
+  opts = opts or {}
+  local pg = H.cluster()
+  local spec = { bin }
+  for _, a in ipairs(argv) do spec[#spec + 1] = a end
+  spec.env = { PGHOST = pg.host, PGPORT = tostring(pg.port), PGUSER = pg.user }
+  for k, v in pairs(opts.env or {}) do spec.env[k] = v end
+  spec.stdin = opts.stdin
+  spec.timeout = opts.timeout or 300
+  return sys.spawn(spec)
+end
+
+--- Restore an archive with pg_restore 17 into a database of the test
+-- cluster (a 15 server): pg_restore 17 writes the script, psql 15 runs it
+-- stopping at the first error. The one line 17 adds that 15 does not know
+-- (SET transaction_timeout) is left out. Returns {ok, stdout, stderr}.
+function H.pg17_restore(path, dbname)
+  local script = H.pg17tool("pg_restore", { "-f", "-", path })
+  if not script.ok then return script end
+  local sql = script.stdout:gsub("\nSET transaction_timeout = 0;\n", "\n")
+  return H.pgtool("psql", { "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dbname }, { stdin = sql })
+end
+
 --- The judge's view of a database's schema: pg_dump --schema-only text
 -- (without the random \restrict key pg_dump 15.18+ writes per run).
 -- opts.exclude_table leaves one table out.

@@ -8,7 +8,7 @@ local sys = require "orch.sys"
 -- A small archive in the shape of the format doc's section 7, with data
 -- streamed by COPY from a real table that carries awkward values.
 local function build_archive(path, src_conn, opts)
-  local w = A.writer(path, { level = opts and opts.level or -1, dbname = "src", server_version = "15",
+  local w = A.writer(path, { compression = opts and opts.compression, level = opts and opts.level or -1, dbname = "src", server_version = "15",
                              dumper_version = "orch test", overwrite = true })
   local E = {
     { id = 1, tag = "ENCODING", desc = "ENCODING", section = "pre-data", defn = "SET client_encoding = 'UTF8';\n" },
@@ -24,7 +24,7 @@ local function build_archive(path, src_conn, opts)
   }
   for _, e in ipairs(E) do w:entry(e) end
   w:write_toc()
-  local rows = w:copy_table(src_conn, 6, "COPY public.src (id, note) TO STDOUT")
+  local rows = w:copy_table(src_conn, 6, "COPY " .. (opts and opts.from or "public.src") .. " (id, note) TO STDOUT")
   return w:close(), rows
 end
 
@@ -36,7 +36,10 @@ describe("orch.pgarchive", function()
     c:exec("SET client_min_messages = warning")
     c:exec([[CREATE TABLE src (id int, note text);
       INSERT INTO src VALUES (1, E'tab\there'), (2, E'new\nline'), (3, E'back\\slash'), (4, '\N'), (5, NULL), (6, 'unicode é ✓');
-      INSERT INTO src SELECT g, repeat(md5(g::text), 50) FROM generate_series(7, 20000) g;]])
+      INSERT INTO src SELECT g, repeat(md5(g::text), 50) FROM generate_series(7, 20000) g;
+      CREATE TABLE small (id int, note text);
+      INSERT INTO small SELECT id, note FROM src WHERE id <= 6;
+      INSERT INTO small SELECT g, repeat(md5(g::text), g % 7) FROM generate_series(7, 3000) g;]])
     dir = H.tmpdir()
   end)
   teardown(function()
@@ -49,8 +52,8 @@ describe("orch.pgarchive", function()
     local d <close> = H.cluster():connect(dbname)
     return d:value("SELECT md5(string_agg(id || ':' || coalesce(note, '<null>'), '|' ORDER BY id)) FROM s.t")
   end
-  local function source_checksum()
-    return c:value("SELECT md5(string_agg(id || ':' || coalesce(note, '<null>'), '|' ORDER BY id)) FROM src")
+  local function source_checksum(t)
+    return c:value("SELECT md5(string_agg(id || ':' || coalesce(note, '<null>'), '|' ORDER BY id)) FROM " .. (t or "src"))
   end
 
   it("writes an archive that pg_restore lists and restores (file, stdin, -j 2), with offsets", function()
@@ -217,6 +220,143 @@ print(n)
     refused(good:sub(1, at - 1) .. int((1 << 31) - 1) .. good:sub(at + 5), "a string of 2147483647 bytes at byte %d+ in the TOC entry 7 %(TABLE DATA t%) .- runs past the end of the file")
     -- a chunk claiming more bytes than the file has: named with its entry and offset
     refused(crafted { data = "x" }:sub(1, -6) .. int(1000) .. "x", "block of entry 7 %(TABLE DATA public.t%)")
+  end)
+
+
+  -- ------------------------------------------------------------ compression (issue 9 section 5)
+  local function block_text(path, id)
+    local a <close> = A.open(path)
+    local parts = {}
+    a:read_block(id, function(chunk) parts[#parts + 1] = chunk end)
+    return table.concat(parts), a:header()
+  end
+
+  it("writes none, gzip, lz4 and zstd archives that orch and pg_restore 17 read back identically; pg_restore 15 refuses lz4/zstd (1.15) with its own message", function()
+    local copy = {}
+    c:copy_out("COPY public.small (id, note) TO STDOUT", function(chunk) copy[#copy + 1] = chunk end)
+    local expect = table.concat(copy) .. "\\.\n\n\n"
+    for _, z in ipairs { "none", "gzip", "lz4", "zstd" } do
+      local path = dir .. "/c-" .. z .. ".dump"
+      local info = build_archive(path, c, { compression = z, from = "public.small" })
+      local version = (z == "lz4" or z == "zstd") and "1.15" or "1.14"
+      assert.equals(z, info.compression)
+      assert.equals(version, info.version)
+      local text, h = block_text(path, 6)
+      assert.equals(z, h.compression)
+      assert.equals(version, h.version)
+      assert.is_true(text == expect, z .. ": the block does not read back as the COPY output")
+      local _, target = H.fresh_db("arc_c" .. z)
+      local r = H.pg17_restore(path, target)
+      assert.is_true(r.ok, z .. ": " .. (r.stderr or ""))
+      assert.equals(source_checksum("small"), restored_checksum(target), z)
+      H.drop_db(target)
+      local r15 = H.pgtool("pg_restore", { "-l", path })
+      if version == "1.15" then
+        assert.is_false(r15.ok)
+        assert.matches("unsupported version %(1%.15%) in file header", r15.stderr)
+      else
+        assert.is_true(r15.ok, r15.stderr)
+      end
+    end
+    -- explicit levels
+    for _, zl in ipairs { { "zstd", 19 }, { "lz4", 12 }, { "gzip", 1 } } do
+      build_archive(dir .. "/lvl.dump", c, { compression = zl[1], level = zl[2], from = "public.small" })
+      assert.is_true(block_text(dir .. "/lvl.dump", 6) == expect, zl[1] .. ":" .. zl[2])
+    end
+    assert.has_error(function() A.writer(dir .. "/bad.dump", { compression = "lz4", level = 13 }) end, "lz4 compression level must be 1..12 (got 13)")
+    assert.has_error(function() A.writer(dir .. "/bad.dump", { compression = "brotli" }) end)
+  end)
+
+  it("refuses corrupt lz4 and zstd blocks like corrupt zlib ones, naming the entry", function()
+    for _, z in ipairs { "gzip", "lz4", "zstd" } do
+      local path = dir .. "/k-" .. z .. ".dump"
+      build_archive(path, c, { compression = z, from = "public.small" })
+      local good = H.read(path)
+      for _, back in ipairs { 1500, 9000 } do
+        local at = #good - back
+        local p = H.write(dir .. "/k-bad.dump", good:sub(1, at - 1) .. string.char((good:byte(at) + 0x55) % 256) .. good:sub(at + 1))
+        local ok, e = pcall(function()
+          local a <close> = A.open(p)
+          return a:verify()
+        end)
+        assert.is_false(ok, z .. " accepted a changed byte")
+        assert.matches("entry 6 %(TABLE DATA s%.t%)", tostring(e))
+        assert.matches("corrupt", tostring(e))
+      end
+    end
+  end)
+
+  it("reads pg_dump 17's archives (1.16: relkind, BLOB METADATA, BLOBS) with gzip, none, lz4 and zstd", function()
+    c:exec([[SELECT lo_from_bytea(0, convert_to(repeat('large object ', 10000), 'UTF8')) FROM generate_series(1, 2)]])
+    local los = {}
+    for _, row in ipairs(c:query("SELECT oid::text AS oid, encode(lo_get(oid), 'hex') AS hex FROM pg_largeobject_metadata")) do
+      los[row.oid] = row.hex
+    end
+    for _, z in ipairs { "gzip", "none", "lz4", "zstd" } do
+      local path = dir .. "/pg17-" .. z .. ".dump"
+      local r = H.pg17tool("pg_dump", { "-Fc", "-Z", z, "-b", "-t", "small", "-f", path, "-d", name })
+      assert.is_true(r.ok, r.stderr)
+      local a <close> = A.open(path)
+      local h = a:header()
+      assert.equals("1.16", h.version)
+      assert.equals(z, h.compression)
+      local byd = {}
+      for _, e in ipairs(a:entries()) do byd[e.desc] = e end
+      assert.equals(string.byte("r"), byd.TABLE.relkind)
+      assert.is_truthy(byd["BLOB METADATA"])
+      local got, cur = {}, nil
+      a:read_block(byd.BLOBS.id, function(chunk, oid)
+        if chunk == "" then cur = {}; got[tostring(oid)] = cur end
+        cur[#cur + 1] = chunk
+      end)
+      for oid, hex in pairs(los) do
+        assert.equals(hex, (table.concat(got[oid] or {}):gsub(".", function(ch) return string.format("%02x", ch:byte()) end)), z .. ": large object " .. oid)
+      end
+      c:exec("DROP TABLE IF EXISTS back; CREATE TABLE back (id int, note text)")
+      a:copy_into(c, byd["TABLE DATA"].id, "COPY public.back (id, note) FROM stdin")
+      assert.equals(source_checksum("small"), c:value("SELECT md5(string_agg(id || ':' || coalesce(note, '<null>'), '|' ORDER BY id)) FROM back"))
+      local v = a:verify()
+      assert.equals(2, v.blocks)
+      assert.is_true(v.large_objects >= 2)
+    end
+    c:exec("SELECT lo_unlink(oid) FROM pg_largeobject_metadata")
+  end)
+
+  it("orch backup --compress METHOD[:LEVEL] | -Z N: 1.15 for lz4/zstd, 1.14 otherwise; orch restore reads each back identically", function()
+    local cases = { { { "--compress", "zstd:5" }, "zstd", "1.15" }, { { "--compress", "lz4" }, "lz4", "1.15" },
+      { { "--compress", "gzip:3" }, "gzip", "1.14" }, { { "--compress", "none" }, "none", "1.14" },
+      { { "-Z", "0" }, "none", "1.14" }, { {}, "gzip", "1.14" } }
+    local curl, cname = H.fresh_db("arc_clisrc")
+    local cc <close> = db.connect(curl)
+    cc:exec([[CREATE TABLE notes (id int PRIMARY KEY, body text, at date);
+      INSERT INTO notes SELECT g, repeat(md5(g::text), g % 9), DATE '2024-02-13' + g FROM generate_series(1, 3000) g]])
+    local want = H.contents_of(cname)
+    for i, case in ipairs(cases) do
+      local out = dir .. "/cli" .. i .. ".dump"
+      local argv = { "backup", "--db", curl, "--output", out }
+      for _, a in ipairs(case[1]) do argv[#argv + 1] = a end
+      local r = H.orch(argv)
+      assert.is_true(r.ok, table.concat(case[1], " ") .. ": " .. r.stderr)
+      local a <close> = A.open(out)
+      assert.equals(case[2], a:header().compression, table.concat(case[1], " "))
+      assert.equals(case[3], a:header().version, table.concat(case[1], " "))
+      local turl, target = H.fresh_db("arc_cli" .. i)
+      local rr = H.orch { "restore", out, "--db", turl }
+      assert.is_true(rr.ok, rr.stderr)
+      assert.same(want, H.contents_of(target))
+      H.drop_db(target)
+      if case[2] == "zstd" then
+        local r15 = H.pgtool("pg_restore", { "-l", out })
+        assert.is_false(r15.ok)
+        assert.matches("pg_restore: error: unsupported version %(1%.15%) in file header", r15.stderr)
+      end
+    end
+    cc:close()
+    H.drop_db(cname)
+    local bad = H.orch { "backup", "--db", curl, "--output", dir .. "/never.dump", "--compress", "zstd:30" }
+    assert.equals(2, bad.code)
+    assert.matches("zstd levels are 1%-22", bad.stderr)
+    assert.is_nil(sys.stat(dir .. "/never.dump"))
   end)
 
   it("aborts a restore COPY from a corrupt block, leaving the target table empty and the connection usable", function()

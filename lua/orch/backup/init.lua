@@ -67,7 +67,9 @@ end
 
 --- Take a backup of the database conn is connected to.
 -- opts: dir (backups directory; default backups/<env or default>), output
--- (a file path, or "-" for stdout: then no manifest), level (-1, 0..9),
+-- (a file path, or "-" for stdout: then no manifest), compression ("gzip"
+-- default, "none", "lz4", "zstd": the last two make a 1.15 archive) and level
+-- (-1 = the algorithm's default; without compression, 0 means none),
 -- threads, env, run_id, skip (kinds to leave out), lock_timeout ("10s"),
 -- on_progress(ev), no_owner. Returns the manifest (plus .path).
 function B.create(conn, opts)
@@ -112,7 +114,7 @@ function B.create(conn, opts)
     local toc = catalog.build(conn, { skip = opts.skip, no_owner = opts.no_owner })
     lock_tables(conn, toc.tables, opts.lock_timeout or "10s")
     local migration = latest_migration(conn)
-    w = pgarchive.writer(tmp, { level = opts.level or -1, threads = opts.threads or 2, dbname = toc.dbname,
+    w = pgarchive.writer(tmp, { compression = opts.compression, level = opts.level or -1, threads = opts.threads or 2, dbname = toc.dbname,
       server_version = toc.server_version, dumper_version = "orch " .. package.orch_version })
     for _, e in ipairs(toc.entries) do w:entry(e) end
     w:write_toc()
@@ -154,7 +156,8 @@ function B.create(conn, opts)
     latest_migration = result.migration or json.null, orch_version = package.orch_version,
     started_at = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(started)), finished_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
     duration_ms = math.floor((sys.now() - started) * 1000), run_id = opts.run_id or json.null, env = opts.env or json.null,
-    compression = opts.level or -1, entries = #result.toc.entries, rows = result.rows,
+    compression = result.winfo.compression, compression_level = opts.level or -1, archive_version = result.winfo.version,
+    entries = #result.toc.entries, rows = result.rows,
     tables = json.object(result.counts), uncompressed_bytes = result.winfo.uncompressed,
   }
   if to_stdout then return manifest end

@@ -9,7 +9,10 @@ local sys = require "orch.sys"
 local spec = args.spec({ "db", "env", "json", "quiet" }, {
   { name = "output", short = "o", type = "string", metavar = "FILE|-", help = "write to FILE, or - for stdout (no manifest)" },
   { name = "dir", type = "string", help = "backups directory (default: the environment's backups.dir, else backups/<env>)" },
-  { name = "compress", short = "Z", type = "number", default = -1, help = "zlib level 0-9, -1 = default (6)" },
+  { name = "compress", short = "Z", type = "string", metavar = "METHOD[:LEVEL]|N",
+    help = "gzip[:1-9] (default), lz4[:1-12], zstd[:1-22] or none, as pg_dump 16 takes them; lz4 and zstd " ..
+           "make a format 1.15 archive, which only pg_restore 16 or newer reads (pg_restore 15: \"unsupported version " ..
+           "(1.15) in file header\"); a number N is pg_dump 15's -Z N: gzip level N, 0 = none" },
   { name = "threads", type = "number", default = 2, help = "compression threads" },
   { name = "skip", type = "list", metavar = "KIND", help = "leave out a kind orch cannot dump yet (e.g. aggregate)" },
   { name = "lock-timeout", type = "string", default = "10s", help = "how long to wait for table locks" },
@@ -17,21 +20,57 @@ local spec = args.spec({ "db", "env", "json", "quiet" }, {
   { name = "no-owner", type = "boolean", help = "do not record object owners" },
 })
 
+-- --compress / -Z: pg_dump 16's METHOD[:LEVEL] (also METHOD:level=N), or
+-- pg_dump 15's plain level. Returns compression, level; a bad value is a
+-- usage error. gzip and none keep format 1.14, which pg_restore 12-18 read.
+local LEVELS = { gzip = { 1, 9 }, lz4 = { 1, 12 }, zstd = { 1, 22 } }
+local function parse_compress(v)
+  if v == nil then return "gzip", -1 end
+  local bad = function(why)
+    args.usage_error("backup", string.format("--compress %s: %s (use gzip[:1-9], lz4[:1-12], zstd[:1-22], none, or a level 0-9)", v, why))
+  end
+  local n = tonumber(v)
+  if n then
+    if n ~= math.floor(n) or n < -1 or n > 9 then bad("a plain level must be 0-9") end
+    if n == 0 then return "none", 0 end
+    return "gzip", math.tointeger(n)
+  end
+  local method, rest = v:match("^(%a[%w]*)(.*)$")
+  if not method then bad("not a compression method") end
+  method = method:lower()
+  if method ~= "none" and not LEVELS[method] then bad("unknown method " .. method) end
+  local level = -1
+  if rest ~= "" then
+    local l = rest:match("^:level=(%-?%d+)$") or rest:match("^:(%-?%d+)$")
+    if not l then bad("the level goes after a colon, e.g. " .. method .. ":3") end
+    level = math.tointeger(tonumber(l))
+    if method == "none" then
+      if level ~= 0 then bad("none takes no level") end
+      return "none", 0
+    end
+    local r = LEVELS[method]
+    if level < r[1] or level > r[2] then bad(string.format("%s levels are %d-%d", method, r[1], r[2])) end
+  end
+  return method, method == "none" and 0 or level
+end
+
 return {
   summary = "back up the database as a pg_dump custom archive (restorable by pg_restore) with a manifest",
-  usage = "usage: orch backup [--db URL] [--output FILE | --output -] [--dir DIR] [-Z LEVEL] [--json]",
-  examples = { "orch backup", "orch backup --output /tmp/app.dump", "orch backup -o - | ssh host 'cat > app.dump'" },
+  usage = "usage: orch backup [--db URL] [--output FILE | --output -] [--dir DIR] [--compress METHOD[:LEVEL] | -Z N] [--json]",
+  examples = { "orch backup", "orch backup --output /tmp/app.dump", "orch backup -o - | ssh host 'cat > app.dump'",
+    "orch backup --compress zstd:5   # format 1.15: needs pg_restore 16 or newer (orch restore reads it)" },
   spec = spec,
   run = function(argv)
     local opts = args.parse(argv, spec, "backup")
     if opts.quiet or opts.json or opts.output == "-" then log.level = "warn" end
     local skip = {}
     for _, k in ipairs(opts.skip or {}) do skip[k:gsub("-", "_")] = true end
+    local compression, level = parse_compress(opts.compress)
     local c <close> = target.connect(opts)
     local tty = sys.isatty(2) and not opts.json and opts.output ~= "-"
     local t0 = sys.monotonic()
     local m = backup.create(c, {
-      output = opts.output, dir = opts.dir or (opts.env and require("orch.env").backups(opts.env).dir) or nil, level = opts.compress,
+      output = opts.output, dir = opts.dir or (opts.env and require("orch.env").backups(opts.env).dir) or nil, compression = compression, level = level,
       threads = opts.threads, env = opts.env, run_id = opts.run_id, skip = skip, lock_timeout = opts.lock_timeout,
       no_owner = opts.no_owner,
       on_progress = tty and function(ev)
