@@ -32,24 +32,55 @@ local function check_secrets(t, path, where)
   end
 end
 
+-- orch.env.lua runs in a sandbox: its globals are the standard ones, except
+-- that os.exit (also through require "os") raises instead of ending orch. A
+-- file that calls os.exit(0) would otherwise end `orch check` with "passed"
+-- before any check ran; here the call is remembered and refused even when
+-- the file catches the error itself (pcall(os.exit, 0)).
+local function sandbox(path)
+  local exited
+  local function no_exit(code)
+    exited = exited or tostring(code == nil and "" or code)
+    error(string.format("%s called os.exit(%s): an environment file may not end orch", path, exited), 2)
+  end
+  local safe_os = setmetatable({ exit = no_exit }, { __index = os })
+  local env = setmetatable({ os = safe_os, require = function(name)
+    if name == "os" then return safe_os end
+    return require(name)
+  end }, { __index = _G })
+  return env, function() return exited end
+end
+
 --- All environments of the project (a table), or {} when there is no file.
 function E.all(path)
   path = path or os.getenv("ORCH_ENV_FILE") or E.default_file
   if not sys.exists(path) then return {}, path end
-  local chunk, err = loadfile(path, "t")
+  local genv, exited = sandbox(path)
+  local chunk, err = loadfile(path, "t", genv)
   if not chunk then sys.error("environment file does not parse: " .. err, 1) end
   local ok, envs = pcall(chunk)
+  if exited() then
+    sys.error(string.format("environment file %s called os.exit(%s) while loading: refused (an environment file returns a table; it cannot end orch)",
+      path, exited()), 1)
+  end
   if not ok then sys.error(string.format("environment file %s raised: %s", path, tostring(envs)), 1) end
   if type(envs) ~= "table" then sys.error(path .. " must return a table of environments", 1) end
+  for k, v in pairs(envs) do
+    if type(k) ~= "string" then sys.error(string.format("%s: the environments must be named by strings (found the key %s)", path, tostring(k)), 1) end
+    if type(v) ~= "table" then
+      sys.error(string.format("%s: environment %s is a %s; it must be a table { database = {...}, ... }", path, k, type(v)), 1)
+    end
+  end
   check_secrets(envs, path, "environments")
   return envs, path
 end
 
 --- The environment called name, with defaults filled in. An unknown name is
--- an error that lists the known ones.
+-- an error (exit 2) that lists the known ones.
 function E.load(name, path)
   local envs, file = E.all(path)
   name = name or os.getenv("ORCH_ENV") or "dev"
+  if name == "" then sys.error("the environment name is empty: pass --env NAME or set ORCH_ENV to one of the names in " .. file, 2) end
   local e = envs[name]
   if not e and name == "dev" and not sys.exists(file) then
     -- a project without orch.env.lua still has a dev environment: the README's first command works anywhere
@@ -63,24 +94,111 @@ function E.load(name, path)
       #known > 0 and (" (known: " .. table.concat(known, ", ") .. ")") or " (the file does not exist)"), 2)
   end
   e.name = name
+  E.check_types(e, file)
   e.backups = e.backups or {}
   e.backups.dir = e.backups.dir or ("backups/" .. name)
   e.database = e.database or {}
   e.placeholders = e.placeholders or {}
   e.health = e.health or {}
   e.webhooks = e.webhooks or {}
+  e.release = e.release or {}
   E.check(e, file)
   return e
 end
 
+--- The environment a built-in command works in: --env NAME, else ORCH_ENV
+-- (an unknown name is an error, exit 2), else the project's dev
+-- environment when orch.env.lua has one (or there is no file), else a plain
+-- unprotected environment named "default" whose database is --db /
+-- DATABASE_URL / libpq's defaults and whose backups go to backups/default.
+-- An environment nobody named is marked implicit: its env directives and
+-- placeholders stay the command line's, as before environments existed.
+function E.for_command(opts, path)
+  local name = opts and opts.env or os.getenv("ORCH_ENV")
+  if name == "" then name = nil end
+  if name then return E.load(name, path) end
+  local envs, file = E.all(path)
+  if envs.dev or not sys.exists(file) then
+    local e = E.load("dev", path)
+    e.implicit = true
+    return e
+  end
+  return { name = "default", implicit = true, backups = { dir = "backups/default" }, database = {}, placeholders = {},
+           health = {}, webhooks = {}, release = {} }
+end
+
 --- The backups settings for a command's --env: the environment's backups
--- table when orch.env.lua defines it (dir, keep, max_age, keep_runs), else
--- { dir = "backups/<name>" } (the name is then only a label), else
--- { dir = "backups/default" }.
+-- table (dir, keep, max_age, keep_runs); a name orch.env.lua does not have
+-- is an error (exit 2). Without orch.env.lua the name is only a label:
+-- { dir = "backups/<name>" }; without a name { dir = "backups/default" }.
 function E.backups(name, path)
   if not name then return { dir = "backups/default" } end
-  if E.all(path)[name] then return E.load(name, path).backups end
+  local _, file = E.all(path)
+  if sys.exists(file) then return E.load(name, path).backups end
   return { dir = "backups/" .. name }
+end
+
+-- What each setting of an environment must be: a type, or a table of its
+-- own keys. Anything else is refused by name, so a typo ("protect = true")
+-- is an error, not a silently unprotected production.
+local SHAPE = {
+  name = "string", protected = "boolean", allow_clean = "boolean", lock_timeout = "duration", retries = "count",
+  database = { env = "string", service = "string", local_cluster = "boolean", dbname = "string", dir = "string" },
+  backups = { dir = "string", keep = "any", keep_runs = "any", max_age = "any" },
+  preflight = { max_transaction_age = "duration", max_replication_lag = "duration", max_lock_wait = "duration", expect_role = "string" },
+  release = { atomic = "boolean", discard_writes = "boolean" },
+  health = "table", webhooks = "table", placeholders = "table",
+}
+
+local WANT_TEXT = { string = "a string", boolean = "true or false", table = "a table", duration = "a duration such as \"3s\" (or seconds)",
+  count = "a whole number of 0 or more" }
+
+local function shape_error(where, key, want, v)
+  sys.error(string.format("%s: %s is %s (a %s); it must be %s", where, key,
+    type(v) == "string" and ("'" .. v .. "'") or tostring(v), type(v), WANT_TEXT[want] or want), 1)
+end
+
+local function check_value(where, key, want, v)
+  if v == nil or want == "any" then return end
+  if want == "duration" then
+    local ok = (type(v) == "number" and v >= 0) or (type(v) == "string" and pcall(require("orch.args").seconds, v))
+    if not ok then shape_error(where, key, want, v) end
+  elseif want == "count" then
+    if math.type(v) ~= "integer" or v < 0 then shape_error(where, key, want, v) end
+  elseif type(want) == "table" then
+    if type(v) ~= "table" then shape_error(where, key, "table", v) end
+    local names = {}
+    for k in pairs(want) do names[#names + 1] = k end
+    table.sort(names)
+    for k, x in pairs(v) do
+      if not want[k] then
+        sys.error(string.format("%s: %s.%s is not a setting orch knows (%s takes %s)", where, key, tostring(k), key, table.concat(names, ", ")), 1)
+      end
+      check_value(where, key .. "." .. k, want[k], x)
+    end
+  elseif type(v) ~= want then
+    shape_error(where, key, want, v)
+  end
+end
+
+--- Refuse a setting of the wrong type, or one orch does not know, naming
+-- the environment and the key (load calls it before filling in defaults).
+function E.check_types(e, file)
+  local where = string.format("%s: environment %s", file, e.name)
+  local names = {}
+  for k in pairs(SHAPE) do if k ~= "name" then names[#names + 1] = k end end
+  table.sort(names)
+  for k, v in pairs(e) do
+    if not SHAPE[k] then
+      sys.error(string.format("%s: '%s' is not a setting orch knows (an environment takes %s)", where, tostring(k), table.concat(names, ", ")), 1)
+    end
+    check_value(where, k, SHAPE[k], v)
+  end
+  for k, v in pairs(type(e.placeholders) == "table" and e.placeholders or {}) do
+    if type(v) ~= "string" and type(v) ~= "number" then
+      sys.error(string.format("%s: placeholders.%s is a %s; a placeholder's value is a string", where, tostring(k), type(v)), 1)
+    end
+  end
 end
 
 --- Refuse settings that cannot work, naming the environment and the key.
@@ -131,17 +249,39 @@ function E.check(e, file)
   end
 end
 
---- The database target for an environment: --db, else DATABASE_URL, else
--- the environment's variable, else its libpq service, else nil (libpq
--- defaults; for dev, the local throwaway cluster). Never logs a password.
+--- The database target for an environment: --db, else the environment's
+-- own variable (database.env), else its libpq service, else DATABASE_URL,
+-- else nil (libpq defaults; for dev, the local throwaway cluster). An
+-- environment that names its database wins over DATABASE_URL: a shell's
+-- DATABASE_URL (often dev's) must never redirect `--env prod`; and when its
+-- variable is not set and it has no service, that is an error rather than
+-- a fall back to whatever DATABASE_URL or PG* point at. Never logs a password.
 function E.database(e, opts)
   opts = opts or {}
-  local t = opts.db or os.getenv("DATABASE_URL")
-  if (not t or t == "") and e.database.env then t = os.getenv(e.database.env) end
-  if (not t or t == "") and e.database.service then t = "service=" .. e.database.service end
+  local t = opts.db
+  local d = e.database or {}
+  if (not t or t == "") and d.env then
+    t = os.getenv(d.env)
+    if (not t or t == "") and not d.service then
+      sys.error(string.format("environment %s reads its database from %s, which is not set: set it, or pass --db URL", e.name, d.env), 1)
+    end
+  end
+  if (not t or t == "") and d.service then t = "service=" .. d.service end
+  if not t or t == "" then t = os.getenv("DATABASE_URL") end
   if t == "" then t = nil end
   if t then log.secret(t:match("://[^:/@]*:([^@]+)@")) end
   return t
+end
+
+--- The database a built-in command connects to in environment e: as
+-- E.database, and for a local-cluster environment (dev) that cluster when
+-- it is running; nil means libpq's defaults.
+function E.command_database(e, opts)
+  local t = E.database(e, opts)
+  if t or not (e.database or {}).local_cluster then return t end
+  local pg = require("orch.localpg").open(e.database.dir or ".orch/localpg")
+  if pg:running() then return pg:url(e.database.dbname or "orch_dev") end
+  return nil
 end
 
 return E

@@ -58,7 +58,7 @@ describe("the example project", function()
     c:exec("REFRESH MATERIALIZED VIEW CONCURRENTLY ticket_daily_stats")
     -- a prod-like database gets no seed data
     local url2, name2 = H.fresh_db("example_prod")
-    assert.is_true(H.orch({ "migrate", "--db", url2, "--env", "prod" }).ok)
+    assert.is_true(H.orch({ "migrate", "--db", url2, "--env", "prod", "--yes" }).ok)   -- prod is protected
     local p <close> = db.connect(url2)
     assert.equals(0, p:value("SELECT count(*) FROM tickets"))
     assert.equals(4, p:value("SELECT count(*) FROM sla_policies"))

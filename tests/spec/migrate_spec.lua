@@ -143,7 +143,7 @@ describe("orch migrate / status / undo", function()
 
   it("skips files for other environments", function()
     local dir = project_dir(basic)
-    assert.is_true(run(url, dir, "migrate", "--placeholder", "owner=x", "--env", "prod").ok)
+    assert.is_true(run(url, dir, "migrate", "--placeholder", "owner=x", "--env", "prod", "--yes").ok)   -- prod is protected
     assert.equals(0, c:value("SELECT count(*) FROM items"))
     local st = require("orch.json").decode(run(url, dir, "status", "--json", "--env", "prod").stdout)
     assert.equals(1, st.summary.skipped)

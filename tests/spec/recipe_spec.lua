@@ -411,7 +411,8 @@ return R.run { name = "t", opts = opts, env = env, steps = { R.step.lua { name =
     assert.same({ true, false, true, true }, present())
     -- a second backup, then prune with the environment's keep = 1: the first
     -- backup goes, and with it the protection of the first run's log
-    local b = H.orch({ "backup", "--db", url, "--env", "dev" }, { cwd = dir })
+    -- (--no-prune: orch backup would apply keep = 1 itself; here it is prune's turn)
+    local b = H.orch({ "backup", "--db", url, "--env", "dev", "--no-prune" }, { cwd = dir })
     assert.is_true(b.ok, b.stderr)
     local p = H.orch({ "backups", "prune", "--env", "dev", "--json" }, { cwd = dir })
     assert.equals(0, p.code, p.stderr)

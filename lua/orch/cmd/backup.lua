@@ -1,6 +1,6 @@
 --- orch backup: a pg_dump-compatible backup with a manifest.
 local args = require "orch.args"
-local target = require "orch.target"
+local envmod = require "orch.env"
 local backup = require "orch.backup"
 local json = require "orch.json"
 local log = require "orch.log"
@@ -18,6 +18,7 @@ local spec = args.spec({ "db", "env", "json", "quiet" }, {
   { name = "lock-timeout", type = "string", default = "10s", help = "how long to wait for table locks" },
   { name = "run-id", type = "string", help = "tie the manifest to this run id" },
   { name = "no-owner", type = "boolean", help = "do not record object owners" },
+  { name = "no-prune", type = "boolean", help = "keep every older backup (default: apply the environment's backups.keep / max_age afterwards)" },
 })
 
 -- --compress / -Z: pg_dump 16's METHOD[:LEVEL] (also METHOD:level=N), or
@@ -56,7 +57,10 @@ end
 
 return {
   summary = "back up the database as a pg_dump custom archive (restorable by pg_restore) with a manifest",
-  usage = "usage: orch backup [--db URL] [--output FILE | --output -] [--dir DIR] [--compress METHOD[:LEVEL] | -Z N] [--json]",
+  usage = "usage: orch backup [--env NAME] [--db URL] [--output FILE | --output -] [--dir DIR] [--compress METHOD[:LEVEL] | -Z N] [--json]",
+  description = "--env NAME (or ORCH_ENV) picks the database and the backups directory (backups.dir) from\n" ..
+    "orch.env.lua; after a complete backup the environment's retention (backups.keep, backups.max_age)\n" ..
+    "is applied to that directory, as the recipes' backup step does (--no-prune skips it).",
   examples = { "orch backup", "orch backup --output /tmp/app.dump", "orch backup -o - | ssh host 'cat > app.dump'",
     "orch backup --compress zstd:5   # format 1.15: needs pg_restore 16 or newer (orch restore reads it)" },
   spec = spec,
@@ -66,12 +70,13 @@ return {
     local skip = {}
     for _, k in ipairs(opts.skip or {}) do skip[k:gsub("-", "_")] = true end
     local compression, level = parse_compress(opts.compress)
-    local c <close> = target.connect(opts)
+    local env = envmod.for_command(opts)
+    local c <close> = require("orch.db").connect(envmod.command_database(env, opts))
     local tty = sys.isatty(2) and not opts.json and opts.output ~= "-"
     local t0 = sys.monotonic()
     local m = backup.create(c, {
-      output = opts.output, dir = opts.dir or (opts.env and require("orch.env").backups(opts.env).dir) or nil, compression = compression, level = level,
-      threads = opts.threads, env = opts.env, run_id = opts.run_id, skip = skip, lock_timeout = opts.lock_timeout,
+      output = opts.output, dir = opts.dir or env.backups.dir, compression = compression, level = level,
+      threads = opts.threads, env = not env.implicit and env.name or opts.env, run_id = opts.run_id, skip = skip, lock_timeout = opts.lock_timeout,
       no_owner = opts.no_owner,
       on_progress = tty and function(ev)
         local el = sys.monotonic() - t0
@@ -89,10 +94,18 @@ return {
       end or nil,
     })
     if tty then io.stderr:write("\r\27[K") end
+    local pruned = {}
+    if not opts.output and not opts.no_prune and (env.backups.keep or env.backups.max_age) then
+      pruned = backup.retain(opts.dir or env.backups.dir, { keep = env.backups.keep,
+        max_age = require("orch.args").seconds(env.backups.max_age, "backups.max_age") })
+      m.pruned = pruned
+    end
     if opts.json then io.stdout:write(json.encode(m, { indent = "  " }), "\n")
     elseif opts.output ~= "-" then
       print(string.format("backup %s: %d tables, %d rows, %.1f MiB, sha256 %s", m.path, (function() local n = 0 for _ in pairs(m.tables) do n = n + 1 end return n end)(),
         m.rows, m.size / 1048576, m.sha256))
+      if #pruned > 0 then print(string.format("pruned %d older backup(s) (environment %s keeps %s): %s", #pruned, env.name,
+        env.backups.keep and ("the newest " .. env.backups.keep) or ("those younger than " .. tostring(env.backups.max_age)), table.concat(pruned, ", "))) end
     end
     return 0
   end,

@@ -24,7 +24,9 @@ return {
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "backups")
-    local conf = envmod.backups(opts.env)   -- directory and retention of the environment
+    local name = opts.env or os.getenv("ORCH_ENV")
+    if name == "" then name = nil end
+    local conf = envmod.backups(name)   -- directory and retention of the environment (--env, else ORCH_ENV)
     local dir = opts.dir or conf.dir
     local action = rest[1] or "list"
     if action == "list" then
@@ -49,7 +51,7 @@ return {
       if keep and (math.type(keep) ~= "integer" or keep < 1) then args.usage_error("backups", "--keep needs a whole number of 1 or more") end
       if not keep and not max_age then
         args.usage_error("backups", "prune needs --keep N and/or --max-age AGE" ..
-          (opts.env and (" (environment " .. opts.env .. " sets no backups.keep or backups.max_age)") or ""))
+          (name and (" (environment " .. name .. " sets no backups.keep or backups.max_age)") or ""))
       end
       local keep_runs = opts.keep_runs or conf.keep_runs
       if keep_runs and (math.type(keep_runs) ~= "integer" or keep_runs < 1) then args.usage_error("backups", "--keep-runs needs a whole number of 1 or more") end

@@ -8,15 +8,17 @@ local spec = C.spec({ "db", "dir", "env", "json", "yes" })
 return {
   summary = "drop every object in the database (refused unless the environment allows it)",
   usage = "usage: ORCH_ALLOW_CLEAN=1 orch clean --yes",
+  description = "Allowed when the environment says allow_clean = true, or ORCH_ALLOW_CLEAN=1 is set for a\n" ..
+    "throwaway database. A protected environment (protected = true) is never cleaned: neither\n" ..
+    "ORCH_ALLOW_CLEAN nor allow_clean overrides that.",
   spec = spec,
   run = function(argv)
-    local opts, project = C.setup(argv, "clean", spec)
-    local allow = os.getenv("ORCH_ALLOW_CLEAN") == "1"
-    local ok, envmod = pcall(require, "orch.env")
-    if not allow and ok and envmod.load and opts.env then
-      local e = envmod.load(opts.env)
-      allow = e and e.allow_clean == true
+    local opts, project, _, env = C.setup(argv, "clean", spec)
+    if env.protected then
+      sys.error(string.format("environment %s is protected: orch clean is refused (ORCH_ALLOW_CLEAN and allow_clean never " ..
+        "override protected = true); nothing was dropped", env.name), 1)
     end
+    local allow = os.getenv("ORCH_ALLOW_CLEAN") == "1" or env.allow_clean == true
     local c <close> = C.connect(opts)
     if allow and not C.confirm("drop every object in " .. c:info().dbname .. "?", opts) then
       sys.error("clean needs confirmation: answer y on a terminal, or pass --yes", 1)

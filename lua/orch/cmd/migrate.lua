@@ -3,10 +3,10 @@ local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 local log = require "orch.log"
 
-local spec = C.spec({ "db", "dir", "env", "json", "dry_run", "quiet" }, {
+local spec = C.spec({ "db", "dir", "env", "json", "dry_run", "quiet", "yes" }, {
   { name = "target", type = "string", metavar = "VERSION", help = "migrate up to this version only" },
-  { name = "lock-timeout", type = "string", metavar = "DURATION", default = "5s", help = "lock_timeout for every migration" },
-  { name = "retries", type = "number", default = 5, help = "retries when a lock is not available (55P03)" },
+  { name = "lock-timeout", type = "string", metavar = "DURATION", help = "lock_timeout for every migration (default: the environment's lock_timeout, else 5s)" },
+  { name = "retries", type = "number", help = "retries when a lock is not available (55P03) (default: the environment's retries, else 5)" },
   { name = "lock-wait", type = "number", default = 60, metavar = "SECONDS", help = "wait this long for another orch's migration lock" },
   { name = "out-of-order", type = "boolean", help = "also apply pending migrations older than the newest applied one" },
   { name = "run-id", type = "string", help = "tie the history rows to this run id" },
@@ -17,15 +17,25 @@ return {
   usage = "usage: orch migrate [--db URL] [--dir DIR] [--target VERSION] [--dry-run] [--json]",
   description = "Each migration runs in its own transaction (unless it says '-- orch: transaction=false'),\n" ..
     "with lock_timeout set and bounded retries; an advisory lock on a separate session keeps two\n" ..
-    "orch processes from migrating one database at once. --dry-run prints the plan and the SQL and\nwrites nothing.",
+    "orch processes from migrating one database at once. --dry-run prints the plan and the SQL and\nwrites nothing.\n" ..
+    "--env NAME (or ORCH_ENV) picks the database, lock_timeout and retries from orch.env.lua; a\n" ..
+    "protected environment asks before applying (on a terminal) or needs --yes.",
   examples = { "orch migrate", "orch migrate --target 3 --dry-run", "DATABASE_URL=postgres://app@db/app orch migrate --json" },
   spec = spec,
   run = function(argv)
-    local opts, project = C.setup(argv, "migrate", spec)
+    local opts, project, _, env = C.setup(argv, "migrate", spec)
     local c <close> = C.connect(opts)
+    if not opts.dry_run and env.protected and not opts.yes then
+      local plan = migrate.up(c, project, { target = opts.target, out_of_order = opts.out_of_order, dry_run = true }).planned
+      if #plan > 0 then
+        if not opts.json then C.print_plan(plan, project, false) end
+        C.approve(env, opts, string.format("apply %d migration%s to %s (%s)?", #plan, #plan == 1 and "" or "s",
+          env.name, log.redact(c:info().dbname)))
+      end
+    end
     local r = migrate.up(c, project, {
-      target = opts.target, dry_run = opts.dry_run, run_id = opts.run_id, lock_timeout = opts.lock_timeout,
-      retries = opts.retries, lock_wait = opts.lock_wait, out_of_order = opts.out_of_order,
+      target = opts.target, dry_run = opts.dry_run, run_id = opts.run_id,
+      lock_timeout = opts.lock_timeout or env.lock_timeout, retries = opts.retries or env.retries, lock_wait = opts.lock_wait, out_of_order = opts.out_of_order,
       on_progress = not opts.json and function(ev)
         if ev.event == "start" then
           io.stdout:write(string.format("[%d/%d] %s ... ", ev.index, ev.total, ev.migration.name)); io.stdout:flush()

@@ -13,8 +13,9 @@ return {
   usage = "usage: orch repair [--accept-changed] [--forget-missing] [--yes]",
   spec = spec,
   run = function(argv)
-    local opts, project = C.setup(argv, "repair", spec)
+    local opts, project, _, env = C.setup(argv, "repair", spec)
     local c <close> = C.connect(opts)
+    C.approve(env, opts, "repair the migration history of " .. c:info().dbname .. "?")
     if opts.accept_changed then
       local changed = {}
       for _, p in ipairs(migrate.validate(c, project)) do if p.state == "changed" then changed[#changed + 1] = p.script end end

@@ -1,6 +1,6 @@
 --- orch restore: restore an orch or pg_dump -Fc archive into the selected database.
 local args = require "orch.args"
-local target = require "orch.target"
+local envmod = require "orch.env"
 local restore = require "orch.backup.restore"
 local json = require "orch.json"
 local sys = require "orch.sys"
@@ -25,7 +25,9 @@ return {
     "rename, keeping the old database. Every mode proves a file whole before its first statement on the target:\n" ..
     "the manifest's SHA-256, else every data block. From standard input nothing can be read ahead, so the restore\n" ..
     "runs in one transaction (or into --swap's new database): a stream found damaged half-way leaves the target as\n" ..
-    "it was. A failed restore says what state the target is in; a failed default-mode restore empties it again.",
+    "it was. A failed restore says what state the target is in; a failed default-mode restore empties it again.\n" ..
+    "--env NAME (or ORCH_ENV) picks the target database from orch.env.lua; restoring into a protected\n" ..
+    "environment asks first on a terminal, and needs --yes without one.",
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "restore")
@@ -34,9 +36,13 @@ return {
     if opts.list then print(restore.list(path)) return 0 end
     if opts.swap and opts.drop_existing then args.usage_error("restore", "--swap and --drop-existing exclude each other") end
     local mode = opts.swap and "swap" or opts.drop_existing and "drop-existing" or "empty"
+    local env = envmod.for_command(opts)
+    local url = envmod.command_database(env, opts)
+    if env.protected and mode ~= "drop-existing" then
+      require("orch.migrate.cli").approve(env, opts, string.format("restore %s into %s (%s)?", path, log.redact(url or "libpq defaults"), mode))
+    end
     if mode == "drop-existing" then
-      local ok, envmod = pcall(require, "orch.env")
-      local protected = ok and envmod.load and opts.env and (envmod.load(opts.env) or {}).protected
+      local protected = env.protected
       if (protected or not sys.isatty(0)) and not opts.yes then
         sys.error("--drop-existing replaces everything in the target" .. (protected and " of a protected environment" or "") ..
           ": confirm with --yes", 1)
@@ -48,7 +54,7 @@ return {
       end
     end
     local t0 = sys.monotonic()
-    local r = restore.run { archive = path, db = target.resolve(opts), mode = mode, single_transaction = opts.single_transaction,
+    local r = restore.run { archive = path, db = url, mode = mode, single_transaction = opts.single_transaction,
       schemas = opts.schema, tables = opts.table, no_owner = opts.no_owner,
       skip_manifest_check = opts.no_manifest, force = opts.force }
     if opts.json then io.stdout:write(json.encode(r, { indent = "  " }), "\n")

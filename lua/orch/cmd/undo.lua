@@ -15,7 +15,7 @@ return {
   examples = { "orch undo", "orch undo --target 0 --yes" },
   spec = spec,
   run = function(argv)
-    local opts, project = C.setup(argv, "undo", spec)
+    local opts, project, _, env = C.setup(argv, "undo", spec)
     local c <close> = C.connect(opts)
     local plan = migrate.undo(c, project, { count = opts.count, target = opts.target, dry_run = true })
     if opts.dry_run or #plan.planned == 0 then
@@ -28,10 +28,12 @@ return {
       end
       return 0
     end
-    if not C.confirm(string.format("undo %d migration%s?", #plan.planned, #plan.planned == 1 and "" or "s"), opts) then
+    if not C.confirm(string.format("undo %d migration%s%s?", #plan.planned, #plan.planned == 1 and "" or "s",
+        env.protected and (" in the protected environment " .. env.name) or ""), opts) then
       sys.error("undo needs confirmation: answer y on a terminal, or pass --yes", 1)
     end
-    local r = migrate.undo(c, project, { count = opts.count, target = opts.target, run_id = opts.run_id })
+    local r = migrate.undo(c, project, { count = opts.count, target = opts.target, run_id = opts.run_id,
+      lock_timeout = env.lock_timeout, retries = env.retries })
     if opts.json then C.print_json { undone = r.undone }
     else
       for _, u in ipairs(r.undone) do print(string.format("undone %s (%d ms)", u.script, u.ms)) end

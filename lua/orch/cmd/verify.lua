@@ -1,10 +1,10 @@
 --- orch verify: check a backup without trusting it.
 local args = require "orch.args"
 local backup = require "orch.backup"
-local target = require "orch.target"
+local envmod = require "orch.env"
 local json = require "orch.json"
 
-local spec = args.spec({ "db", "json" }, {
+local spec = args.spec({ "db", "env", "json" }, {
   { name = "deep", type = "boolean", help = "also restore into a scratch database (on --db's server) and compare row counts" },
   { name = "no-manifest", type = "boolean", help = "check an archive that has no manifest (e.g. from pg_dump)" },
 })
@@ -12,16 +12,19 @@ local spec = args.spec({ "db", "json" }, {
 return {
   summary = "verify a backup: manifest SHA-256, structure, every block inflates; --deep restores it to a scratch database",
   description = "Exit 0 when the archive is proven (the manifest's SHA-256, or zlib checksums on every block), 1 when it\n" ..
-    "is damaged or unproven (no manifest and uncompressed: structure read, but nothing can vouch for its bytes).",
-  usage = "usage: orch verify FILE [--deep] [--db URL]",
+    "is damaged or unproven (no manifest and uncompressed: structure read, but nothing can vouch for its bytes).\n" ..
+    "--deep restores into a scratch database on the server of --db, else of the environment's\n" ..
+    "database (--env NAME or ORCH_ENV, from orch.env.lua), and drops it afterwards.",
+  usage = "usage: orch verify FILE [--deep] [--env NAME | --db URL]",
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "verify")
     if not rest[1] then args.usage_error("verify", "missing the archive to verify") end
+    local env = envmod.for_command(opts)   -- first: an unknown --env is a usage error before any file is read
     local deep
     if opts.deep then
       deep = function(path)
-        local c <close> = target.connect(opts)
+        local c <close> = require("orch.db").connect(envmod.command_database(env, opts))
         return require("orch.backup.restore").deep_check(c, path)
       end
     end

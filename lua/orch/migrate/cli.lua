@@ -1,11 +1,11 @@
 --- orch.migrate.cli: what the migration commands share: options, the
 -- project, the connection, and printing results (table or --json).
 local args = require "orch.args"
-local target = require "orch.target"
 local json = require "orch.json"
 local log = require "orch.log"
 local sys = require "orch.sys"
 local migrate = require "orch.migrate"
+local envmod = require "orch.env"
 
 local C = {}
 
@@ -21,12 +21,20 @@ function C.spec(common, extra)
   return args.spec(common, e)
 end
 
---- Parse argv and load the project. Returns opts, project, rest.
+--- Parse argv, load the environment (--env NAME, else ORCH_ENV, else dev;
+-- see orch.env.for_command) and the project. Returns opts, project, rest,
+-- env; opts.env_loaded is the environment too. The environment's
+-- placeholders are the defaults of --placeholder.
 function C.setup(argv, name, spec)
   local opts, rest = args.parse(argv, spec, name)
   if opts.quiet then log.level = "warn" end
   if opts.json then log.level = "warn" end
+  local env = envmod.for_command(opts)
+  opts.env_loaded = env
   local placeholders = {}
+  if not env.implicit then
+    for k, v in pairs(env.placeholders or {}) do placeholders[k] = tostring(v) end
+  end
   for _, kv in ipairs(opts.placeholder or {}) do
     local k, v = kv:match("^([%w_.:-]+)=(.*)$")
     if not k then args.usage_error(name, "bad --placeholder '" .. kv .. "' (expected NAME=VALUE)") end
@@ -38,14 +46,33 @@ function C.setup(argv, name, spec)
     if not schema then tbl = opts.history_table end
   end
   local project = migrate.load {
-    dir = opts.dir or "migrations", env = opts.env or os.getenv("ORCH_ENV"),
+    dir = opts.dir or "migrations", env = not env.implicit and env.name or nil,
     placeholders = placeholders, schema = schema, table = tbl,
   }
-  return opts, project, rest
+  return opts, project, rest, env
 end
 
+--- Connect to the command's database: --db, else the environment's (see
+-- orch.env.command_database), else DATABASE_URL / libpq's defaults.
 function C.connect(opts)
-  return target.connect(opts)
+  local env = opts.env_loaded or envmod.for_command(opts)
+  return require("orch.db").connect(envmod.command_database(env, opts), { connect_timeout = opts.connect_timeout })
+end
+
+--- A change to a protected environment needs approval: --yes, or y on a
+-- terminal; without a terminal it stops (exit 1) before anything changes.
+-- Unprotected environments go ahead. question names what would change.
+function C.approve(env, opts, question)
+  if not env.protected or opts.yes then return true end
+  if sys.isatty(0) then
+    io.stderr:write(string.format("environment %s is protected: %s [y/N] ", env.name, question))
+    io.stderr:flush()
+    local a = io.read("l")
+    if a and a:lower():match("^y") then return true end
+    sys.error("not approved: nothing was changed", 1)
+  end
+  sys.error(string.format("environment %s is protected and there is no terminal to ask: pass --yes to approve (%s); nothing was changed",
+    env.name, question), 1)
 end
 
 function C.print_json(v)
