@@ -21,6 +21,17 @@
 -- written here, or read from a variable with url_env).
 -- webhooks: Slack-compatible ("slack") or plain JSON ("json"), the URL always
 -- from a variable (url_env): webhook URLs carry tokens.
+--
+-- release: how the recipes run a release and recover from a failed one
+-- (README, "Recovering from a failed release"). atomic (default true): the
+-- whole release in one transaction when every pending migration allows it,
+-- the database checks inside it; false for a release too long to hold its
+-- locks. discard_writes (default false): true lets the recovery restore the
+-- run's backup even over rows the application wrote since it (the old
+-- database is kept, and the report says what it holds).
+--
+-- Every setting is checked when this file is loaded: a wrong type or an
+-- unknown key is an error naming the environment and the key.
 return {
   dev = {
     database = { local_cluster = true, dbname = "orch_dev" },
@@ -42,6 +53,7 @@ return {
     backups = { dir = "backups/prod", keep = 14, max_age = "30d", keep_runs = 500 },
     lock_timeout = "3s",
     retries = 5,
+    release = { atomic = true, discard_writes = false },
     preflight = { max_transaction_age = "5m", max_replication_lag = "10s" },
     health = {
       db = { max_transaction_age = "5m", max_lock_wait = "30s", max_replication_lag = "10s", expect_role = "primary" },

@@ -1,5 +1,7 @@
 -- recipes/staging.lua -- staging: preflight, verified backup, migrate, verify,
 -- then the rollback test (undo this run's migrations, verify, migrate again).
+-- On failure the recovery ladder of prod: rolled back, undo, or restore
+-- only when nothing was written since the backup; else a human (exit 4).
 --   orch recipes/staging.lua [--env staging] [--yes]
 local R = require "orch.recipe"
 
@@ -21,6 +23,6 @@ return R.run {
     R.step.migrate {},
     R.step.verify { name = "verify after migrating again" },
   },
-  on_failure = { R.step.restore { mode = "swap" }, R.step.verify { name = "verify the restored database" } },
+  on_failure = { R.step.recover {}, R.step.verify { name = "verify the recovered database", only = "db" } },
   always = { R.step.notify() },
 }

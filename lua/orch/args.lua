@@ -33,7 +33,7 @@ end
 -- Options most commands share; commands pick the ones they take by name.
 args.common = {
   db = { name = "db", type = "string", metavar = "URL",
-         help = "database URL or conninfo (default: DATABASE_URL, else libpq's PG* variables / service file)" },
+         help = "database URL or conninfo (default: the environment's, else DATABASE_URL, else libpq's PG* variables / service file)" },
   dir = { name = "dir", type = "string", metavar = "DIR", help = "migrations directory (default: migrations/)" },
   env = { name = "env", type = "string", metavar = "NAME", help = "environment from orch.env.lua (default: ORCH_ENV or dev)" },
   json = { name = "json", type = "boolean", help = "print a machine-readable JSON result on stdout" },

@@ -63,10 +63,14 @@ local function help()
     "  -V, --version   print the version",
     "  -v, --verbose   more detail, and a traceback with errors",
     "",
-    "The database comes from --db URL, else DATABASE_URL, else libpq's defaults",
-    "(PGHOST, PGPORT, PGDATABASE, PGUSER, PGSERVICE, ~/.pgpass).",
-    "Exit codes: 0 ok, 1 failed, 2 usage error, 3 failed and restored,",
-    "            4 failed and needs a human, 130 interrupted.",
+    "--env NAME (or ORCH_ENV, else dev) picks an environment of orch.env.lua for every command:",
+    "its database, protection (approval or --yes), lock_timeout and retries, backups and retention.",
+    "The database comes from --db URL, else the environment's, else DATABASE_URL, else libpq's",
+    "defaults (PGHOST, PGPORT, PGDATABASE, PGUSER, PGSERVICE, ~/.pgpass).",
+    "Exit codes: 0 ok; 1 failed and nothing was changed (before any change, or the release's",
+    "            transaction rolled back); 2 usage error; 3 failed and recovered (this run's",
+    "            migrations undone, or its backup restored when nothing was written since);",
+    "            4 failed and needs a human; 130 interrupted.",
   } do lines[#lines + 1] = l end
   return table.concat(lines, "\n")
 end

@@ -423,9 +423,11 @@ function H.db.schema_version(conn, opts)
   local project = opts.project or migrate.load { dir = opts.dir or "migrations", env = opts.env }
   local st = migrate.status(conn, project)
   local current = migrate.current_version(conn, project, nil, st)
-  local bad = {}
+  local bad, retry = {}, 0
   for _, it in ipairs(st.items) do
-    if it.state == "failed" or it.state == "changed" or it.state == "missing" then
+    if it.state == "failed" and it.rolled_back ~= false then
+      retry = retry + 1    -- failed inside its transaction: nothing of it stayed, the next migrate runs it again
+    elseif it.state == "failed" or it.state == "changed" or it.state == "missing" then
       bad[#bad + 1] = string.format("%s %s", it.script or it.key, it.state)
     end
   end
@@ -434,7 +436,7 @@ function H.db.schema_version(conn, opts)
   if #bad > 0 then
     status, out = "fail", string.format("migration history has problems: %s (run orch status)", list_text(bad))
   elseif expect == "latest" then
-    local pending = st.summary.pending or 0
+    local pending = (st.summary.pending or 0) + retry
     if pending > 0 then
       status, out = "fail", string.format("%d migration(s) pending: %s", pending,
         current and ("the schema is at V" .. current .. ", not the latest") or "no migration is applied yet")
@@ -583,17 +585,26 @@ end
 --     checks = { { name = "cache", kind = "redis", ... }, { name = "x", run = function(conn) ... end } },
 --   }
 -- o: conn (open connection), url (to time a fresh connection), env, project,
--- only = "db" | "http" | "database" (the built-in database checks alone), wait (seconds: keep retrying until pass or this passes).
+-- only = "db" | "http" | "database" (the built-in database checks alone) | "release" (what judges the
+-- release's contents, for inside its transaction: schema version, invalid indexes, NOT VALID constraints,
+-- SQL assertions, row counts, team checks; not the server's state nor the endpoints),
+-- savepoints (each check in a savepoint of the caller's transaction, so a failing query cannot abort it),
+-- wait (seconds: keep retrying until pass or this passes).
 function H.run_checks(o)
   local t0 = sys.monotonic()
   local env = o.env or { health = {}, backups = {} }
   local hc = env.health or {}
   local dbo = hc.db or {}
   local results = {}
+  local release = o.only == "release"
   local function add(fn, ...)
+    local conn = o.savepoints and o.conn
+    if conn then conn:exec("SAVEPOINT orch_check") end
     local r, err = timed(fn, ...)
+    if conn then conn:exec("ROLLBACK TO SAVEPOINT orch_check; RELEASE SAVEPOINT orch_check") end
     results[#results + 1] = r or result { name = "check", status = "fail", output = tostring(err) }
   end
+  local server = function(fn, ...) if not release then add(fn, ...) end end
   if o.only ~= "http" and dbo ~= false then
     -- the caller's connection, or one of our own (its connect time is the connect check's)
     local conn, own, connect_s = o.conn, nil, nil
@@ -606,14 +617,14 @@ function H.run_checks(o)
       end
       conn, connect_s = own, seconds_or_failure
     end
-    add(H.db.connect, conn, { connect_seconds = connect_s, max_latency = dbo.max_latency, warn_latency = dbo.warn_latency })
-    add(H.db.version, conn, { min_version = dbo.min_version })
-    add(H.db.role, conn, { expect = dbo.expect_role })
-    add(H.db.replication_lag, conn, { max = dbo.max_replication_lag, warn = dbo.warn_replication_lag,
-      role = results[#results].observed })
-    add(H.db.long_transactions, conn, { max = dbo.max_transaction_age })
-    add(H.db.blocked, conn, { max_wait = dbo.max_lock_wait })
-    add(H.db.connections, conn, { warn = dbo.connections_warn, max = dbo.connections_max })
+    server(H.db.connect, conn, { connect_seconds = connect_s, max_latency = dbo.max_latency, warn_latency = dbo.warn_latency })
+    server(H.db.version, conn, { min_version = dbo.min_version })
+    server(H.db.role, conn, { expect = dbo.expect_role })
+    server(H.db.replication_lag, conn, { max = dbo.max_replication_lag, warn = dbo.warn_replication_lag,
+      role = results[#results] and results[#results].observed })
+    server(H.db.long_transactions, conn, { max = dbo.max_transaction_age })
+    server(H.db.blocked, conn, { max_wait = dbo.max_lock_wait })
+    server(H.db.connections, conn, { warn = dbo.connections_warn, max = dbo.connections_max })
     add(H.db.invalid_indexes, conn, {})
     add(H.db.not_valid_constraints, conn, { severity = dbo.not_valid })
     local schema = dbo.schema
@@ -622,7 +633,7 @@ function H.run_checks(o)
       add(H.db.schema_version, conn, { project = o.project, dir = o.dir, env = env.name, expect = schema })
     end
     if dbo.backup_room ~= false and env.backups and env.backups.dir then
-      add(H.db.backup_room, conn, { dir = env.backups.dir, factor = type(dbo.backup_room) == "number" and dbo.backup_room or nil })
+      server(H.db.backup_room, conn, { dir = env.backups.dir, factor = type(dbo.backup_room) == "number" and dbo.backup_room or nil })
     end
     if o.only ~= "database" then
       for _, s in ipairs(hc.sql or {}) do add(H.db.sql, conn, s) end
@@ -635,7 +646,7 @@ function H.run_checks(o)
     if own then own:close() end
   end
   ::http::
-  if o.only ~= "db" and o.only ~= "database" then
+  if o.only ~= "db" and o.only ~= "database" and not release then
     for _, s in ipairs(hc.http or {}) do
       if o.wait then
         add(H.wait_for, s, { deadline = o.wait, interval = hc.wait_interval })

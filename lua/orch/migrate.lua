@@ -702,7 +702,7 @@ local function apply_one(conn, lc, project, e, opts, undo)
   if undo then hist.type = (src.lua_down or src.lang == "lua") and "UNDO_LUA" or "UNDO_SQL" end
   local transactional = not (e.directives and e.directives.transaction == false)
   if undo and src.directives and src.directives.transaction == false then transactional = false end
-  local ms, err, started
+  local ms, err, started, ran
   if src.lua_down or (src.lang == "lua") then
     local fn = src.lua_down or (undo and src.module.down) or src.module.up
     if transactional then
@@ -722,7 +722,7 @@ local function apply_one(conn, lc, project, e, opts, undo)
   elseif transactional then
     ms, err, started = apply_sql_tx(conn, project, e, src.text, opts, hist)
   else
-    ms, err, started = apply_sql_notx(conn, project, e, src.text, opts, hist)
+    ms, err, started, ran = apply_sql_notx(conn, project, e, src.text, opts, hist)
   end
   if not ms then
     if not db.is_error(err) and type(err) ~= "table" then err = migration_error(e, err) end
@@ -731,9 +731,105 @@ local function apply_one(conn, lc, project, e, opts, undo)
       err.where = conn:is_closed() and "the connection was lost; the server rolled the migration back"
         or "rolled back: nothing of this migration was applied"
     end
+    -- what a recovery needs to know: did this failure leave part of the migration applied?
+    -- (a Lua migration without a transaction may have committed batches: assume it did)
+    if type(err) == "table" then
+      err.transactional = transactional
+      err.partial = not transactional and (ran == nil or ran > 0)
+    end
     error(err, 0)
   end
   return ms
+end
+
+-- ================================================================ the release in one transaction
+
+--- Can the plan run as one transaction? Returns true, or false and the
+-- first migration that cannot (it says transaction=false) and why.
+function M.groupable(plan)
+  for _, e in ipairs(plan) do
+    if e.directives and e.directives.transaction == false then
+      return false, e, string.format("%s is transaction=false", e.name)
+    end
+    if e.lang == "sql" and e.text then
+      for _, s in ipairs(files.split_sql(e.text)) do
+        local kind = files.needs_no_transaction(s.sql)
+        if kind then return false, e, string.format("%s runs %s, which cannot run inside a transaction", e.name, kind) end
+      end
+    end
+  end
+  return true
+end
+
+-- Apply the whole plan in one transaction (Flyway's group mode): every
+-- migration and its history row, then opts.before_commit(conn) (the
+-- release's database checks), then COMMIT. Any error rolls everything
+-- back, so the database is exactly as it was: no history row is written
+-- either (the run log has the story). A lock timeout or deadlock retries
+-- the whole group, with the same bounded backoff as one migration.
+local function apply_group(conn, lc, project, plan, opts, result)
+  local ok_g, bad, why = M.groupable(plan)
+  if not ok_g then fail("cannot apply the release in one transaction: " .. why) end
+  local attempts = 0
+  while true do
+    attempts = attempts + 1
+    local done = {}
+    local ok, err = pcall(conn.tx, conn, function()
+      for i, e in ipairs(plan) do
+        if opts.on_progress then opts.on_progress { event = "start", index = i, total = #plan, migration = e, group = true } end
+        local started, t0 = sys.now(), sys.monotonic()
+        set_timeouts(conn, e, opts)
+        if e.lang == "lua" then
+          run_lua(conn, project, e, e.module.up, opts, true)
+        else
+          local stmts = statements_of(project, e, e.text)
+          for j, s in ipairs(stmts) do
+            local okx, xerr = pcall(conn.exec, conn, s.sql)
+            if not okx then error(migration_error(e, xerr, s, j, #stmts), 0) end
+          end
+        end
+        local ms = math.floor((sys.monotonic() - t0) * 1000)
+        record(conn, project, e, { version = e.version_text, type = type_of(e), checksum = e.checksum, run_id = opts.run_id,
+          success = true, started = started, ms = ms })
+        done[#done + 1] = { key = e.key, script = e.name, version = e.version_text, ms = ms }
+        if opts.on_progress then opts.on_progress { event = "done", index = i, total = #plan, migration = e, ms = ms, group = true } end
+        sys.check_interrupt()
+      end
+      if opts.before_commit then
+        local okc, cerr = pcall(opts.before_commit, conn)
+        if not okc then
+          if type(cerr) == "table" and cerr.interrupted then error(cerr, 0) end
+          local obj = db.is_error(cerr) and cerr or db.as_error { message = tostring(cerr) }
+          obj.prefix = obj.prefix or "the release's database checks failed before COMMIT"
+          obj.checks_failed = true
+          error(obj, 0)
+        end
+      end
+    end)
+    if ok then
+      for _, a in ipairs(done) do result.applied[#result.applied + 1] = a end
+      if opts.on_progress then opts.on_progress { event = "committed", total = #plan, applied = done, group = true } end
+      return result
+    end
+    if is_retryable(err) and attempts <= opt(opts, "retries") and not conn:is_closed() then
+      local wait = math.min(0.25 * 2 ^ (attempts - 1), 10) * (0.5 + math.random())
+      log.warn("%s (SQLSTATE %s): the release runs in one transaction, so all of it is retried in %.1fs (attempt %d of %d)",
+        tostring(err.message), err.sqlstate, wait, attempts + 1, opt(opts, "retries") + 1)
+      sys.sleep(wait)
+    else
+      if type(err) ~= "table" then err = db.as_error { message = tostring(err) } end
+      err.group = true
+      err.transactional = true
+      err.partial = false
+      if not err.interrupted then
+        err.where = (err.where and (err.where .. "; ") or "") .. (conn:is_closed()
+          and "the connection was lost: the server rolled the whole release back"
+          or string.format("the release ran in one transaction (%d migration%s): rolled back, the database is exactly as it was", #plan, #plan == 1 and "" or "s"))
+      end
+      err.exit_code = err.interrupted and 130 or 1
+      error(err, 0)
+    end
+  end
 end
 
 --- Which migrations migrate would run, in order (versioned, then
@@ -779,10 +875,15 @@ function M.check_placeholders(project, plan, undo)
 end
 
 --- Apply pending migrations. opts: target, dry_run, run_id, lock_timeout,
--- retries, lock_wait, out_of_order, on_progress(event). Returns
--- { applied = { {key, script, ms}... }, planned = {...}, dry_run = bool }.
--- On failure raises an error object naming file, line, statement,
--- SQLSTATE and message; earlier migrations of the run stay applied.
+-- retries, lock_wait, out_of_order, on_progress(event), group (the whole
+-- plan in one transaction, see M.groupable; raises before anything runs if
+-- it cannot be), before_commit(conn) (group only: raise to roll it all
+-- back). Returns { applied = { {key, script, ms}... }, planned = {...},
+-- dry_run = bool }. On failure raises an error object naming file, line,
+-- statement, SQLSTATE and message, with .committed (what this call
+-- committed before, oldest first), .partial (the failing migration ran
+-- without a transaction and may be half applied) and .group; without group,
+-- earlier migrations of the run stay applied.
 function M.up(conn, project, opts)
   opts = opts or {}
   if opts.dry_run then
@@ -795,9 +896,14 @@ function M.up(conn, project, opts)
   local plan = M.plan(conn, project, opts)
   M.check_placeholders(project, plan)
   local result = { applied = {}, planned = plan, run_id = opts.run_id }
+  if opts.group and #plan > 0 then return apply_group(conn, lc, project, plan, opts, result) end
   for i, e in ipairs(plan) do
     if opts.on_progress then opts.on_progress { event = "start", index = i, total = #plan, migration = e } end
-    local ms = apply_one(conn, lc, project, e, opts, false)
+    local okm, ms = pcall(apply_one, conn, lc, project, e, opts, false)
+    if not okm then
+      if type(ms) == "table" then ms.committed = result.applied; ms.failed_key = e.key end
+      error(ms, 0)
+    end
     result.applied[#result.applied + 1] = { key = e.key, script = e.name, version = e.version_text, ms = ms }
     if opts.on_progress then opts.on_progress { event = "done", index = i, total = #plan, migration = e, ms = ms } end
     sys.check_interrupt()
@@ -806,8 +912,8 @@ function M.up(conn, project, opts)
 end
 
 --- Undo applied versioned migrations, newest first. opts: count (default
--- 1), target (undo everything above this version; 0 = all), dry_run,
--- run_id. Every selected migration must have an undo (U file or Lua down);
+-- 1), target (undo everything above this version; 0 = all), only (a list
+-- of project entries, undone in that order), dry_run, run_id. Every selected migration must have an undo (U file or Lua down);
 -- otherwise nothing runs. Returns { undone = {...}, planned = {...} }.
 function M.undo(conn, project, opts)
   opts = opts or {}
@@ -829,6 +935,9 @@ function M.undo(conn, project, opts)
       chosen[#chosen + 1] = e
     end
   end
+  -- opts.only: exactly these migrations, in this order (the recovery ladder undoes what its
+  -- run committed, a half-applied one included, whatever else the history says)
+  if opts.only then chosen = opts.only end
   for _, e in ipairs(chosen) do
     if not e.undo then
       fail(string.format("cannot undo %s: it has no undo (no U%s__*.%s file and no down function); nothing was undone",

@@ -49,13 +49,17 @@ end
 --- The payload for one hook. info: recipe, env, run_id, outcome, exit_code,
 -- failed_step, cause, seconds, backup, applied (list of names), database.
 function N.payload(kind, event, info)
-  local title = string.format("orch %s on %s %s", info.recipe or "run", info.env or "?", TITLES[event] or event)
+  local what = TITLES[event] or event
+  -- run_restored is any recovery (exit 3): say which one
+  if event == "run_restored" and info.recovery and info.recovery.rung == "undo" then what = "FAILED and was UNDONE (the application's writes kept)" end
+  local title = string.format("orch %s on %s %s", info.recipe or "run", info.env or "?", what)
   local lines = {}
   if info.database then lines[#lines + 1] = "database: " .. log.redact(info.database) end
   if info.failed_step then lines[#lines + 1] = "failed step: " .. info.failed_step end
   if info.message then lines[#lines + 1] = log.redact(info.message) end
   if info.cause then lines[#lines + 1] = "cause: " .. log.redact(info.cause) end
   if info.applied and #info.applied > 0 then lines[#lines + 1] = "applied: " .. table.concat(info.applied, ", ") end
+  if info.recovery then lines[#lines + 1] = string.format("recovery: %s — %s", info.recovery.rung, log.redact(info.recovery.why or "")) end
   if info.backup then lines[#lines + 1] = "backup: " .. info.backup end
   if info.seconds and event ~= "run_started" then lines[#lines + 1] = string.format("duration: %.1fs", info.seconds) end
   lines[#lines + 1] = "run: " .. (info.run_id or "?") .. " on " .. sys.hostname()
@@ -67,6 +71,8 @@ function N.payload(kind, event, info)
     event = event, recipe = info.recipe, env = info.env, run_id = info.run_id, outcome = info.outcome,
     exit_code = info.exit_code, failed_step = info.failed_step, cause = info.cause and log.redact(info.cause) or nil,
     seconds = info.seconds, backup = info.backup, applied = info.applied, host = sys.hostname(),
+    recovery = info.recovery and json.object { rung = info.recovery.rung, why = log.redact(info.recovery.why or ""),
+      details = info.recovery.lines } or nil,
     database = info.database and log.redact(info.database) or nil, message = info.message and log.redact(info.message) or nil,
     time = os.date("!%Y-%m-%dT%H:%M:%SZ"), orch_version = package.orch_version, summary = title })
 end

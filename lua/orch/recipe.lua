@@ -1,14 +1,20 @@
 --- orch.recipe: the recipe engine. A recipe is a list of named steps with
 -- on_failure and always handlers; each step is logged (terminal and a JSON
 -- lines run log per environment), and the exit code says how the run ended:
---   0 succeeded, 1 failed before changing anything, 3 failed and was
---   restored, 4 failed and needs a human, 130 interrupted.
+--   0 succeeded, 1 failed and nothing was changed (before any change, or
+--   the release's transaction rolled back), 3 failed and was recovered (this
+--   run's migrations undone, or its backup restored: the report says which),
+--   4 failed and needs a human, 130 interrupted.
 --
 --   local R = require "orch.recipe"
 --   local opts, env = R.setup({ ... }, "prod")
 --   return R.run { name = "prod", opts = opts, env = env,
 --     steps = { R.step.preflight {}, R.step.plan {}, R.step.approve {}, R.step.backup {}, R.step.migrate {}, R.step.verify {} },
---     on_failure = { R.step.restore {}, R.step.verify {} }, always = { R.step.notify {} } }
+--     on_failure = { R.step.recover {}, R.step.verify { only = "db" } }, always = { R.step.notify {} } }
+--
+-- R.step.recover is the recovery ladder (see its comment): the first rung
+-- that applies wins, and the report, the run log and the webhooks say which
+-- and why.
 --
 -- A step is { name = "...", run = function(ctx) ... end, plan = function(ctx)
 -- return "what it would do" end, changes = true (it modifies the database),
@@ -200,6 +206,7 @@ function R.run(def)
       elseif not ctx.changed and not ctx.state.migrating then
         code = R.EXIT.failed
       elseif def.on_failure and #def.on_failure > 0 then
+        ctx.failure = failure
         print(log.paint("warn", string.format("step '%s' failed after changes were made: running the failure handlers", failure.step)))
         local all_ok = true
         for i, s in ipairs(def.on_failure) do
@@ -210,7 +217,7 @@ function R.run(def)
             break
           end
         end
-        code = all_ok and R.EXIT.restored or R.EXIT.human
+        code = all_ok and (ctx.recovery and ctx.recovery.exit_code or R.EXIT.restored) or R.EXIT.human
       else
         code = R.EXIT.human
       end
@@ -238,6 +245,9 @@ function R.run(def)
   ctx.exit_code = code
   local outcome = ({ [0] = "SUCCEEDED", [1] = "FAILED (nothing was changed)", [3] = "FAILED AND RESTORED",
     [4] = "FAILED: NEEDS A HUMAN", [130] = "INTERRUPTED" })[code]
+  local rung = ctx.recovery and ctx.recovery.rung
+  if code == 1 and rung == "rolled back" then outcome = "FAILED AND ROLLED BACK (nothing was changed)"
+  elseif code == 3 and rung == "undo" then outcome = "FAILED AND UNDONE (the application's writes kept)" end
   if ctx.dry_run then outcome = "DRY RUN (nothing was changed)" end
   ctx.outcome = outcome
   for i, s in ipairs(def.always or {}) do
@@ -253,13 +263,20 @@ function R.run(def)
     print(string.format("  %-10s %-8s %-28s %s", r.phase, r.status, r.step, r.seconds and duration(r.seconds) or ""))
   end
   if failure and code ~= 130 then print("  cause: " .. errtext(failure.error):gsub("\n.*", "")) end
+  if ctx.recovery then
+    local rec = ctx.recovery
+    print(string.format("  recovery: %s — %s", rec.rung, rec.why))
+    for _, t in ipairs(rec.passed_over or {}) do print(string.format("    (not %s: %s)", t.rung, t.why)) end
+    for _, l in ipairs(rec.lines or {}) do print("    " .. l) end
+  end
   if code == R.EXIT.human then
     print("  " .. log.paint("error", "a human must look at the database: the failure handlers did not bring it back") ..
       (ctx.state.backup and ("; this run's backup is " .. ctx.state.backup) or ""))
   end
   if ctx.runlog_path then print("  run log: " .. ctx.runlog_path) end
   event(ctx, { event = "run_end", exit_code = code, outcome = outcome, seconds = sys.monotonic() - t0,
-               failed_step = failure and failure.step or json.null })
+               failed_step = failure and failure.step or json.null,
+               recovery = ctx.recovery and { rung = ctx.recovery.rung, why = ctx.recovery.why } or json.null })
   if ctx.runlog then ctx.runlog:close() end
   if ctx.runlog_path then
     -- run logs are kept like backups are: the newest backups.keep_runs (100),
@@ -269,7 +286,8 @@ function R.run(def)
   end
   pcall(ctx.close_conn, ctx)
   if opts.json then
-    io.stdout:write(json.encode { run_id = ctx.run_id, exit_code = code, outcome = outcome, steps = ctx.results }, "\n")
+    io.stdout:write(json.encode { run_id = ctx.run_id, exit_code = code, outcome = outcome, steps = ctx.results,
+      recovery = ctx.recovery and { rung = ctx.recovery.rung, why = ctx.recovery.why, details = ctx.recovery.lines } or nil }, "\n")
   end
   return code
 end
@@ -290,7 +308,8 @@ function R.notify(ctx, what)
   local info = { recipe = ctx.name, env = ctx.env.name, run_id = ctx.run_id, exit_code = ctx.exit_code,
     outcome = ctx.outcome, failed_step = ctx.failure and ctx.failure.step, cause = ctx.failure and errtext(ctx.failure.error):gsub("\n.*", ""),
     seconds = ctx.t0 and (sys.monotonic() - ctx.t0), backup = ctx.state.backup, applied = ctx.state.applied_names or {},
-    database = ctx.url and log.redact(ctx.url) or nil }
+    database = ctx.url and log.redact(ctx.url) or nil,
+    recovery = ctx.recovery and { rung = ctx.recovery.rung, why = ctx.recovery.why, lines = ctx.recovery.lines } or nil }
   local ok, results = pcall(notify.send, targets, what, info)
   if not ok then results = { { name = "webhooks", delivered = false, error = errtext(results) } } end
   for _, r in ipairs(results) do
@@ -374,7 +393,9 @@ function R.step.plan(o)
       if not ok then return "would stop: " .. errtext(p) end
       local names = {}
       for _, e in ipairs(p) do names[#names + 1] = e.name end
-      return #names == 0 and "nothing to migrate" or ("would apply: " .. table.concat(names, ", "))
+      if #names == 0 then return "nothing to migrate" end
+      return "would apply: " .. table.concat(names, ", ") .. "\n      release: " .. R.release_mode(ctx, p).why ..
+        "\n      on failure: " .. R.ladder_text(ctx)
     end,
     run = function(ctx)
       local migrate, lint = require "orch.migrate", require "orch.lint"
@@ -387,10 +408,17 @@ function R.step.plan(o)
       local errors = 0
       for _, f in ipairs(findings) do if f.severity == "error" then errors = errors + 1 end end
       for _, e in ipairs(plan) do print("      pending: " .. e.name) end
+      local mode = R.release_mode(ctx, plan)
+      ctx.state.release_mode = mode
+      if #plan > 0 then
+        print("      release: " .. mode.why)
+        print("      on failure: " .. R.ladder_text(ctx))
+      end
       if #findings > 0 then print((lint.format(findings):gsub("^", "      "):gsub("\n", "\n      "))) end
       if errors > 0 and not o.allow_lint_errors then error(string.format("%d lint error(s) in the pending migrations", errors), 0) end
       if #plan == 0 then ctx.state.nothing_to_do = true end
-      return string.format("%d pending, %d lint finding(s)", #plan, #findings)
+      return string.format("%d pending, %d lint finding(s)%s", #plan, #findings,
+        #plan > 0 and ("; " .. (mode.atomic and "one transaction for the release" or "one transaction per migration")) or "")
     end }
 end
 
@@ -420,11 +448,14 @@ function R.step.approve(o)
         for _, s in ipairs(ctx.def.steps) do
           if s.name == "backup" then lines[#lines + 1] = "        backup: into " .. ctx.env.backups.dir .. ", verified, before any change" end
         end
+        if ctx.state.release_mode and ctx.state.pending and #ctx.state.pending > 0 then
+          lines[#lines + 1] = "        release: " .. ctx.state.release_mode.why
+        end
         for _, s in ipairs(ctx.def.on_failure or {}) do
-          lines[#lines + 1] = "        on failure: " .. s.name .. (s.about and (" (" .. s.about .. ")") or "")
+          lines[#lines + 1] = "        on failure: " .. s.name .. (s.rungs and (": " .. R.ladder_text(ctx, s.rungs)) or (s.about and (" (" .. s.about .. ")") or ""))
         end
         io.stdout:write(table.concat(lines, "\n"), "\n")
-        local q = o.question and o.question(ctx) or string.format("apply %d migration(s) to %s (%s)? a backup is taken first and restored on failure",
+        local q = o.question and o.question(ctx) or string.format("apply %d migration(s) to %s (%s)? a backup is taken first; on failure the recovery above runs",
           #(ctx.state.pending or {}), ctx.env.name, log.redact(ctx.url or "libpq defaults"))
         io.stdout:write("      ", q, " [y/N] ")
         io.stdout:flush()
@@ -460,30 +491,101 @@ function R.step.backup(o)
     end }
 end
 
---- Apply the pending migrations with lock timeouts and retries.
+--- How the release runs, and why: { atomic = bool, why = "..." }. Atomic
+-- (one transaction for the whole release, its database checks inside it)
+-- when every pending migration can run in a transaction, unless the
+-- recipe's migrate step says atomic = false or the environment says
+-- release = { atomic = false } (a release too long to hold its locks).
+-- o: the migrate step's options (found in the recipe when not given).
+function R.release_mode(ctx, plan, o)
+  if not o then
+    for _, s in ipairs(ctx.def and ctx.def.steps or {}) do if s.release_options then o = s.release_options break end end
+  end
+  o = o or {}
+  if #plan == 0 then return { atomic = false, why = "nothing to migrate" } end
+  if o.atomic == false then
+    return { atomic = false, why = "the recipe's migrate step says atomic = false: one transaction per migration" }
+  end
+  if (ctx.env.release or {}).atomic == false then
+    return { atomic = false, why = string.format("environment %s sets release.atomic = false: one transaction per migration", ctx.env.name) }
+  end
+  local ok, _, why = require("orch.migrate").groupable(plan)
+  if not ok then return { atomic = false, why = why .. ": one transaction per migration" } end
+  return { atomic = true, why = string.format("%s transactional: the release and its database checks run in one transaction (a failure changes nothing)",
+    #plan == 1 and "the pending migration is" or string.format("all %d pending migrations are", #plan)) }
+end
+
+--- Apply the pending migrations with lock timeouts and retries: as one
+-- transaction when R.release_mode allows (then the environment's database
+-- checks, orch.health's schema, index, constraint, SQL, row and team
+-- checks, run inside it before COMMIT; o.checks = false skips them), else
+-- one transaction per migration. o: atomic (default true), checks,
+-- lock_timeout, retries. What each run commits is recorded for the
+-- recovery ladder (ctx.state.committed, ctx.state.partial).
 function R.step.migrate(o)
   o = o or {}
-  return { name = "migrate", changes = true, about = "pending migrations, lock_timeout and retries",
+  return { name = "migrate", changes = true, about = "pending migrations, lock_timeout and retries; one transaction when they all allow it",
+    release_options = o,
     plan = function(ctx) return string.format("would apply the pending migrations (lock_timeout %s, %d retries)",
       o.lock_timeout or ctx.env.lock_timeout or "5s", o.retries or ctx.env.retries or 5) end,
     run = function(ctx)
       local migrate = require "orch.migrate"
       ctx.state.migrating = true
-      local r = migrate.up(ctx:conn(), migrate_project(ctx), { run_id = ctx.run_id,
+      local project = migrate_project(ctx)
+      local c = ctx:conn()
+      local plan = migrate.plan(c, project)
+      local mode = R.release_mode(ctx, plan, o)
+      ctx.state.release_mode = mode
+      if #plan > 0 then print("      " .. mode.why) end
+      ctx.state.committed = ctx.state.committed or {}
+      ctx.state.applied_names = ctx.state.applied_names or {}
+      ctx.state.applied_seen = ctx.state.applied_seen or {}
+      local function committed(e)
+        table.insert(ctx.state.committed, e)
+        if not ctx.state.applied_seen[e.name] then   -- staging migrates twice: name each once
+          ctx.state.applied_seen[e.name] = true
+          table.insert(ctx.state.applied_names, e.name)
+        end
+      end
+      local before_commit
+      if mode.atomic and o.checks ~= false then
+        before_commit = function(conn)
+          local health = require "orch.health"
+          local report = health.run_checks { conn = conn, env = ctx.env, project = project, ctx = ctx, only = "release", savepoints = true }
+          event(ctx, { event = "health", step = "migrate (inside the release's transaction)", report = health.to_json(report) })
+          if report.status == "fail" then
+            local p = health.problems(report, "fail")
+            error(string.format("%d database check(s) failed inside the release's transaction: %s", #p, table.concat(p, "; ")), 0)
+          end
+          print(string.format("      %d database check(s) pass inside the transaction: COMMIT", #report.checks))
+        end
+      end
+      local by_key = {}
+      for _, e in ipairs(plan) do by_key[e.key] = e end
+      local ok, r = pcall(migrate.up, c, project, { run_id = ctx.run_id, group = mode.atomic, before_commit = before_commit,
         lock_timeout = o.lock_timeout or ctx.env.lock_timeout, retries = o.retries or ctx.env.retries,
         on_progress = function(ev)
           if ev.event == "done" then
-            print(string.format("      applied %s (%d ms)", ev.migration.name, ev.ms))
-            ctx.state.applied_names = ctx.state.applied_names or {}
-            ctx.state.applied_seen = ctx.state.applied_seen or {}
-            if not ctx.state.applied_seen[ev.migration.name] then   -- staging migrates twice: name each once
-              ctx.state.applied_seen[ev.migration.name] = true
-              table.insert(ctx.state.applied_names, ev.migration.name)
-            end
+            print(string.format("      %s %s (%d ms)", ev.group and "ran" or "applied", ev.migration.name, ev.ms))
+            if not ev.group then committed(ev.migration) end
+          elseif ev.event == "committed" then
+            for _, a in ipairs(ev.applied) do committed(by_key[a.key]) end
+            print(string.format("      committed %d migration(s) in one transaction", #ev.applied))
           end
         end })
+      if not ok then
+        if type(r) == "table" then
+          ctx.state.migrate_error = { group = r.group, partial = r.partial, checks_failed = r.checks_failed, migration = r.migration }
+          if r.partial and r.failed_key then ctx.state.partial = project.by_key[r.failed_key] end
+        else
+          ctx.state.migrate_error = {}
+        end
+        event(ctx, { event = "migrate_failed", group = r.group or false, partial = r.partial or false,
+                     migration = type(r) == "table" and r.migration or json.null })
+        error(r, 0)
+      end
       ctx.state.applied = r.applied
-      return string.format("%d migration(s) applied", #r.applied)
+      return string.format("%d migration(s) applied%s", #r.applied, mode.atomic and " in one transaction" or "")
     end }
 end
 
@@ -555,8 +657,216 @@ function R.step.undo_applied(o)
     run = function(ctx)
       local n = #(ctx.state.applied or {})
       if n == 0 then return "nothing to undo" end
-      require("orch.migrate").undo(ctx:conn(), migrate_project(ctx), { count = n, run_id = ctx.run_id })
+      require("orch.migrate").undo(ctx:conn(), migrate_project(ctx), { count = n, run_id = ctx.run_id,
+        lock_timeout = ctx.env.lock_timeout, retries = ctx.env.retries })
+      for _ = 1, n do table.remove(ctx.state.committed or {}) end   -- no longer this run's to recover
       return string.format("%d migration(s) undone", n)
+    end }
+end
+
+-- ================================================================ the recovery ladder
+
+local RUNG_TEXT = { ["rolled back"] = "nothing committed (the release's transaction rolled back)",
+  undo = "undo this run's migrations", restore = "restore this run's backup only if nothing was written since it" }
+
+--- The ladder as one line, for plans: "rolled back, else undo ..., else ...".
+function R.ladder_text(ctx, rungs)
+  if not rungs then
+    for _, s in ipairs(ctx.def and ctx.def.on_failure or {}) do if s.rungs then rungs = s.rungs break end end
+  end
+  if not rungs then
+    local names = {}
+    for _, s in ipairs(ctx.def and ctx.def.on_failure or {}) do names[#names + 1] = s.name end
+    return #names > 0 and table.concat(names, ", ") or "no failure handlers: a human (exit 4)"
+  end
+  local parts = {}
+  for _, r in ipairs(rungs) do
+    local t = RUNG_TEXT[r] or r
+    if r == "restore" and (ctx.env.release or {}).discard_writes then
+      t = string.format("restore this run's backup, DISCARDING writes made since it (environment %s sets release.discard_writes = true)", ctx.env.name)
+    end
+    parts[#parts + 1] = t
+  end
+  parts[#parts + 1] = "stop for a human (exit 4)"
+  return table.concat(parts, "; else ")
+end
+
+local function names_of(list)
+  local out = {}
+  for _, e in ipairs(list) do out[#out + 1] = e.name end
+  return table.concat(out, ", ")
+end
+
+local function has(list, x) for _, v in ipairs(list) do if v == x then return true end end return false end
+
+--- The recovery ladder, for on_failure: the first rung that applies wins,
+-- and ctx.recovery (the report, the run log, the webhooks) says which and why.
+--   1. "rolled back": nothing this run changed was committed (the atomic
+--      release rolled back, or the first migration's own transaction did):
+--      exit 1, nothing to restore, no write lost.
+--   2. "undo": every migration this run committed (and a half-applied one)
+--      has a U file or a Lua down: undone newest first, each in its own
+--      transaction; the application's writes stay. Exit 3.
+--   3. "restore": this run's backup, only when nothing was written since it
+--      (orch.backup.writes measures every table against the backup's
+--      snapshot), or when the environment says release = { discard_writes =
+--      true }; by swap, so the old database is kept, and the report lists
+--      what it holds that the restored one does not. Exit 3. Refused
+--      otherwise: exit 4, naming the tables and rows, and the command that
+--      would restore anyway.
+--   4. Nothing reversible: exit 4 with numbered next steps.
+-- o.rungs chooses and orders rungs 1-3 (default all three).
+function R.step.recover(o)
+  o = o or {}
+  local rungs = o.rungs or { "rolled back", "undo", "restore" }
+  for _, r in ipairs(rungs) do
+    if not RUNG_TEXT[r] then error(string.format("R.step.recover: unknown rung '%s' (rungs: \"rolled back\", \"undo\", \"restore\")", tostring(r)), 2) end
+  end
+  return { name = "recover", rungs = rungs,
+    about = "the ladder: " .. table.concat(rungs, ", then ") .. ", else a human (exit 4)",
+    plan = function(ctx) return "on failure: " .. R.ladder_text(ctx, rungs) end,
+    run = function(ctx)
+      local st = ctx.state
+      local committed = st.committed or {}
+      local partial = st.partial
+      local passed = {}
+      local function decide(rung, code, why, lines)
+        ctx.recovery = { rung = rung, exit_code = code, why = why, passed_over = passed, lines = lines }
+        event(ctx, { event = "recovery", rung = rung, exit_code = code, why = why, passed_over = passed, lines = lines or json.null })
+        print(string.format("      %s: %s", rung, why))
+        for _, l in ipairs(lines or {}) do print("        " .. l) end
+        return rung .. ": " .. why
+      end
+      local function stop(rung, why, lines)
+        decide(rung, R.EXIT.human, why, lines)
+        error(why .. (lines and #lines > 0 and ("\n" .. table.concat(lines, "\n")) or ""), 0)
+      end
+      local me = st.migrate_error
+      local failed_where = ctx.failure and ctx.failure.step or "?"
+      -- 1. nothing committed
+      if #committed == 0 and not partial then
+        if has(rungs, "rolled back") then
+          st.restored = true   -- the schema is where it was before the run
+          local why
+          if me and me.group then
+            why = string.format("%s; the release ran in one transaction and it rolled back: nothing to restore, no write lost",
+              me.checks_failed and "a database check failed before COMMIT" or ((me.migration or "a migration") .. " failed"))
+          else
+            why = string.format("'%s' failed before this run committed any migration: nothing to restore, no write lost", failed_where)
+          end
+          return decide("rolled back", R.EXIT.failed, why)
+        end
+        passed[#passed + 1] = { rung = "rolled back", why = "not one of this recipe's rungs" }
+      else
+        passed[#passed + 1] = { rung = "rolled back", why = string.format("this run committed %s%s", #committed > 0 and names_of(committed) or "",
+          partial and (string.format("%s%s ran part-way without a transaction", #committed > 0 and "; " or "", partial.name)) or "") }
+      end
+      local migrate = require "orch.migrate"
+      local project = migrate_project(ctx)
+      -- 2. undo, newest first: the half-applied one (the newest), then what was committed
+      local todo = {}
+      if partial then todo[1] = partial end
+      for i = #committed, 1, -1 do todo[#todo + 1] = committed[i] end
+      if has(rungs, "undo") and #todo > 0 then
+        local missing = {}
+        for _, e in ipairs(todo) do if not e.undo then missing[#missing + 1] = e end end
+        if #missing > 0 then
+          passed[#passed + 1] = { rung = "undo", why = string.format("%s ha%s no undo (no U file, no Lua down)", names_of(missing), #missing == 1 and "s" or "ve") }
+        else
+          local undone = {}
+          local ok, err = pcall(migrate.undo, ctx:conn(), project, { only = todo, run_id = ctx.run_id,
+            lock_timeout = ctx.env.lock_timeout, retries = ctx.env.retries,
+            on_progress = function(ev)
+              if ev.event == "done" then
+                undone[#undone + 1] = ev.migration
+                print(string.format("      undid %s (%d ms)", ev.migration.undo.name, ev.ms))
+              end
+            end })
+          -- what was undone is no longer this run's to recover
+          local gone = {}
+          for _, e in ipairs(undone) do gone[e] = true end
+          if partial and gone[partial] then st.partial, partial = nil, nil end
+          local keep = {}
+          for _, e in ipairs(committed) do if not gone[e] then keep[#keep + 1] = e end end
+          st.committed, committed = keep, keep
+          if ok then
+            st.restored = true
+            local why = string.format("%s%s undone newest first (%s), each in its own transaction: what the application wrote meanwhile stays",
+              (not me and failed_where ~= "migrate") and string.format("'%s' failed after the release committed; ", failed_where) or "",
+              #undone == 1 and "this run's migration" or string.format("this run's %d migrations", #undone), names_of(undone))
+            return decide("undo", R.EXIT.restored, why)
+          end
+          passed[#passed + 1] = { rung = "undo", why = string.format("undoing failed: %s%s", errtext(err):gsub("\n.*", ""),
+            #undone > 0 and (" (undone before it: " .. names_of(undone) .. ")") or "") }
+        end
+      elseif #todo > 0 then
+        passed[#passed + 1] = { rung = "undo", why = "not one of this recipe's rungs" }
+      end
+      -- 3. restore, when nothing would be lost
+      local writes = require "orch.backup.writes"
+      local exclude = { project.schema .. "." .. project.table }
+      local lost_lines
+      if has(rungs, "restore") then
+        if not st.backup then
+          passed[#passed + 1] = { rung = "restore", why = "this run took no backup" }
+        else
+          local manifest = require("orch.backup").read_manifest(st.backup)
+          local w = writes.measure(ctx:conn(), manifest, { exclude = exclude })
+          local discard = (ctx.env.release or {}).discard_writes == true
+          event(ctx, { event = "writes_since_backup", backup = st.backup, measurable = w.measurable, changed = w.changed,
+                       tables = w.tables, why = w.why or json.null })
+          if w.changed and not discard then
+            lost_lines = writes.lines(w, "")
+            passed[#passed + 1] = { rung = "restore", why = string.format("refused: %s since the backup %s (restoring would lose %s)",
+              w.measurable and "rows were written" or "orch cannot tell what was written", st.backup,
+              w.measurable and string.format("%d new or changed row(s) and bring back %d deleted or changed one(s)", w.rows_new, w.rows_gone) or "them") }
+          else
+            ctx:close_conn()
+            local r = require("orch.backup.restore").run { archive = st.backup, db = ctx.url, mode = "swap" }
+            ctx.project = nil
+            st.restored = true
+            event(ctx, { event = "restored", backup = st.backup, old_database = r.old_database or json.null })
+            -- the kept old database, measured now that no session writes to it: what it holds that the restored one does not
+            local oc <close> = ctx:conn():clone { dbname = r.old_database }
+            local after = writes.measure(oc, manifest, { exclude = exclude })
+            oc:close()
+            local lines = { string.format("the failed database is kept as %s", r.old_database) }
+            if after.changed then
+              lines[#lines + 1] = string.format("%s holds what the restored database does not:", r.old_database)
+              for _, l in ipairs(writes.lines(after, "  ")) do lines[#lines + 1] = l end
+            else
+              lines[#lines + 1] = string.format("%s holds no row the restored database does not", r.old_database)
+            end
+            if after.changed and not discard then
+              -- written while the restore ran (after the measurement): kept, but not in the restored database
+              stop("restore", string.format("restored %s, but rows were written to the old database while it was restored: they are not in the restored database", st.backup), lines)
+            end
+            local why = discard and w.changed and string.format("restored %s by swap, discarding what was written since it (environment %s sets release.discard_writes = true)", st.backup, ctx.env.name)
+              or string.format("nothing was written since the backup (every table measured against its snapshot): restored %s by swap", st.backup)
+            return decide("restore", R.EXIT.restored, why, lines)
+          end
+        end
+      end
+      -- 4. a human
+      local name = ctx.env.name
+      local steps = { "what was written since the backup, and would be lost by restoring it:" }
+      if lost_lines then for _, l in ipairs(lost_lines) do steps[#steps + 1] = "  " .. l end else steps = {} end
+      local n = 0
+      local function step(t) n = n + 1; steps[#steps + 1] = string.format("%d. %s", n, t) end
+      step(string.format("see where the database stands: orch status --env %s (and orch runs show %s for this run)", name, ctx.run_id))
+      if partial then
+        step(string.format("%s ran part-way without a transaction (the error above says which statements ran): finish or reverse them by hand", partial.name))
+        step(string.format("then clear its failed entry: orch repair --env %s --yes", name))
+      end
+      if #committed > 0 then
+        step(string.format("undo what this run committed, once it has an undo: %s (newest first: orch undo --env %s --count %d --yes)", names_of(committed), name, #committed))
+      end
+      if st.backup then
+        step(string.format("or restore this run's backup, LOSING what is listed above (the current database is kept, renamed): orch restore %s --env %s --swap --yes", st.backup, name))
+      end
+      step(string.format("then run the release again: orch recipes/%s.lua --env %s", ctx.name, name))
+      local why = #passed > 0 and passed[#passed].why or "no rung applies"
+      stop("a human", "nothing could be reversed without losing data: " .. why, steps)
     end }
 end
 

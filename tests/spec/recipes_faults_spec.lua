@@ -70,20 +70,21 @@ local function finish(name, dir, r)
 end
 
 describe("recipes under faults", function()
-  it("prod: a health check failing after migrate restores the backup (exit 3), database identical", function()
+  it("prod: a database check failing after the migrations rolls the release back inside its transaction (exit 1), database identical", function()
     local url, name = production("prod_health")
     local before_schema, before_rows = schema_of(name), contents_of(name)
-    -- the release migrates fine, but the service's check says the release is bad
+    -- the release migrates fine, but the team's SQL check says the release is bad: it runs before COMMIT
     local dir = project(8, nil, [[health = { sql = { { name = "no reporting views yet", query = "SELECT to_regclass('public.ticket_daily_stats') IS NULL" } } }]])
     local r = recipe(dir, "prod.lua", url, { "--yes" })
-    assert.equals(3, r.code, r.stdout .. r.stderr)
-    assert.matches("4 migration%(s%) applied", r.stdout)
-    assert.matches("no reporting views yet", r.stdout)
-    assert.matches("FAILED AND RESTORED", r.stdout)
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("ran V8__reporting_views%.sql", r.stdout)
+    assert.matches("1 database check%(s%) failed inside the release's transaction: sql:no reporting views yet", r.stdout)
+    assert.matches("FAILED AND ROLLED BACK %(nothing was changed%)", r.stdout)
     assert.equals(before_schema, schema_of(name))
-    assert.same(before_rows, contents_of(name))
-    local old = r.stdout:match("the failed database is kept as (%S+)")
-    H.drop_db(old)
+    -- (but for the history's identity counter: PostgreSQL never rolls a sequence back)
+    local after_rows = contents_of(name)
+    after_rows["seq public.orch_schema_history_installed_rank_seq"], before_rows["seq public.orch_schema_history_installed_rank_seq"] = nil, nil
+    assert.same(before_rows, after_rows)
     finish(name, dir)
   end)
 
@@ -102,21 +103,12 @@ describe("recipes under faults", function()
     for _, e in ipairs(ev) do if e.event == "interrupted" then stopped = e.step end end
     assert.equals("migrate", stopped)
     assert.equals(130, ev[#ev].exit_code)
-    -- the migration's transaction was cancelled and rolled back: same schema, same
-    -- data; the history gained one row saying V5 failed (rolled back) in this run
+    -- the release's transaction was cancelled and rolled back: same schema, same
+    -- data, and no history row either (the release ran as one transaction)
     assert.equals(before_schema, schema_of(name))
-    local after_rows = contents_of(name)
-    for _, k in ipairs { "public.orch_schema_history", "seq public.orch_schema_history_installed_rank_seq" } do
-      assert.is_not_nil(after_rows[k])
-      after_rows[k], before_rows[k] = nil, nil
-    end
-    assert.same(before_rows, after_rows)
+    assert.same(before_rows, contents_of(name))
     local c <close> = db.connect(url)
-    local h = c:query("SELECT version, success, rolled_back FROM orch_schema_history WHERE run_id = $1", ev[1].run_id)
-    assert.equals(1, #h)
-    assert.equals("5", h[1].version)
-    assert.is_false(h[1].success)
-    assert.is_true(h[1].rolled_back)
+    assert.equals(0, c:value("SELECT count(*) FROM orch_schema_history WHERE run_id = $1", ev[1].run_id))
     c:close()
     before_rows = contents_of(name)
     -- the run's backup is complete and usable: it verifies and restores to the same state
@@ -165,7 +157,7 @@ describe("recipes under faults", function()
     finish(name, dir)
   end)
 
-  it("prod: a lock held by the application makes migrate time out and retry, then restore (exit 3), database identical", function()
+  it("prod: a lock held by the application makes the release time out and retry as a whole, then roll back (exit 1), database identical", function()
     local url, name = production("prod_lock")
     local before_schema, before_rows = schema_of(name), contents_of(name)
     -- the application holds an uncommitted write on tickets: V5's foreign keys to tickets must wait for it
@@ -175,12 +167,15 @@ describe("recipes under faults", function()
     local dir = project(8)
     local t0 = sys.monotonic()
     local r = recipe(dir, "prod.lua", url, { "--yes" })
-    assert.equals(3, r.code, r.stdout .. r.stderr)
+    assert.equals(1, r.code, r.stdout .. r.stderr)
     assert.is_true(sys.monotonic() - t0 < 60)
-    assert.matches("V5__comments_attachments_history%.sql: .*SQLSTATE 55P03%); retrying", r.stderr)
+    assert.matches("lock timeout .*%(SQLSTATE 55P03%): the release runs in one transaction, so all of it is retried in [%d.]+s %(attempt 2 of 2%)", r.stderr)
     assert.matches("lock timeout", r.stdout)
-    assert.matches("FAILED AND RESTORED", r.stdout)
-    pcall(app.close, app)   -- the swap ended its session
+    assert.matches("FAILED AND ROLLED BACK", r.stdout)
+    -- nothing was restored: the application's session and its open transaction were never touched
+    assert.equals(1, app:value("SELECT 1"))
+    app:exec("ROLLBACK")
+    app:close()
     assert.equals(before_schema, schema_of(name))
     assert.same(before_rows, contents_of(name))
     finish(name, dir, r)
@@ -268,7 +263,7 @@ describe("prod with HTTP health checks and webhooks", function()
   end
   local HOOKS = [[webhooks = { { url_env = "SLACK_URL", kind = "slack" }, { url_env = "EVENTS_URL", kind = "json", token_env = "EVENTS_TOKEN" } }]]
 
-  it("the API answers 503 health+json after migrate: restore (exit 3), database identical, webhooks told, secrets never shown", function()
+  it("the API answers 503 health+json after the release committed: undone (exit 3), schema and data as before, webhooks told, secrets never shown", function()
     srv:reset()
     local url, name = production("prod_http503")
     local before_schema, before_rows = schema_of(name), contents_of(name)
@@ -278,10 +273,16 @@ describe("prod with HTTP health checks and webhooks", function()
     assert.matches("4 migration%(s%) applied", r.stdout)
     assert.matches("FAILED verify", r.stdout)
     assert.matches("api fail: HTTP 503, expected 2xx; the service reports fail", r.stdout)
-    assert.matches("FAILED AND RESTORED", r.stdout)
+    assert.matches("FAILED AND UNDONE", r.stdout)
+    assert.matches("recovery: undo — 'verify' failed after the release committed; this run's 4 migrations undone newest first", r.stdout)
     assert.equals(before_schema, schema_of(name))
-    assert.same(before_rows, contents_of(name))
-    -- both webhooks heard the start and the restore
+    -- the same rows, but for the history, which now says the release was applied and undone
+    local after_rows = contents_of(name)
+    for _, k in ipairs { "public.orch_schema_history", "seq public.orch_schema_history_installed_rank_seq" } do
+      after_rows[k], before_rows[k] = nil, nil
+    end
+    assert.same(before_rows, after_rows)
+    -- both webhooks heard the start and the recovery
     local got = {}
     for _, h in ipairs(srv:hooks()) do
       local body = json.decode(h.body)
@@ -293,11 +294,13 @@ describe("prod with HTTP health checks and webhooks", function()
       if g.name == "events" then events[#events + 1] = g else slack[#slack + 1] = g end
     end
     assert.matches("orch prod on prod started", slack[1].body.text)
-    assert.matches("orch prod on prod FAILED and was RESTORED", slack[2].body.text)
+    assert.matches("orch prod on prod FAILED and was UNDONE", slack[2].body.text)
+    assert.matches("recovery: undo", slack[2].body.attachments[1].text)
     assert.equals("warning", slack[2].body.attachments[1].color)
     assert.matches("failed step: verify", slack[2].body.attachments[1].text)
     assert.equals("run_started", events[1].body.event)
     assert.equals("run_restored", events[2].body.event)
+    assert.equals("undo", events[2].body.recovery.rung)
     assert.equals("verify", events[2].body.failed_step)
     assert.equals(3, events[2].body.exit_code)
     assert.equals("Bearer " .. TOKEN, events[2].auth)

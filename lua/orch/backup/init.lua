@@ -114,6 +114,9 @@ function B.create(conn, opts)
     local toc = catalog.build(conn, { skip = opts.skip, no_owner = opts.no_owner })
     lock_tables(conn, toc.tables, opts.lock_timeout or "10s")
     local migration = latest_migration(conn)
+    -- where this backup stands: its snapshot (and the server's write counters), so that a
+    -- restore can first measure what was written since (orch.backup.writes)
+    local since = require("orch.backup.writes").markers(conn)
     w = pgarchive.writer(tmp, { compression = opts.compression, level = opts.level or -1, threads = opts.threads or 2, dbname = toc.dbname,
       server_version = toc.server_version, dumper_version = "orch " .. package.orch_version })
     for _, e in ipairs(toc.entries) do w:entry(e) end
@@ -142,7 +145,7 @@ function B.create(conn, opts)
     local winfo = w:close()
     w = nil
     conn:exec("COMMIT")
-    return { toc = toc, counts = counts, rows = total_rows, winfo = winfo, migration = migration }
+    return { toc = toc, counts = counts, rows = total_rows, winfo = winfo, migration = migration, since = since }
   end)
   if not ok then
     if w then pcall(w.close, w) end
@@ -158,7 +161,7 @@ function B.create(conn, opts)
     duration_ms = math.floor((sys.now() - started) * 1000), run_id = opts.run_id or json.null, env = opts.env or json.null,
     compression = result.winfo.compression, compression_level = opts.level or -1, archive_version = result.winfo.version,
     entries = #result.toc.entries, rows = result.rows,
-    tables = json.object(result.counts), uncompressed_bytes = result.winfo.uncompressed,
+    tables = json.object(result.counts), uncompressed_bytes = result.winfo.uncompressed, since = result.since,
   }
   if to_stdout then return manifest end
   local sum = sys.sha256_file(tmp)
