@@ -34,6 +34,7 @@
 #include <lua.h>
 #include <lauxlib.h>
 #include <libpq-fe.h>
+#include <libpq/libpq-fs.h>
 #include "orch.h"
 #include "pdeflate.h"
 #include "sha256.h"
@@ -506,20 +507,26 @@ static int stream_end(Writer *w) {
 }
 
 /* w:begin_block(id): start the data block of entry id (TOC order). */
-static int w_begin_block(lua_State *L) {
-    Writer *w = checkwriter(L);
-    int id = (int)luaL_checkinteger(L, 2);
+static Entry *start_block(lua_State *L, Writer *w, int id, int type) {
     Entry *e;
-    if (!w->toc_start) return luaL_error(L, "write_toc() must come before data blocks");
-    if (w->in_block) return luaL_error(L, "a data block is already open");
+    if (!w->toc_start) { luaL_error(L, "write_toc() must come before data blocks"); return NULL; }
+    if (w->in_block) { luaL_error(L, "a data block is already open"); return NULL; }
     e = next_data_entry(w);
-    if (!e) return luaL_error(L, "no more data entries in the TOC (got block %d)", id);
-    if (e->id != id)
-        return luaL_error(L, "data blocks must follow TOC order: expected entry %d (%s), got %d", e->id, e->tag, id);
+    if (!e) { luaL_error(L, "no more data entries in the TOC (got block %d)", id); return NULL; }
+    if (e->id != id) {
+        luaL_error(L, "data blocks must follow TOC order: expected entry %d (%s), got %d", e->id, e->tag, id);
+        return NULL;
+    }
     e->pos = w->off;
-    if (put_byte(w, BLK_DATA) || put_int(w, id)) return raise_werr(L, w);
+    if (put_byte(w, type) || put_int(w, id)) { raise_werr(L, w); return NULL; }
     w->in_block = 1;
     w->block_in = 0;
+    return e;
+}
+
+static int w_begin_block(lua_State *L) {
+    Writer *w = checkwriter(L);
+    start_block(L, w, (int)luaL_checkinteger(L, 2), BLK_DATA);
     return 0;
 }
 
@@ -609,6 +616,95 @@ static int w_copy_table(lua_State *L) {
     lua_call(L, 1, 1);
     lua_pushinteger(L, rows);
     lua_insert(L, -2);
+    return 2;
+}
+
+#define LO_PIECE (256 * 1024)
+
+/* The next oid from an array (index i) or an iterator function at idx;
+ * 0 at the end. */
+static unsigned int next_oid(lua_State *L, int idx, lua_Integer i) {
+    lua_Integer v;
+    int isnum;
+    if (lua_isfunction(L, idx)) { lua_pushvalue(L, idx); lua_call(L, 0, 1); }
+    else lua_rawgeti(L, idx, i);
+    if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
+    v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum || v <= 0 || v > 0xffffffffLL) luaL_error(L, "large object oids must be integers 1..4294967295 (got %s)", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    return (unsigned int)v;
+}
+
+/* w:copy_blobs(conn, id, oids [, progress]) -> objects, bytes.
+ *
+ * The catalog's side of large objects (what orch's backups write):
+ *   - one TOC entry per large object, desc "BLOB", tag the oid, section
+ *     pre-data, defn "SELECT pg_catalog.lo_create('OID');\n", drop
+ *     "SELECT pg_catalog.lo_unlink('OID');\n", owner the LO's owner (what
+ *     pg_dump 15 writes, format 1.14), plus COMMENT / ACL entries tagged
+ *     "LARGE OBJECT OID" that depend on it;
+ *   - one entry desc "BLOBS", tag "BLOBS", section data, had_dumper = true,
+ *     no defn, placed after the TABLE DATA entries; its block is written here.
+ * Writes that BLOBS block of entry id (TOC order, like copy_table): for each
+ * large object Int oid, its bytes as one compressed stream of its own (read
+ * with lo_open/lo_read in 256 KiB pieces: memory stays bounded whatever its
+ * size), Int 0; then a final Int 0. oids is an array of integers or a
+ * function returning the next oid and nil at the end. conn must be inside a
+ * transaction (lo_open needs one; the backup's snapshot then covers the
+ * objects too). progress(objects, bytes_in, bytes_out) is called every
+ * 4 MiB. Raises naming the oid when the server fails; the archive is then
+ * unfinished (close the writer and remove the file). */
+static int w_copy_blobs(lua_State *L) {
+    Writer *w = checkwriter(L);
+    PGconn *pg = orch_checkconn(L, 2);
+    int id = (int)luaL_checkinteger(L, 3);
+    int has_progress = lua_isfunction(L, 5);
+    long long next_report = 4 << 20, start_in;
+    lua_Integer i = 1;
+    int count = 0;
+    char *buf;
+    if (!lua_istable(L, 4) && !lua_isfunction(L, 4)) return luaL_argerror(L, 4, "an array of oids or an iterator function expected");
+    if (PQtransactionStatus(pg) != PQTRANS_INTRANS)
+        return luaL_error(L, "copy_blobs() needs the connection inside a transaction (lo_open works only in one)");
+    lua_settop(L, 5);
+    /* the read buffer is a Lua userdata: freed by the GC whatever is raised */
+    buf = (char *)lua_newuserdatauv(L, LO_PIECE, 0);
+    start_block(L, w, id, BLK_BLOBS);
+    start_in = w->total_in;
+    for (;; i++) {
+        unsigned int oid = next_oid(L, 4, i);
+        int fd, n;
+        if (oid == 0) break;
+        if (put_int(w, (long long)(int)oid)) return raise_werr(L, w);   /* pg_dump's Int of an Oid */
+        fd = lo_open(pg, oid, INV_READ);
+        if (fd < 0) return luaL_error(L, "cannot open large object %I for the backup: %s", (lua_Integer)oid, PQerrorMessage(pg));
+        while ((n = lo_read(pg, fd, buf, LO_PIECE)) > 0) {
+            if (block_write(w, buf, (size_t)n)) { lo_close(pg, fd); return raise_werr(L, w); }
+            if (orch_interrupted()) { lo_close(pg, fd); return orch_raise_interrupt(L); }
+            if (has_progress && w->total_in - start_in >= next_report) {
+                next_report = w->total_in - start_in + (4 << 20);
+                lua_pushvalue(L, 5);
+                lua_pushinteger(L, count);
+                lua_pushinteger(L, w->total_in);
+                lua_pushinteger(L, w->off);
+                if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1);
+            }
+        }
+        if (n < 0) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "%s", PQerrorMessage(pg));
+            lo_close(pg, fd);
+            return luaL_error(L, "reading large object %I for the backup failed: %s", (lua_Integer)oid, msg);
+        }
+        if (lo_close(pg, fd) < 0) return luaL_error(L, "closing large object %I failed: %s", (lua_Integer)oid, PQerrorMessage(pg));
+        if (stream_end(w) || put_int(w, 0)) return raise_werr(L, w);
+        count++;
+    }
+    if (put_int(w, 0)) return raise_werr(L, w);
+    w->in_block = 0;
+    w->next_block++;
+    lua_pushinteger(L, count);
+    lua_pushinteger(L, w->block_in);
     return 2;
 }
 
@@ -1498,6 +1594,78 @@ static int r_copy_into(lua_State *L) {
     return 1;
 }
 
+/* Writes each large object of a BLOBS block into the target. */
+typedef struct LoSink {
+    PGconn *pg;
+    int fd, create;
+    unsigned int oid;
+    const char *label;
+} LoSink;
+
+static void lo_sink_fail(lua_State *L, LoSink *ls, const char *what) {
+    char msg[300];
+    snprintf(msg, sizeof msg, "%s", PQerrorMessage(ls->pg));
+    if (ls->fd >= 0) lo_close(ls->pg, ls->fd);
+    ls->fd = -1;
+    luaL_error(L, "restoring large object %I of %s: %s failed: %s", (lua_Integer)ls->oid, ls->label, what, msg);
+}
+
+static void lo_sink_begin(lua_State *L, void *ud, unsigned int oid) {
+    LoSink *ls = (LoSink *)ud;
+    ls->oid = oid;
+    if (ls->create && lo_create(ls->pg, oid) != oid) lo_sink_fail(L, ls, "lo_create");
+    ls->fd = lo_open(ls->pg, oid, INV_WRITE);
+    if (ls->fd < 0) lo_sink_fail(L, ls, "opening it for writing (lo_open; does the archive create it?)");
+}
+
+static int lo_sink_data(lua_State *L, void *ud, const char *buf, size_t len) {
+    LoSink *ls = (LoSink *)ud;
+    if (lo_write(ls->pg, ls->fd, buf, len) != (int)len) lo_sink_fail(L, ls, "lo_write");
+    if (orch_interrupted()) { lo_close(ls->pg, ls->fd); ls->fd = -1; orch_raise_interrupt(L); }
+    return 0;
+}
+
+static void lo_sink_end(lua_State *L, void *ud, unsigned int oid) {
+    LoSink *ls = (LoSink *)ud;
+    (void)oid;
+    if (lo_close(ls->pg, ls->fd) < 0) { ls->fd = -1; lo_sink_fail(L, ls, "lo_close"); }
+    ls->fd = -1;
+}
+
+/* r:restore_blobs(conn, id [, {create = bool}]) -> objects, bytes.
+ * Writes every large object of entry id's BLOBS block into conn's database:
+ * each is opened for writing (lo_open INV_WRITE) and its bytes written as
+ * they are decompressed, so memory stays bounded. The objects must exist
+ * (the archive's BLOB / BLOB METADATA entries create them) unless
+ * opts.create, which makes each with lo_create(oid) first (archives whose
+ * BLOBS carry objects no entry creates). conn must be inside a
+ * transaction; on any error the caller rolls it back. Raises naming the
+ * oid and the entry. */
+static int r_restore_blobs(lua_State *L) {
+    Reader *r = checkreader(L);
+    PGconn *pg = orch_checkconn(L, 2);
+    int id = (int)luaL_checkinteger(L, 3);
+    LoSink ls;
+    Sink s = { lo_sink_data, lo_sink_begin, lo_sink_end, &ls };
+    REntry *e = find_entry(r, id);
+    BlockInfo bi;
+    memset(&ls, 0, sizeof ls);
+    ls.pg = pg;
+    ls.fd = -1;
+    ls.label = e ? e->label : "?";
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "create");
+        ls.create = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    if (PQtransactionStatus(pg) != PQTRANS_INTRANS)
+        return luaL_error(L, "restore_blobs() needs the connection inside a transaction (lo_open works only in one)");
+    bi = read_block(L, r, id, &s, BLK_BLOBS);
+    lua_pushinteger(L, bi.los);
+    lua_pushinteger(L, bi.bytes);
+    return 2;
+}
+
 /* r:sha256() -> hex digest of the whole file when everything was read front
  * to back exactly once (a serial restore does), else nil. */
 static int r_sha256(lua_State *L) {
@@ -1537,11 +1705,11 @@ static int r_verify(lua_State *L) {
 
 static const luaL_Reg writer_methods[] = {
     {"entry", w_entry}, {"write_toc", w_write_toc}, {"begin_block", w_begin_block}, {"write", w_write},
-    {"end_block", w_end_block}, {"copy_table", w_copy_table}, {"close", w_close}, {"progress", w_progress},
+    {"end_block", w_end_block}, {"copy_table", w_copy_table}, {"copy_blobs", w_copy_blobs}, {"close", w_close}, {"progress", w_progress},
     {NULL, NULL}
 };
 static const luaL_Reg reader_methods[] = {
-    {"header", r_header}, {"entries", r_entries}, {"read_block", r_read_block}, {"copy_into", r_copy_into},
+    {"header", r_header}, {"entries", r_entries}, {"read_block", r_read_block}, {"copy_into", r_copy_into}, {"restore_blobs", r_restore_blobs},
     {"verify", r_verify}, {"sha256", r_sha256}, {"close", r_close}, {NULL, NULL}
 };
 static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {NULL, NULL} };

@@ -65,8 +65,65 @@ end
 
 -- Run every chosen entry of the archive against conn, in pg_restore's
 -- three passes. Returns counts; raises on the first error with the entry.
+-- Large objects as pg_dump writes them: BLOB entries (archives <= 1.15,
+-- one per object, defn lo_create), BLOB METADATA (1.16: defn lists the
+-- oids), BLOBS data blocks (the contents), COMMENT/ACL on LARGE OBJECT
+-- (1.16 groups: one ACL entry tagged "LARGE OBJECTS a..b" written for the
+-- first oid of the BLOB METADATA entry it depends on, applied to each).
+local LO_DESC = { BLOB = true, ["BLOB METADATA"] = true }
+
+local function lo_oids(e)
+  if e.desc == "BLOB" then return { e.tag } end
+  local oids = {}
+  for line in (e.defn or ""):gmatch("[^\n]+") do
+    if not line:match("^%d+$") then error(string.format("entry %d (BLOB METADATA %s) lists %q, not a large object oid", e.id, e.tag, line), 0) end
+    oids[#oids + 1] = line
+  end
+  return oids
+end
+
+-- Create the large objects of a BLOB / BLOB METADATA entry, owned as the archive says.
+local function create_los(conn, e, opts)
+  for _, oid in ipairs(lo_oids(e)) do
+    conn:query("SELECT pg_catalog.lo_create($1::oid)", oid)
+    if not opts.no_owner and e.owner then
+      conn:exec(string.format("ALTER LARGE OBJECT %s OWNER TO %s", oid, conn:quote_ident(e.owner)))
+    end
+  end
+end
+
+-- An ACL entry of a 1.16 group of large objects: its commands name the
+-- first oid; run them once per oid of the BLOB METADATA entry.
+local function lo_group_acl(conn, e, by_id)
+  local md = by_id[(e.deps or {})[1]]
+  if not md or md.desc ~= "BLOB METADATA" then
+    error(string.format("entry %d (ACL %s) does not depend on a BLOB METADATA entry", e.id, e.tag), 0)
+  end
+  for _, oid in ipairs(lo_oids(md)) do
+    conn:exec((e.defn:gsub("LARGE OBJECT %d+", "LARGE OBJECT " .. oid)))
+  end
+end
+
+-- Write the contents of a BLOBS block, in a transaction of its own unless
+-- the caller's is open (lo_open works only inside one).
+local function restore_blobs(conn, a, e, create)
+  local own = not conn:info().in_transaction
+  if own then conn:exec("BEGIN") end
+  local ok, err = pcall(a.restore_blobs, a, conn, e.id, { create = create })
+  if not ok then
+    if own then pcall(conn.exec, conn, "ROLLBACK") end
+    error(err, 0)
+  end
+  if own then conn:exec("COMMIT") end
+end
+
 local function apply(conn, a, opts)
   local entries = a:entries()
+  local by_id, has_lo_entries = {}, false
+  for _, e in ipairs(entries) do
+    by_id[e.id] = e
+    if LO_DESC[e.desc] then has_lo_entries = true end
+  end
   local want = selected(entries, opts)
   -- the session as pg_restore sets it up
   require("orch.backup.session").restore(conn)
@@ -80,7 +137,7 @@ local function apply(conn, a, opts)
   if not opts.no_owner then
     local missing, seen = {}, {}
     for _, e in ipairs(entries) do
-      if e.owner and OWNABLE[e.desc] and not seen[e.owner] then
+      if e.owner and (OWNABLE[e.desc] or LO_DESC[e.desc]) and not seen[e.owner] then
         seen[e.owner] = true
         if not conn:value("SELECT 1 FROM pg_roles WHERE rolname = $1", e.owner) then missing[#missing + 1] = e.owner end
       end
@@ -93,13 +150,25 @@ local function apply(conn, a, opts)
   local done, rows_loaded, total = 0, 0, 0
   for _, e in ipairs(entries) do if not SPECIAL[e.desc] and want(e) then total = total + 1 end end
   local cur_section = 2
+  local cur_tablespace   -- what SET default_tablespace last said (pg_restore's _selectTablespace)
   for pass = 1, 3 do
     for _, e in ipairs(entries) do
       if e.section ~= "none" then cur_section = e.section end
       if not SPECIAL[e.desc] and pass_of(e) == pass and want(e) then
         local where = string.format("entry %d (%s %s%s)", e.id, e.desc, e.namespace and (e.namespace .. ".") or "", e.tag)
         local ok, err = pcall(function()
-          if e.desc == "TABLE DATA" then
+          if e.tablespace and e.tablespace ~= cur_tablespace and not opts.no_tablespaces then
+            -- "" = the database's default; otherwise the entry's own tablespace, as pg_restore sets it
+            conn:exec("SET default_tablespace = " .. (e.tablespace == "" and "''" or conn:quote_ident(e.tablespace)))
+            cur_tablespace = e.tablespace
+          end
+          if LO_DESC[e.desc] then
+            create_los(conn, e, opts)
+          elseif e.desc == "BLOBS" then
+            restore_blobs(conn, a, e, not has_lo_entries)
+          elseif e.desc == "ACL" and (e.tag or ""):match("^LARGE OBJECTS ") and e.defn and e.defn ~= "" then
+            lo_group_acl(conn, e, by_id)
+          elseif e.desc == "TABLE DATA" then
             if e.copy then
               a:copy_into(conn, e.id, e.copy)
             else
