@@ -790,6 +790,9 @@ typedef struct Reader {
     LZ4F_dctx *lz;
     ZSTD_DStream *zd;
     int dec_done;                /* the current stream (or frame) is complete */
+    unsigned char head[5];       /* the current stream's first bytes (frame magic + flags) */
+    int headlen;
+    long long unchecked;         /* streams read so far that carry no checksum of their own */
     Sha256 sha;                  /* SHA-256 of the bytes read so far, while reads are contiguous */
     long long hashed;            /* bytes 0..hashed-1 are (queued to be) in sha */
     long long size;              /* file size, -1 for a pipe */
@@ -1233,6 +1236,7 @@ typedef struct BlockInfo { int type; long long bytes, los; } BlockInfo;
 /* Start decompressing a new stream with the archive's algorithm. */
 static void dec_begin(lua_State *L, Reader *r, REntry *e) {
     r->dec_done = 0;
+    r->headlen = 0;
     switch (r->algorithm) {
     case 1:
         if (!r->zready) {
@@ -1354,6 +1358,7 @@ static long long read_stream(lua_State *L, Reader *r, REntry *e, const char *wha
             if (fread(r->inbuf, 1, k, r->f) != k)
                 rfail(L, r, "archive is truncated: the file ends at byte %lld inside the data block of %s", pos, e->label);
             rhash(r, r->inbuf, k, pos);
+            while (r->headlen < 5 && (size_t)r->headlen < k) { r->head[r->headlen] = r->inbuf[r->headlen]; r->headlen++; }
             r->cur += (long long)k;
             len -= (long long)k;
             total += dec_feed(L, r, e, what, r->inbuf, k, pos, s);
@@ -1362,6 +1367,10 @@ static long long read_stream(lua_State *L, Reader *r, REntry *e, const char *wha
     if (!r->dec_done)
         rfail(L, r, "the data block of %s is corrupt: the compressed stream of %s is incomplete (it stops at byte %lld)",
               e->label, what, r->cur);
+    /* zlib streams end with an Adler-32; an lz4 or zstd frame has a content
+     * checksum only when its flags byte (after the 4-byte magic) says so,
+     * bit 2 in both formats. pg_dump 16/17 write theirs without; orch with. */
+    if (r->algorithm == ALG_NONE || (r->algorithm >= ALG_LZ4 && (r->headlen < 5 || !(r->head[4] & 0x04)))) r->unchecked++;
     return total;
 }
 
@@ -1682,12 +1691,15 @@ static int r_sha256(lua_State *L) {
     return 1;
 }
 
-/* r:verify() -> {blocks=, bytes=, large_objects=}: every data block (every
- * large object of a BLOBS block too) decompresses completely. */
+/* r:verify() -> {blocks=, bytes=, large_objects=, unchecked_streams=}:
+ * every data block (every large object of a BLOBS block too) decompresses
+ * completely. unchecked_streams counts the streams that carry no checksum
+ * (no compression, or lz4/zstd frames written without one, as pg_dump's
+ * are): a changed byte in those may go unnoticed without a manifest. */
 static int r_verify(lua_State *L) {
     Reader *r = checkreader(L);
     int i, blocks = 0;
-    long long bytes = 0, los = 0;
+    long long bytes = 0, los = 0, unchecked0 = r->unchecked;
     for (i = 0; i < r->n; i++) {
         BlockInfo bi;
         if (!r->e[i].had_dumper) continue;
@@ -1696,7 +1708,8 @@ static int r_verify(lua_State *L) {
         los += bi.los;
         blocks++;
     }
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, r->unchecked - unchecked0); lua_setfield(L, -2, "unchecked_streams");
     lua_pushinteger(L, blocks); lua_setfield(L, -2, "blocks");
     lua_pushinteger(L, bytes); lua_setfield(L, -2, "bytes");
     lua_pushinteger(L, los); lua_setfield(L, -2, "large_objects");

@@ -199,11 +199,13 @@ function B.verify(path, opts)
   end
   local r <close> = pgarchive.open(path)
   local v = r:verify()
-  -- proven: the manifest's SHA-256 matched, or every data block carries a zlib checksum that did;
-  -- an uncompressed archive without a manifest parses, but a damaged byte in it would go unnoticed
+  -- proven: the manifest's SHA-256 matched, or every stream carries a checksum that did (zlib's
+  -- Adler-32, lz4/zstd content checksums); an uncompressed archive, or lz4/zstd frames written without
+  -- checksums (pg_dump 16/17's), parse without a manifest, but a damaged byte could go unnoticed
   local compression = r:header().compression
   local result = { path = path, blocks = v.blocks, bytes = v.bytes, sha256 = m and m.sha256, manifest = m ~= nil,
-    compression = compression, proven = m ~= nil or compression ~= "none" }
+    compression = compression, proven = m ~= nil or v.unchecked_streams == 0, unchecked_streams = v.unchecked_streams,
+    large_objects = v.large_objects }
   if opts.deep then
     local counts = opts.deep(path)
     local bad = {}

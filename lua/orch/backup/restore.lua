@@ -208,7 +208,11 @@ end
 -- Does the archive carry checksums of its own? zlib data blocks end with
 -- an Adler-32 the reader checks; an uncompressed archive has none, so
 -- without a manifest a flipped byte in it goes unnoticed.
-local function self_checking(a)
+-- lz4/zstd frames carry a content checksum only when written with one
+-- (orch's do, pg_dump 16/17's do not): with v (what a:verify() returned),
+-- every stream read must have had one.
+local function self_checking(a, v)
+  if v then return v.unchecked_streams == 0 end
   local c = a:header().compression
   return c ~= "none"
 end
@@ -230,18 +234,19 @@ local function prove(path, a, m, mode, opts)
     end
     return "SHA-256 matches the manifest"
   end
-  if mode == "drop-existing" and not self_checking(a) and not opts.force then
-    sys.error(string.format("refusing to --drop-existing with %s: it has no manifest and no compression checksums (an uncompressed archive, " ..
-      "e.g. pg_dump -Z0), so a damaged byte could not be detected before the target's contents are dropped; the target was not touched. " ..
-      "Restore it with --swap (the current database is kept), or accept it unproven with --force", path), 1)
-  end
   local ok, v = pcall(a.verify, a)
   if not ok then
     local e = db.is_error(v) and v or db.as_error { message = tostring(v) }
     e.where = "checking " .. path .. " before restoring it; the target was not touched"
     error(e, 0)
   end
-  return self_checking(a) and string.format("every data block checked (%d blocks, no manifest)", v.blocks)
+  if mode == "drop-existing" and not self_checking(a, v) and not opts.force then
+    sys.error(string.format("refusing to --drop-existing with %s: it has no manifest and no compression checksums (an uncompressed archive, " ..
+      "e.g. pg_dump -Z0, or lz4/zstd written without checksums as pg_dump 16/17 do), so a damaged byte could not be detected before the " ..
+      "target's contents are dropped; the target was not touched. " ..
+      "Restore it with --swap (the current database is kept), or accept it unproven with --force", path), 1)
+  end
+  return self_checking(a, v) and string.format("every data block checked (%d blocks, no manifest)", v.blocks)
     or string.format("structure and %d data blocks read; UNPROVEN: no manifest and no compression checksums", v.blocks)
 end
 

@@ -11,7 +11,8 @@ local spec = args.spec({ "db", "env", "json" }, {
 
 return {
   summary = "verify a backup: manifest SHA-256, structure, every block inflates; --deep restores it to a scratch database",
-  description = "Exit 0 when the archive is proven (the manifest's SHA-256, or zlib checksums on every block), 1 when it\n" ..
+  description = "Exit 0 when the archive is proven (the manifest's SHA-256, or checksums in every block: zlib's, or\n" ..
+    "lz4/zstd content checksums, which orch writes and pg_dump 16/17 do not), 1 when it\n" ..
     "is damaged or unproven (no manifest and uncompressed: structure read, but nothing can vouch for its bytes).\n" ..
     "--deep restores into a scratch database on the server of --db, else of the environment's\n" ..
     "database (--env NAME or ORCH_ENV, from orch.env.lua), and drops it afterwards.",
@@ -33,7 +34,8 @@ return {
       if not r.proven then return 1 end
     elseif not r.proven then
       io.stderr:write(string.format("orch: unproven: %s parses and its %d data blocks read, but it has no manifest and no compression " ..
-        "checksums (an uncompressed archive, e.g. pg_dump -Z0): a damaged byte in it could not be detected. Restore it with --swap " ..
+        "checksums (an uncompressed archive, e.g. pg_dump -Z0, or lz4/zstd frames without checksums, as pg_dump 16/17 write them): " ..
+        "a damaged byte in it could not be detected. Restore it with --swap " ..
         "and check the result; restore --drop-existing refuses it without --force\n", r.path, r.blocks))
       return 1
     else
