@@ -493,6 +493,19 @@ static int sys_rename(lua_State *L) {
     return 1;
 }
 
+/* sys.link(from, to): a second name for a file; never replaces an existing
+ * to (EEXIST: nil, message, errno), so it reserves a name atomically where
+ * an exists() check would race. Then fsyncs the target directory. */
+static int sys_link(lua_State *L) {
+    const char *a = luaL_checkstring(L, 1), *b = luaL_checkstring(L, 2);
+    char dir[4096];
+    if (link(a, b) != 0) return fail(L, "cannot link to", b);
+    dirname_of(b, dir, sizeof dir);
+    fsync_path(dir, 1);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int sys_unlink(lua_State *L) {
     const char *p = luaL_checkstring(L, 1);
     if (unlink(p) != 0 && errno != ENOENT) return fail(L, "cannot remove", p);
@@ -758,7 +771,7 @@ static const luaL_Reg funcs[] = {
     {"stat", sys_stat}, {"exists", sys_exists}, {"listdir", sys_listdir},
     {"mkdir", sys_mkdir}, {"mkdir_p", sys_mkdir_p}, {"rmtree", sys_rmtree},
     {"mkdtemp", sys_mkdtemp}, {"write_atomic", sys_write_atomic}, {"fsync", sys_fsync},
-    {"rename", sys_rename}, {"unlink", sys_unlink}, {"chmod", sys_chmod}, {"chown", sys_chown},
+    {"rename", sys_rename}, {"link", sys_link}, {"unlink", sys_unlink}, {"chmod", sys_chmod}, {"chown", sys_chown},
     {"realpath", sys_realpath}, {"statvfs", sys_statvfs},
     {"getuid", sys_getuid}, {"getpid", sys_getpid}, {"user", sys_user}, {"kill", sys_kill},
     {"hostname", sys_hostname}, {"isatty", sys_isatty},

@@ -65,7 +65,11 @@ local function runlog_open(ctx)
   local dir = ctx.env.backups.dir .. "/runs"
   if not sys.mkdir_p(dir, 448) then return nil end
   ctx.runlog_path = string.format("%s/%s.jsonl", dir, ctx.run_id)
-  return io.open(ctx.runlog_path, "a")
+  -- 0600 like the archives: a run log names databases, tables and errors
+  if not sys.exists(ctx.runlog_path) and not sys.write_atomic(ctx.runlog_path, "", 384) then return nil end
+  local f = io.open(ctx.runlog_path, "a")
+  sys.chmod(ctx.runlog_path, 384)
+  return f
 end
 
 local function event(ctx, ev)

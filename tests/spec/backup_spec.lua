@@ -291,7 +291,11 @@ describe("orch backup and restore", function()
       sys.mkdir_p(dir)
       local r = sys.spawn { "sh", "-c", string.format("ulimit -f 16; exec %s backup --db %s --dir %s", H.orch_bin, url_of(src_all), dir) }
       assert.equals(1, r.code)
-      assert.matches("writing the archive failed: File too large", r.stderr)
+      -- the file it was writing and what to do, not a position in orch's source
+      assert.matches("the backup could not be written to " .. dir:gsub("%p", "%%%0") .. "/%.[^ ]+%.partial%-%d+ %(to become " ..
+        dir:gsub("%p", "%%%0") .. "/[^ ]+%.dump%): File too large", r.stderr)
+      assert.matches("no backup was kept. Free space in " .. dir:gsub("%p", "%%%0"), r.stderr)
+      assert.is_nil(r.stderr:match("orch/[%w_/]+%.lua:%d+"), r.stderr)
       assert.same({}, sys.listdir(dir))
     end)
 
@@ -314,6 +318,62 @@ describe("orch backup and restore", function()
       c:close()
       H.drop_db(name)
     end)
+  end)
+
+  it("retention counts each database on its own: prune --keep 2 over a shared directory keeps 2 of each", function()
+    local dir = work .. "/shared_retain"
+    local ex = {}
+    for i = 1, 3 do ex[i] = take(src_example, dir).path end
+    local other = take(src_all, dir).path
+    local r = H.orch { "backups", "prune", "--dir", dir, "--keep", "2" }
+    assert.is_true(r.ok, r.stderr)
+    assert.is_true(sys.exists(other), "the only backup of the other database was deleted")
+    assert.is_false(sys.exists(ex[1]))
+    assert.is_true(sys.exists(ex[2]) and sys.exists(ex[3]))
+  end)
+
+  it("two backups started in the same second both complete, under distinct names", function()
+    local dir = work .. "/same_second"
+    sys.mkdir_p(dir)
+    -- start both just after a second begins, so that they share its time stamp
+    while sys.now() % 1 > 0.2 do sys.sleep(0.01) end
+    local cmd = string.format("%s backup --db %s --dir %s --json", H.orch_bin, url_of(src_example), dir)
+    local r = sys.spawn { "sh", "-c", string.format("%s > %s/a.json & a=$!; %s > %s/b.json & b=$!; wait $a; echo a=$?; wait $b; echo b=$?",
+      cmd, work, cmd, work) }
+    assert.equals("0", r.stdout:match("a=(%d+)"), r.stderr)
+    assert.equals("0", r.stdout:match("b=(%d+)"), r.stderr)
+    local a, b = json.decode(H.read(work .. "/a.json")), json.decode(H.read(work .. "/b.json"))
+    assert.equals(a.started_at, b.started_at, "not the same second: the test proves nothing")
+    assert.are_not.equal(a.path, b.path)
+    for _, m in ipairs { a, b } do
+      assert.is_true(H.orch({ "verify", m.path }).ok, m.path)
+      assert.equals(m.path:match("[^/]+$"), json.decode(H.read(m.path:gsub("%.dump$", ".manifest.json"))).file)
+    end
+    assert.equals(2, #json.decode(H.orch({ "backups", "list", "--dir", dir, "--json" }).stdout))
+  end)
+
+  it("backups list shows a dead run's partial file and an archive without manifest as incomplete", function()
+    local dir = work .. "/leftovers"
+    local m = take(src_example, dir)
+    local dead = tonumber(sys.spawn({ "sh", "-c", "echo $$" }).stdout:match("%d+"))
+    H.write(dir .. "/.db-20260101T000000Z.dump.partial-" .. dead, "half an archive")
+    H.write(dir .. "/db-20250101T000000Z.dump", H.read(m.path))
+    local l = H.orch { "backups", "list", "--dir", dir, "--json" }
+    assert.is_true(l.ok, l.stderr)
+    local by = {}
+    for _, b in ipairs(json.decode(l.stdout)) do by[b.path:match("[^/]+$")] = b end
+    assert.equals("complete", by[m.path:match("[^/]+$")].status)
+    local p = by[".db-20260101T000000Z.dump.partial-" .. dead]
+    assert.equals("incomplete", p.status)
+    assert.matches("left by backup pid " .. dead .. ", which died", p.note)
+    assert.equals("incomplete", by["db-20250101T000000Z.dump"].status)
+    assert.matches("no manifest", by["db-20250101T000000Z.dump"].note)
+    local text = H.orch { "backups", "list", "--dir", dir }
+    assert.matches("incomplete%s+%.db%-20260101T000000Z%.dump%.partial%-%d+", text.stdout)
+    -- retention neither counts nor deletes them
+    assert.is_true(H.orch({ "backups", "prune", "--dir", dir, "--keep", "1" }).ok)
+    assert.is_true(sys.exists(dir .. "/db-20250101T000000Z.dump"))
+    assert.is_true(sys.exists(m.path))
   end)
 
   it("keeps N backups, never deleting the newest verified one", function()

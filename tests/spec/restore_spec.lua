@@ -275,6 +275,7 @@ describe("restores that check before they write", function()
       assert.equals(0, r.code, r.stdout .. r.stderr)
       no_password(r)
       for _, f in ipairs(sys.listdir(dir .. "/backups/prod/runs")) do
+        assert.equals(384, sys.stat(dir .. "/backups/prod/runs/" .. f).mode, "run log " .. f .. " is not 0600")
         assert.is_nil(H.read(dir .. "/backups/prod/runs/" .. f):find(H.pw_password, 1, true), "the password is in the run log " .. f)
       end
       assert.matches("tables with the backup's row counts", r.stdout)

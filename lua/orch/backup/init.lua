@@ -77,7 +77,7 @@ function B.create(conn, opts)
   local started = sys.now()
   local info = conn:info()
   local to_stdout = opts.output == "-"
-  local dir, final, tmp
+  local dir, final, tmp, candidates
   if to_stdout then
     tmp = "-"
   else
@@ -91,20 +91,17 @@ function B.create(conn, opts)
       -- a recipe's run id starts with its own time stamp: <db>-<run id>.dump, not the time twice
       local base = rid and rid:sub(1, #stamp - 2) == stamp:sub(1, #stamp - 2) and string.format("%s/%s-%s", dir, info.dbname, rid)
         or string.format("%s/%s-%s%s", dir, info.dbname, stamp, rid and ("-" .. rid) or "")
-      -- two backups in the same second (a safety backup right after another) get -2, -3, ...
-      final = base .. ".dump"
-      local n = 1
-      while sys.exists(final) or sys.exists(B.manifest_path(final)) do
-        n = n + 1
-        final = string.format("%s-%d.dump", base, n)
-      end
+      -- two backups in the same second (a safety backup right after another, two runs at once)
+      -- get -2, -3, ...: the name is reserved atomically when the archive is linked into place
+      candidates = function(n) return n == 1 and (base .. ".dump") or string.format("%s-%d.dump", base, n) end
+      final = candidates(1)
     end
     local ok, err = sys.mkdir_p(dir, 448)
     if not ok then fail(string.format("cannot create the backup directory %s: %s", dir, err)) end
     local st = sys.stat(dir)
     if not st or st.type ~= "directory" then fail("backup directory " .. dir .. " is not a directory") end
     B.clean_leftovers(dir)
-    if sys.exists(final) then fail("refusing to overwrite the existing backup " .. final) end
+    if not candidates and sys.exists(final) then fail("refusing to overwrite the existing backup " .. final) end
     tmp = string.format("%s/.%s.partial-%d", dir, final:match("([^/]*)$"), sys.getpid())
   end
   local w
@@ -151,6 +148,15 @@ function B.create(conn, opts)
     if w then pcall(w.close, w) end
     if not conn:is_closed() and conn:info().in_transaction then pcall(conn.exec, conn, "ROLLBACK") end
     if tmp ~= "-" then sys.unlink(tmp) end
+    if type(result) == "string" and result:match("writing the archive failed") then
+      -- a full disk (or a file size limit): name the file, not a position in orch's source
+      local why = result:gsub("^orch/[%w_/]+%.lua:%d+: ", ""):gsub("^writing the archive failed: ", "")
+      if tmp == "-" then fail("the backup could not be written to standard output: " .. why) end
+      local fs = sys.statvfs and sys.statvfs(dir)
+      fail(string.format("the backup could not be written to %s (to become %s): %s; the partial file was removed and no backup was kept. " ..
+        "Free space in %s%s, or choose another directory with --dir, and run again", tmp, final, why, dir,
+        type(fs) == "table" and fs.free and string.format(" (%.1f MiB free now)", fs.free / 1048576) or ""))
+    end
     error(result, 0)
   end
   local manifest = {
@@ -166,8 +172,30 @@ function B.create(conn, opts)
   if to_stdout then return manifest end
   local sum = sys.sha256_file(tmp)
   manifest.sha256 = sum
-  local okr, err = sys.rename(tmp, final)
-  if not okr then sys.unlink(tmp); fail("cannot move the finished backup into place: " .. err) end
+  -- into place without ever replacing a file: link() fails on a name that exists, so a
+  -- backup finishing at the same moment under the same name takes the next one
+  for n = 1, 1000 do
+    local cand = candidates and candidates(n) or final
+    if not (candidates and sys.exists(B.manifest_path(cand))) then
+      local okl, lerr, errno = sys.link(tmp, cand)
+      if okl then final = cand break end
+      if sys.exists(cand) then
+        -- taken: by another backup of the same second, or (an explicit --output) an existing file
+        if not candidates then sys.unlink(tmp); fail("refusing to overwrite the existing backup " .. final .. "; the new one was not kept") end
+      elseif errno == 1 or errno == 95 then
+        -- a file system without hard links: rename after the check (not atomic there)
+        local okr, rerr = sys.rename(tmp, cand)
+        if not okr then sys.unlink(tmp); fail("cannot move the finished backup into place: " .. rerr) end
+        final = cand
+        break
+      else
+        sys.unlink(tmp); fail("cannot move the finished backup into place: " .. lerr)
+      end
+    end
+    if n == 1000 or not candidates then sys.unlink(tmp); fail("no free backup name next to " .. final) end
+  end
+  sys.unlink(tmp)
+  manifest.file = final:match("([^/]*)$")
   sys.chmod(final, 384)
   local okm, merr = manifest_m.write(final, manifest)
   if not okm then fail("the archive " .. final .. " was written but its manifest could not be: " .. merr .. " (the backup counts as incomplete)") end

@@ -5,16 +5,26 @@ local manifest = require "orch.backup.manifest"
 
 local B = {}
 
---- The backups in dir, newest first: { path, manifest, status } where
--- status is "complete", "verified" or "incomplete" (archive without manifest).
+--- The backups in dir, newest first: { path, manifest, status, note } where
+-- status is "complete", "verified" or "incomplete": an archive without
+-- manifest, or the temporary file (.NAME.partial-PID) of a backup that is
+-- being written or whose process died (note says which).
 function B.list(dir)
   local out = {}
   for _, f in ipairs(sys.listdir(dir) or {}) do
-    if f:match("%.dump$") and not f:match("^%.") then
+    local partial_of, pid = f:match("^%.(.+)%.partial%-(%d+)$")
+    if (f:match("%.dump$") and not f:match("^%.")) or partial_of then
       local path = dir .. "/" .. f
-      local m = manifest.read(path)
+      local m = not partial_of and manifest.read(path) or nil
       local st = sys.stat(path)
-      out[#out + 1] = { path = path, file = f, manifest = m, size = st and st.size,
+      local note
+      if partial_of then
+        note = sys.kill(tonumber(pid), 0) and string.format("being written by pid %s (to become %s)", pid, partial_of)
+          or string.format("left by backup pid %s, which died before finishing %s (the next backup removes it)", pid, partial_of)
+      elseif not m then
+        note = "no manifest: the backup did not finish, or its manifest was removed"
+      end
+      out[#out + 1] = { path = path, file = f, manifest = m, size = st and st.size, note = note, partial = partial_of ~= nil,
         status = not m and "incomplete" or (m.verified_at and "verified" or "complete"),
         time = m and m.started_at or "", mtime = st and st.mtime or 0 }
     end
@@ -26,21 +36,33 @@ function B.list(dir)
   return out
 end
 
---- Apply retention: keep the newest `keep` complete backups and/or those
--- younger than max_age seconds; never delete the newest verified backup;
+-- Which series a backup belongs to: retention counts each database (and
+-- environment) on its own, so one directory can hold several.
+local function series(b)
+  local m = b.manifest or {}
+  local envname = type(m.env) == "string" and m.env or ""
+  return tostring(m.database or "?") .. "\0" .. envname
+end
+
+--- Apply retention: per database and environment (the manifest's database
+-- and env), keep the newest `keep` complete backups and/or those younger
+-- than max_age seconds; never delete a series' newest verified backup;
 -- incomplete ones never count toward keep (and are left for a human to look
 -- at). Returns the list of deleted paths.
 function B.retain(dir, opts)
   opts = opts or {}
   local list = B.list(dir)
-  local newest_verified
-  for _, b in ipairs(list) do if b.status == "verified" then newest_verified = b.path break end end
-  local kept, deleted = 0, {}
+  local newest_verified = {}
+  for _, b in ipairs(list) do
+    if b.status == "verified" and not newest_verified[series(b)] then newest_verified[series(b)] = b.path end
+  end
+  local kept, deleted = {}, {}
   local now = sys.now()
   for _, b in ipairs(list) do
     if b.status ~= "incomplete" then
-      kept = kept + 1
-      local too_many = opts.keep and kept > opts.keep
+      local k = series(b)
+      kept[k] = (kept[k] or 0) + 1
+      local too_many = opts.keep and kept[k] > opts.keep
       local too_old = false
       if opts.max_age and b.manifest and b.manifest.started_at then
         local y, mo, d, h, mi, s = b.manifest.started_at:match("(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
@@ -50,7 +72,7 @@ function B.retain(dir, opts)
           too_old = now - (t + offset) > opts.max_age
         end
       end
-      if (too_many or too_old) and b.path ~= newest_verified then
+      if (too_many or too_old) and b.path ~= newest_verified[k] then
         sys.unlink(b.path)
         sys.unlink(manifest.path(b.path))
         deleted[#deleted + 1] = b.path

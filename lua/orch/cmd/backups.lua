@@ -33,14 +33,14 @@ return {
       local list = backup.list(dir)
       if opts.json then
         local out = {}
-        for i, b in ipairs(list) do out[i] = { path = b.path, status = b.status, size = b.size, manifest = b.manifest or json.null } end
+        for i, b in ipairs(list) do out[i] = { path = b.path, status = b.status, size = b.size, note = b.note or json.null, manifest = b.manifest or json.null } end
         io.stdout:write(json.encode(out, { indent = "  " }), "\n")
       elseif #list == 0 then print("no backups in " .. dir)
       else
         for _, b in ipairs(list) do
           local m = b.manifest or {}
           print(string.format("%-10s %-50s %10.1f MiB  %s  %s", b.status, b.file, (b.size or 0) / 1048576, m.started_at or "?",
-            m.latest_migration and m.latest_migration ~= json.null and ("V" .. m.latest_migration.version) or ""))
+            m.latest_migration and m.latest_migration ~= json.null and ("V" .. m.latest_migration.version) or (b.note or "")))
         end
       end
     elseif action == "prune" then
