@@ -266,7 +266,16 @@ function M.history(conn, project)
   return out
 end
 
+-- A history row; with fields.start_rank, the row record_start wrote is
+-- completed instead (a non-transactional migration's start, see apply_one).
 local function record(conn, project, e, fields)
+  if fields.start_rank then
+    conn:query(string.format([[UPDATE %s SET checksum = $2, installed_on = to_timestamp($3), finished_on = to_timestamp($4),
+        execution_time = $5, success = $6, rolled_back = $7, error = $8 WHERE installed_rank = $1]], M.history_name(conn, project)),
+      fields.start_rank, fields.checksum, fields.started, fields.finished or sys.now(), fields.ms or 0, fields.success,
+      fields.rolled_back ~= false, fields.error)
+    return
+  end
   conn:query(string.format([[INSERT INTO %s (service, version, description, type, script, checksum,
       installed_on, finished_on, execution_time, success, rolled_back, run_id, error)
     VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), to_timestamp($8), $9, $10, $11, $12, $13)]], M.history_name(conn, project)),
@@ -531,65 +540,164 @@ local function is_retryable(err)
   return db.is_error(err) and (err.sqlstate == "55P03" or err.sqlstate == "40P01")
 end
 
--- Drop an INVALID index left by an interrupted CREATE INDEX CONCURRENTLY
--- before the same statement builds it again.
-local function drop_invalid_index(conn, sql)
-  local s = files.normalize(sql)
-  local name = s:match("^CREATE%s+UNIQUE%s+INDEX%s+CONCURRENTLY%s+IF%s+NOT%s+EXISTS%s+([%w_.\"]+)")
-    or s:match("^CREATE%s+UNIQUE%s+INDEX%s+CONCURRENTLY%s+([%w_.\"]+)")
-    or s:match("^CREATE%s+INDEX%s+CONCURRENTLY%s+IF%s+NOT%s+EXISTS%s+([%w_.\"]+)")
-    or s:match("^CREATE%s+INDEX%s+CONCURRENTLY%s+([%w_.\"]+)")
-  if not name or name == "ON" then return end
-  -- the original spelling (case) of the name from the statement itself
-  local orig = sql:match("[Cc][Oo][Nn][Cc][Uu][Rr][Rr][Ee][Nn][Tt][Ll][Yy]%s+([%w_.\"]+)")
-  if orig and orig:upper() == "IF" then orig = sql:match("[Ee][Xx][Ii][Ss][Tt][Ss]%s+([%w_.\"]+)") end
-  orig = (orig or name):gsub('"', "")
-  local bad = conn:query([[SELECT n.nspname, c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE NOT i.indisvalid AND c.relname = $1 AND pg_table_is_visible(c.oid)]], orig:match("([^.]+)$"))[1]
-  if bad then
-    log.warn("index %s.%s is INVALID (left by an interrupted concurrent build): dropping it before building it again",
-      bad.nspname, bad.relname)
-    conn:exec(string.format("DROP INDEX CONCURRENTLY IF EXISTS %s.%s", conn:quote_ident(bad.nspname), conn:quote_ident(bad.relname)))
+-- ---------------------------------------------------------------- concurrent index builds
+
+-- The first tokens of a statement, comments skipped: unquoted words folded
+-- to lower case (as the server folds them), "quoted" identifiers exact,
+-- punctuation as itself. { {v = text, quoted = bool}, ... }
+local function tokens(sql, max)
+  local out, i, n = {}, 1, #sql
+  while i <= n and #out < max do
+    local c = sql:sub(i, i)
+    if c:match("%s") then i = i + 1
+    elseif sql:sub(i, i + 1) == "--" then i = (sql:find("\n", i, true) or n) + 1
+    elseif sql:sub(i, i + 1) == "/*" then i = (select(2, sql:find("*/", i + 2, true)) or n) + 1
+    elseif c == '"' then
+      local j, v = i + 1, {}
+      while j <= n do
+        local q = sql:find('"', j, true) or n + 1
+        v[#v + 1] = sql:sub(j, q - 1)
+        if sql:sub(q + 1, q + 1) == '"' then v[#v + 1] = '"'; j = q + 2 else j = q + 1 break end
+      end
+      out[#out + 1] = { v = table.concat(v), quoted = true }
+      i = j
+    elseif c:match("[%a_]") then
+      local w = sql:match("^[%w_$]+", i)
+      out[#out + 1] = { v = w:lower() }
+      i = i + #w
+    else
+      out[#out + 1] = { v = c }
+      i = i + 1
+    end
   end
+  return out
+end
+
+--- What a CREATE [UNIQUE] INDEX CONCURRENTLY statement builds: its name
+-- (nil when the server picks one) and its table as a quoted, possibly
+-- schema-qualified name; nil for any other statement.
+local function concurrent_index(conn, sql)
+  local t = tokens(sql, 16)
+  local k = 1
+  local function word(w) if t[k] and not t[k].quoted and t[k].v == w then k = k + 1 return true end end
+  if not word("create") then return nil end
+  word("unique")
+  if not (word("index") and word("concurrently")) then return nil end
+  if word("if") then if not (word("not") and word("exists")) then return nil end end
+  local name
+  if not word("on") then
+    name = t[k] and t[k].v
+    k = k + 1
+    if not word("on") then return nil end
+  end
+  word("only")
+  if not t[k] then return nil end
+  local parts = { conn:quote_ident(t[k].v) }
+  if t[k + 1] and t[k + 1].v == "." and t[k + 2] then parts[2] = conn:quote_ident(t[k + 2].v) end
+  return { name = name, table = table.concat(parts, ".") }
+end
+
+-- The INVALID indexes of a table (name -> schema-qualified name).
+local function invalid_indexes(conn, tbl)
+  local out = {}
+  for _, r in ipairs(conn:query([[SELECT c.relname, format('%I.%I', n.nspname, c.relname) AS qname FROM pg_index i
+      JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE NOT i.indisvalid AND i.indrelid = to_regclass($1)]], tbl)) do out[r.relname] = r.qname end
+  return out
+end
+
+-- Before a concurrent build: drop the INVALID index of that name an earlier,
+-- interrupted build left (IF NOT EXISTS would otherwise keep it, invalid).
+-- Returns what the statement builds and the table's invalid indexes now.
+local function before_concurrent_index(conn, sql)
+  local ci = concurrent_index(conn, sql)
+  if not ci then return nil end
+  local bad = invalid_indexes(conn, ci.table)
+  if ci.name and bad[ci.name] then
+    log.warn("index %s is INVALID (left by an interrupted concurrent build): dropping it before building it again", bad[ci.name])
+    conn:exec("DROP INDEX CONCURRENTLY IF EXISTS " .. bad[ci.name])
+    bad[ci.name] = nil
+  end
+  ci.before = bad
+  return ci
+end
+
+-- After a failed concurrent build: drop the INVALID index it left (a
+-- unique build failing on duplicates, a build cancelled by a timeout).
+-- Returns a sentence for the error message, or nil.
+local function after_failed_concurrent_index(conn, ci)
+  if not ci then return nil end
+  if conn:is_closed() then
+    return string.format("the connection was lost: look for an INVALID index on %s and drop it (DROP INDEX CONCURRENTLY ...)", ci.table)
+  end
+  local ok, now = pcall(invalid_indexes, conn, ci.table)
+  if not ok then return nil end
+  local said = {}
+  for relname, qname in pairs(now) do
+    if not ci.before[relname] then
+      pcall(conn.exec, conn, "SET statement_timeout = 0")
+      local dropped, derr = pcall(conn.exec, conn, "DROP INDEX CONCURRENTLY IF EXISTS " .. qname)
+      said[#said + 1] = dropped and string.format("the INVALID index %s that the failed concurrent build left was dropped", qname)
+        or string.format("the failed concurrent build left the INVALID index %s, and dropping it failed (%s): run DROP INDEX CONCURRENTLY %s;",
+          qname, tostring(derr), qname)
+    end
+  end
+  return #said > 0 and table.concat(said, "; ") or nil
 end
 
 --- The batching helper for Lua data migrations: update a table in batches
 -- keyed by its primary key (never OFFSET), reporting progress.
 --   ctx.batch { table = "public.tickets", key = "id", size = 1000,
 --               set = "title_lower = lower(title)", where = "title_lower IS NULL" }
--- Each batch commits on its own when the migration runs without a
--- transaction. Returns the number of rows updated.
+-- key may name several columns ({ "tenant", "id" } or "tenant, id"). The
+-- cursor is a row comparison on the key columns, and the database both
+-- orders the batch and says where it ended, so text keys page by their own
+-- collation (comparing them in Lua, byte-wise, updated rows twice under a
+-- non-C collation). Each batch commits on its own when the migration runs
+-- without a transaction. Returns the number of rows updated.
 local function make_batch(conn, e, in_tx)
   return function(spec)
     assert(type(spec) == "table" and spec.table and spec.set, "batch{ table =, set =, key =, size = } expected")
-    local key = conn:quote_ident(spec.key or "id")
+    local cols = {}
+    if type(spec.key) == "table" then cols = spec.key
+    else for c in tostring(spec.key or "id"):gmatch("[^,%s]+") do cols[#cols + 1] = c end end
+    assert(#cols > 0, "batch: key names no column")
+    local q, ks, tq, bq, params, outs = {}, {}, {}, {}, {}, {}
+    for i, c in ipairs(cols) do
+      q[i] = conn:quote_ident(c)
+      ks[i] = string.format("%s AS __orch_k%d", q[i], i)
+      tq[i] = "t." .. q[i]
+      bq[i] = "b.__orch_k" .. i
+      params[i] = "$" .. i
+      outs[i] = string.format("(SELECT __orch_k%d FROM b ORDER BY __orch_ord DESC LIMIT 1) AS k%d", i, i)
+    end
+    local key = table.concat(q, ", ")
     local size = math.tointeger(spec.size or 1000)
     local tbl = spec.table:find("%.") and spec.table or conn:quote_ident(spec.table)
     local where = spec.where and (" AND (" .. spec.where .. ")") or ""
-    local total, batches, last = 0, 0, nil
+    local total, batches, cursor = 0, 0, nil
     local t0 = sys.monotonic()
     while true do
-      local cond = last == nil and "true" or (key .. " > $1")
-      local sql = string.format([[WITH b AS (SELECT %s AS k FROM %s WHERE %s%s ORDER BY %s LIMIT %d)
-        UPDATE %s t SET %s FROM b WHERE t.%s = b.k RETURNING t.%s AS k]],
-        key, tbl, cond, where, key, size, tbl, spec.set, key, key)
-      local rows
-      if last == nil then rows = conn:query(sql) else rows = conn:query(sql, last) end
-      if #rows == 0 then
-        -- rows past the cursor may still exist if the batch matched none of them: done either way
-        break
-      end
-      for _, r in ipairs(rows) do
-        if last == nil or r.k > last then last = r.k end
-      end
-      total = total + #rows
+      local cond = cursor == nil and "true" or string.format("(%s) > (%s)", key, table.concat(params, ", "))
+      -- b: the next batch in key order, under names the SET and WHERE expressions cannot mean
+      local sql = string.format([[WITH b AS MATERIALIZED (SELECT %s, row_number() OVER (ORDER BY %s) AS __orch_ord FROM
+          (SELECT %s FROM %s WHERE %s%s ORDER BY %s LIMIT %d) s),
+        u AS (UPDATE %s t SET %s FROM b WHERE (%s) = (%s) RETURNING 1)
+        SELECT (SELECT count(*) FROM b) AS n, (SELECT count(*) FROM u) AS updated, %s]],
+        table.concat(ks, ", "), key, key, tbl, cond, where, key, size, tbl, spec.set,
+        table.concat(tq, ", "), table.concat(bq, ", "), table.concat(outs, ", "))
+      local r
+      if cursor == nil then r = conn:query(sql)[1] else r = conn:query(sql, table.unpack(cursor, 1, #cols))[1] end
+      if r.n == 0 then break end
+      cursor = {}
+      for i = 1, #cols do cursor[i] = r["k" .. i] end
+      total = total + r.updated
       batches = batches + 1
       if spec.progress ~= false and (batches % 10 == 0) then
         log.info("  %s: %d rows updated in %d batches (%.0f rows/s)", e.name, total, batches, total / math.max(sys.monotonic() - t0, 0.001))
       end
       sys.check_interrupt()
-      if #rows < size then break end
+      if r.n < size then break end
     end
     return total
   end
@@ -633,6 +741,12 @@ local function in_transaction(conn, project, e, opts, work, hist)
   end
 end
 
+-- One statement of a SQL file; a COPY ... FROM STDIN with the data that followed it.
+local function run_statement(conn, s)
+  if s.copy then return conn:copy_in(s.sql, s.copy) end
+  return conn:exec(s.sql)
+end
+
 local function apply_sql_tx(conn, project, e, text, opts, hist)
   local stmts = statements_of(project, e, text)
   for i, s in ipairs(stmts) do
@@ -644,7 +758,7 @@ local function apply_sql_tx(conn, project, e, text, opts, hist)
   end
   return in_transaction(conn, project, e, opts, function()
     for i, s in ipairs(stmts) do
-      local ok, err = pcall(conn.exec, conn, s.sql)
+      local ok, err = pcall(run_statement, conn, s)
       if not ok then error(migration_error(e, err, s, i, #stmts), 0) end
     end
   end, hist)
@@ -658,9 +772,10 @@ local function apply_sql_notx(conn, project, e, text, opts, hist)
     local attempts = 0
     while true do
       attempts = attempts + 1
-      drop_invalid_index(conn, s.sql)
-      local ok, err = pcall(conn.exec, conn, s.sql)
+      local ci = before_concurrent_index(conn, s.sql)
+      local ok, err = pcall(run_statement, conn, s)
       if ok then break end
+      local index_note = after_failed_concurrent_index(conn, ci)
       if is_retryable(err) and attempts <= opt(opts, "retries") and not conn:is_closed() then
         local wait = math.min(0.25 * 2 ^ (attempts - 1), 10) * (0.5 + math.random())
         log.warn("%s: statement %d: %s; retrying in %.1fs", e.name, i, err.message, wait)
@@ -670,6 +785,7 @@ local function apply_sql_notx(conn, project, e, text, opts, hist)
         local ran = i - 1
         local where = ran == 0 and "no statement of this file ran" or
           string.format("statements 1..%d of %d ran and stay committed (the file runs without a transaction); the database is partly migrated: fix it, then 'orch repair' clears the failure", ran, #stmts)
+        if index_note then where = where .. "; " .. index_note end
         return nil, migration_error(e, err, s, i, #stmts, where), started, ran
       end
     end
@@ -683,7 +799,7 @@ end
 -- Record a failure on the lock connection (its own session: it works even
 -- when the migration's connection is gone or its transaction aborted).
 local function record_failure(lc, project, e, hist, err, started, rolled_back)
-  local ok, rerr = pcall(record, lc, project, e, {
+  local ok, rerr = pcall(record, lc, project, e, { start_rank = hist.start_rank,
     version = hist.version, type = hist.type, checksum = hist.checksum, run_id = hist.run_id,
     started = started or sys.now(), success = false, rolled_back = rolled_back,
     error = log.redact(tostring(err)):sub(1, 2000) })
@@ -702,6 +818,17 @@ local function apply_one(conn, lc, project, e, opts, undo)
   if undo then hist.type = (src.lua_down or src.lang == "lua") and "UNDO_LUA" or "UNDO_SQL" end
   local transactional = not (e.directives and e.directives.transaction == false)
   if undo and src.directives and src.directives.transaction == false then transactional = false end
+  if not transactional and not undo then
+    -- written before it runs (on the lock connection, committed at once): if orch or the server
+    -- dies half-way, status shows the migration failed part-way instead of pending
+    local row = lc:query(string.format([[INSERT INTO %s (service, version, description, type, script, checksum, installed_on,
+        success, rolled_back, run_id, error) VALUES ($1, $2, $3, $4, $5, $6, now(), false, false, $7, $8) RETURNING installed_rank]],
+      M.history_name(lc, project)), e.service or "", hist.version, e.description, hist.type, e.name, hist.checksum, opts.run_id,
+      string.format("started at %s without a transaction and did not finish: orch or the server stopped while it ran " ..
+        "(killed, connection lost, server restart), so it may be partly applied: check the database, then 'orch repair' clears it",
+        os.date("!%Y-%m-%dT%H:%M:%SZ")))[1]
+    hist.start_rank = row.installed_rank
+  end
   local ms, err, started, ran
   if src.lua_down or (src.lang == "lua") then
     local fn = src.lua_down or (undo and src.module.down) or src.module.up

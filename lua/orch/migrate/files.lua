@@ -45,113 +45,168 @@ end
 
 --- Flyway's checksum: CRC-32 over the lines without their endings (\r\n,
 -- \r or \n), a leading UTF-8 BOM removed, as a signed 32-bit integer.
+-- CRC-32 runs on: the CRC of line after line is the CRC of the text with
+-- every \r and \n removed, so one linear pass does (a search for the next
+-- line end from each line was quadratic: 4 MB took minutes).
 function files.checksum(text)
   if text:sub(1, 3) == "\239\187\191" then text = text:sub(4) end
-  local crc = 0
-  local pos, n = 1, #text
-  while pos <= n do
-    local s, e = text:find("\r\n?", pos)
-    local s2 = text:find("\n", pos, true)
-    if s2 and (not s or s2 < s) then s, e = s2, s2 end
-    if not s then
-      crc = sys.crc32(text:sub(pos), crc)
-      break
-    end
-    if s > pos then crc = sys.crc32(text:sub(pos, s - 1), crc) end
-    pos = e + 1
-  end
+  local crc = sys.crc32((text:gsub("[\r\n]+", "")), 0)
   if crc >= 0x80000000 then crc = crc - 0x100000000 end
   return math.tointeger(crc)
 end
 
 -- ------------------------------------------------------------ SQL text
 
+local function count_nl(text, i, j)
+  local n, p = 0, i
+  while true do
+    p = text:find("\n", p, true)
+    if not p or p > j then return n end
+    n, p = n + 1, p + 1
+  end
+end
+
 --- Split a SQL script into statements. Understands quotes ('' and E''),
--- quoted identifiers, dollar quoting, -- and nested /* */ comments.
--- Returns a list of { sql = text, line = first line, pos = offset }.
+-- quoted identifiers, dollar quoting, -- and nested /* */ comments, SQL-
+-- standard function bodies (BEGIN ATOMIC ... END, with CASE ... END inside)
+-- and COPY ... FROM STDIN followed by its data up to a line "\.".
+-- Returns a list of { sql = text, line = first line, pos = offset,
+-- copy = the data of a COPY FROM STDIN (nil otherwise) }.
+-- One pass: it jumps from one character that matters (quote, comment
+-- start, dollar, semicolon, newline) to the next, so it is linear in the
+-- size of the text.
 function files.split_sql(text)
   local stmts = {}
   local i, n = 1, #text
-  local start, line, start_line = 1, 1, nil
+  local start, line = 1, 1
+  local first_code_line
+  -- a statement is kept when it holds code: anything but blanks, comments and ';'
   local function flush(stop)
-    local s = text:sub(start, stop)
-    if s:match("%S") then
-      -- strip comment-only content to decide emptiness
-      local stripped = s:gsub("%-%-[^\n]*", ""):gsub("/%*.-%*/", "")
-      if stripped:match("[^%s;]") then
-        -- first line that holds code (not blank, not only a comment)
-        local lead = s:match("^[%s]*") or ""
-        local _, nl = lead:gsub("\n", "")
-        stmts[#stmts + 1] = { sql = s, line = (start_line or line) + 0, pos = start, _lead = nl }
-      end
+    if first_code_line then stmts[#stmts + 1] = { sql = text:sub(start, stop), line = first_code_line, pos = start } end
+  end
+  local function code() if not first_code_line then first_code_line = line end end
+  -- words of the statement, read only while they can matter: its first word, and in
+  -- CREATE statements BEGIN ATOMIC ... END (CASE ... END nests inside such a body)
+  local first_word, prev_word, depth = nil, nil, 0
+  local function words(a, b)
+    if first_word and first_word ~= "create" then return end
+    for w in text:sub(a, b):gmatch("[%a_][%w_]*") do
+      w = w:lower()
+      if not first_word then first_word = w
+      elseif w == "atomic" and prev_word == "begin" then depth = depth + 1
+      elseif depth > 0 and w == "case" then depth = depth + 1
+      elseif depth > 0 and w == "end" then depth = depth - 1 end
+      prev_word = w
+      if first_word ~= "create" then return end
     end
   end
-  local first_code_line
   while i <= n do
+    local j = text:find("[\n%-/'\"$;]", i)
+    if not j then
+      if not first_code_line and text:find("%S", i) then code() end
+      words(i, n)
+      break
+    end
+    if j > i then
+      if not first_code_line then
+        local k = text:find("%S", i)
+        if k and k < j then code() end
+      end
+      words(i, j - 1)
+    end
+    i = j
     local c = text:sub(i, i)
     if c == "\n" then
       line = line + 1
       i = i + 1
-    elseif c == "-" and text:sub(i + 1, i + 1) == "-" then
-      local e = text:find("\n", i, true) or n + 1
-      i = e
-    elseif c == "/" and text:sub(i + 1, i + 1) == "*" then
-      local depth, j = 1, i + 2
-      while j <= n and depth > 0 do
-        local two = text:sub(j, j + 1)
-        if two == "/*" then depth = depth + 1; j = j + 2
-        elseif two == "*/" then depth = depth - 1; j = j + 2
-        else
-          if text:sub(j, j) == "\n" then line = line + 1 end
-          j = j + 1
+    elseif c == "-" then
+      if text:sub(i + 1, i + 1) == "-" then
+        i = text:find("\n", i, true) or n + 1
+      else
+        code()
+        i = i + 1
+      end
+    elseif c == "/" then
+      if text:sub(i + 1, i + 1) == "*" then
+        local depth, k = 1, i + 2
+        while depth > 0 do
+          local m = text:find("[/*\n]", k)
+          if not m then k = n + 1 break end
+          local two = text:sub(m, m + 1)
+          if two == "/*" then depth = depth + 1; k = m + 2
+          elseif two == "*/" then depth = depth - 1; k = m + 2
+          else
+            if text:sub(m, m) == "\n" then line = line + 1 end
+            k = m + 1
+          end
         end
+        i = k
+      else
+        code()
+        i = i + 1
       end
-      i = j
     elseif c == "'" then
-      if not first_code_line then first_code_line = line end
+      code()
       local escapes = i > 1 and text:sub(i - 1, i - 1):match("[eE]") and not text:sub(i - 2, i - 2):match("[%w_]")
-      local j = i + 1
-      while j <= n do
-        local d = text:sub(j, j)
-        if d == "\n" then line = line + 1 end
-        if escapes and d == "\\" then j = j + 2
-        elseif d == "'" then
-          if text:sub(j + 1, j + 1) == "'" then j = j + 2 else break end
-        else j = j + 1 end
+      local k = i + 1
+      while true do
+        local m = text:find(escapes and "['\\\n]" or "['\n]", k)
+        if not m then k = n break end
+        local d = text:sub(m, m)
+        if d == "\n" then line = line + 1; k = m + 1
+        elseif d == "\\" then
+          if text:sub(m + 1, m + 1) == "\n" then line = line + 1 end
+          k = m + 2
+        elseif text:sub(m + 1, m + 1) == "'" then k = m + 2
+        else k = m break end
       end
-      i = j + 1
+      i = k + 1
     elseif c == '"' then
-      if not first_code_line then first_code_line = line end
-      local j = text:find('"', i + 1, true) or n
-      local _, nl = text:sub(i, j):gsub("\n", "")
-      line = line + nl
-      i = j + 1
-    elseif c == "$" and (i == 1 or not text:sub(i - 1, i - 1):match("[%w_]")) then
-      local tag = text:match("^%$[%a_][%w_]*%$", i) or text:match("^%$%$", i)
+      code()
+      local k = text:find('"', i + 1, true) or n
+      line = line + count_nl(text, i, k)
+      i = k + 1
+    elseif c == "$" then
+      local tag = (i == 1 or not text:sub(i - 1, i - 1):match("[%w_]")) and (text:match("^%$[%a_][%w_]*%$", i) or text:match("^%$%$", i))
+      code()
       if tag then
-        if not first_code_line then first_code_line = line end
         local e = text:find(tag, i + #tag, true)
         local stop = e and (e + #tag - 1) or n
-        local _, nl = text:sub(i, stop):gsub("\n", "")
-        line = line + nl
+        line = line + count_nl(text, i, stop)
         i = stop + 1
       else
         i = i + 1
       end
-    elseif c == ";" then
-      start_line = first_code_line
+    elseif depth > 0 then -- a ";" inside BEGIN ATOMIC ... END
+      i = i + 1
+    else -- ";"
       flush(i)
-      first_code_line, start_line = nil, nil
-      start = i + 1
       i = i + 1
-    else
-      if not first_code_line and c:match("%S") then first_code_line = line end
-      i = i + 1
+      local st = stmts[#stmts]
+      if first_word == "copy" and st and st.pos == start and files.normalize(st.sql):match("^COPY%s.-%sFROM%s+STDIN[%s;(]") then
+        -- the data: from the next line up to a line that is "\." (psql's end of data)
+        local nl = text:find("\n", i, true)
+        local from = nl and nl + 1 or n + 1
+        local e, stop = from, nil
+        while e <= n do
+          local eol = text:find("\n", e, true) or n + 1
+          if text:sub(e, eol - 1):gsub("\r$", "") == "\\." then stop = e break end
+          e = eol + 1
+        end
+        if not stop then
+          sys.error(string.format("line %d: COPY ... FROM STDIN has no end of data (a line \\.)", st.line), 1)
+        end
+        st.copy = text:sub(from, stop - 1)
+        line = line + count_nl(text, i, stop)
+        local after = text:find("\n", stop, true)
+        if after then line = line + 1 end
+        i = (after or n) + 1
+      end
+      first_code_line, first_word, prev_word, depth = nil, nil, nil, 0
+      start = i
     end
   end
-  start_line = first_code_line
   flush(n)
-  for _, s in ipairs(stmts) do s._lead = nil end
   return stmts
 end
 
@@ -260,8 +315,9 @@ end
 local function read(path)
   local f, err = io.open(path, "rb")
   if not f then sys.error("cannot read migration " .. path .. ": " .. tostring(err), 1) end
-  local s = f:read("a")
+  local s, rerr = f:read("a")
   f:close()
+  if not s then sys.error("cannot read migration " .. path .. ": " .. tostring(rerr), 1) end
   return s
 end
 
@@ -301,10 +357,28 @@ function files.scan(dir)
     sys.error(string.format("migrations directory %s not found: create it, or choose another with --dir", dir), 1)
   end
   local out = {}
+  -- Anything orch cannot read is an error, never "up to date": an unreadable
+  -- directory, a migration name that is a dangling link, a directory, a FIFO.
   local function scan_dir(path, service)
-    for _, name in ipairs(sys.listdir(path) or {}) do
+    local names, lerr = sys.listdir(path)
+    if not names then
+      sys.error(string.format("cannot read the migrations %s %s: %s; nothing was checked or applied",
+        service == "" and "directory" or ("of service '" .. service .. "' in"), path, tostring(lerr)), 1)
+    end
+    for _, name in ipairs(names) do
       local full = path .. "/" .. name
-      local s = sys.stat(full)
+      local s, serr = sys.stat(full)
+      local migration_name = name:match("%.sql$") or name:match("%.lua$")
+      if migration_name and not name:match("^%.") and not (s and s.type == "file") then
+        sys.error(string.format("cannot read migration %s: %s; nothing was checked or applied", full,
+          not s and tostring(serr) or ("it is a " .. s.type .. ", not a file")), 1)
+      end
+      if not s and not name:match("^%.") then
+        local ls = sys.stat(full, true)
+        if not (ls and ls.type == "link") then
+          sys.error(string.format("cannot read %s in the migrations directory: %s", full, tostring(serr)), 1)
+        end
+      end
       if s and s.type == "directory" then
         if service == "" and not name:match("^%.") then scan_dir(full, name) end
       elseif s and s.type == "file" then
