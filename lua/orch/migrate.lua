@@ -911,7 +911,7 @@ local function apply_group(conn, lc, project, plan, opts, result)
         else
           local stmts = statements_of(project, e, e.text)
           for j, s in ipairs(stmts) do
-            local okx, xerr = pcall(conn.exec, conn, s.sql)
+            local okx, xerr = pcall(run_statement, conn, s)
             if not okx then error(migration_error(e, xerr, s, j, #stmts), 0) end
           end
         end
