@@ -181,6 +181,9 @@ local function apply(conn, a, opts)
             conn:exec(e.defn)
             if not opts.no_owner and e.owner and OWNABLE[e.desc] and e.drop and e.drop ~= "" then
               local obj = e.drop:match("^DROP%s+(.-);?%s*$")
+              -- a schema is named by its tag, as pg_restore does: pg_dump's public schema entry
+              -- drops nothing ("-- *not* dropping schema") but still carries its owner
+              if e.desc == "SCHEMA" then obj = "SCHEMA " .. conn:quote_ident(e.tag) end
               if obj then
                 local kind = OWNABLE[e.desc]
                 local name = obj:sub(#kind + 2)

@@ -17,19 +17,26 @@
 -- grants whose grantor is not the owner run as that grantor. Objects orch
 -- does not create (system objects, extension members) still get their
 -- changed privileges, in ACL entries of their own.
+local sys = require "orch.sys"
+
 local D = {}
 
--- Catalogs with privileges: oid, owner, ACL column, acldefault's kind, and
--- the GRANT object text for objects no kind module registered.
+-- Catalogs with privileges: oid, owner, ACL column, acldefault's kind, the
+-- GRANT object text for objects no kind module registered, and what initdb
+-- granted beyond acldefault where pg_init_privs does not record it
+-- (information_schema, whose views PUBLIC may read).
 local SOURCES = {
   { cat = "pg_class", acl = "relacl", owner = "relowner", kind = "CASE WHEN o.relkind = 'S' THEN 's' ELSE 'r' END",
     obj = "CASE WHEN o.relkind = 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END || o.oid::pg_catalog.regclass::text",
-    ns = "o.relnamespace" },
+    ns = "o.relnamespace",
+    initial = "CASE WHEN o.relnamespace = 'information_schema'::pg_catalog.regnamespace AND o.relkind <> 'S' " ..
+      "THEN ARRAY[pg_catalog.makeaclitem(0, o.relowner, 'SELECT', false)] END" },
   { cat = "pg_proc", acl = "proacl", owner = "proowner", kind = "'f'",
     obj = "CASE WHEN o.prokind = 'p' THEN 'PROCEDURE ' ELSE 'FUNCTION ' END || o.oid::pg_catalog.regprocedure::text", ns = "o.pronamespace" },
   { cat = "pg_type", acl = "typacl", owner = "typowner", kind = "'T'",
     obj = "'TYPE ' || pg_catalog.format_type(o.oid, NULL)", ns = "o.typnamespace" },
-  { cat = "pg_namespace", acl = "nspacl", owner = "nspowner", kind = "'n'", obj = "'SCHEMA ' || pg_catalog.quote_ident(o.nspname)", ns = "o.oid" },
+  { cat = "pg_namespace", acl = "nspacl", owner = "nspowner", kind = "'n'", obj = "'SCHEMA ' || pg_catalog.quote_ident(o.nspname)", ns = "o.oid",
+    initial = "CASE WHEN o.nspname = 'information_schema' THEN ARRAY[pg_catalog.makeaclitem(0, o.nspowner, 'USAGE', false)] END" },
   { cat = "pg_language", acl = "lanacl", owner = "lanowner", kind = "'l'", obj = "'LANGUAGE ' || pg_catalog.quote_ident(o.lanname)" },
   { cat = "pg_foreign_data_wrapper", acl = "fdwacl", owner = "fdwowner", kind = "'F'",
     obj = "'FOREIGN DATA WRAPPER ' || pg_catalog.quote_ident(o.fdwname)" },
@@ -106,6 +113,20 @@ function D.acl_commands(cat, cur, base, obj, owner, column)
   return #lines > 0 and (table.concat(lines, "\n") .. "\n") or ""
 end
 
+-- The public schema a new database starts with, as aclexplode rows with
+-- the schema's current owner in the initial owner's place (ALTER SCHEMA
+-- OWNER rewrites the ACL the same way, and pg_init_privs keeps the initial
+-- one): USAGE and CREATE for the owner, and USAGE for PUBLIC from 15 on,
+-- CREATE too before.
+local function public_baseline(cat, owner)
+  local b = {}
+  local function item(grantee, priv) b[#b + 1] = { grantor = owner, grantee = grantee, privilege_type = priv, is_grantable = false } end
+  item(owner, "CREATE"); item(owner, "USAGE"); item(0, "USAGE")
+  if not cat:since(150000) then item(0, "CREATE") end
+  return b
+end
+D.public_baseline = public_baseline
+
 -- Every object with a non-default ACL: current and baseline items, by key.
 local function load_acls(cat)
   local out = {}
@@ -119,16 +140,25 @@ local function load_acls(cat)
       SELECT o.oid, o.%s, NULL, 'base', b.grantor, b.grantee, b.privilege_type, b.is_grantable
         FROM pg_catalog.%s o
         LEFT JOIN pg_catalog.pg_init_privs ip ON ip.objoid = o.oid AND ip.classoid = '%s'::pg_catalog.regclass AND ip.objsubid = 0,
-        pg_catalog.aclexplode(coalesce(ip.initprivs, pg_catalog.acldefault((%s)::"char", o.%s))) b
+        pg_catalog.aclexplode(coalesce(ip.initprivs, pg_catalog.acldefault((%s)::"char", o.%s) || coalesce(%s, '{}'))) b
         WHERE o.%s IS NOT NULL %s]],
       s.owner, s.obj, s.cat, s.acl, s.acl, nsfilter,
-      s.owner, s.cat, s.cat, s.kind, s.owner, s.acl, nsfilter))
+      s.owner, s.cat, s.cat, s.kind, s.owner, s.initial or "NULL::pg_catalog.aclitem[]", s.acl, nsfilter))
     for _, r in ipairs(rows) do
       local key = s.cat .. ":" .. r.oid
       local e = out[key]
       if not e then e = { key = key, owner = r.owner, cur = {}, base = {} }; out[key] = e end
       if r.which == "cur" then e.cur[#e.cur + 1] = r; e.obj = r.obj else e.base[#e.base + 1] = r end
     end
+  end
+  -- the public schema: what a new database has, whoever owns it now (see public_baseline)
+  -- (a NULL ACL, after DROP and CREATE SCHEMA public, is the owner's privileges only)
+  local pub = cat:query([[SELECT n.oid, n.nspowner, a.grantor, a.grantee, a.privilege_type, a.is_grantable
+    FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) a
+    WHERE n.nspname = 'public']])
+  if #pub > 0 then
+    local key = "pg_namespace:" .. pub[1].oid
+    out[key] = { key = key, owner = pub[1].nspowner, cur = pub, base = public_baseline(cat, pub[1].nspowner), obj = "SCHEMA public" }
   end
   -- column privileges (their baseline: none, or pg_init_privs for extension/system columns)
   local rows = cat:query([[
@@ -160,43 +190,124 @@ local function holder(cat, key)
   return cat.objects[cat:resolve(key)], nil
 end
 
+-- ---------------------------------------------------------------- naming what orch did not register
+
+-- What COMMENT ON / SECURITY LABEL ON take for an object the server
+-- identifies as (type, names, args) — pg_identify_object_as_address, with
+-- names n1..n3 raw and args joined by ", " (NONE for a missing operand).
+-- For decorations of objects no kind module registered, or registered
+-- without a label. Raises naming a type it does not know.
+local TWO_PART = { table = "TABLE", sequence = "SEQUENCE", view = "VIEW", ["materialized view"] = "MATERIALIZED VIEW",
+  ["foreign table"] = "FOREIGN TABLE", index = "INDEX", ["composite type"] = "TYPE", collation = "COLLATION",
+  conversion = "CONVERSION", ["statistics object"] = "STATISTICS", ["text search parser"] = "TEXT SEARCH PARSER",
+  ["text search dictionary"] = "TEXT SEARCH DICTIONARY", ["text search template"] = "TEXT SEARCH TEMPLATE",
+  ["text search configuration"] = "TEXT SEARCH CONFIGURATION" }
+local ONE_PART = { schema = "SCHEMA", language = "LANGUAGE", extension = "EXTENSION", ["event trigger"] = "EVENT TRIGGER",
+  publication = "PUBLICATION", subscription = "SUBSCRIPTION", role = "ROLE", database = "DATABASE", tablespace = "TABLESPACE",
+  ["access method"] = "ACCESS METHOD", ["foreign-data wrapper"] = "FOREIGN DATA WRAPPER", server = "SERVER" }
+local ON_TABLE = { rule = "RULE", trigger = "TRIGGER", policy = "POLICY", ["table constraint"] = "CONSTRAINT" }
+local ROUTINE = { ["function"] = "FUNCTION", procedure = "PROCEDURE", aggregate = "AGGREGATE" }
+
+function D.address(cat, r)
+  local q = function(s) return cat:q(s) end
+  local t = r.type
+  if TWO_PART[t] then return TWO_PART[t] .. " " .. q(r.n1) .. "." .. q(r.n2) end
+  if ONE_PART[t] then return ONE_PART[t] .. " " .. q(r.n1) end
+  if t:match(" column$") then return "COLUMN " .. q(r.n1) .. "." .. q(r.n2) .. "." .. q(r.n3) end
+  if ON_TABLE[t] then return ON_TABLE[t] .. " " .. q(r.n3) .. " ON " .. q(r.n1) .. "." .. q(r.n2) end
+  if ROUTINE[t] then
+    local args = r.args or ""
+    if t == "aggregate" and args == "" then args = "*" end
+    return ROUTINE[t] .. " " .. q(r.n1) .. "." .. q(r.n2) .. "(" .. args .. ")"
+  end
+  if t == "type" then return "TYPE " .. r.n1 end
+  if t == "domain constraint" then return "CONSTRAINT " .. q(r.a1) .. " ON DOMAIN " .. r.n1 end
+  if t == "large object" then return "LARGE OBJECT " .. r.n1 end
+  if t == "operator" then return "OPERATOR " .. q(r.n1) .. "." .. r.n2 .. " (" .. (r.args or "") .. ")" end
+  if t == "operator class" or t == "operator family" then
+    return t:upper() .. " " .. q(r.n2) .. "." .. q(r.n3) .. " USING " .. q(r.n1)
+  end
+  if t == "cast" then return "CAST (" .. r.n1 .. " AS " .. r.a1 .. ")" end
+  if t == "transform" then return "TRANSFORM FOR " .. r.n1 .. " LANGUAGE " .. q(r.a1) end
+  sys.error(string.format("the backup was not taken: a comment or security label is attached to %s (a %s), and orch does not know " ..
+    "how to name that kind of object; please report this", r.identity or "?", t), 1)
+end
+
+-- The columns of a decoration query that name its object for D.address.
+local ADDRESS_COLS = [[, a.type, a.object_names[1] AS n1, a.object_names[2] AS n2, a.object_names[3] AS n3,
+    a.object_args[1] AS a1, pg_catalog.array_to_string(a.object_args, ', ', 'NONE') AS args,
+    (pg_catalog.pg_identify_object(%s, %s, %s)).identity,
+    EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = %s AND e.objid = %s AND e.deptype = 'e') AS ext_member]]
+
+local function address_cols(cls, oid, sub)
+  return string.format(ADDRESS_COLS, cls, oid, sub, cls, oid)
+end
+
+
+-- ---------------------------------------------------------------- attach
+
 --- Read comments, security labels and privileges and attach them:
 -- o.decor = list of { desc, tag, defn } written right after o;
--- cat.acl_only = ACL entries of objects orch does not create.
+-- cat.acl_only = entries for objects orch does not create (system objects,
+-- extension members, parts made by another object's DDL): their changed
+-- privileges, their security labels, and comments on parts, written at the
+-- end, named as the server identifies them.
+--
+-- Comments on extension members and system objects are not kept: the
+-- extension's script and initdb set them, and nothing records which of
+-- them a user changed (pg_dump keeps none either). Security labels have no
+-- such source, so every label is kept, on any object.
 function D.collect(cat)
   for _, o in ipairs(cat.list) do o.decor = o.decor or {} end
   cat.acl_only = {}
+  local skipped = {}
+  for _, s in ipairs(cat.skipped or {}) do skipped[s.key] = true end
   local function put(o, d) o.decor[#o.decor + 1] = d end
   local function colname(o, sub)
     local n = o.columns and o.columns[sub]
     if not n then return nil end
     return "COLUMN " .. o.qname .. "." .. cat:q(n), "COLUMN " .. (o.tag or "") .. "." .. n
   end
-  -- comments
-  for _, r in ipairs(cat:query([[SELECT d.classoid::pg_catalog.regclass::text AS cls, d.objoid, d.objsubid, d.description
-      FROM pg_catalog.pg_description d WHERE d.objoid >= 16384 OR (d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objoid = 2200)
-      ORDER BY 1, 2, 3]])) do
-    local o, l = holder(cat, r.cls .. ":" .. r.objoid)
-    if o and not o.skipped and r.description ~= o.default_comment then
+  -- the text COMMENT ON / SECURITY LABEL ON takes for a decoration row, its
+  -- tag, and the object it is written after (nil: written at the end)
+  local function target_of(r)
+    local key = r.cls .. ":" .. r.objoid
+    if skipped[key] then return nil end
+    local o, l = holder(cat, key)
+    if o and o.skipped then return nil end
+    if o then
       local label, tag
       if r.objsubid > 0 then label, tag = colname(o, r.objsubid) else label, tag = (l or o).label, (l or o).label_tag end
-      if label then
-        put(o, { desc = "COMMENT", tag = tag, defn = string.format("COMMENT ON %s IS %s;\n", label, cat:lit(r.description)) })
-      end
+      if label then return label, tag, o end
+    end
+    local text = D.address(cat, r)
+    return text, (text:gsub('"', "")), o
+  end
+  local function emit_decor(r, desc, defn_of)
+    local label, tag, o = target_of(r)
+    if not label then return end
+    local d = { desc = desc, tag = tag, defn = defn_of(label) }
+    if o then put(o, d) else cat.acl_only[#cat.acl_only + 1] = d end
+  end
+  -- comments: on user objects (and the public schema, created with every database)
+  for _, r in ipairs(cat:query([[SELECT d.classoid::pg_catalog.regclass::text AS cls, d.objoid, d.objsubid, d.description]] ..
+      address_cols("d.classoid", "d.objoid", "d.objsubid") .. [[
+      FROM pg_catalog.pg_description d, pg_catalog.pg_identify_object_as_address(d.classoid, d.objoid, d.objsubid) a
+      WHERE d.objoid >= 16384 OR (d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objoid = 2200)
+      ORDER BY 1, 2, 3]])) do
+    local o = holder(cat, r.cls .. ":" .. r.objoid)
+    if not r.ext_member and not (o and r.objsubid == 0 and r.description == o.default_comment) then
+      emit_decor(r, "COMMENT", function(label) return string.format("COMMENT ON %s IS %s;\n", label, cat:lit(r.description)) end)
     end
   end
-  -- security labels
-  for _, r in ipairs(cat:query([[SELECT s.classoid::pg_catalog.regclass::text AS cls, s.objoid, s.objsubid, s.provider, s.label
-      FROM pg_catalog.pg_seclabel s ORDER BY 1, 2, 3, 4]])) do
-    local o, l = holder(cat, r.cls .. ":" .. r.objoid)
-    if o and not o.skipped then
-      local label, tag
-      if r.objsubid > 0 then label, tag = colname(o, r.objsubid) else label, tag = (l or o).label, (l or o).label_tag end
-      if label then
-        put(o, { desc = "SECURITY LABEL", tag = tag, defn = string.format("SECURITY LABEL FOR %s ON %s IS %s;\n",
-          cat:q(r.provider), label, r.label and cat:lit(r.label) or "NULL") })
-      end
-    end
+  -- security labels: on every object, extension members and system objects too
+  for _, r in ipairs(cat:query([[SELECT s.classoid::pg_catalog.regclass::text AS cls, s.objoid, s.objsubid, s.provider, s.label]] ..
+      address_cols("s.classoid", "s.objoid", "s.objsubid") .. [[
+      FROM pg_catalog.pg_seclabel s, pg_catalog.pg_identify_object_as_address(s.classoid, s.objoid, s.objsubid) a
+      ORDER BY 1, 2, 3, 4]])) do
+    emit_decor(r, "SECURITY LABEL", function(label)
+      return string.format("SECURITY LABEL FOR %s ON %s IS %s;\n", cat:q(r.provider), label, r.label and cat:lit(r.label) or "NULL")
+    end)
   end
   -- privileges
   if cat.opts.no_acl then return end
@@ -207,7 +318,7 @@ function D.collect(cat)
   for _, k in ipairs(keys) do
     local e = acls[k]
     local o = cat.objects[k]
-    if o and o.skipped then goto next end
+    if (o and o.skipped) or skipped[k] then goto next end
     local obj = o and o.acl_obj or e.obj
     if not o and not obj then goto next end
     local text = (not e.none) and obj and D.acl_commands(cat, e.cur, e.base, obj, e.owner) or ""
@@ -234,8 +345,8 @@ function D.collect(cat)
       for _, cc in ipairs(cols) do put(o, { desc = "ACL", tag = tag_of(cc.name), defn = cc.text }) end
     elseif obj then
       -- an object orch does not create (a system object, an extension member): only its changed privileges
-      if text ~= "" then cat.acl_only[#cat.acl_only + 1] = { key = k, tag = tag_of(nil), defn = text } end
-      for _, cc in ipairs(cols) do cat.acl_only[#cat.acl_only + 1] = { key = k, tag = tag_of(cc.name), defn = cc.text } end
+      if text ~= "" then cat.acl_only[#cat.acl_only + 1] = { desc = "ACL", key = k, tag = tag_of(nil), defn = text } end
+      for _, cc in ipairs(cols) do cat.acl_only[#cat.acl_only + 1] = { desc = "ACL", key = k, tag = tag_of(cc.name), defn = cc.text } end
     end
     ::next::
   end

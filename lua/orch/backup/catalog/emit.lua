@@ -67,7 +67,7 @@ function E.toc(cat, order, targets)
     end
   end
   for _, a in ipairs(cat.acl_only or {}) do
-    emit { tag = a.tag, desc = "ACL", section = "none", defn = a.defn, deps = {} }
+    emit { tag = a.tag, desc = a.desc or "ACL", section = "none", defn = a.defn, deps = {} }
   end
   return { entries = entries, tables = tables, blobs = blobs, dbname = info.db, server_version = info.version,
            encoding = info.enc, skipped = cat.skipped }
