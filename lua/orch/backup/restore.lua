@@ -12,6 +12,7 @@ local log = require "orch.log"
 local db = require "orch.db"
 local pgarchive = require "orch.pgarchive"
 local backup = require "orch.backup"
+local dbprops = require "orch.backup.dbprops"
 
 local R = {}
 
@@ -148,13 +149,15 @@ local function apply(conn, a, opts)
     end
   end
   local done, rows_loaded, total = 0, 0, 0
-  for _, e in ipairs(entries) do if not SPECIAL[e.desc] and want(e) then total = total + 1 end end
+  -- the database's own entries (comment, privileges, settings) are not the target's: see dbprops
+  local function restorable(e) return not SPECIAL[e.desc] and not dbprops.is_database_entry(e) and want(e) end
+  for _, e in ipairs(entries) do if restorable(e) then total = total + 1 end end
   local cur_section = 2
   local cur_tablespace   -- what SET default_tablespace last said (pg_restore's _selectTablespace)
   for pass = 1, 3 do
     for _, e in ipairs(entries) do
       if e.section ~= "none" then cur_section = e.section end
-      if not SPECIAL[e.desc] and pass_of(e) == pass and want(e) then
+      if restorable(e) and pass_of(e) == pass then
         local where = string.format("entry %d (%s %s%s)", e.id, e.desc, e.namespace and (e.namespace .. ".") or "", e.tag)
         local ok, err = pcall(function()
           if e.tablespace and e.tablespace ~= cur_tablespace and not opts.no_tablespaces then
@@ -422,14 +425,47 @@ end
 local function run_swap(c, admin, a, opts, res)
   local target_db = c:info().dbname
   local newname = free_name(admin, target_db, "_orch_restore_" .. sys.getpid())
-  admin:exec("CREATE DATABASE " .. admin:quote_ident(newname) .. " TEMPLATE template0")
-  admin:exec("COMMENT ON DATABASE " .. admin:quote_ident(newname) .. " IS " .. admin:quote_literal(LEFTOVER:format(target_db, sys.getpid())))
+  local qnew = admin:quote_ident(newname)
+  -- the new database as the archive's was made (encoding, locale), with its owner, privileges and settings
+  local dbe = dbprops.of_archive(a:entries())
+  res.database = { applied = {}, skipped = {} }
+  -- what was applied is reported under the name the database has in the end
+  local qtarget = admin:quote_ident(target_db)
+  local function shown(st) return (dbprops.retarget(st, qtarget)) end
+  local created = false
+  if dbe.database and dbe.database.defn then
+    local create, named = dbprops.retarget(dbprops.statements(dbe.database.defn)[1] or "", qnew)
+    if named then
+      local okc, cerr = pcall(admin.exec, admin, create)
+      if okc then
+        created = true
+        res.database.applied[#res.database.applied + 1] = "created as the archive's database was: " .. shown(create)
+      else
+        res.database.skipped[#res.database.skipped + 1] = string.format("the archive's encoding and locale (%s): this server refused them (%s); " ..
+          "the database was created with the server's defaults instead", shown(create), tostring(db.is_error(cerr) and cerr.message or cerr))
+      end
+    end
+  end
+  if not created then admin:exec("CREATE DATABASE " .. qnew .. " TEMPLATE template0") end
+  admin:exec("COMMENT ON DATABASE " .. qnew .. " IS " .. admin:quote_literal(LEFTOVER:format(target_db, sys.getpid())))
   local ok, err = pcall(function()
     local nc <close> = c:clone { dbname = newname }
     if opts.single_transaction then nc:exec("BEGIN") end
     local r = apply(nc, a, opts)
     if opts.single_transaction then nc:exec("COMMIT") end
     res.entries = r.entries
+    local owner = dbe.database and dbe.database.owner
+    if owner and owner ~= "" and not opts.no_owner then
+      local st = "ALTER DATABASE " .. qnew .. " OWNER TO " .. nc:quote_ident(owner)
+      local okx, xerr = pcall(nc.exec, nc, st)
+      if not okx then error(add_where(xerr, "giving the restored database the archive's owner " .. owner), 0) end
+      res.database.applied[#res.database.applied + 1] = "ALTER DATABASE OWNER TO " .. owner
+    end
+    for _, st in ipairs(dbprops.statements_for(dbe.items, qnew)) do
+      local okx, xerr = pcall(nc.exec, nc, st)
+      if not okx then error(add_where(xerr, "applying the archive's database setting: " .. st), 0) end
+      if not st:match("^%u+ SESSION AUTHORIZATION") then res.database.applied[#res.database.applied + 1] = shown(st) end
+    end
   end)
   if not ok then
     local dropped = pcall(admin.exec, admin, "DROP DATABASE IF EXISTS " .. admin:quote_ident(newname) .. " WITH (FORCE)")
@@ -444,7 +480,10 @@ local function run_swap(c, admin, a, opts, res)
     local okr, rerr = pcall(admin.tx, admin, function()
       admin:exec(string.format("ALTER DATABASE %s RENAME TO %s", admin:quote_ident(target_db), admin:quote_ident(oldname)))
       admin:exec(string.format("ALTER DATABASE %s RENAME TO %s", admin:quote_ident(newname), admin:quote_ident(target_db)))
-      admin:exec("COMMENT ON DATABASE " .. admin:quote_ident(target_db) .. " IS NULL")
+      -- the marker goes, the archive's own comment (if any) comes
+      local comment = dbe.comment and dbprops.statements_for({ dbe.comment }, admin:quote_ident(target_db))[1]
+      admin:exec(comment or ("COMMENT ON DATABASE " .. admin:quote_ident(target_db) .. " IS NULL"))
+      if comment then res.database.applied[#res.database.applied + 1] = comment end
     end)
     if okr then return oldname end
     if not (db.is_error(rerr) and rerr.sqlstate == "55006") or attempt == 5 then
@@ -475,7 +514,12 @@ local function run_in_place(c, a, opts, mode, res)
     if opts.single_transaction then c:exec("COMMIT") end
     res.entries = r.entries
   end)
-  if ok then return end
+  if ok then
+    -- the target keeps its own comment, privileges and settings: say which of the archive's were left out
+    local dbe = dbprops.of_archive(a:entries())
+    res.database = { applied = {}, skipped = dbprops.all_statements(dbe, c:quote_ident(target_db)) }
+    return
+  end
   if opts.single_transaction then
     if not c:is_closed() then pcall(c.exec, c, "ROLLBACK") end
     error(add_where(err, c:is_closed() and "the connection was lost; the server rolled the restore back: the target is as it was"

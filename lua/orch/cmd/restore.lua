@@ -62,6 +62,17 @@ return {
       print(string.format("restored %s into %s (%s) in %.1fs%s", path, r.target, mode, sys.monotonic() - t0,
         r.old_database and ("; the previous database is kept as " .. r.old_database .. " (drop it when you no longer need it)") or ""))
       print("  archive: " .. r.proof .. (r.single_transaction and ("; one transaction (" .. r.single_transaction .. ")") or ""))
+      -- the archive's database-level entries: applied to a database --swap made, named when left out
+      local d = r.database or {}
+      if d.applied and #d.applied > 0 then
+        print("  the archive's database settings, applied to the new database:")
+        for _, s in ipairs(d.applied) do print("    " .. s) end
+      end
+      if d.skipped and #d.skipped > 0 then
+        print(mode == "swap" and "  the archive's database settings NOT applied:" or
+          string.format("  the archive's database settings NOT applied (%s keeps its own; --swap applies them, or run these):", r.target))
+        for _, s in ipairs(d.skipped) do print("    " .. s .. (mode == "swap" and "" or ";")) end
+      end
     end
     return 0
   end,

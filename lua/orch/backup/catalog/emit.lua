@@ -23,6 +23,13 @@ function E.toc(cat, order, targets)
   emit { tag = "ENCODING", desc = "ENCODING", section = "pre-data", defn = string.format("SET client_encoding = '%s';\n", info.enc) }
   emit { tag = "STDSTRINGS", desc = "STDSTRINGS", section = "pre-data", defn = string.format("SET standard_conforming_strings = '%s';\n", info.scs) }
   emit { tag = "SEARCHPATH", desc = "SEARCHPATH", section = "pre-data", defn = "SELECT pg_catalog.set_config('search_path', '', false);\n" }
+  -- the database itself, its comment, label, privileges and settings (restored by pg_restore -C)
+  local dbid
+  for _, e in ipairs(require("orch.backup.catalog.database").entries(cat)) do
+    if e.desc ~= "DATABASE" and e.desc ~= "DATABASE PROPERTIES" then e.deps = { dbid } end
+    emit(e)
+    if e.desc == "DATABASE" then dbid = e.id end
+  end
 
   -- inline parts' decorations are written after the object that carries them
   local parts = {}
