@@ -108,6 +108,8 @@ function B.create(conn, opts)
   local ok, result = pcall(function()
     conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     require("orch.backup.session").backup(conn)
+    -- the zone timestamptz values are written in, for verify --deep to read them back the same way
+    local timezone = conn:value("SELECT pg_catalog.current_setting('TimeZone')")
     local toc = catalog.build(conn, { skip = opts.skip, no_owner = opts.no_owner })
     lock_tables(conn, toc.tables, opts.lock_timeout or "10s")
     local migration = latest_migration(conn)
@@ -142,7 +144,7 @@ function B.create(conn, opts)
     local winfo = w:close()
     w = nil
     conn:exec("COMMIT")
-    return { toc = toc, counts = counts, rows = total_rows, winfo = winfo, migration = migration, since = since }
+    return { toc = toc, counts = counts, rows = total_rows, winfo = winfo, migration = migration, since = since, timezone = timezone }
   end)
   if not ok then
     if w then pcall(w.close, w) end
@@ -168,6 +170,9 @@ function B.create(conn, opts)
     compression = result.winfo.compression, compression_level = opts.level or -1, archive_version = result.winfo.version,
     entries = #result.toc.entries, rows = result.rows,
     tables = json.object(result.counts), uncompressed_bytes = result.winfo.uncompressed, since = result.since,
+    -- what --skip left out, by kind: a restore of this backup does not have these
+    skipped = result.toc.skipped or {},
+    timezone = result.timezone,
   }
   if to_stdout then return manifest end
   local sum = sys.sha256_file(tmp)
@@ -206,8 +211,8 @@ end
 
 --- Verify a backup: the manifest exists and its SHA-256 matches, the archive
 -- parses and every data block inflates. opts.deep = a function(path) that
--- restores into a scratch database and returns per-table row counts (the
--- restore module provides it). Records the result in the manifest.
+-- restores into a scratch database and returns per-table row counts and
+-- content checks (restore.deep_check): both must match. Records the result in the manifest.
 -- Raises with a clear message when anything is wrong.
 function B.verify(path, opts)
   opts = opts or {}
@@ -235,11 +240,23 @@ function B.verify(path, opts)
     compression = compression, proven = m ~= nil or v.unchecked_streams == 0, unchecked_streams = v.unchecked_streams,
     large_objects = v.large_objects }
   if opts.deep then
-    local counts = opts.deep(path)
+    local counts, checks = opts.deep(path)
     local bad = {}
     for t, n in pairs(m and m.tables or {}) do
       if counts[t] ~= n then bad[#bad + 1] = string.format("%s: %s rows restored, %d in the manifest", t, tostring(counts[t]), n) end
     end
+    -- the restored rows, read back under the backup's output settings, are the archive's text byte for byte
+    local names = {}
+    for t in pairs(checks or {}) do names[#names + 1] = t end
+    table.sort(names)
+    for _, t in ipairs(names) do
+      local c = checks[t]
+      if c.archive ~= c.restored then
+        bad[#bad + 1] = string.format("%s: the restored rows differ from the archive's (CRC-32/bytes %s restored, %s in the archive)",
+          t, c.restored, c.archive)
+      end
+    end
+    result.tables_compared = #names
     if #bad > 0 then fail("deep verification of " .. path .. " failed:\n  " .. table.concat(bad, "\n  ")) end
     result.deep = true
   end

@@ -13,6 +13,7 @@ local db = require "orch.db"
 local pgarchive = require "orch.pgarchive"
 local backup = require "orch.backup"
 local dbprops = require "orch.backup.dbprops"
+local json_null = require("orch.json").null
 
 local R = {}
 
@@ -604,25 +605,73 @@ function R.row_counts(conn)
   local out = {}
   for _, t in ipairs(conn:query([[SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast']])) do
-    out[t.nspname .. "." .. t.relname] = conn:value(string.format("SELECT count(*) FROM %s.%s", conn:quote_ident(t.nspname), conn:quote_ident(t.relname)))
+    -- ONLY: an inheritance parent's own rows, as its TABLE DATA holds them
+    out[t.nspname .. "." .. t.relname] = conn:value(string.format("SELECT count(*) FROM ONLY %s.%s", conn:quote_ident(t.nspname), conn:quote_ident(t.relname)))
   end
   return out
 end
 
---- Restore into a scratch database next to conn's and count rows (for
--- backup.verify{deep=}). The scratch database is reached with every
+--- The checksum of each table's data as the archive holds it and as the
+-- restored copy gives it back: a CRC-32 and byte count of the COPY text,
+-- one read under the settings the backup wrote it with (orch's pinned
+-- output settings and the manifest's TimeZone), so a value that came back
+-- different (a date read in another DateStyle, a float rounded, a
+-- character converted) cannot verify. Returns { [ns.table] = { archive =,
+-- restored = } } for every TABLE DATA entry written as COPY.
+function R.content_checks(conn, a, timezone)
+  local s = require("orch.backup.session")
+  s.restore(conn)
+  for _, kv in ipairs { { "bytea_output", "hex" }, { "synchronize_seqscans", "off" }, { "quote_all_identifiers", "off" } } do
+    conn:query("SELECT pg_catalog.set_config($1, $2, false)", kv[1], kv[2])
+  end
+  if timezone then conn:query("SELECT pg_catalog.set_config('TimeZone', $1, false)", timezone) end
+  for _, e in ipairs(a:entries()) do
+    if (e.desc == "ENCODING" or e.desc == "STDSTRINGS") and e.defn then conn:exec((e.defn:gsub(";%s*$", ""))) end
+  end
+  local out = {}
+  for _, e in ipairs(a:entries()) do
+    local copy = e.desc == "TABLE DATA" and e.copy and e.copy:match("^%s*(COPY%s.-)%s+FROM%s+stdin;%s*$")
+    if copy then
+      -- the archive's text, without the end-of-data marker ("\.\n" and blank lines) it carries
+      local crc, bytes, tail = 0, 0, ""
+      a:read_block(e.id, function(chunk)
+        local data = tail .. chunk
+        local keep = math.max(#data - 16, 0)
+        crc = sys.crc32(data:sub(1, keep), crc)
+        bytes = bytes + keep
+        tail = data:sub(keep + 1)
+      end)
+      tail = tail:gsub("\\%.\n\n*$", "")
+      crc = sys.crc32(tail, crc)
+      bytes = bytes + #tail
+      local rcrc, rbytes = 0, 0
+      conn:copy_out(copy .. " TO STDOUT", function(chunk) rcrc = sys.crc32(chunk, rcrc); rbytes = rbytes + #chunk end)
+      out[(e.namespace and (e.namespace .. ".") or "") .. e.tag] = { archive = string.format("%08x/%d", crc, bytes),
+        restored = string.format("%08x/%d", rcrc, rbytes) }
+    end
+  end
+  return out
+end
+
+--- Restore into a scratch database next to conn's, then count every
+-- table's rows and compare its contents with the archive's (for
+-- backup.verify{deep=}): returns counts ({ [ns.table] = rows }) and checks
+-- (see R.content_checks). The scratch database is reached with every
 -- connection parameter of conn (password included) and always dropped.
 function R.deep_check(conn, path)
   local scratch = ("orch_verify_" .. sys.getpid() .. "_" .. math.floor(sys.now())):sub(1, 63)
+  local m = path ~= "-" and backup.read_manifest(path) or nil
   conn:exec("CREATE DATABASE " .. conn:quote_ident(scratch) .. " TEMPLATE template0")
-  local ok, counts = pcall(function()
+  local ok, counts, checks = pcall(function()
     local sc <close> = conn:clone { dbname = scratch }
     R.run { archive = path, conn = sc, no_owner = true, skip_manifest_check = true }
-    return R.row_counts(sc)
+    local a <close> = pgarchive.open(path)
+    local checks_ = R.content_checks(sc, a, m and m.timezone ~= json_null and m.timezone or nil)
+    return R.row_counts(sc), checks_
   end)
   conn:exec("DROP DATABASE IF EXISTS " .. conn:quote_ident(scratch) .. " WITH (FORCE)")
   if not ok then error(counts, 0) end
-  return counts
+  return counts, checks
 end
 
 return R

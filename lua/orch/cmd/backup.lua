@@ -14,7 +14,7 @@ local spec = args.spec({ "db", "env", "json", "quiet" }, {
            "make a format 1.15 archive, which only pg_restore 16 or newer reads (pg_restore 15: \"unsupported version " ..
            "(1.15) in file header\"); a number N is pg_dump 15's -Z N: gzip level N, 0 = none" },
   { name = "threads", type = "number", default = 2, help = "compression threads" },
-  { name = "skip", type = "list", metavar = "KIND", help = "leave out a kind orch cannot dump yet (e.g. aggregate)" },
+  { name = "skip", type = "list", metavar = "KIND", help = "leave out every object of a kind (e.g. aggregate); the output and the manifest name what was left out" },
   { name = "lock-timeout", type = "string", default = "10s", help = "how long to wait for table locks" },
   { name = "run-id", type = "string", help = "tie the manifest to this run id" },
   { name = "no-owner", type = "boolean", help = "do not record object owners" },
@@ -106,6 +106,19 @@ return {
         m.rows, m.size / 1048576, m.sha256))
       if #pruned > 0 then print(string.format("pruned %d older backup(s) (environment %s keeps %s): %s", #pruned, env.name,
         env.backups.keep and ("the newest " .. env.backups.keep) or ("those younger than " .. tostring(env.backups.max_age)), table.concat(pruned, ", "))) end
+    end
+    -- what --skip left out is named, so nobody takes the backup for a whole one
+    if not opts.json then
+      for _, k in ipairs(m.skipped or {}) do
+        if k.count == 0 then
+          io.stderr:write(string.format("note: --skip %s matched nothing in this database\n", k.kind))
+        else
+          local shown = {}
+          for i, n in ipairs(k.objects) do if i > 10 then shown[#shown + 1] = string.format("and %d more", k.count - 10) break end shown[#shown + 1] = n end
+          io.stderr:write(string.format("left out (--skip %s): %d object%s, NOT in this backup: %s\n", k.kind, k.count,
+            k.count == 1 and "" or "s", table.concat(shown, "; ")))
+        end
+      end
     end
     return 0
   end,

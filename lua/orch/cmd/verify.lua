@@ -5,7 +5,7 @@ local envmod = require "orch.env"
 local json = require "orch.json"
 
 local spec = args.spec({ "db", "env", "json" }, {
-  { name = "deep", type = "boolean", help = "also restore into a scratch database (on --db's server) and compare row counts" },
+  { name = "deep", type = "boolean", help = "also restore into a scratch database (on --db's server) and compare row counts and every table's contents" },
   { name = "no-manifest", type = "boolean", help = "check an archive that has no manifest (e.g. from pg_dump)" },
 })
 
@@ -40,7 +40,7 @@ return {
       return 1
     else
       print(string.format("ok: %s (%d data blocks, %d bytes of data%s%s)", r.path, r.blocks, r.bytes,
-        r.sha256 and (", sha256 matches the manifest") or ", no manifest", r.deep and ", row counts match after a restore" or ""))
+        r.sha256 and (", sha256 matches the manifest") or ", no manifest", r.deep and string.format(", row counts match after a restore and %d tables' contents match the archive", r.tables_compared or 0) or ""))
     end
     return 0
   end,
