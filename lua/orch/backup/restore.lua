@@ -617,7 +617,8 @@ end
 -- output settings and the manifest's TimeZone), so a value that came back
 -- different (a date read in another DateStyle, a float rounded, a
 -- character converted) cannot verify. Returns { [ns.table] = { archive =,
--- restored = } } for every TABLE DATA entry written as COPY.
+-- restored = } } for every TABLE DATA entry written as COPY, and under
+-- "large objects" the oids and sizes of the large objects.
 function R.content_checks(conn, a, timezone)
   local s = require("orch.backup.session")
   s.restore(conn)
@@ -649,6 +650,33 @@ function R.content_checks(conn, a, timezone)
       out[(e.namespace and (e.namespace .. ".") or "") .. e.tag] = { archive = string.format("%08x/%d", crc, bytes),
         restored = string.format("%08x/%d", rcrc, rbytes) }
     end
+  end
+  -- large objects: every one the archive carries is there, with its size
+  local sizes, n = {}, 0
+  for _, e in ipairs(a:entries()) do
+    if e.desc == "BLOBS" then
+      a:read_block(e.id, function(chunk, oid)
+        if not sizes[oid] then sizes[oid] = 0; n = n + 1 end
+        sizes[oid] = sizes[oid] + #chunk
+      end)
+    end
+  end
+  if n > 0 then
+    local function listing(t)
+      local oids, parts = {}, {}
+      for oid in pairs(t) do oids[#oids + 1] = oid end
+      table.sort(oids)
+      for _, oid in ipairs(oids) do parts[#parts + 1] = oid .. ":" .. t[oid] end
+      return string.format("%d objects, sizes %08x", #oids, sys.crc32(table.concat(parts, "\n")))
+    end
+    local restored = {}
+    conn:exec("BEGIN")
+    for _, r in ipairs(conn:query([[SELECT m.oid, pg_catalog.lo_lseek64(pg_catalog.lo_open(m.oid, 262144), 0, 2) AS size
+        FROM pg_catalog.pg_largeobject_metadata m]])) do
+      restored[math.tointeger(r.oid)] = math.tointeger(r.size)
+    end
+    conn:exec("COMMIT")
+    out["large objects"] = { archive = listing(sizes), restored = listing(restored) }
   end
   return out
 end

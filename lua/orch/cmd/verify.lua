@@ -40,7 +40,8 @@ return {
       return 1
     else
       print(string.format("ok: %s (%d data blocks, %d bytes of data%s%s)", r.path, r.blocks, r.bytes,
-        r.sha256 and (", sha256 matches the manifest") or ", no manifest", r.deep and string.format(", row counts match after a restore and %d tables' contents match the archive", r.tables_compared or 0) or ""))
+        r.sha256 and (", sha256 matches the manifest") or ", no manifest", r.deep and string.format(", row counts match after a restore and %d tables' contents match the archive%s", r.tables_compared or 0,
+          r.large_objects_compared and ", large objects too" or "") or ""))
     end
     return 0
   end,

@@ -289,11 +289,12 @@ function D.collect(cat)
     local d = { desc = desc, tag = tag, defn = defn_of(label) }
     if o then put(o, d) else cat.acl_only[#cat.acl_only + 1] = d end
   end
-  -- comments: on user objects (and the public schema, created with every database)
+  -- comments: on user objects (and the public schema, created with every database; large objects, whatever their oid)
   for _, r in ipairs(cat:query([[SELECT d.classoid::pg_catalog.regclass::text AS cls, d.objoid, d.objsubid, d.description]] ..
       address_cols("d.classoid", "d.objoid", "d.objsubid") .. [[
       FROM pg_catalog.pg_description d, pg_catalog.pg_identify_object_as_address(d.classoid, d.objoid, d.objsubid) a
       WHERE d.objoid >= 16384 OR (d.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.objoid = 2200)
+        OR d.classoid = 'pg_catalog.pg_largeobject'::pg_catalog.regclass
       ORDER BY 1, 2, 3]])) do
     local o = holder(cat, r.cls .. ":" .. r.objoid)
     if not r.ext_member and not (o and r.objsubid == 0 and r.description == o.default_comment) then
