@@ -21,6 +21,7 @@ local FACTS = [[
 SELECT 'comment ' || (pg_identify_object(classoid, objoid, objsubid)).type || ' ' ||
        (pg_identify_object(classoid, objoid, objsubid)).identity || ' = ' || description
   FROM pg_description WHERE objoid >= 16384 OR classoid = 'pg_namespace'::regclass AND objoid = 2200
+    OR classoid = 'pg_largeobject'::regclass
 UNION ALL
 SELECT 'label ' || provider || ' ' || coalesce((pg_identify_object(classoid, objoid, objsubid)).type || ' ' ||
        (pg_identify_object(classoid, objoid, objsubid)).identity, 'large object ' || objoid) || ' = ' || label FROM pg_seclabel
@@ -34,7 +35,7 @@ SELECT 'acl ' || (pg_identify_object(x.cls, x.oid, 0)).type || ' ' || (pg_identi
         UNION ALL SELECT 'pg_language'::regclass, oid, lanacl FROM pg_language WHERE lanacl IS NOT NULL
         UNION ALL SELECT 'pg_foreign_data_wrapper'::regclass, oid, fdwacl FROM pg_foreign_data_wrapper WHERE fdwacl IS NOT NULL
         UNION ALL SELECT 'pg_foreign_server'::regclass, oid, srvacl FROM pg_foreign_server WHERE srvacl IS NOT NULL
-        UNION ALL SELECT 'pg_largeobject_metadata'::regclass, oid, lomacl FROM pg_largeobject_metadata WHERE lomacl IS NOT NULL) x
+        UNION ALL SELECT 'pg_largeobject'::regclass, oid, lomacl FROM pg_largeobject_metadata WHERE lomacl IS NOT NULL) x
 UNION ALL
 SELECT 'column acl ' || attrelid::regclass::text || '.' || attname || ' = ' ||
        (SELECT string_agg(a::text, ' ' ORDER BY a::text) FROM unnest(attacl) a)
@@ -142,7 +143,9 @@ describe("decorations and database-level entries", function()
     for _, want in ipairs { "label orch_test table deco.t = table", "label orch_test table column deco.t.secret = column: it's quoted",
         "label orch_test language plpgsql = language", "label orch_test function deco.similarity(pg_catalog.text,pg_catalog.text) = extension member",
         "comment index deco.t_pkey = a primary key's index", "comment domain constraint posint_positive on deco.posint = a domain's constraint",
-        "owner schema public = orch_dec_owner", "comment schema public = public, decorated" } do
+        "owner schema public = orch_dec_owner", "comment schema public = public, decorated",
+        "comment large object 4242 = a large object", "label orch_test large object 4242 = large object",
+        "acl large object 4242 = orch_dec_a=r*/postgres postgres=rw/postgres" } do
       assert.matches(want, f, 1, true)
     end
     assert.matches("orch_dec_a=a*r*w*/orch_dec_owner", f, 1, true)

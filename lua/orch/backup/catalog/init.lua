@@ -151,6 +151,7 @@ function C.build(conn, opts)
   for _, k in ipairs(C.KINDS) do
     if not without[k] then require("orch.backup.catalog.kinds." .. k).collect(cat) end
   end
+  if next(cat.skip) then C.skip_attached(cat) end
   require("orch.backup.catalog.coverage").check(cat)
   require("orch.backup.catalog.decor").collect(cat)
   local graph = require "orch.backup.catalog.graph"
@@ -159,6 +160,34 @@ function C.build(conn, opts)
   local toc = require("orch.backup.catalog.emit").toc(cat, order, targets)
   toc.skipped = C.skipped_summary(cat)
   return toc
+end
+
+--- Leave out, with a skipped object, what is attached to it: its data,
+-- the parts written inside it, and the objects that name it in their deps
+-- (an index, a trigger, a constraint of a skipped table). They are listed
+-- under the skipped kind (o.skipped_with), never written.
+function C.skip_attached(cat)
+  local changed = true
+  while changed do
+    changed = false
+    for _, o in ipairs(cat.list) do
+      if not o.skipped then
+        local by = o.parent and cat.objects[o.parent]
+        if not (by and by.skipped) then
+          by = nil
+          for _, k in ipairs(o.deps) do
+            local t = cat.objects[cat:resolve(k)]
+            if t and t.skipped then by = t break end
+          end
+        end
+        if by then
+          o.skipped, o.skipped_with = true, by.skipped_with or by
+          cat.skipped[#cat.skipped + 1] = o
+          changed = true
+        end
+      end
+    end
+  end
 end
 
 --- The kind modules a test asked to leave out, from the test-only
@@ -188,7 +217,9 @@ function C.skipped_summary(cat)
   local by, names = {}, {}
   local describe = {}
   for _, o in ipairs(cat.skipped) do
-    local k = o.kind or "?"
+    -- data entries are the contents of what was skipped, not objects of their own
+    if o.data or o.blobs then goto next end
+    local k = o.skipped_with and o.skipped_with.kind or o.kind or "?"
     by[k] = by[k] or {}
     local cls, oid = (o.key or ""):match("^(pg_[%w_]+):(%d+)$")
     if o.seq == nil and cls then
@@ -196,8 +227,11 @@ function C.skipped_summary(cat)
       describe[#describe + 1] = { list = by[k], cls = cls, oid = oid }
       by[k][#by[k] + 1] = o.key
     else
-      by[k][#by[k] + 1] = string.format("%s %s%s", (o.desc or ""):lower(), o.namespace and (o.namespace .. ".") or "", o.tag or o.key)
+      local w = o.skipped_with
+      by[k][#by[k] + 1] = string.format("%s %s%s%s", (o.desc or ""):lower(), o.namespace and (o.namespace .. ".") or "", o.tag or o.key,
+        w and string.format(" (with %s %s%s)", (w.desc or ""):lower(), w.namespace and (w.namespace .. ".") or "", w.tag or w.key) or "")
     end
+    ::next::
   end
   if #describe > 0 then
     local cls, oids = {}, {}
