@@ -61,6 +61,21 @@ local function catalogs(cat)
     ORDER BY 1]])
 end
 
+-- Catalog rows pg_describe_object does not take by their own catalog: a
+-- large object is named by pg_largeobject, an enum label by its type.
+local DESCRIBE = {
+  pg_largeobject_metadata = "SELECT pg_catalog.pg_describe_object('pg_catalog.pg_largeobject'::pg_catalog.regclass, $1, 0)",
+  pg_enum = "SELECT 'label ' || pg_catalog.quote_literal(e.enumlabel) || ' of ' || pg_catalog.pg_describe_object('pg_catalog.pg_type'::pg_catalog.regclass, e.enumtypid, 0) FROM pg_catalog.pg_enum e WHERE e.oid = $1",
+}
+
+--- How the server names catalog row oid of catalog cls ("function app.f(integer)").
+function V.describe(cat, cls, oid)
+  local ok, what
+  if DESCRIBE[cls] then ok, what = pcall(cat.conn.value, cat.conn, DESCRIBE[cls], oid)
+  else ok, what = pcall(cat.conn.value, cat.conn, "SELECT pg_catalog.pg_describe_object($1::pg_catalog.regclass, $2, 0)", cls, oid) end
+  return ok and what or (cls .. " row " .. tostring(oid))
+end
+
 --- Raise unless every user object of the database is covered (see above).
 -- Objects of skipped kinds are recorded in cat.skipped_objects.
 function V.check(cat)
@@ -121,7 +136,7 @@ function V.check(cat)
   local lines, kinds, seen = {}, {}, {}
   for i, m in ipairs(missing) do
     if i > 40 then lines[#lines + 1] = string.format("  ... and %d more", #missing - 40) break end
-    local what = cat.conn:value("SELECT pg_catalog.pg_describe_object($1::pg_catalog.regclass, $2, 0)", m.cls, m.oid) or (m.cls .. " " .. m.oid)
+    local what = V.describe(cat, m.cls, m.oid)
     local kind = V.kind_of(m.cls, m.relkind)
     lines[#lines + 1] = string.format("  - %s  (%s, --skip %s)", what, m.cls, kind)
     if not seen[kind] then seen[kind] = true; kinds[#kinds + 1] = kind end

@@ -234,14 +234,10 @@ function C.skipped_summary(cat)
     ::next::
   end
   if #describe > 0 then
-    local cls, oids = {}, {}
-    for i, d in ipairs(describe) do cls[i] = d.cls; oids[i] = d.oid end
-    local rows = cat:query([[SELECT x.n, pg_catalog.pg_describe_object(x.c::pg_catalog.regclass, x.o::pg_catalog.oid, 0) AS what
-      FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) WITH ORDINALITY AS x(c, o, n)]],
-      "{" .. table.concat(cls, ",") .. "}", "{" .. table.concat(oids, ",") .. "}")
-    for _, r in ipairs(rows) do
-      local d = describe[r.n]
-      for i, v in ipairs(d.list) do if v == d.cls .. ":" .. d.oid then d.list[i] = r.what or v end end
+    local coverage = require "orch.backup.catalog.coverage"
+    for _, d in ipairs(describe) do
+      local what = coverage.describe(cat, d.cls, d.oid)
+      for i, v in ipairs(d.list) do if v == d.cls .. ":" .. d.oid then d.list[i] = what end end
     end
   end
   for k in pairs(cat.skip) do if not by[k] then by[k] = {} end end
