@@ -199,6 +199,17 @@ describe("orch.pgarchive large objects", function()
         "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')"
       assert.equals(string.format("placed=%s placed_pkey=%s placed_v=%s plain=default", ts, ts, ts), t:value(q))
       assert.equals(1, t:value("SELECT count(*) FROM placed"))
+      -- --no-tablespaces puts everything in the target's default, as pg_restore's option does
+      local nurl, nt = H.fresh_db("ts_none")
+      local rn = H.orch { "restore", path, "--db", nurl, "--no-tablespaces" }
+      local placed
+      if rn.ok then
+        local n <close> = db.connect(nurl)
+        placed = n:value(q)
+      end
+      H.drop_db(nt)
+      assert.is_true(rn.ok, rn.stderr)
+      assert.equals("placed=default placed_pkey=default placed_v=default plain=default", placed)
     end)
     H.drop_db(src)
     H.drop_db(target)

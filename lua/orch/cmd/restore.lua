@@ -14,6 +14,7 @@ local spec = args.spec({ "db", "env", "json", "yes" }, {
   { name = "table", short = "t", type = "list", help = "restore only these tables (with their data, indexes, constraints)" },
   { name = "list", short = "l", type = "boolean", help = "print the archive's table of contents and exit" },
   { name = "no-owner", short = "O", type = "boolean", help = "do not restore object owners" },
+  { name = "no-tablespaces", type = "boolean", help = "ignore the archive's tablespaces: everything goes to the target's default" },
   { name = "no-manifest", type = "boolean", help = "restore an orch archive whose manifest is missing" },
   { name = "force", type = "boolean", help = "--drop-existing with an archive that cannot be proven (no manifest, uncompressed)" },
 })
@@ -55,7 +56,7 @@ return {
     end
     local t0 = sys.monotonic()
     local r = restore.run { archive = path, db = url, mode = mode, single_transaction = opts.single_transaction,
-      schemas = opts.schema, tables = opts.table, no_owner = opts.no_owner,
+      schemas = opts.schema, tables = opts.table, no_owner = opts.no_owner, no_tablespaces = opts.no_tablespaces,
       skip_manifest_check = opts.no_manifest, force = opts.force }
     if opts.json then io.stdout:write(json.encode(r, { indent = "  " }), "\n")
     else
