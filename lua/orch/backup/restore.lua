@@ -19,7 +19,12 @@ local R = {}
 
 local SPECIAL = { ENCODING = true, STDSTRINGS = true, SEARCHPATH = true, DATABASE = true, ["DATABASE PROPERTIES"] = true }
 local OWNABLE = { SCHEMA = "SCHEMA", TABLE = "TABLE", VIEW = "VIEW", SEQUENCE = "SEQUENCE", ["MATERIALIZED VIEW"] = "MATERIALIZED VIEW",
-  FUNCTION = "FUNCTION", PROCEDURE = "PROCEDURE", TYPE = "TYPE", DOMAIN = "DOMAIN", AGGREGATE = "AGGREGATE" }
+  FUNCTION = "FUNCTION", PROCEDURE = "PROCEDURE", TYPE = "TYPE", DOMAIN = "DOMAIN", AGGREGATE = "AGGREGATE",
+  COLLATION = "COLLATION", CONVERSION = "CONVERSION", OPERATOR = "OPERATOR", ["OPERATOR CLASS"] = "OPERATOR CLASS",
+  ["OPERATOR FAMILY"] = "OPERATOR FAMILY", ["PROCEDURAL LANGUAGE"] = "PROCEDURAL LANGUAGE",
+  ["TEXT SEARCH DICTIONARY"] = "TEXT SEARCH DICTIONARY", ["TEXT SEARCH CONFIGURATION"] = "TEXT SEARCH CONFIGURATION",
+  ["FOREIGN DATA WRAPPER"] = "FOREIGN DATA WRAPPER", SERVER = "SERVER", ["FOREIGN TABLE"] = "FOREIGN TABLE",
+  PUBLICATION = "PUBLICATION", SUBSCRIPTION = "SUBSCRIPTION", ["EVENT TRIGGER"] = "EVENT TRIGGER" }
 
 local function pass_of(e)
   if e.desc == "ACL" or e.desc == "DEFAULT ACL" then return 2 end
@@ -190,7 +195,7 @@ local function apply(conn, a, opts)
               if e.desc == "SCHEMA" then obj = "SCHEMA " .. conn:quote_ident(e.tag) end
               if obj then
                 local kind = OWNABLE[e.desc]
-                local name = obj:sub(#kind + 2)
+                local name = obj:sub(#kind + 2):gsub("%s+CASCADE$", "")
                 if kind == "VIEW" or kind == "SEQUENCE" or kind == "MATERIALIZED VIEW" then kind = "TABLE" end
                 conn:exec(string.format("ALTER %s %s OWNER TO %s", kind, name, conn:quote_ident(e.owner)))
               end

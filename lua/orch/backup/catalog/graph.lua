@@ -64,6 +64,12 @@ function G.load(cat)
       if f == t then return end
       f = f.inline and cat.objects[f.parent] or nil
     end
+    -- a reference the kind module redirected (a type's I/O function to its shell type)
+    local r = cat.redirects[from.key .. ">" .. t.key]
+    if r then
+      t = cat.objects[r]
+      if not t or t.skipped then return end
+    end
     from.out[t.key] = true
   end
   for _, r in ipairs(G.depends(cat)) do

@@ -41,8 +41,8 @@ local C = {}
 
 -- The kind modules, in the order they collect (later ones may look up
 -- objects of earlier ones).
-C.KINDS = { "schemas", "extensions", "types", "functions", "relations", "constraints", "indexes",
-            "rules", "triggers", "policies", "large_objects" }
+C.KINDS = { "schemas", "extensions", "types", "functions", "transforms", "relations", "constraints", "indexes", "rules",
+            "triggers", "policies", "large_objects" }
 
 -- Sort order of entry types inside the graph (lower first, dependencies
 -- permitting), after pg_dump's own: pre-data < 100 < data < 200 < post-data.
@@ -99,6 +99,14 @@ function Cat:alias(key, target) self.aliases[key] = target end
 -- accepts it, dependencies on it are ignored.
 function Cat:cover(key, why) self.covered[key] = why or true end
 
+--- References from object `from` to object `to` (keys, aliases followed)
+-- go to object `instead`: a type's I/O functions depend on the type, which
+-- depends on them; pg_dump breaks that cycle by pointing the functions at a
+-- shell type written first (CREATE TYPE t;), and so does this.
+function Cat:redirect(from, to, instead)
+  self.redirects[from .. ">" .. to] = instead
+end
+
 --- o (an object or key) depends on key ref.
 function Cat:dep(o, ref)
   if type(o) == "string" then o = assert(self.objects[o], o) end
@@ -144,7 +152,7 @@ function C.build(conn, opts)
   opts = opts or {}
   local info = conn:info()
   local cat = setmetatable({ conn = conn, opts = opts, skip = opts.skip or {}, version = info.server_version_num,
-    objects = {}, list = {}, aliases = {}, covered = {}, labels = {}, skipped = {} }, Cat)
+    objects = {}, list = {}, aliases = {}, covered = {}, labels = {}, skipped = {}, redirects = {} }, Cat)
   -- with only pg_catalog on the path, every pg_get_*def and regclass output is schema-qualified
   conn:query("SELECT pg_catalog.set_config('search_path', 'pg_catalog', true)")
   local without = C.test_without_kinds()

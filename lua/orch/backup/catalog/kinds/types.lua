@@ -1,6 +1,14 @@
---- Types: enums, composite types, domains (with their constraints), range
--- types. Array types and a table's row type are not objects of their own:
--- references to them are references to their element type or table.
+--- Types: base types (with their shell types), enums, composite types,
+-- domains (with their constraints), range types, and shell types never
+-- defined. Array types, multiranges and a table's row type are not objects
+-- of their own: references to them are references to their element type,
+-- range type or table.
+--
+-- A base type and its I/O functions need each other: the functions take or
+-- return the type, the type names the functions. As pg_dump does, a shell
+-- type (CREATE TYPE t;) is written first and the functions' references to
+-- the type are redirected to it (cat:redirect); a range type's canonical
+-- function (a C function over the range type) gets the same treatment.
 local K = {}
 
 local function collate_clause(cat, ns, name)
@@ -8,11 +16,66 @@ local function collate_clause(cat, ns, name)
   return " COLLATE " .. cat:qn(ns, name)
 end
 
+-- ---------------------------------------------------------------- base types
+
+local ALIGN = { c = "char", s = "int2", i = "int4", d = "double" }
+local STORAGE = { p = "plain", e = "external", x = "extended", m = "main" }
+
+-- The functions a base type names (input, output, ...): they get its shell type.
+local function base_functions(cat, oid)
+  local sub = cat:since(140000) and "typsubscript" or "0"
+  local out = {}
+  for _, f in ipairs(cat:query(string.format([[SELECT f FROM (SELECT unnest(ARRAY[typinput, typoutput, typreceive, typsend,
+      typmodin, typmodout, typanalyze, %s]::pg_catalog.oid[]) AS f FROM pg_catalog.pg_type WHERE oid = $1) s WHERE f >= 16384]], sub), oid)) do
+    out[#out + 1] = f.f
+  end
+  return out
+end
+
+-- CREATE TYPE name (...) for base type row r.
+local function base_type(cat, r, name)
+  local b = cat:query([[SELECT t.typlen, t.typinput::pg_catalog.regproc::text AS input, t.typoutput::pg_catalog.regproc::text AS output,
+      NULLIF(t.typreceive, 0)::pg_catalog.regproc::text AS receive, NULLIF(t.typsend, 0)::pg_catalog.regproc::text AS send,
+      NULLIF(t.typmodin, 0)::pg_catalog.regproc::text AS modin, NULLIF(t.typmodout, 0)::pg_catalog.regproc::text AS modout,
+      NULLIF(t.typanalyze, 0)::pg_catalog.regproc::text AS analyze, ]] ..
+      (cat:since(140000) and "NULLIF(t.typsubscript, 0)::pg_catalog.regproc::text" or "NULL::text") .. [[ AS subscript,
+      t.typcollation <> 0 AS collatable, pg_catalog.pg_get_expr(t.typdefaultbin, 0) AS defaultbin, t.typdefault,
+      CASE WHEN t.typelem <> 0 THEN pg_catalog.format_type(t.typelem, NULL) END AS element,
+      t.typcategory, t.typispreferred, t.typdelim, t.typalign, t.typstorage, t.typbyval
+    FROM pg_catalog.pg_type t WHERE t.oid = $1]], r.oid)[1]
+  local p = { "    INTERNALLENGTH = " .. (b.typlen == -1 and "variable" or tostring(b.typlen)),
+    "    INPUT = " .. b.input, "    OUTPUT = " .. b.output }
+  local function opt(k, v) if v then p[#p + 1] = "    " .. k .. " = " .. v end end
+  opt("RECEIVE", b.receive); opt("SEND", b.send); opt("TYPMOD_IN", b.modin); opt("TYPMOD_OUT", b.modout); opt("ANALYZE", b.analyze)
+  if b.collatable then p[#p + 1] = "    COLLATABLE = true" end
+  if b.defaultbin then opt("DEFAULT", b.defaultbin) elseif b.typdefault then opt("DEFAULT", cat:lit(b.typdefault)) end
+  opt("SUBSCRIPT", b.subscript)
+  opt("ELEMENT", b.element)
+  if b.typcategory ~= "U" then opt("CATEGORY", cat:lit(b.typcategory)) end
+  if b.typispreferred then p[#p + 1] = "    PREFERRED = true" end
+  if b.typdelim ~= "," then opt("DELIMITER", cat:lit(b.typdelim)) end
+  opt("ALIGNMENT", ALIGN[b.typalign])
+  opt("STORAGE", STORAGE[b.typstorage])
+  if b.typbyval then p[#p + 1] = "    PASSEDBYVALUE" end
+  return string.format("CREATE TYPE %s (\n%s\n);\n", name, table.concat(p, ",\n"))
+end
+
+-- The shell of type o (row r), written before the functions (oids) that
+-- need the type to exist; their references to the type go to the shell.
+local function shell(cat, r, name, o, funcs)
+  local skey = "shell:" .. o.key
+  cat:add { key = skey, kind = o.kind, desc = "SHELL TYPE", tag = r.typname, namespace = r.nspname, owner = r.owner,
+    defn = "CREATE TYPE " .. name .. ";\n", deps = { "pg_namespace:" .. r.typnamespace } }
+  cat:dep(o, skey)
+  for _, f in ipairs(funcs) do cat:redirect("pg_proc:" .. f, o.key, skey) end
+end
+
 function K.collect(cat)
   -- references to array types and row types go to what they are made of
   for _, r in ipairs(cat:query([[SELECT t.oid, t.typelem, t.typrelid, t.typtype,
       (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) AS relkind
-    FROM pg_catalog.pg_type t WHERE t.oid >= 16384 AND ((t.typelem <> 0 AND t.typcategory = 'A') OR t.typrelid <> 0)]])) do
+    FROM pg_catalog.pg_type t WHERE t.oid >= 16384 AND (t.typrelid <> 0
+      OR EXISTS (SELECT 1 FROM pg_catalog.pg_type e WHERE e.oid = t.typelem AND e.typarray = t.oid))]])) do
     if r.typelem ~= 0 then cat:alias("pg_type:" .. r.oid, "pg_type:" .. r.typelem)
     elseif r.relkind == "c" then cat:alias("pg_class:" .. r.typrelid, "pg_type:" .. r.oid)
     else cat:alias("pg_type:" .. r.oid, "pg_class:" .. r.typrelid) end
@@ -23,7 +86,7 @@ function K.collect(cat)
     end
   end
 
-  local rows = cat:query([[SELECT t.oid, t.typname, n.nspname, t.typtype, pg_catalog.pg_get_userbyid(t.typowner) AS owner,
+  local rows = cat:query([[SELECT t.oid, t.typname, n.nspname, t.typnamespace, t.typtype, pg_catalog.pg_get_userbyid(t.typowner) AS owner,
       t.typrelid, pg_catalog.format_type(t.typbasetype, t.typtypmod) AS basetype, t.typnotnull, t.typdefault,
       (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) AS relkind,
       CASE WHEN t.typtype = 'd' AND t.typcollation <> 0 AND t.typcollation <> (SELECT b.typcollation FROM pg_catalog.pg_type b WHERE b.oid = t.typbasetype)
@@ -31,7 +94,9 @@ function K.collect(cat)
       CASE WHEN t.typtype = 'd' AND t.typcollation <> 0 AND t.typcollation <> (SELECT b.typcollation FROM pg_catalog.pg_type b WHERE b.oid = t.typbasetype)
         THEN (SELECT cn.nspname FROM pg_catalog.pg_collation co JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = t.typcollation) END AS collns
     FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-    WHERE ]] .. cat:user_ns("n.nspname") .. [[ AND t.typtype IN ('e', 'c', 'd', 'r') AND ]] .. cat:not_ext("pg_type", "t.oid") .. [[
+    WHERE ]] .. cat:user_ns("n.nspname") .. [[ AND (t.typtype IN ('e', 'c', 'd', 'r') OR (t.typtype = 'p' AND NOT t.typisdefined)
+        OR (t.typtype = 'b' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type e WHERE e.oid = t.typelem AND e.typarray = t.oid)))
+      AND ]] .. cat:not_ext("pg_type", "t.oid") .. [[
     ORDER BY n.nspname, t.typname]])
   for _, r in ipairs(rows) do
     local name = cat:qn(r.nspname, r.typname)
@@ -39,7 +104,18 @@ function K.collect(cat)
     local o = { key = key, kind = "type", desc = "TYPE", tag = r.typname, namespace = r.nspname, owner = r.owner,
       drop = "DROP TYPE " .. name .. ";\n", label = "TYPE " .. name, label_tag = "TYPE " .. r.typname,
       acl_obj = "TYPE " .. name, acl_tag = "TYPE " .. r.typname }
-    if r.typtype == "e" then
+    if r.typtype == "b" then
+      o.kind = "base_type"
+      o.drop = "DROP TYPE " .. name .. " CASCADE;\n"
+      o.defn = base_type(cat, r, name)
+      cat:add(o)
+      shell(cat, r, name, o, base_functions(cat, r.oid))
+    elseif r.typtype == "p" then
+      -- a shell type never filled in
+      o.kind = "base_type"
+      o.defn = "CREATE TYPE " .. name .. ";\n"
+      cat:add(o)
+    elseif r.typtype == "e" then
       local labels = {}
       for _, l in ipairs(cat:query("SELECT enumlabel FROM pg_catalog.pg_enum WHERE enumtypid = $1 ORDER BY enumsortorder", r.oid)) do
         labels[#labels + 1] = "    " .. cat:lit(l.enumlabel)
@@ -112,6 +188,7 @@ function K.collect(cat)
       local rg = cat:query([[SELECT pg_catalog.format_type(rngsubtype, NULL) AS sub, ]] ..
           (cat:since(140000) and "pg_catalog.format_type(rngmultitypid, NULL)" or "NULL::text") .. [[ AS multi,
           opc.opcname, opcn.nspname AS opcns, opc.opcdefault, rngcanonical::pg_catalog.regproc::text AS canonical,
+          rngcanonical::pg_catalog.oid AS canonical_oid,
           rngsubdiff::pg_catalog.regproc::text AS subdiff,
           CASE WHEN r.rngcollation <> 0 AND r.rngcollation <> (SELECT typcollation FROM pg_catalog.pg_type WHERE oid = r.rngsubtype)
             THEN (SELECT pg_catalog.quote_ident(cn.nspname) || '.' || pg_catalog.quote_ident(co.collname) FROM pg_catalog.pg_collation co
@@ -126,6 +203,8 @@ function K.collect(cat)
       if rg.canonical ~= "-" then p[#p + 1] = "    canonical = " .. rg.canonical end
       o.defn = string.format("CREATE TYPE %s AS RANGE (\n%s\n);\n", name, table.concat(p, ",\n"))
       cat:add(o)
+      -- a canonical function takes and returns the range type: it is created over a shell
+      if rg.canonical ~= "-" then shell(cat, r, name, o, { rg.canonical_oid }) end
     end
   end
 end
