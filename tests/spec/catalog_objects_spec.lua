@@ -92,6 +92,13 @@ local KINDS = {
     "BEFORE/AFTER, composite types, domains with NOT VALID constraints after the data" },
   { "functions", "SQL-standard bodies, procedures, window functions, SET options, LEAKPROOF, SUPPORT, transforms, " ..
     "DEPENDS ON EXTENSION; ordered-set, hypothetical, moving and FINALFUNC_MODIFY aggregates" },
+  { "operators", "commutator/negator pairs naming each other, prefix operators, operator families with loose " ..
+    "ALTER OPERATOR FAMILY ... ADD members, operator classes (default, STORAGE, FOR ORDER BY) used by indexes" },
+  { "casts", "WITH FUNCTION, WITHOUT FUNCTION, WITH INOUT; explicit, assignment and implicit" },
+  { "collations", "libc and ICU, deterministic or not, used by columns, domains, indexes and range types" },
+  { "conversions", "default and plain conversions" },
+  { "access_methods", "index and table access methods, a table and a materialized view stored with one" },
+  { "languages", "trusted and untrusted procedural languages with their own handler, inline and validator functions" },
 }
 
 describe("catalog object kinds", function()

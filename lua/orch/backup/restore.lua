@@ -160,6 +160,7 @@ local function apply(conn, a, opts)
   for _, e in ipairs(entries) do if restorable(e) then total = total + 1 end end
   local cur_section = 2
   local cur_tablespace   -- what SET default_tablespace last said (pg_restore's _selectTablespace)
+  local cur_tableam   -- what SET default_table_access_method last said
   for pass = 1, 3 do
     for _, e in ipairs(entries) do
       if e.section ~= "none" then cur_section = e.section end
@@ -187,6 +188,11 @@ local function apply(conn, a, opts)
               conn:exec(table.concat(parts))
             end
           elseif e.defn and e.defn ~= "" and not e.defn:match("^%-%- load via partition root") then
+            -- a table or materialized view stored with another table access method, as pg_restore sets it
+            if e.tableam and e.tableam ~= "" and e.tableam ~= cur_tableam then
+              conn:exec("SET default_table_access_method = " .. conn:quote_ident(e.tableam))
+              cur_tableam = e.tableam
+            end
             conn:exec(e.defn)
             if not opts.no_owner and e.owner and OWNABLE[e.desc] and e.drop and e.drop ~= "" then
               local obj = e.drop:match("^DROP%s+(.-);?%s*$")
