@@ -99,6 +99,9 @@ local KINDS = {
   { "conversions", "default and plain conversions" },
   { "access_methods", "index and table access methods, a table and a materialized view stored with one" },
   { "languages", "trusted and untrusted procedural languages with their own handler, inline and validator functions" },
+  { "text_search", "parsers, templates, dictionaries with options, configurations with their token mappings" },
+  { "foreign", "postgres_fdw and file_fdw servers, a handler-less wrapper, user mappings with options, foreign tables " ..
+    "with column options, defaults, CHECK constraints and privileges, a foreign partition" },
 }
 
 describe("catalog object kinds", function()
