@@ -43,7 +43,7 @@ local C = {}
 -- objects of earlier ones).
 C.KINDS = { "schemas", "extensions", "languages", "collations", "types", "functions", "access_methods", "casts", "conversions",
             "transforms", "operators", "text_search", "foreign", "relations", "constraints", "indexes", "rules", "triggers",
-            "policies", "publications", "event_triggers", "large_objects" }
+            "policies", "publications", "event_triggers", "default_acls", "large_objects" }
 
 -- Sort order of entry types inside the graph (lower first, dependencies
 -- permitting), after pg_dump's own: pre-data < 100 < data < 200 < post-data.
