@@ -120,7 +120,7 @@ function B.create(conn, opts)
       server_version = toc.server_version, dumper_version = "orch " .. package.orch_version })
     for _, e in ipairs(toc.entries) do w:entry(e) end
     w:write_toc()
-    local counts, total_rows = {}, 0
+    local counts, partial, total_rows = {}, {}, 0
     -- an estimate of the work, for rate and ETA: the tables' size on disk
     local est = 0
     if opts.on_progress then
@@ -138,7 +138,9 @@ function B.create(conn, opts)
       end
       local rows = w:copy_table(conn, t.id, t.copy_out, report)
       done_est = done_est + (t.size or 0)
-      counts[t.ns .. "." .. t.tag] = rows
+      -- an extension's configuration table is written filtered (the rows its script does not make):
+      -- a restore holds more rows than were written, so its count is kept apart from the tables'
+      if t.filtered then partial[t.ns .. "." .. t.tag] = rows else counts[t.ns .. "." .. t.tag] = rows end
       total_rows = total_rows + rows
     end
     -- large objects: one BLOBS block, each object streamed in pieces (memory stays bounded)
@@ -157,7 +159,7 @@ function B.create(conn, opts)
     local winfo = w:close()
     w = nil
     conn:exec("COMMIT")
-    return { toc = toc, counts = counts, rows = total_rows, winfo = winfo, migration = migration, since = since, timezone = timezone,
+    return { toc = toc, counts = counts, partial = partial, rows = total_rows, winfo = winfo, migration = migration, since = since, timezone = timezone,
              large_objects = los, large_object_bytes = lo_bytes }
   end)
   if not ok then
@@ -183,7 +185,7 @@ function B.create(conn, opts)
     duration_ms = math.floor((sys.now() - started) * 1000), run_id = opts.run_id or json.null, env = opts.env or json.null,
     compression = result.winfo.compression, compression_level = opts.level or -1, archive_version = result.winfo.version,
     entries = #result.toc.entries, rows = result.rows,
-    tables = json.object(result.counts), uncompressed_bytes = result.winfo.uncompressed, since = result.since,
+    tables = json.object(result.counts), extension_rows = json.object(result.partial), uncompressed_bytes = result.winfo.uncompressed, since = result.since,
     -- what --skip left out, by kind: a restore of this backup does not have these
     skipped = result.toc.skipped or {},
     timezone = result.timezone,

@@ -82,8 +82,10 @@ function V.check(cat)
   -- the dependency bonds that make a row a part of another object
   local bonds = {}
   for _, r in ipairs(graph.depends(cat)) do
+    -- (an automatic dependency on an extension's member — a constraint, index, default, rule or trigger of
+    -- its table — makes the row a part of that member: graph.depends names the extension as the reference)
     if r.deptype == "i" or r.deptype == "e" or r.deptype == "P" or r.deptype == "S"
-       or (r.deptype == "a" and (r.cls == "pg_amop" or r.cls == "pg_amproc")) then
+       or (r.deptype == "a" and (r.cls == "pg_amop" or r.cls == "pg_amproc" or r.refcls == "pg_extension")) then
       local k = r.cls .. ":" .. r.objid
       local b = bonds[k]
       if not b then b = {}; bonds[k] = b end
