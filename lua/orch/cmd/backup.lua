@@ -14,7 +14,7 @@ local spec = args.spec({ "db", "env", "json", "quiet" }, {
            "make a format 1.15 archive, which only pg_restore 16 or newer reads (pg_restore 15: \"unsupported version " ..
            "(1.15) in file header\"); a number N is pg_dump 15's -Z N: gzip level N, 0 = none" },
   { name = "threads", type = "number", default = 2, help = "compression threads" },
-  { name = "skip", type = "list", metavar = "KIND", help = "leave out every object of a kind (e.g. aggregate); the output and the manifest name what was left out" },
+  { name = "skip", type = "list", metavar = "KIND", help = "leave out every object of a kind (repeatable; the kinds are listed above); the output and the manifest name what was left out" },
   { name = "lock-timeout", type = "string", default = "10s", help = "how long to wait for table locks" },
   { name = "run-id", type = "string", help = "tie the manifest to this run id" },
   { name = "no-owner", type = "boolean", help = "do not record object owners" },
@@ -60,15 +60,35 @@ return {
   usage = "usage: orch backup [--env NAME] [--db URL] [--output FILE | --output -] [--dir DIR] [--compress METHOD[:LEVEL] | -Z N] [--json]",
   description = "--env NAME (or ORCH_ENV) picks the database and the backups directory (backups.dir) from\n" ..
     "orch.env.lua; after a complete backup the environment's retention (backups.keep, backups.max_age)\n" ..
-    "is applied to that directory, as the recipes' backup step does (--no-prune skips it).",
+    "is applied to that directory, as the recipes' backup step does (--no-prune skips it).\n\n" ..
+    "Every object of the database is backed up, or the backup fails naming what it cannot take. --skip KIND\n" ..
+    "leaves a kind out knowingly (the manifest lists what was left out); its kinds:\n" .. (function()
+      local lines, cur = {}, " "
+      for _, k in ipairs(require("orch.backup.catalog").SKIP_KINDS) do
+        if #cur + #k > 100 then lines[#lines + 1] = cur; cur = " " end
+        cur = cur .. " " .. k
+      end
+      lines[#lines + 1] = cur
+      return table.concat(lines, "\n")
+    end)(),
   examples = { "orch backup", "orch backup --output /tmp/app.dump", "orch backup -o - | ssh host 'cat > app.dump'",
-    "orch backup --compress zstd:5   # format 1.15: needs pg_restore 16 or newer (orch restore reads it)" },
+    "orch backup --compress zstd:5   # format 1.15: needs pg_restore 16 or newer (orch restore reads it)",
+    "orch backup --skip subscription --skip user_mapping   # as a role that may not read them" },
   spec = spec,
   run = function(argv)
     local opts = args.parse(argv, spec, "backup")
     if opts.quiet or opts.json or opts.output == "-" then log.level = "warn" end
     local skip = {}
-    for _, k in ipairs(opts.skip or {}) do skip[k:gsub("-", "_")] = true end
+    local known = {}
+    for _, k in ipairs(require("orch.backup.catalog").SKIP_KINDS) do known[k] = true end
+    for _, k in ipairs(opts.skip or {}) do
+      local name = k:gsub("-", "_")
+      if not known[name] then
+        args.usage_error("backup", string.format("--skip %s: no such kind; the kinds are: %s", k,
+          table.concat(require("orch.backup.catalog").SKIP_KINDS, ", ")))
+      end
+      skip[name] = true
+    end
     local compression, level = parse_compress(opts.compress)
     local env = envmod.for_command(opts)
     local c <close> = require("orch.db").connect(envmod.command_database(env, opts))

@@ -45,7 +45,10 @@ end
 local VIA_VIEW = { pg_user_mapping = "SELECT umid AS oid FROM pg_catalog.pg_user_mappings WHERE umid >= 16384" }
 
 -- Rows that belong to the object another column names (no pg_depend row of their own).
-local PARENT = { pg_enum = { col = "enumtypid", cat = "pg_type" } }
+-- (An operator family's members: their pg_depend rows name the family only when it is not a
+-- built-in one, so a member a user added to a built-in family is named, not silently lost.)
+local PARENT = { pg_enum = { col = "enumtypid", cat = "pg_type" }, pg_amop = { col = "amopfamily", cat = "pg_opfamily" },
+  pg_amproc = { col = "amprocfamily", cat = "pg_opfamily" } }
 
 --- The catalogs of this database that can hold user objects: non-shared
 -- pg_catalog tables with an oid column, with their namespace column if any.
@@ -85,7 +88,7 @@ function V.check(cat)
     -- (an automatic dependency on an extension's member — a constraint, index, default, rule or trigger of
     -- its table — makes the row a part of that member: graph.depends names the extension as the reference)
     if r.deptype == "i" or r.deptype == "e" or r.deptype == "P" or r.deptype == "S"
-       or (r.deptype == "a" and (r.cls == "pg_amop" or r.cls == "pg_amproc" or r.refcls == "pg_extension")) then
+       or (r.deptype == "a" and r.refcls == "pg_extension") then
       local k = r.cls .. ":" .. r.objid
       local b = bonds[k]
       if not b then b = {}; bonds[k] = b end

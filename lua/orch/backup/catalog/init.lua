@@ -45,6 +45,13 @@ C.KINDS = { "schemas", "extensions", "languages", "collations", "types", "functi
             "transforms", "operators", "text_search", "foreign", "relations", "constraints", "indexes", "rules", "triggers",
             "policies", "publications", "event_triggers", "default_acls", "large_objects" }
 
+-- The names --skip takes (an object's `kind`, coverage.lua's names for rows), in the order --help lists them.
+C.SKIP_KINDS = { "schema", "extension", "language", "collation", "type", "base_type", "domain", "function", "procedure",
+  "aggregate", "access_method", "cast", "conversion", "transform", "operator", "operator_family", "operator_class",
+  "text_search", "foreign_data_wrapper", "foreign_server", "user_mapping", "foreign_table", "table", "table_data",
+  "sequence", "view", "materialized_view", "default", "constraint", "foreign_key", "index", "statistics", "rule",
+  "trigger", "policy", "publication", "subscription", "event_trigger", "default_acl", "large_object" }
+
 -- Sort order of entry types inside the graph (lower first, dependencies
 -- permitting), after pg_dump's own: pre-data < 100 < data < 200 < post-data.
 C.PRIO = {
