@@ -178,6 +178,62 @@ describe("catalog object kinds", function()
     end)
   end)
 
+  it("a role that may not read subscriptions' connection strings or user mappings' options gets no backup, told which; " ..
+     "--skip subscription --skip user_mapping takes the rest and the manifest lists what it left out", function()
+    local url, name = H.fresh_db("ko_nosuper")
+    local c <close> = db.connect(url)
+    c:exec([[CREATE EXTENSION postgres_fdw;
+      CREATE SERVER elsewhere FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'db.example.com');
+      CREATE USER MAPPING FOR orch_kind_reader SERVER elsewhere OPTIONS (user 'r', password 'secret');
+      CREATE TABLE kept (id integer); INSERT INTO kept VALUES (1);
+      CREATE PUBLICATION p]])
+    c:exec("CREATE SUBSCRIPTION sub CONNECTION 'dbname=nowhere' PUBLICATION p WITH (connect = false, slot_name = NONE)")
+    local admin <close> = H.connect("postgres")
+    if not admin:value("SELECT 1 FROM pg_roles WHERE rolname = 'orch_kind_login'") then admin:exec("CREATE ROLE orch_kind_login LOGIN") end
+    c:exec("GRANT SELECT ON kept TO orch_kind_login")
+    local as_login = url:gsub("//[^@/]*@", "//orch_kind_login@")
+    local dir = work .. "/nosuper"
+    local r = H.orch { "backup", "--db", as_login, "--dir", dir }
+    assert.equals(1, r.code)
+    assert.matches("user mapping for orch_kind_reader on server elsewhere", r.stderr)
+    assert.matches("%-%-skip user_mapping", r.stderr)
+    assert.same({}, sys.listdir(dir) or {})
+    r = H.orch { "backup", "--db", as_login, "--dir", dir, "--skip", "user_mapping" }
+    assert.equals(1, r.code)
+    assert.matches("subscriptions %(sub%), and only a superuser may read their connection strings", r.stderr)
+    assert.matches("%-%-skip subscription", r.stderr)
+    assert.same({}, sys.listdir(dir) or {})
+    r = H.orch { "backup", "--db", as_login, "--dir", dir, "--skip", "subscription", "--skip", "user_mapping", "--json" }
+    assert.is_true(r.ok, r.stderr)
+    local m = json.decode(r.stdout)
+    assert.same({ "subscription: SUBSCRIPTION sub", "user_mapping: USER MAPPING USER MAPPING orch_kind_reader SERVER elsewhere" }, m.skipped)
+    assert.equals(1, m.tables["public.kept"])
+    c:close()
+    drop(name)
+  end)
+
+  it("--skip of a kind other objects need is refused naming both; leaving those out too gives an archive that restores", function()
+    local url, name = H.fresh_db("ko_skipdeps")
+    local c <close> = db.connect(url)
+    c:exec([[CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+      CREATE TABLE words (w text COLLATE nocase); CREATE TABLE other (id integer); INSERT INTO other VALUES (7)]])
+    local r = H.orch { "backup", "--db", url, "--output", work .. "/skipdeps.dump", "--skip", "collation" }
+    assert.equals(1, r.code)
+    assert.matches("TABLE public%.words needs COLLATION public%.nocase %(%-%-skip collation%)", r.stderr)
+    assert.is_false(sys.exists(work .. "/skipdeps.dump"))
+    backup(name, work .. "/skipdeps.dump", { "--skip", "collation", "--skip", "table", "--skip", "table_data" })
+    local u2, d2 = H.fresh_db("ko_skipdeps_r")
+    r = H.orch { "restore", work .. "/skipdeps.dump", "--db", u2 }
+    assert.is_true(r.ok, r.stderr)
+    local c2 <close> = db.connect(u2)
+    assert.equals(0, c2:value("SELECT count(*) FROM pg_class WHERE relname IN ('words', 'other')"))
+    assert.equals(0, c2:value("SELECT count(*) FROM pg_collation WHERE collname = 'nocase'"))
+    c2:close()
+    c:close()
+    drop(d2)
+    drop(name)
+  end)
+
   for _, k in ipairs(KINDS) do
     it(k[1] .. " (" .. k[2] .. ") round-trip three ways with schema, owners, privileges, comments and rows intact", function()
       local _, src = fixture_db(k[1])

@@ -49,15 +49,33 @@ local function node_of(cat, key)
   return o, via
 end
 
+local function describe(cat, key)
+  if key == PRE then return "(the end of pre-data)" end
+  if key == POST then return "(the start of post-data)" end
+  local o = cat.objects[key]
+  return string.format("%s %s%s", o.desc, o.namespace and (o.namespace .. ".") or "", o.tag or key)
+end
+
 --- Resolve every dependency into edges: o.out[target key] = true, on the
 -- objects themselves (inline parts keep theirs, for when they are split out).
 function G.load(cat)
   for _, o in ipairs(cat.list) do o.out = {} end
+  -- objects that would be written although they need one --skip leaves out
+  local orphans, seen = {}, {}
   local function edge(from, to)
     if not from or not to or from.skipped then return end
     local t = to
     while t and t.inline do t = cat.objects[t.parent] end
-    if not t or t.skipped then return end
+    if not t then return end
+    if t.skipped then
+      local f = from
+      while f.inline and cat.objects[f.parent] do f = cat.objects[f.parent] end
+      if not f.skipped and not seen[f.key .. ">" .. t.key] then
+        seen[f.key .. ">" .. t.key] = true
+        orphans[#orphans + 1] = { from = f, to = t }
+      end
+      return
+    end
     -- never an edge from an object to itself or to its own parent chain
     local f = from
     while f do
@@ -81,6 +99,19 @@ function G.load(cat)
   end
   for _, o in ipairs(cat.list) do
     for _, k in ipairs(o.deps) do edge(o, cat.objects[cat:resolve(k)]) end
+  end
+  if #orphans > 0 then
+    local lines, kinds = {}, {}
+    for i, x in ipairs(orphans) do
+      if i > 20 then lines[#lines + 1] = string.format("  ... and %d more", #orphans - 20) break end
+      lines[#lines + 1] = string.format("  - %s needs %s (--skip %s)", describe(cat, x.from.key), describe(cat, x.to.key), x.to.kind or "?")
+      kinds[x.from.kind or "?"] = true
+    end
+    local also = {}
+    for k in pairs(kinds) do also[#also + 1] = "--skip " .. k end
+    table.sort(also)
+    sys.error("the backup was not taken: objects it would write need objects --skip leaves out, so it could not be restored:\n" ..
+      table.concat(lines, "\n") .. "\nleave those out too (" .. table.concat(also, " ") .. "), or keep the kind they need", 1)
   end
 end
 
@@ -227,12 +258,6 @@ local function find_cycles(left, targets)
   return cycles
 end
 
-local function describe(cat, key)
-  if key == PRE then return "(the end of pre-data)" end
-  if key == POST then return "(the start of post-data)" end
-  local o = cat.objects[key]
-  return string.format("%s %s%s", o.desc, o.namespace and (o.namespace .. ".") or "", o.tag or key)
-end
 
 --- The objects in a valid execution order (boundaries included, inline
 -- parts left out). Splits inline parts out to break cycles; raises when a
