@@ -112,7 +112,6 @@ function K.collect(cat)
       shell(cat, r, name, o, base_functions(cat, r.oid))
     elseif r.typtype == "p" then
       -- a shell type never filled in
-      o.kind = "base_type"
       o.defn = "CREATE TYPE " .. name .. ";\n"
       cat:add(o)
     elseif r.typtype == "e" then
