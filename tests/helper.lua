@@ -71,6 +71,17 @@ end
 
 function H.drop_db(name)
   local c <close> = H.connect("postgres")
+  -- a database with subscriptions cannot be dropped: detach them from their slots and drop them first
+  if c:value("SELECT 1 FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = $1 LIMIT 1", name) then
+    local s <close> = H.connect(name)
+    for _, r in ipairs(s:query([[SELECT subname FROM pg_subscription
+        WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())]])) do
+      local q = s:quote_ident(r.subname)
+      s:exec("ALTER SUBSCRIPTION " .. q .. " DISABLE")
+      s:exec("ALTER SUBSCRIPTION " .. q .. " SET (slot_name = NONE)")
+      s:exec("DROP SUBSCRIPTION " .. q)
+    end
+  end
   c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(name) .. " WITH (FORCE)")
 end
 

@@ -140,7 +140,8 @@ function B.create(conn, opts)
       done_est = done_est + (t.size or 0)
       -- an extension's configuration table is written filtered (the rows its script does not make):
       -- a restore holds more rows than were written, so its count is kept apart from the tables'
-      if t.filtered then partial[t.ns .. "." .. t.tag] = rows else counts[t.ns .. "." .. t.tag] = rows end
+      -- (verify --deep reads the restored table through the same filter)
+      if t.filter then partial[t.ns .. "." .. t.tag] = { rows = rows, filter = t.filter } else counts[t.ns .. "." .. t.tag] = rows end
       total_rows = total_rows + rows
     end
     -- large objects: one BLOBS block, each object streamed in pieces (memory stays bounded)

@@ -392,6 +392,26 @@ local function lock_target(admin, dbname)
       h.application_name ~= "" and h.application_name or "no application name", h.usename, h.since) or "its session holds the restore lock"), 1)
 end
 
+--- DROP DATABASE name WITH (FORCE), its subscriptions first: a database
+-- with subscriptions cannot be dropped, and dropping one that names a slot
+-- would reach for the publisher (restored subscriptions never made a slot:
+-- they are detached from its name, then dropped).
+local function drop_database(admin, name)
+  local has = admin:value([[SELECT 1 FROM pg_catalog.pg_subscription s JOIN pg_catalog.pg_database d ON d.oid = s.subdbid
+    WHERE d.datname = $1 LIMIT 1]], name)
+  if has then
+    local sc <close> = admin:clone { dbname = name }
+    for _, r in ipairs(sc:query([[SELECT subname FROM pg_catalog.pg_subscription
+        WHERE subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())]])) do
+      local q = sc:quote_ident(r.subname)
+      sc:exec("ALTER SUBSCRIPTION " .. q .. " DISABLE")
+      sc:exec("ALTER SUBSCRIPTION " .. q .. " SET (slot_name = NONE)")
+      sc:exec("DROP SUBSCRIPTION " .. q)
+    end
+  end
+  admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)")
+end
+
 --- Drop the half-built databases an earlier restore of dbname left when it
 -- was killed (they carry the LEFTOVER comment). Called under the lock, so
 -- no live restore of dbname owns them. Returns their names.
@@ -400,7 +420,7 @@ local function drop_leftovers(admin, dbname)
   local pattern = LEFTOVER:format(dbname, 0):gsub(" by pid 0$", "")
   for _, r in ipairs(admin:query([[SELECT d.datname FROM pg_database d
       WHERE shobj_description(d.oid, 'pg_database') LIKE $1 || ' by pid %' ORDER BY 1]], pattern)) do
-    admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(r.datname) .. " WITH (FORCE)")
+    drop_database(admin, r.datname)
     log.warn("dropped database %s: a half-built copy left by an interrupted restore of %s", r.datname, dbname)
     dropped[#dropped + 1] = r.datname
   end
@@ -480,7 +500,7 @@ local function run_swap(c, admin, a, opts, res)
     end
   end)
   if not ok then
-    local dropped = pcall(admin.exec, admin, "DROP DATABASE IF EXISTS " .. admin:quote_ident(newname) .. " WITH (FORCE)")
+    local dropped = pcall(drop_database, admin, newname)
     error(add_where(err, string.format("the target database %s was not touched (%s)", target_db,
       dropped and "the partial copy was dropped" or ("the partial copy " .. newname .. " could not be dropped: the next restore drops it"))), 0)
   end
@@ -499,7 +519,7 @@ local function run_swap(c, admin, a, opts, res)
     end)
     if okr then return oldname end
     if not (db.is_error(rerr) and rerr.sqlstate == "55006") or attempt == 5 then
-      pcall(admin.exec, admin, "DROP DATABASE IF EXISTS " .. admin:quote_ident(newname) .. " WITH (FORCE)")
+      pcall(drop_database, admin, newname)
       error(add_where(rerr, string.format("swapping the restored copy in failed: the target database %s is as it was (the copy was dropped)", target_db)), 0)
     end
     sys.sleep(0.2 * attempt)
@@ -630,7 +650,7 @@ end
 -- character converted) cannot verify. Returns { [ns.table] = { archive =,
 -- restored = } } for every TABLE DATA entry written as COPY, and under
 -- "large objects" the oids and sizes of the large objects.
-function R.content_checks(conn, a, timezone)
+function R.content_checks(conn, a, timezone, filters)
   local s = require("orch.backup.session")
   s.restore(conn)
   for _, kv in ipairs { { "bytea_output", "hex" }, { "synchronize_seqscans", "off" }, { "quote_all_identifiers", "off" } } do
@@ -657,8 +677,15 @@ function R.content_checks(conn, a, timezone)
       crc = sys.crc32(tail, crc)
       bytes = bytes + #tail
       local rcrc, rbytes = 0, 0
+      local name = (e.namespace and (e.namespace .. ".") or "") .. e.tag
+      -- an extension's configuration table holds its script's rows too: read what the backup wrote, through its filter
+      local f = filters and filters[name]
+      if type(f) == "table" and f.filter then
+        local rel, cols = copy:match("^COPY%s+(.-)%s+(%b())%s*$")
+        if rel then copy = string.format("COPY (SELECT %s FROM %s %s)", cols:sub(2, -2), rel, f.filter) end
+      end
       conn:copy_out(copy .. " TO STDOUT", function(chunk) rcrc = sys.crc32(chunk, rcrc); rbytes = rbytes + #chunk end)
-      out[(e.namespace and (e.namespace .. ".") or "") .. e.tag] = { archive = string.format("%08x/%d", crc, bytes),
+      out[name] = { archive = string.format("%08x/%d", crc, bytes),
         restored = string.format("%08x/%d", rcrc, rbytes) }
     end
   end
@@ -705,10 +732,10 @@ function R.deep_check(conn, path)
     local sc <close> = conn:clone { dbname = scratch }
     R.run { archive = path, conn = sc, no_owner = true, skip_manifest_check = true }
     local a <close> = pgarchive.open(path)
-    local checks_ = R.content_checks(sc, a, m and m.timezone ~= json_null and m.timezone or nil)
+    local checks_ = R.content_checks(sc, a, m and m.timezone ~= json_null and m.timezone or nil, m and m.extension_rows)
     return R.row_counts(sc), checks_
   end)
-  conn:exec("DROP DATABASE IF EXISTS " .. conn:quote_ident(scratch) .. " WITH (FORCE)")
+  drop_database(conn, scratch)
   if not ok then error(counts, 0) end
   return counts, checks
 end

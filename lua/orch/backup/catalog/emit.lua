@@ -66,7 +66,7 @@ function E.toc(cat, order, targets)
       if o.data then
         local d = o.data
         tables[#tables + 1] = { id = e.id, key = d.table_key, tag = o.tag, ns = o.namespace, name = d.name, oid = d.oid,
-          copy_out = d.copy_out, copy_in = d.copy_in, filtered = d.filtered }
+          copy_out = d.copy_out, copy_in = d.copy_in, filter = d.filter }
       end
       if o.blobs then blobs[#blobs + 1] = { id = e.id, oids = o.blobs } end
       decorate(o, o, e.id)

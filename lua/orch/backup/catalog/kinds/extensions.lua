@@ -37,7 +37,7 @@ local function config(cat, r)
         or string.format("COPY %s (%s) TO STDOUT", name, list)
       local key = "data:pg_class:" .. t.oid
       cat:add { key = key, kind = "extension", desc = "TABLE DATA", section = "data", tag = t.relname, namespace = t.nspname,
-        deps = { ext_key }, data = { table_key = ext_key, name = name, oid = t.oid, copy_out = out, filtered = cond ~= "",
+        deps = { ext_key }, data = { table_key = ext_key, name = name, oid = t.oid, copy_out = out, filter = cond ~= "" and cond or nil,
           copy_in = string.format("COPY %s (%s) FROM stdin;\n", name, list) } }
       data_of[t.oid] = key
     end
