@@ -734,15 +734,17 @@ function R.step.recover(o)
       local committed = st.committed or {}
       local partial = st.partial
       local passed = {}
-      local function decide(rung, code, why, lines)
+      local function decide(rung, code, why, lines, quiet)
         ctx.recovery = { rung = rung, exit_code = code, why = why, passed_over = passed, lines = lines }
         event(ctx, { event = "recovery", rung = rung, exit_code = code, why = why, passed_over = passed, lines = lines or json.null })
-        print(string.format("      %s: %s", rung, why))
-        for _, l in ipairs(lines or {}) do print("        " .. l) end
+        if not quiet then   -- the why is the step's result line; its details go above it
+          for _, l in ipairs(lines or {}) do print("      " .. l) end
+        end
         return rung .. ": " .. why
       end
+      -- (the engine prints the error, and the report repeats it: not printed here too)
       local function stop(rung, why, lines)
-        decide(rung, R.EXIT.human, why, lines)
+        decide(rung, R.EXIT.human, why, lines, true)
         error(why .. (lines and #lines > 0 and ("\n" .. table.concat(lines, "\n")) or ""), 0)
       end
       local me = st.migrate_error
@@ -823,7 +825,10 @@ function R.step.recover(o)
             lost_lines = writes.lines(w, "")
             passed[#passed + 1] = { rung = "restore", why = string.format("refused: %s since the backup %s (restoring would lose %s)",
               w.measurable and "rows were written" or "orch cannot tell what was written", st.backup,
-              w.measurable and string.format("%d new or changed row(s) and bring back %d deleted or changed one(s)", w.rows_new, w.rows_gone) or "them") }
+              not w.measurable and "them" or (w.rows_new > 0 and w.rows_gone > 0) and
+                string.format("%d new or changed row(s) and bring back %d deleted or changed one(s)", w.rows_new, w.rows_gone)
+              or w.rows_new > 0 and string.format("%d new or changed row(s)", w.rows_new)
+              or string.format("the deletes or changes of %d row(s), bringing them back", w.rows_gone)) }
           else
             ctx:close_conn()
             local r = require("orch.backup.restore").run { archive = st.backup, db = ctx.url, mode = "swap" }
@@ -863,7 +868,11 @@ function R.step.recover(o)
         step(string.format("then clear its failed entry: orch repair --env %s --yes", name))
       end
       if #committed > 0 then
-        step(string.format("undo what this run committed, once it has an undo: %s (newest first: orch undo --env %s --count %d --yes)", names_of(committed), name, #committed))
+        local no_undo = {}
+        for _, e in ipairs(committed) do if not e.undo then no_undo[#no_undo + 1] = e end end
+        step(string.format("undo what this run committed%s: %s (newest first: orch undo --env %s --count %d --yes)",
+          #no_undo > 0 and (", once " .. names_of(no_undo) .. " ha" .. (#no_undo == 1 and "s" or "ve") .. " an undo") or "",
+          names_of(committed), name, #committed))
       end
       if st.backup then
         step(string.format("or restore this run's backup, LOSING what is listed above (the current database is kept, renamed): orch restore %s --env %s --swap --yes", st.backup, name))

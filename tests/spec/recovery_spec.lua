@@ -239,6 +239,11 @@ describe("the recovery ladder, with the application writing", function()
     assert_all_present(ids, name)
     -- nothing was restored: the half-applied state is still there for the human
     assert.is_true(column_exists(url, "tickets", "region"))
+    -- the command it names restores anyway, keeping the current database renamed
+    local o = H.orch({ "restore", backup, "--env", "prod", "--swap", "--yes" }, { cwd = dir, env = { TEST_PROD_URL = url, DATABASE_URL = false } })
+    assert.equals(0, o.code, o.stdout .. o.stderr)
+    assert.is_false(column_exists(url, "tickets", "region"))
+    H.drop_db(o.stdout:match("kept as (%S+)"))
     H.drop_db(name)
     sys.rmtree(dir)
   end)
