@@ -60,12 +60,14 @@ describe("orch.env", function()
     end
   end)
 
-  it("chooses the database: --db, then DATABASE_URL, then the environment's variable, then its service", function()
+  it("chooses the database: --db, then the environment's variable, then its service (before DATABASE_URL); a variable it names but nobody set is an error", function()
     local e = E.load("prod", file([[return { prod = { database = { env = "ORCH_SPEC_NO_SUCH_VAR", service = "prod" } } }]]))
     assert.equals("postgresql://a@h/d", E.database(e, { db = "postgresql://a@h/d" }))
-    if not os.getenv("DATABASE_URL") then
-      assert.equals("service=prod", E.database(e, {}))
-    end
+    -- the variable is not set: its service, whatever DATABASE_URL says (env_commands_spec runs it with a decoy DATABASE_URL)
+    assert.equals("service=prod", E.database(e, {}))
+    local only_var = E.load("prod", file([[return { prod = { database = { env = "ORCH_SPEC_NO_SUCH_VAR" } } }]]))
+    local msg = err_of(E.database, only_var, {})
+    assert.matches("environment prod reads its database from ORCH_SPEC_NO_SUCH_VAR, which is not set: set it, or pass %-%-db URL", msg)
   end)
 
   it("reads a real environment variable named by database.env (through a child orch)", function()
