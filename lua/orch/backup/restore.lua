@@ -392,7 +392,7 @@ local function lock_target(admin, dbname)
       h.application_name ~= "" and h.application_name or "no application name", h.usename, h.since) or "its session holds the restore lock"), 1)
 end
 
---- DROP DATABASE name WITH (FORCE), its subscriptions first: a database
+--- DROP DATABASE name WITH (FORCE) (12: its sessions ended first), its subscriptions first: a database
 -- with subscriptions cannot be dropped, and dropping one that names a slot
 -- would reach for the publisher (restored subscriptions never made a slot:
 -- they are detached from its name, then dropped).
@@ -409,7 +409,13 @@ local function drop_database(admin, name)
       sc:exec("DROP SUBSCRIPTION " .. q)
     end
   end
-  admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)")
+  if admin:info().server_version_num >= 130000 then
+    admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name) .. " WITH (FORCE)")
+  else
+    -- PostgreSQL 12 has no WITH (FORCE): end the database's sessions, then drop it
+    admin:query("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE datname = $1 AND pid <> pg_catalog.pg_backend_pid()", name)
+    admin:exec("DROP DATABASE IF EXISTS " .. admin:quote_ident(name))
+  end
 end
 
 --- Drop the half-built databases an earlier restore of dbname left when it
