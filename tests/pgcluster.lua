@@ -19,6 +19,23 @@ if (action == "start" or action == "stop") and not safe_to_clear(dir) then
   io.stderr:write("refusing to use " .. dir .. ": it exists and is not a test cluster directory\n")
   return 2
 end
+-- The suite's own extension (tests/fixtures/kinds/extension), where the
+-- server connection c looks for extensions; raises when it cannot be written.
+local function install_test_extension(c)
+  local extdir = c:value("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'") .. "/extension"
+  for _, name in ipairs(sys.listdir("tests/fixtures/kinds/extension") or {}) do
+    local src = assert(io.open("tests/fixtures/kinds/extension/" .. name, "rb"))
+    local text = src:read("a")
+    src:close()
+    local dst, err = io.open(extdir .. "/" .. name, "wb")
+    if not dst then
+      error("cannot install the suite's test extension into " .. extdir .. " (" .. tostring(err) ..
+        "): run the tests as a user who may write there (root in CI)", 0)
+    end
+    dst:write(text)
+    dst:close()
+  end
+end
 if action == "start" then
   -- a server left running there by an earlier run is stopped before the directory is re-created
   local old = localpg.open(dir)
@@ -38,21 +55,7 @@ if action == "start" then
   local c <close> = pg:connect("postgres")
   c:exec("CREATE ROLE orch_pw LOGIN CREATEDB PASSWORD 'correct-horse-battery'")
   c:exec("SELECT pg_reload_conf()")
-  -- the suite's own extension (tests/fixtures/kinds/extension), where this server looks for extensions
-  local extdir = c:value("SELECT setting FROM pg_config WHERE name = 'SHAREDIR'") .. "/extension"
-  for _, name in ipairs(sys.listdir("tests/fixtures/kinds/extension") or {}) do
-    local src = assert(io.open("tests/fixtures/kinds/extension/" .. name, "rb"))
-    local text = src:read("a")
-    src:close()
-    local dst, err = io.open(extdir .. "/" .. name, "wb")
-    if not dst then
-      io.stderr:write("cannot install the suite's test extension into " .. extdir .. " (" .. tostring(err) ..
-        "): run the tests as a user who may write there (root in CI)\n")
-      return 1
-    end
-    dst:write(text)
-    dst:close()
-  end
+  install_test_extension(c)
   print(string.format("test cluster running: %s (data in %s)", pg:url(), pg.dir))
 elseif action == "stop" then
   localpg.open(dir):destroy()
