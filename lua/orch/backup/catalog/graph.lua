@@ -269,8 +269,11 @@ function G.sort(cat)
     local order, left = kahn(nodes, targets)
     if order then return order, targets end
     for _, cycle in ipairs(find_cycles(left, targets)) do
-      -- the first edge of the cycle that only inline parts made: split them out
-      local fixed = false
+      -- an edge of the cycle that only inline parts made: split them out. The one
+      -- that points into a later section (a view's query needing a post-data key)
+      -- goes first, as pg_dump would split it; else the first one.
+      local rank = { ["pre-data"] = 1, data = 2, ["post-data"] = 3 }
+      local chosen
       for i, k in ipairs(cycle) do
         local t = cycle[i % #cycle + 1]
         local parts = via[k] and via[k][t]
@@ -278,17 +281,20 @@ function G.sort(cat)
           local all = true
           for _, p in ipairs(parts) do if not p.split then all = false end end
           if all then
-            for _, p in ipairs(parts) do
-              if p.inline then
-                p.inline = false
-                p.split(p, cat)
-                p.prio = PRIO[p.desc] or p.prio
-                p.out[p.parent] = true
-              end
-            end
-            fixed = true
-            break
+            local from, to = cat.objects[k], cat.objects[t]
+            local later = from and to and (rank[to.section] or 0) > (rank[from.section] or 0)
+            if not chosen or (later and not chosen.later) then chosen = { parts = parts, later = later } end
+            if later then break end
           end
+        end
+      end
+      local fixed = chosen ~= nil
+      for _, p in ipairs(chosen and chosen.parts or {}) do
+        if p.inline then
+          p.inline = false
+          p.split(p, cat)
+          p.prio = PRIO[p.desc] or p.prio
+          p.out[p.parent] = true
         end
       end
       if not fixed then
