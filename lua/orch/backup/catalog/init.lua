@@ -42,8 +42,8 @@ local C = {}
 -- The kind modules, in the order they collect (later ones may look up
 -- objects of earlier ones).
 C.KINDS = { "schemas", "extensions", "languages", "collations", "types", "functions", "access_methods", "casts", "conversions",
-            "transforms", "operators", "text_search", "foreign", "relations", "constraints", "indexes", "rules", "triggers",
-            "policies", "publications", "event_triggers", "default_acls", "large_objects" }
+            "transforms", "operators", "text_search", "foreign", "relations", "constraints", "indexes", "statistics", "rules",
+            "triggers", "policies", "publications", "event_triggers", "default_acls", "large_objects" }
 
 -- The names --skip takes (an object's `kind`, coverage.lua's names for rows), in the order --help lists them.
 C.SKIP_KINDS = { "schema", "extension", "language", "collation", "type", "base_type", "domain", "function", "procedure",
