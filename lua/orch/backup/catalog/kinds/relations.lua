@@ -44,20 +44,23 @@ end
 
 -- ---------------------------------------------------------------- sequences
 
--- last_value and is_called of every sequence, by oid: PostgreSQL 18 reads
--- them with the sequence rows; older servers have no function for it, so
--- they are read from the sequences themselves, many per statement.
+-- last_value and is_called of every sequence, by oid. PostgreSQL 18 reads
+-- them with the sequence rows (pg_get_sequence_data). Older servers give
+-- the last value of a sequence that has been called in the same query
+-- (pg_sequence_last_value); the others, never called or reset, are read
+-- from the sequences themselves, many per statement.
 local function sequence_values(cat, rows)
-  local out = {}
-  if cat:since(180000) then
-    for _, r in ipairs(rows) do out[r.oid] = { last_value = r.last_value, is_called = r.is_called } end
-    return out
+  local out, rest = {}, {}
+  for _, r in ipairs(rows) do
+    if r.last_value ~= nil then out[r.oid] = { last_value = r.last_value, is_called = cat:since(180000) and r.is_called or true }
+    else rest[#rest + 1] = r end
   end
-  local CHUNK = 400
-  for i = 1, #rows, CHUNK do
+  if cat:since(180000) then return out end
+  local CHUNK = 200
+  for i = 1, #rest, CHUNK do
     local parts = {}
-    for j = i, math.min(i + CHUNK - 1, #rows) do
-      local r = rows[j]
+    for j = i, math.min(i + CHUNK - 1, #rest) do
+      local r = rest[j]
       parts[#parts + 1] = string.format("SELECT %d::pg_catalog.oid AS oid, last_value, is_called FROM %s", r.oid, cat:qn(r.nspname, r.relname))
     end
     for _, v in ipairs(cat:query(table.concat(parts, "\nUNION ALL\n"))) do out[v.oid] = v end
@@ -76,7 +79,7 @@ local function sequences(cat)
            AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass) AS owned_by,
       (SELECT d.refobjid FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
          AND d.deptype = 'a' AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass) AS owned_by_oid]] ..
-      (cat:since(180000) and ", sd.last_value, sd.is_called" or "") .. [[
+      (cat:since(180000) and ", sd.last_value, sd.is_called" or ", pg_catalog.pg_sequence_last_value(c.oid) AS last_value") .. [[
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid]] ..
       (cat:since(180000) and " LEFT JOIN LATERAL pg_catalog.pg_get_sequence_data(c.oid) sd ON true" or "") .. [[
     WHERE c.relkind = 'S' AND ]] .. cat:user_ns("n.nspname") .. " AND " .. cat:not_ext("pg_class", "c.oid") ..
