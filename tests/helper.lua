@@ -40,8 +40,17 @@ function H.standby()
   sys.rmtree(sb.dir)
   assert(sys.mkdir_p(sb.dir, 448))
   if sb.os_user then sys.chown(sb.dir, sb.os_user, true) end
-  local r = sb:_run("pg_basebackup", { "-h", primary.host, "-p", tostring(primary.port), "-U", "postgres",
-    "-D", sb.data, "-R", "-X", "stream", "-c", "fast", "--no-sync" }, { timeout = 300 })
+  local argv = { "-h", primary.host, "-p", tostring(primary.port), "-U", "postgres",
+    "-D", sb.data, "-R", "-X", "stream", "-c", "fast", "--no-sync" }
+  -- a tablespace another spec made is copied beside the standby, not onto the primary's own directory
+  local c <close> = primary:connect("postgres")
+  for _, t in ipairs(c:query("SELECT oid, pg_tablespace_location(oid) AS dir FROM pg_tablespace WHERE pg_tablespace_location(oid) <> ''")) do
+    local dir = string.format("%s/tablespace_%d", sb.dir, t.oid)
+    assert(sys.mkdir_p(dir, 448))
+    if sb.os_user then sys.chown(dir, sb.os_user, true) end
+    argv[#argv + 1] = "--tablespace-mapping=" .. t.dir .. "=" .. dir
+  end
+  local r = sb:_run("pg_basebackup", argv, { timeout = 300 })
   if not r.ok then error("pg_basebackup could not make a standby: " .. r.stderr .. r.stdout, 0) end
   sb:start()
   return sb
