@@ -227,6 +227,9 @@ describe("relations, keys, indexes, rules, triggers, policies and statistics rou
   teardown(function()
     for _, j in pairs(judged) do H.drop_db(j.db) end
     if src then H.drop_db(src) end
+    -- the tablespaces are the cluster's: gone with the databases that used them
+    local admin <close> = H.connect("postgres")
+    for _, t in ipairs { "orch_ts_a", "orch_ts_b" } do admin:exec("DROP TABLESPACE IF EXISTS " .. t) end
   end)
 
   -- the three ways for one fixture
