@@ -56,6 +56,22 @@ function H.standby()
   return sb
 end
 
+--- A tablespace of the test cluster named name, made if missing, in a
+-- directory inside the cluster's own (the server's OS user owns it; it goes
+-- with the cluster). Specs share it: it is never dropped. Returns the name.
+function H.tablespace(name)
+  local pg = H.cluster()
+  local c <close> = pg:connect("postgres")
+  if c:value("SELECT 1 FROM pg_tablespace WHERE spcname = $1", name) then return name end
+  local dir = pg.dir .. "/tablespaces/" .. name
+  assert(sys.mkdir_p(dir, 448))
+  if pg.os_user then sys.chown(pg.dir .. "/tablespaces", pg.os_user, true) end
+  local ok, err = pcall(c.exec, c, string.format("CREATE TABLESPACE %s LOCATION %s", c:quote_ident(name), c:quote_literal(dir)))
+  -- another spec of the run may have made it meanwhile
+  if not ok and not c:value("SELECT 1 FROM pg_tablespace WHERE spcname = $1", name) then error(err, 0) end
+  return name
+end
+
 --- Connect to a database of the test cluster (default: postgres).
 function H.connect(dbname)
   return H.cluster():connect(dbname or "postgres")

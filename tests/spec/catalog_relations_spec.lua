@@ -97,7 +97,7 @@ local KINDS = {
     "ALTER TABLE cl.mv CLUSTER ON mv_id" } },
   { name = "toast_options", schema = "tp", shows = { "toast.autovacuum_enabled='false'", "toast.vacuum_truncate='false'",
     "toast_tuple_target='256'", "PRIMARY KEY (id) WITH (fillfactor='60')", "UNIQUE (id) WITH (fillfactor='55') DEFERRABLE" } },
-  { name = "tablespaces", schema = "ts", tablespaces = true, shows = { "Tablespace: orch_ts_a", "Tablespace: orch_ts_b" } },
+  { name = "tablespaces", schema = "ts", shows = { "Tablespace: orch_ts_a", "Tablespace: orch_ts_b" } },
   { name = "unlogged", schema = "ul", shows = { "CREATE UNLOGGED TABLE ul.cache", "CREATE UNLOGGED TABLE ul.ident" } },
   { name = "unlogged_sequences", schema = "us", shows = { "CREATE UNLOGGED SEQUENCE us.tickets", "SEQUENCE NAME us.logged_t_id_seq\n    UNLOGGED",
     "SEQUENCE NAME us.unlogged_t_id_seq\n    LOGGED" } },
@@ -148,18 +148,6 @@ local function setup_roles(c)
   end
 end
 
--- Tablespaces orch_ts_a and orch_ts_b in directories the server's OS user owns.
-local function setup_tablespaces(c)
-  local pg = H.cluster()
-  for _, t in ipairs { "a", "b" } do
-    local name = "orch_ts_" .. t
-    if not c:value("SELECT 1 FROM pg_tablespace WHERE spcname = $1", name) then
-      local dir = H.tmpdir()
-      if pg.os_user then sys.chown(dir, pg.os_user, true) end
-      c:exec(string.format("CREATE TABLESPACE %s LOCATION %s", name, c:quote_literal(dir)))
-    end
-  end
-end
 
 -- What this server runs: its version and whether it was built with lz4.
 local function server()
@@ -191,7 +179,7 @@ describe("relations, keys, indexes, rules, triggers, policies and statistics rou
     work = H.tmpdir()
     local admin <close> = H.connect("postgres")
     setup_roles(admin)
-    setup_tablespaces(admin)
+    H.tablespace("orch_ts_a"); H.tablespace("orch_ts_b")
     local url
     url, src = H.fresh_db("rel_src")
     local c <close> = db.connect(url)
@@ -227,9 +215,6 @@ describe("relations, keys, indexes, rules, triggers, policies and statistics rou
   teardown(function()
     for _, j in pairs(judged) do H.drop_db(j.db) end
     if src then H.drop_db(src) end
-    -- the tablespaces are the cluster's: gone with the databases that used them
-    local admin <close> = H.connect("postgres")
-    for _, t in ipairs { "orch_ts_a", "orch_ts_b" } do admin:exec("DROP TABLESPACE IF EXISTS " .. t) end
   end)
 
   -- the three ways for one fixture
@@ -269,11 +254,6 @@ describe("relations, keys, indexes, rules, triggers, policies and statistics rou
   for _, k in ipairs(kinds) do
     local ways = { "orch_pg_restore", "pgdump_orch", "orch_orch" }
     local title = k.name .. ": orch backup -> pg_restore 15, pg_dump -Fc -> orch restore and orch backup -> orch restore give back its schema, owners, privileges, rows and sequences"
-    if k.tablespaces then
-      -- orch restore sets default_tablespace as pg_restore does only once the archive side has it
-      ways = { "orch_pg_restore" }
-      title = k.name .. ": orch backup -> pg_restore 15 gives back every relation's and index's tablespace, schema and rows"
-    end
     it(title, function() same(k, ways) end)
   end
 
