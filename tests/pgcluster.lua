@@ -1,11 +1,14 @@
--- The test run's PostgreSQL cluster (a ctest fixture):
---   orch tests/pgcluster.lua start DIR   -- initdb + start on a free loopback port
---   orch tests/pgcluster.lua stop DIR    -- stop and remove
+-- The test run's PostgreSQL clusters (ctest fixtures):
+--   orch tests/pgcluster.lua start DIR [MAJOR]  -- initdb + start on a free loopback port
+--   orch tests/pgcluster.lua stop DIR           -- stop and remove
+-- Without MAJOR the cluster is the default one (the newest Debian server, 15);
+-- with it, that major's server from tests/pgmajors.lua (fixtures pg12 ... pg18).
 -- Failing to start is a failure, never a skip: the specs that need the
 -- server are then reported as not run and the whole test run fails.
+package.path = "./tests/?.lua;" .. package.path
 local localpg = require "orch.localpg"
-local action, dir = ...
-if not dir then io.stderr:write("usage: orch tests/pgcluster.lua start|stop DIR\n") return 2 end
+local action, dir, major = ...
+if not dir then io.stderr:write("usage: orch tests/pgcluster.lua start|stop DIR [MAJOR]\n") return 2 end
 local sys = require "orch.sys"
 -- Only ever remove what is clearly a previous test cluster (or nothing).
 local function safe_to_clear(d)
@@ -41,6 +44,18 @@ if action == "start" then
   local old = localpg.open(dir)
   if old:initialized() and old:running() then old:stop() end
   sys.rmtree(dir)
+  if major then
+    local pgmajors = require "pgmajors"
+    local pg = localpg.ensure(dir, { fast = true, bindir = pgmajors.bindir(major) })
+    local c <close> = pg:connect("postgres")
+    local num = c:value("SHOW server_version_num")
+    if tonumber(num) // 10000 ~= pgmajors.check(major) then
+      error(string.format("the PostgreSQL %s cluster in %s runs server_version_num %s", major, pg.dir, num), 0)
+    end
+    print(string.format("PostgreSQL %s test cluster running: %s (server_version_num %s, data in %s)",
+      major, pg:url(), num, pg.dir))
+    return
+  end
   local pg = localpg.ensure(dir, { fast = true })
   -- one role that must authenticate with a password (scram-sha-256 over TCP), for the
   -- wrong-password tests and the password-in-the-URL paths (swap restore, verify --deep,

@@ -7,6 +7,10 @@
 --   local pg = require("orch.localpg").ensure(".orch/localpg")  -- start or reuse
 --   local c <close> = pg:connect("postgres")
 --   pg:stop(); pg:destroy()
+--
+-- A cluster of another PostgreSQL build: ensure(dir, { bindir = "/opt/pg12/bin" }).
+-- The directory remembers it, so a later open(dir) without bindir stops and
+-- restarts it with the same programs.
 local sys = require "orch.sys"
 local db = require "orch.db"
 
@@ -70,7 +74,23 @@ function M.reachable(dir, user)
   return sys.spawn({ "test", "-x", probe, user = user }).ok
 end
 
+-- the bindir line _write_conf leaves in orch.conf for a cluster of a chosen build
+local BINDIR_MARK = "# orch.localpg bindir: "
+
+local function check_bindir(d)
+  for _, prog in ipairs { "initdb", "pg_ctl", "postgres" } do
+    if not sys.exists(d .. "/" .. prog) then
+      error(string.format("the PostgreSQL bin directory %s has no %s in it: point bindir at a directory " ..
+        "holding initdb, pg_ctl and postgres", d, prog), 0)
+    end
+  end
+  return d
+end
+
 --- A handle on the cluster in dir (which need not exist yet).
+-- opts.fast (default true): fsync, synchronous_commit and full_page_writes off.
+-- opts.bindir: the directory of initdb, pg_ctl and postgres to use (default:
+-- the one this cluster was made with, else M.bindir()); raises if it lacks them.
 function M.open(dir, opts)
   opts = opts or {}
   local abs = dir
@@ -88,10 +108,17 @@ function M.open(dir, opts)
     self.data, self.logfile = alt .. "/data", alt .. "/server.log"
   end
   local conf = io.open(self.data .. "/orch.conf")
+  local remembered
   if conf then
     local text = conf:read("a")
     conf:close()
     self.port = tonumber(text:match("\nport = (%d+)")) or tonumber(text:match("^port = (%d+)"))
+    remembered = text:match("\n" .. BINDIR_MARK:gsub("%p", "%%%0") .. "([^\n]+)")
+  end
+  if opts.bindir then
+    self.bin, self.chosen_bin = check_bindir(opts.bindir), true
+  elseif remembered then
+    self.bin, self.chosen_bin = remembered, true
   end
   return self
 end
@@ -133,6 +160,7 @@ function Cluster:_write_conf()
     "max_connections = 100",
     "log_min_messages = warning",
   }
+  if self.chosen_bin then lines[#lines + 1] = BINDIR_MARK .. self.bin end
   if self.fast then
     lines[#lines + 1] = "fsync = off"
     lines[#lines + 1] = "synchronous_commit = off"
@@ -157,8 +185,10 @@ function Cluster:init()
         "choose a directory it can reach, e.g. under /tmp", self.os_user, self.dir), 0)
     end
   end
-  local r = self:_run("initdb", { "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
-    "--no-locale", "--no-sync", "--no-instructions" })
+  local argv = { "-D", self.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync" }
+  -- initdb 12 and 13 do not know --no-instructions (14 added it)
+  if self:major() >= 14 then argv[#argv + 1] = "--no-instructions" end
+  local r = self:_run("initdb", argv)
   if not r.ok then
     error(string.format("initdb failed in %s:\n%s%s", self.data, r.stdout, r.stderr), 0)
   end
@@ -166,6 +196,19 @@ function Cluster:init()
   conf:write("\ninclude_if_exists = 'orch.conf'\n")
   conf:close()
   return self
+end
+
+--- The major version of this cluster's programs (12, 13, ...), from
+-- `pg_ctl --version`; raises when the program does not run.
+function Cluster:major()
+  if self._major then return self._major end
+  local r = self:_run("pg_ctl", { "--version" }, { timeout = 30 })
+  local v = r.ok and tonumber(r.stdout:match("%(PostgreSQL%) (%d+)"))
+  if not v then
+    error(string.format("%s/pg_ctl --version did not say which PostgreSQL it is: %s%s", self.bin, r.stdout, r.stderr), 0)
+  end
+  self._major = math.tointeger(v)
+  return self._major
 end
 
 --- Is a server running on this data directory?
@@ -230,11 +273,33 @@ function Cluster:connect(dbname, opts)
   return db.connect(self:conninfo(dbname), opts)
 end
 
+-- DROP DATABASE that does not wait for the database's sessions: WITH (FORCE)
+-- from PostgreSQL 13; on 12 its sessions are ended first
+local function drop_forced(c, name)
+  if tonumber(c:value("SHOW server_version_num")) >= 130000 then
+    c:exec("DROP DATABASE " .. c:quote_ident(name) .. " WITH (FORCE)")
+    return
+  end
+  c:exec("ALTER DATABASE " .. c:quote_ident(name) .. " ALLOW_CONNECTIONS false")
+  c:query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+  local deadline = sys.monotonic() + 10
+  while c:value("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name) > 0 and sys.monotonic() < deadline do
+    sys.sleep(0.02)
+  end
+  c:exec("DROP DATABASE " .. c:quote_ident(name))
+end
+
+--- Drop a database of this cluster if it exists, ending its sessions.
+function Cluster:drop_database(name)
+  local c <close> = self:connect("postgres")
+  if c:value("SELECT 1 FROM pg_database WHERE datname = $1", name) then drop_forced(c, name) end
+end
+
 --- Create (or with drop=true re-create) a database; returns its URL.
 function Cluster:create_database(name, opts)
   local c <close> = self:connect("postgres")
   if opts and opts.drop and c:value("SELECT 1 FROM pg_database WHERE datname = $1", name) then
-    c:exec("DROP DATABASE " .. c:quote_ident(name) .. " WITH (FORCE)")
+    drop_forced(c, name)
   end
   if not c:value("SELECT 1 FROM pg_database WHERE datname = $1", name) then
     c:exec("CREATE DATABASE " .. c:quote_ident(name))
