@@ -1,18 +1,52 @@
 --- Shared helpers for the specs. Every spec that needs PostgreSQL gets it
 -- from here: the cluster the test run started (ORCH_TEST_PGDIR, see
--- tests/pgcluster.lua). There is no skipping: no cluster = an error.
+-- tests/pgcluster.lua), or the cluster of one chosen major, 12 to 18
+-- (H.cluster(major); tests/pgmajors.lua). There is no skipping: no cluster =
+-- an error.
 local sys = require "orch.sys"
 local localpg = require "orch.localpg"
+local pgmajors = require "pgmajors"
+local judge = require "judge"
 
 local H = {}
 
 H.orch_bin = os.getenv("ORCH_BIN") or "build/orch"
 if H.orch_bin:sub(1, 1) ~= "/" then H.orch_bin = sys.realpath(H.orch_bin) or H.orch_bin end
 
+local function default_dir() return os.getenv("ORCH_TEST_PGDIR") or "build/testpg" end
+
 --- The test cluster handle; raises when it is not running.
-function H.cluster()
+-- major (12 ... 18, see H.majors()): that major's cluster instead, started by
+-- its ctest fixture pgMAJOR (15 is the default cluster); raises naming the
+-- fixture when it did not run.
+H._majors = {}
+function H.cluster(major)
+  if major ~= nil then
+    major = pgmajors.check(major)
+    if H._majors[major] then return H._majors[major] end
+    local pg
+    if major == pgmajors.default then
+      pg = H.cluster()
+    else
+      local dir = pgmajors.dir(default_dir(), major)
+      pg = localpg.open(dir)
+      if not pg.port or not pg:running() then
+        error(string.format("no PostgreSQL %d test cluster in %s: its ctest fixture pg%d did not run. Run the " ..
+          "spec through ctest (ctest -R 'spec/NAME/pg%d' starts it), or 'build/orch tests/pgcluster.lua start %s %d'",
+          major, dir, major, major, dir, major), 0)
+      end
+    end
+    local c <close> = pg:connect("postgres")
+    local num = math.tointeger(tonumber(c:value("SHOW server_version_num")))
+    if num // 10000 ~= major then
+      error(string.format("the PostgreSQL %d test cluster in %s runs server_version_num %d", major, pg.dir, num), 0)
+    end
+    pg.version_num = num
+    H._majors[major] = pg
+    return pg
+  end
   if H._cluster then return H._cluster end
-  local dir = os.getenv("ORCH_TEST_PGDIR") or "build/testpg"
+  local dir = default_dir()
   local pg = localpg.open(dir)
   if not pg.port then
     error("no test cluster in " .. dir .. ": run the tests through ctest (it starts one), or " ..
@@ -22,12 +56,20 @@ function H.cluster()
   return pg
 end
 
+--- Every major the suite runs a server of: {12, 13, ..., 18}.
+function H.majors() return { table.unpack(pgmajors.list) } end
+
+--- The majors this spec run covers: ORCH_TEST_MAJORS (ctest runs a
+-- cross-version spec once per major with it) or H.majors().
+function H.test_majors() return pgmajors.under_test() end
+
 local counter = 0
 --- A new, empty database with a unique name; returns its URL and name.
-function H.fresh_db(prefix)
+-- major: in that major's cluster (default: the default cluster).
+function H.fresh_db(prefix, major)
   counter = counter + 1
   local name = string.format("%s_%d_%d", prefix or "t", sys.getpid(), counter)
-  local pg = H.cluster()
+  local pg = H.cluster(major)
   return pg:create_database(name, { drop = true }), name
 end
 
@@ -72,9 +114,10 @@ function H.tablespace(name)
   return name
 end
 
---- Connect to a database of the test cluster (default: postgres).
-function H.connect(dbname)
-  return H.cluster():connect(dbname or "postgres")
+--- Connect to a database of the test cluster (default: postgres); major:
+-- of that major's cluster.
+function H.connect(dbname, major)
+  return H.cluster(major):connect(dbname or "postgres")
 end
 
 --- The scram-sha-256 role of the test cluster (tests/pgcluster.lua): its
@@ -94,11 +137,12 @@ function H.fresh_pw_db(prefix)
   return H.pw_url(name), name
 end
 
-function H.drop_db(name)
-  local c <close> = H.connect("postgres")
+function H.drop_db(name, major)
+  local pg = H.cluster(major)
+  local c <close> = pg:connect("postgres")
   -- a database with subscriptions cannot be dropped: detach them from their slots and drop them first
   if c:value("SELECT 1 FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = $1 LIMIT 1", name) then
-    local s <close> = H.connect(name)
+    local s <close> = pg:connect(name)
     for _, r in ipairs(s:query([[SELECT subname FROM pg_subscription
         WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())]])) do
       local q = s:quote_ident(r.subname)
@@ -107,7 +151,8 @@ function H.drop_db(name)
       s:exec("DROP SUBSCRIPTION " .. q)
     end
   end
-  c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(name) .. " WITH (FORCE)")
+  c:close()
+  pg:drop_database(name)
 end
 
 --- Run the orch binary with arguments; returns {ok, code, stdout, stderr}.
@@ -125,9 +170,10 @@ end
 
 --- Run a stock PostgreSQL client program (pg_dump, pg_restore, psql) from
 -- the cluster's bin directory; they are the independent judges in tests.
+-- opts.major: aimed at that major's cluster (pg_dump 15 refuses 16 and newer).
 function H.pgtool(prog, argv, opts)
   opts = opts or {}
-  local pg = H.cluster()
+  local pg = H.cluster(opts.major)
   local spec = { localpg.bindir() .. "/" .. prog }
   for _, a in ipairs(argv) do spec[#spec + 1] = a end
   spec.env = { PGHOST = pg.host, PGPORT = tostring(pg.port), PGUSER = pg.user }
@@ -178,24 +224,41 @@ function H.schema_of(dbname, opts)
 end
 
 --- The judge's view of a database's contents: a checksum of every table's
--- rows and the state of every sequence.
-function H.contents_of(dbname)
-  local c <close> = H.connect(dbname)
-  -- rows are compared as text: read them under fixed output settings, not the database's own
-  for _, s in ipairs { "SET DateStyle = 'ISO, MDY'", "SET IntervalStyle = postgres", "SET extra_float_digits = 3",
-                       "SET TimeZone = 'UTC'", "SET bytea_output = hex" } do c:exec(s) end
-  local out = {}
-  for _, t in ipairs(c:query([[SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c
-      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-        AND n.nspname !~ '^pg_toast' ORDER BY 1]])) do
-    out[t.name] = c:value(string.format("SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), 'empty') FROM %s t", t.name))
+-- rows (read under fixed output settings), the state of every sequence and
+-- every large object's owner and checksum (tests/judge.lua). major: a
+-- database of that major's cluster.
+function H.contents_of(dbname, major)
+  local c <close> = H.connect(dbname, major)
+  return judge.contents(c)
+end
+
+--- The cross-version judge of a database's schema and settings: a sorted,
+-- diffable text built from the server's own catalog functions, never orch's
+-- (tests/judge.lua says what it covers). Equal texts = alike databases.
+-- major: a database of that major's cluster.
+function H.catalog_of(dbname, major)
+  local c <close> = H.connect(dbname, major)
+  return judge.catalog(c)
+end
+
+--- The entries in which two catalog_of texts differ, "- " before a's and
+-- "+ " before b's (an entry is a line with its indented continuation lines),
+-- for an assertion message; "" when the texts are alike.
+function H.catalog_diff(a, b)
+  local function entries(t)
+    local s, cur = {}, nil
+    local function flush() if cur then s[cur] = (s[cur] or 0) + 1 end end
+    for l in t:gmatch("[^\n]+") do
+      if cur and l:sub(1, 4) == "    " then cur = cur .. "\n" .. l else flush(); cur = l end
+    end
+    flush()
+    return s
   end
-  for _, s in ipairs(c:query([[SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c
-      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'S' ORDER BY 1]])) do
-    local v = c:query(string.format("SELECT last_value, is_called FROM %s", s.name))[1]
-    out["seq " .. s.name] = v.last_value .. "/" .. tostring(v.is_called)
-  end
-  return out
+  local sa, sb, out = entries(a), entries(b), {}
+  for l, n in pairs(sa) do if (sb[l] or 0) < n then out[#out + 1] = "- " .. l end end
+  for l, n in pairs(sb) do if (sa[l] or 0) < n then out[#out + 1] = "+ " .. l end end
+  table.sort(out, function(x, y) return x:sub(3) < y:sub(3) or (x:sub(3) == y:sub(3) and x < y) end)
+  return table.concat(out, "\n")
 end
 
 --- A new temporary directory; returns its path. Every one is removed after
