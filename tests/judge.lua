@@ -417,18 +417,21 @@ S.extension_config = function()
     FROM pg_extension e, unnest(e.extconfig) WITH ORDINALITY AS u(cfg, i)]]
 end
 
-S.extension_members = function(v)
-  -- a member's own privileges are left to the extension unless someone changed
+S.extension_members = function()
+  -- a member's privileges are left to the extension unless someone changed
   -- them afterwards (pg_init_privs keeps what the extension script left)
+  local current = [[CASE d.classid WHEN 'pg_class'::regclass THEN (SELECT relacl FROM pg_class WHERE oid = d.objid)
+      WHEN 'pg_proc'::regclass THEN (SELECT proacl FROM pg_proc WHERE oid = d.objid)
+      WHEN 'pg_type'::regclass THEN (SELECT typacl FROM pg_type WHERE oid = d.objid)
+      WHEN 'pg_namespace'::regclass THEN (SELECT nspacl FROM pg_namespace WHERE oid = d.objid) END]]
+  local initial = [[(SELECT ip.initprivs FROM pg_init_privs ip WHERE ip.classoid = d.classid AND ip.objoid = d.objid
+      AND ip.objsubid = 0)]]
   return [[SELECT 'extension ' || quote_ident(x.extname) || ' member ' || (pg_identify_object(d.classid, d.objid, 0)).type
         || ' ' || (pg_identify_object(d.classid, d.objid, 0)).identity AS obj,
-      (SELECT string_agg(a, ' ' ORDER BY a COLLATE "C") FROM unnest(
-         CASE d.classid WHEN 'pg_class'::regclass THEN (SELECT relacl FROM pg_class WHERE oid = d.objid)
-                        WHEN 'pg_proc'::regclass THEN (SELECT proacl FROM pg_proc WHERE oid = d.objid)
-                        WHEN 'pg_type'::regclass THEN (SELECT typacl FROM pg_type WHERE oid = d.objid)
-                        WHEN 'pg_namespace'::regclass THEN (SELECT nspacl FROM pg_namespace WHERE oid = d.objid) END::text[]) a
-       WHERE NOT EXISTS (SELECT 1 FROM pg_init_privs ip WHERE ip.classoid = d.classid AND ip.objoid = d.objid
-                           AND ip.objsubid = 0 AND a = ANY (ip.initprivs::text[]))) AS acl_added_after_create
+      CASE WHEN (SELECT array_agg(a ORDER BY a COLLATE "C") FROM unnest(]] .. current .. [[::text[]) a)
+             IS DISTINCT FROM (SELECT array_agg(a ORDER BY a COLLATE "C") FROM unnest(]] .. initial .. [[::text[]) a)
+           THEN coalesce((SELECT string_agg(a, ' ' ORDER BY a COLLATE "C") FROM unnest(]] .. current .. [[::text[]) a), 'default')
+      END AS acl_changed_after_create
     FROM pg_depend d JOIN pg_extension x ON x.oid = d.refobjid
     WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e']]
 end
