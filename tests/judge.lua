@@ -580,20 +580,26 @@ local PINNED = {
   { "statement_timeout", "0" }, { "lock_timeout", "0" },
 }
 
+-- a text[] literal of Lua strings
+local function pg_array(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = '"' .. v:gsub('[\\"]', "\\%0") .. '"' end
+  return "{" .. table.concat(out, ",") .. "}"
+end
+
 --- Run fn(conn) with the session pinned to the judge's output settings
 -- (PINNED); the session's own values are put back afterwards, so a spec's
 -- connection (inside a transaction or not) goes on as it was.
 function J.pinned(conn, fn)
-  local saved = {}
-  for i, p in ipairs(PINNED) do
-    saved[i] = conn:value("SELECT current_setting($1)", p[1])
-    conn:query("SELECT set_config($1, $2, false)", p[1], p[2])
-  end
+  local names, values = {}, {}
+  for i, p in ipairs(PINNED) do names[i], values[i] = p[1], p[2] end
+  local set = "SELECT pg_catalog.set_config(n, v, false) FROM unnest($1::text[], $2::text[]) AS s(n, v)"
+  local saved = conn:value("SELECT array_agg(pg_catalog.current_setting(n) ORDER BY i) FROM unnest($1::text[]) WITH ORDINALITY AS s(n, i)",
+    "{" .. table.concat(names, ",") .. "}")
+  conn:query(set, "{" .. table.concat(names, ",") .. "}", pg_array(values))
   local ok, res = pcall(fn, conn)
-  for i, p in ipairs(PINNED) do
-    -- (fails harmlessly in a transaction the error aborted; its rollback restores them)
-    pcall(conn.query, conn, "SELECT set_config($1, $2, false)", p[1], saved[i])
-  end
+  -- (fails harmlessly in a transaction the error aborted: its rollback restores them)
+  pcall(conn.query, conn, set, "{" .. table.concat(names, ",") .. "}", saved)
   if not ok then error(res, 0) end
   return res
 end
