@@ -19,6 +19,75 @@ CREATE SEQUENCE s;
 INSERT INTO t VALUES (1, 1, 'x', 'y');
 ]]
 
+-- one object of nearly every kind (valid on every major, 12 up)
+local RICH = [[
+SET client_min_messages = error;
+CREATE EXTENSION hstore;
+CREATE SCHEMA app;
+CREATE TYPE app.mood AS ENUM ('sad', 'ok');
+CREATE TYPE app.span AS RANGE (subtype = float8);
+CREATE TYPE app.later;
+CREATE DOMAIN app.pos AS int DEFAULT 1 NOT NULL;
+ALTER DOMAIN app.pos ADD CONSTRAINT pos_check CHECK (VALUE > 0) NOT VALID;
+CREATE TYPE app.pair AS (a int, b text);
+CREATE TABLE app.typed OF app.pair;
+CREATE TABLE app.base (x int); CREATE TABLE app.derived (y int) INHERITS (app.base);
+CREATE TABLE app.ev (at date NOT NULL, k int, v hstore) PARTITION BY RANGE (at);
+CREATE TABLE app.ev_2024 PARTITION OF app.ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01') PARTITION BY LIST (k);
+CREATE TABLE app.ev_2024_1 PARTITION OF app.ev_2024 FOR VALUES IN (1);
+CREATE INDEX ev_k ON app.ev (k);
+CREATE FUNCTION app.tf() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER ev_after AFTER INSERT ON app.ev FOR EACH ROW EXECUTE FUNCTION app.tf();
+CREATE PROCEDURE app.noop() LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE AGGREGATE app.total(int) (SFUNC = int4pl, STYPE = int, INITCOND = '0');
+CREATE MATERIALIZED VIEW app.mv AS SELECT 1 AS one;
+CREATE OPERATOR app.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq, COMMUTATOR = OPERATOR(app.===));
+CREATE OPERATOR FAMILY app.fam USING btree;
+CREATE OPERATOR CLASS app.cls FOR TYPE int USING btree FAMILY app.fam AS OPERATOR 1 <, OPERATOR 3 =, FUNCTION 1 btint4cmp(int, int);
+CREATE FUNCTION app.to_bool(app.pair) RETURNS bool LANGUAGE sql AS 'SELECT true';
+CREATE CAST (app.pair AS bool) WITH FUNCTION app.to_bool(app.pair);
+CREATE COLLATION app.phone (provider = icu, locale = 'de-u-co-phonebk');
+CREATE CONVERSION app.conv FOR 'LATIN1' TO 'UTF8' FROM iso8859_1_to_utf8;
+CREATE TEXT SEARCH DICTIONARY app.dict (TEMPLATE = simple);
+CREATE TEXT SEARCH CONFIGURATION app.cfg (COPY = simple);
+ALTER TEXT SEARCH CONFIGURATION app.cfg ALTER MAPPING FOR word WITH app.dict;
+CREATE ACCESS METHOD heap2 TYPE TABLE HANDLER heap_tableam_handler;
+CREATE TABLE app.other_am (x int) USING heap2;
+CREATE FOREIGN DATA WRAPPER fdw; CREATE SERVER srv FOREIGN DATA WRAPPER fdw OPTIONS (host 'h');
+CREATE USER MAPPING FOR PUBLIC SERVER srv OPTIONS (user 'u');
+CREATE FOREIGN TABLE app.ft (x int OPTIONS (column_name 'xx')) SERVER srv OPTIONS (table_name 't');
+CREATE PUBLICATION pub FOR TABLE app.base;
+CREATE SUBSCRIPTION sub CONNECTION 'dbname=none' PUBLICATION pub WITH (connect = false);
+CREATE STATISTICS app.st (ndistinct) ON k, at FROM app.ev_2024_1;
+ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO orch_judge_r;
+SELECT lo_from_bytea(4711, 'large');
+COMMENT ON LARGE OBJECT 4711 IS 'a large object';
+CREATE FUNCTION app.ef() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+CREATE EVENT TRIGGER et ON ddl_command_end EXECUTE FUNCTION app.ef();
+ALTER EVENT TRIGGER et DISABLE;
+CREATE POLICY p ON app.base USING (x > 0);
+ALTER TABLE app.base ENABLE ROW LEVEL SECURITY;
+INSERT INTO app.ev VALUES ('2024-02-13', 1, 'a=>1');
+]]
+
+-- what the rich database's text must show, on every major
+local RICH_SEES = { "extension hstore | version", "extension hstore member type public.hstore",
+  "enum type app.mood | labels", "range type app.span | subtype", "pseudo type app.later | state = shell",
+  "constraint pos_check on domain app.pos | validated = false", "table app.typed | of_type = app.pair",
+  "table app.derived | inherits = app.base", "partitioned table app.ev_2024 | partition_key = LIST (k)",
+  "trigger ev_after on app.ev_2024_1 | clone_of = app.ev_2024", "partitioned index app.ev_k", "procedure app.noop()",
+  "aggregate app.total(integer) | initcond = 0", "materialized view app.mv | populated = true",
+  "operator app.===(integer,integer) | commutator", "operator family app.fam using btree",
+  "operator class app.cls using btree | family = app.fam", "cast (app.pair AS boolean)", "collation app.phone | provider = i",
+  "conversion app.conv | source_encoding = LATIN1", "text search dictionary app.dict | template",
+  "text search configuration app.cfg mapping word | dictionaries = app.dict", "access method heap2 | type = t",
+  "table app.other_am | access_method = heap2", "foreign-data wrapper fdw", "server srv | options = host=h",
+  "user mapping for PUBLIC server srv | options = user=u", "foreign table app.ft column x | fdw_options = column_name=xx",
+  "publication pub table app.base", "subscription sub | enabled = false", "statistics app.st | definition",
+  "default privileges for role postgres in schema app on tables | acl", "large object 4711 | md5",
+  "comment on large object 4711 | text = a large object", "event trigger et | enabled = D",
+  "policy p on app.base | using = (x > 0)", "table app.base | row_security = true" }
+
 -- a statement naming the current database (%I), whatever it is called
 local function for_this_db(stmt)
   return "DO $$ BEGIN EXECUTE format('" .. stmt:gsub("'", "''") .. "', current_database()); END $$"
@@ -176,6 +245,31 @@ for _, major in ipairs(H.test_majors()) do
         UNION SELECT oid::text FROM pg_proc WHERE oid >= 16384 UNION SELECT oid::text FROM pg_type WHERE oid >= 16384]])
       assert.is_true(#oids > 5)
       for _, r in ipairs(oids) do assert.is_nil(a:find("%f[%d]" .. r.oid .. "%f[%D]"), "OID " .. r.oid .. " in the text") end
+    end)
+
+    it("reads two databases holding nearly every kind of object alike, and shows each kind", function()
+      local names = {}
+      for i = 1, 2 do
+        local _, n = H.fresh_db("judge_rich", major)
+        names[i] = n
+        local c <close> = H.connect(n, major)
+        c:exec(RICH)
+      end
+      finally(function()
+        for _, n in ipairs(names) do
+          -- a subscription keeps its database from being dropped
+          local c <close> = H.connect(n, major)
+          c:exec("SET client_min_messages = error; ALTER SUBSCRIPTION sub DISABLE; ALTER SUBSCRIPTION sub SET (slot_name = NONE); DROP SUBSCRIPTION sub")
+          c:close()
+          H.drop_db(n, major)
+        end
+      end)
+      local a, b = H.catalog_of(names[1], major), H.catalog_of(names[2], major)
+      assert.equals("", H.catalog_diff(a, b))
+      local missing = {}
+      for _, want in ipairs(RICH_SEES) do if not a:find(want, 1, true) then missing[#missing + 1] = want end end
+      assert.same({}, missing)
+      assert.same(H.contents_of(names[1], major), H.contents_of(names[2], major))
     end)
 
     it("reads a database's rows alike in both (contents_of) and sees one changed row", function()
