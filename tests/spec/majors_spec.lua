@@ -67,6 +67,24 @@ for _, major in ipairs(H.test_majors()) do
       assert.is_not_nil(rows["shop.orders"])
     end)
 
+    it("measures what was written since a backup (orch.backup.writes), as the recovery ladder does", function()
+      local pg = H.cluster(major)
+      local dump = work .. "/writes.dump"
+      local b = H.orch { "backup", "--db", pg:url(src), "--output", dump }
+      assert(b.ok, b.stderr .. b.stdout)
+      local manifest = require("orch.json").decode(assert(H.read(work .. "/writes.manifest.json")))
+      local writes = require "orch.backup.writes"
+      local c <close> = H.connect(src, major)
+      local w = writes.measure(c, manifest)
+      assert(w.measurable, w.why)
+      assert.is_false(w.changed)
+      c:exec("INSERT INTO shop.customers (email) VALUES ('late@example.com')")
+      w = writes.measure(c, manifest)
+      assert.is_true(w.changed)
+      assert.equals(1, w.rows_new)
+      c:exec("DELETE FROM shop.customers WHERE email = 'late@example.com'")
+    end)
+
     if major > 15 then
       it("is refused by the stock pg_dump 15, which orch does not need", function()
         local r = H.pgtool("pg_dump", { "--schema-only", "-d", src }, { major = major })

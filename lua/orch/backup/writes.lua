@@ -40,11 +40,22 @@ local W = {}
 -- next one, so the epoch is the current one, or the one before it.
 local WIDEN = "(CASE WHEN $1::bigint + x > $2::bigint THEN $1::bigint + x - 4294967296 ELSE $1::bigint + x END)"
 
+-- The snapshot functions: PostgreSQL 13 renamed txid_* to pg_* (pg_snapshot,
+-- xid8); 12 has only the old names, whose snapshots print the same way.
+local function snapshot_sql(conn)
+  if tonumber(conn:value("SHOW server_version_num")) >= 130000 then
+    return { current = "pg_current_snapshot()", xmax = "pg_snapshot_xmax", type = "pg_snapshot",
+             visible = "pg_visible_in_snapshot(%s::text::xid8, $3::pg_snapshot)" }
+  end
+  return { current = "txid_current_snapshot()", xmax = "txid_snapshot_xmax", type = "txid_snapshot",
+           visible = "txid_visible_in_snapshot(%s, $3::txid_snapshot)" }
+end
+
 --- Where a backup was taken, read inside its own snapshot (call it in the
 -- backup's REPEATABLE READ transaction, after its first query). Returns a
 -- table for the manifest's `since`.
 function W.markers(conn)
-  local r = conn:query([[SELECT pg_current_snapshot()::text AS snapshot, d.oid::bigint AS dboid,
+  local r = conn:query([[SELECT ]] .. snapshot_sql(conn).current .. [[::text AS snapshot, d.oid::bigint AS dboid,
       (SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()) AS stats_reset
     FROM pg_database d WHERE d.datname = current_database()]])[1]
   local counters = {}
@@ -78,9 +89,10 @@ function W.measure(conn, manifest, opts)
     out.why = "the backup records no snapshot (it was taken by an older orch, or is not an orch backup)"
     return out
   end
-  local now = conn:query([[SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS nextxid,
+  local snap = snapshot_sql(conn)
+  local now = conn:query(string.format([[SELECT %s(%s)::text::bigint AS nextxid,
       (SELECT oid::bigint FROM pg_database WHERE datname = current_database()) AS dboid,
-      pg_snapshot_xmax($1::pg_snapshot)::text::bigint AS then_xmax]], since.snapshot)[1]
+      %s($1::%s)::text::bigint AS then_xmax]], snap.xmax, snap.current, snap.xmax, snap.type), since.snapshot)[1]
   if since.database_oid and now.dboid ~= since.database_oid then
     out.why = string.format("this is not the database the backup was taken from (oid %s, the backup's %s)", tostring(now.dboid), tostring(since.database_oid))
     return out
@@ -100,7 +112,7 @@ function W.measure(conn, manifest, opts)
       seen[t.name] = true
       if not exclude[t.name] then
         local r = conn:query(string.format([[SELECT count(*) AS rows,
-            count(*) FILTER (WHERE pg_visible_in_snapshot(%s::text::xid8, $3::pg_snapshot)) AS kept
+            count(*) FILTER (WHERE ]] .. snap.visible .. [[) AS kept
           FROM (SELECT xmin::text::bigint AS x FROM ONLY %s) s]], WIDEN, t.quoted), hi, now.nextxid, since.snapshot)[1]
         local before = backup_rows[t.name]
         local new, gone
