@@ -226,10 +226,15 @@ end
 --- The judge's view of a database's contents: a checksum of every table's
 -- rows (read under fixed output settings), the state of every sequence and
 -- every large object's owner and checksum (tests/judge.lua). major: a
--- database of that major's cluster.
-function H.contents_of(dbname, major)
+-- database of that major's cluster. opts.large_objects = false: tables and
+-- sequences only (for a backup taken with --skip large_object).
+function H.contents_of(dbname, major, opts)
   local c <close> = H.connect(dbname, major)
-  return judge.contents(c)
+  local out = judge.contents(c)
+  if opts and opts.large_objects == false then
+    for k in pairs(out) do if k:match("^lo ") then out[k] = nil end end
+  end
+  return out
 end
 
 --- The cross-version judge of a database's schema and settings: a sorted,
