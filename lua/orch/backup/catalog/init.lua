@@ -34,7 +34,10 @@
 -- inside their parent's DDL are registered with parent = key, inline = true:
 -- their dependencies count for the parent until a cycle makes graph.lua
 -- split them out (inline = false), and the parent's render must then leave
--- them out.
+-- them out. A dependency that must not order two objects the way pg_depend
+-- says (a base type's I/O functions take the type the type needs them for)
+-- is pointed elsewhere with cat:redirect(from, to, instead): the functions
+-- then wait for the type's shell (CREATE TYPE t;) instead, as in pg_dump.
 local sys = require "orch.sys"
 
 local C = {}
