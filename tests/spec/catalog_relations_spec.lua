@@ -98,6 +98,8 @@ local KINDS = {
   { name = "toast_options", schema = "tp", shows = { "toast.autovacuum_enabled='false'", "toast.vacuum_truncate='false'",
     "toast_tuple_target='256'", "PRIMARY KEY (id) WITH (fillfactor='60')", "UNIQUE (id) WITH (fillfactor='55') DEFERRABLE" } },
   { name = "tablespaces", schema = "ts", shows = { "Tablespace: orch_ts_a", "Tablespace: orch_ts_b" } },
+  { name = "table_access_method", schema = "am", shows = { "CREATE ACCESS METHOD orch_heap2", "SET default_table_access_method = orch_heap2;" } },
+  { name = "table_access_method_partitioned", schema = "ap", shows = {} },
   { name = "unlogged", schema = "ul", shows = { "CREATE UNLOGGED TABLE ul.cache", "CREATE UNLOGGED TABLE ul.ident" } },
   { name = "unlogged_sequences", schema = "us", shows = { "CREATE UNLOGGED SEQUENCE us.tickets", "SEQUENCE NAME us.logged_t_id_seq\n    UNLOGGED",
     "SEQUENCE NAME us.unlogged_t_id_seq\n    LOGGED" } },

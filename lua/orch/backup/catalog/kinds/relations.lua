@@ -249,7 +249,8 @@ local function tables(cat, ctx, r)
   local partition = r.relispartition
   local t = { key = key, kind = "table", desc = "TABLE", tag = r.relname, namespace = r.nspname,
     owner = r.owner, tablespace = r.tablespace, relkind = r.relkind,
-    tableam = (r.relkind == "r" or (r.relkind == "p" and r.amname)) and r.amname or nil,
+    -- (a partitioned table's own access method, 17+, is said in its CREATE: default_table_access_method does not reach it)
+    tableam = r.relkind == "r" and r.amname or nil,
     drop = "DROP TABLE " .. name .. ";\n", label = "TABLE " .. name, label_tag = "TABLE " .. r.relname,
     acl_obj = "TABLE " .. name, acl_tag = "TABLE " .. r.relname, qname = name, columns = {} }
   cat:add(t)
@@ -444,6 +445,7 @@ local function tables(cat, ctx, r)
     elseif not r.oftype then p[#p + 1] = " (\n)" end
     if #parent_names > 0 and not partition then p[#p + 1] = "\nINHERITS (" .. table.concat(parent_names, ", ") .. ")" end
     if r.partkey then p[#p + 1] = "\nPARTITION BY " .. r.partkey end
+    if r.relkind == "p" and r.amname then p[#p + 1] = "\nUSING " .. cat:q(r.amname) end
     local with = {}
     if r.options then with[#with + 1] = r.options end
     if r.toast_options then with[#with + 1] = r.toast_options end
