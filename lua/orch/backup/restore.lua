@@ -93,10 +93,12 @@ end
 -- Create the large objects of a BLOB / BLOB METADATA entry, owned as the archive says.
 local function create_los(conn, e, opts)
   for _, oid in ipairs(lo_oids(e)) do
-    conn:query("SELECT pg_catalog.lo_create($1::oid)", oid)
+    -- one round trip (and one implicit transaction) per object: archives hold thousands of them
+    local sql = string.format("SELECT pg_catalog.lo_create('%s')", oid)
     if not opts.no_owner and e.owner then
-      conn:exec(string.format("ALTER LARGE OBJECT %s OWNER TO %s", oid, conn:quote_ident(e.owner)))
+      sql = sql .. string.format("; ALTER LARGE OBJECT %s OWNER TO %s", oid, conn:quote_ident(e.owner))
     end
+    conn:exec(sql)
   end
 end
 
