@@ -29,7 +29,9 @@ local OWNABLE = { SCHEMA = "SCHEMA", TABLE = "TABLE", VIEW = "VIEW", SEQUENCE = 
 
 local function pass_of(e)
   if e.desc == "ACL" or e.desc == "DEFAULT ACL" then return 2 end
-  if e.desc == "MATERIALIZED VIEW DATA" or e.desc == "EVENT TRIGGER" or (e.desc == "COMMENT" and (e.tag or ""):match("^EVENT TRIGGER ")) then return 3 end
+  -- an event trigger's comment and security label go in its pass, as pg_restore does
+  if e.desc == "MATERIALIZED VIEW DATA" or e.desc == "EVENT TRIGGER"
+     or ((e.desc == "COMMENT" or e.desc == "SECURITY LABEL") and (e.tag or ""):match("^EVENT TRIGGER ")) then return 3 end
   return 1
 end
 

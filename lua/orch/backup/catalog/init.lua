@@ -53,7 +53,7 @@ C.SKIP_KINDS = { "schema", "extension", "language", "collation", "type", "base_t
   "aggregate", "access_method", "cast", "conversion", "transform", "operator", "operator_family", "operator_class",
   "text_search", "foreign_data_wrapper", "foreign_server", "user_mapping", "foreign_table", "table", "table_data",
   "sequence", "view", "materialized_view", "default", "constraint", "foreign_key", "index", "statistics", "rule",
-  "trigger", "policy", "publication", "subscription", "event_trigger", "default_acl", "large_object" }
+  "trigger", "policy", "publication", "subscription", "event_trigger", "default_acl", "large_object", "database" }
 
 -- Sort order of entry types inside the graph (lower first, dependencies
 -- permitting), after pg_dump's own: pre-data < 100 < data < 200 < post-data.
