@@ -52,7 +52,11 @@ end
 local function sequence_values(cat, rows)
   local out, rest = {}, {}
   for _, r in ipairs(rows) do
-    if r.last_value ~= nil then out[r.oid] = { last_value = r.last_value, is_called = cat:since(180000) and r.is_called or true }
+    if r.last_value ~= nil then
+      -- on 18 is_called comes with the value; before, a value means it was called
+      local called = true
+      if cat:since(180000) then called = r.is_called end
+      out[r.oid] = { last_value = r.last_value, is_called = called }
     else rest[#rest + 1] = r end
   end
   if cat:since(180000) then return out end
