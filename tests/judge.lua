@@ -140,7 +140,11 @@ S.constraints = function(v)
         CASE WHEN k.conrelid <> 0 THEN k.conrelid::regclass::text ELSE 'domain ' || format_type(k.contypid, NULL) END AS obj,
       k.contype AS type, pg_get_constraintdef(k.oid) AS definition,
       k.condeferrable AS deferrable, k.condeferred AS deferred, k.convalidated AS validated,
-      k.conislocal AS local, k.coninhcount AS inherited, k.connoinherit AS no_inherit,
+      k.conislocal AS local, k.coninhcount AS inherited,
+      -- NO INHERIT means something only for CHECK and NOT NULL constraints; on a
+      -- partition's key it records whether the key came from its parent's
+      -- ADD or was attached, which pg_dump -> pg_restore does not keep either
+      CASE WHEN k.contype IN ('c', 'n') THEN k.connoinherit END AS no_inherit,
       ]] .. (v >= 180000 and "k.conenforced" or "NULL::bool") .. [[ AS enforced,
       (SELECT quote_ident(p.conname) || ' on ' || p.conrelid::regclass::text FROM pg_constraint p WHERE p.oid = k.conparentid) AS partition_of
     FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace
