@@ -549,6 +549,29 @@ static int sys_realpath(lua_State *L) {
     return 1;
 }
 
+/* sys.chdir(path) -> true, or nil, message, errno. */
+static int sys_chdir(lua_State *L) {
+    const char *p = luaL_checkstring(L, 1);
+    if (chdir(p) != 0) return fail(L, "cannot change into", p);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* sys.readlink(path) -> the target of a symbolic link as written in it, or
+ * nil, message, errno (EINVAL when path is not a link). */
+static int sys_readlink(lua_State *L) {
+    const char *p = luaL_checkstring(L, 1);
+    char buf[4096];
+    ssize_t n = readlink(p, buf, sizeof buf);
+    if (n < 0) return fail(L, "cannot read the link", p);
+    if ((size_t)n == sizeof buf) {
+        errno = ENAMETOOLONG;
+        return fail(L, "cannot read the link", p);
+    }
+    lua_pushlstring(L, buf, (size_t)n);
+    return 1;
+}
+
 /* sys.statvfs(path) -> {free=bytes available to us, total=bytes} */
 static int sys_statvfs(lua_State *L) {
     const char *p = luaL_checkstring(L, 1);
@@ -772,7 +795,7 @@ static const luaL_Reg funcs[] = {
     {"mkdir", sys_mkdir}, {"mkdir_p", sys_mkdir_p}, {"rmtree", sys_rmtree},
     {"mkdtemp", sys_mkdtemp}, {"write_atomic", sys_write_atomic}, {"fsync", sys_fsync},
     {"rename", sys_rename}, {"link", sys_link}, {"unlink", sys_unlink}, {"chmod", sys_chmod}, {"chown", sys_chown},
-    {"realpath", sys_realpath}, {"statvfs", sys_statvfs},
+    {"realpath", sys_realpath}, {"statvfs", sys_statvfs}, {"chdir", sys_chdir}, {"readlink", sys_readlink},
     {"getuid", sys_getuid}, {"getpid", sys_getpid}, {"user", sys_user}, {"kill", sys_kill},
     {"hostname", sys_hostname}, {"isatty", sys_isatty},
     {"free_port", sys_free_port}, {"port_open", sys_port_open},
