@@ -1,11 +1,15 @@
 -- recipes/dev.lua -- the development flow, and the first thing a new user runs:
 --   orch recipes/dev.lua            (or scripts/dev)
 -- Uses the database in --db / DATABASE_URL when one is configured, otherwise
--- starts (or reuses) a throwaway local cluster in .orch/localpg and recreates
--- the database there from scratch. Then: migrate (the dev seed data comes
--- with the env=dev migrations, plus seeds/*.sql when that directory exists),
--- lint, a few health checks, and a summary. Runs as a recipe: steps in the
--- terminal and the run log (backups/dev/runs/), --dry-run, --env.
+-- starts (or reuses) the project's throwaway local cluster in .orch/localpg
+-- and recreates the database there from scratch. Then: migrate (the dev seed
+-- data comes with the env=dev migrations, plus seeds/*.sql when that
+-- directory exists), lint, a few health checks, and a summary. Runs as a
+-- recipe: steps in the terminal and the run log (backups/dev/runs/),
+-- --dry-run, --env. The migrations are read first: a missing migrations/
+-- stops it before any database is touched (exit 1). The cluster keeps
+-- running afterwards: `orch local stop` stops it, `orch local destroy`
+-- removes it, `orch local status` shows it.
 local R = require "orch.recipe"
 local migrate = require "orch.migrate"
 local lint = require "orch.lint"
@@ -24,7 +28,7 @@ local function project(ctx)
 end
 
 return R.run {
-  name = "dev", opts = opts, env = env,
+  name = "dev", opts = opts, env = env, uses_migrations = true,
   steps = {
     R.step.lua { name = "database", about = "the local throwaway cluster unless a database is configured; recreated from scratch",
       plan = function(ctx)
@@ -108,6 +112,9 @@ return R.run {
           sys.monotonic() - t0, log.redact(ctx.url), migrate.current_version(c, project(ctx)) or "-", #(ctx.state.applied or {}),
           #findings, #findings == 1 and "" or "s", ctx.state.health and ctx.state.health.status or "not checked"))
         print("connect with: psql " .. log.redact(ctx.url))
+        if ctx.localpg then
+          print("the local cluster keeps running: 'orch local stop' stops it, 'orch local destroy' removes it")
+        end
         return "ok"
       end },
   },

@@ -21,7 +21,7 @@ local opts, env = R.setup({ ... }, "prod", nil,
   "production migration: backup, migrate (one transaction when possible), verify; on failure roll back, undo, or restore only when no write is lost")
 
 return R.run {
-  name = "prod", opts = opts, env = env,
+  name = "prod", opts = opts, env = env, uses_migrations = true,
   steps = {
     R.step.preflight {},
     R.step.plan {},

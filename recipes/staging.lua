@@ -8,7 +8,7 @@ local R = require "orch.recipe"
 local opts, env = R.setup({ ... }, "staging", nil, "staging rehearsal: migrate, verify, and prove the rollback works")
 
 return R.run {
-  name = "staging", opts = opts, env = env,
+  name = "staging", opts = opts, env = env, uses_migrations = true,
   steps = {
     R.step.preflight {},
     R.step.plan {},

@@ -57,15 +57,34 @@ static int internal_position(const char *msg) {
     return 0;
 }
 
-/* Print the error at the top of the stack; return the exit code it asks for. */
-static int report(lua_State *L, int verbose) {
-    int code = 1;
+/* Print the error at the top of the stack; return the exit code it asks for
+ * (code_override when non-zero). The text comes from orch.cli.format_error
+ * (plain, or one JSON object with --json); when that cannot run (orch.cli
+ * failed to load), it is formatted here. */
+static int report(lua_State *L, int verbose, int code_override) {
+    int code = 1, base = lua_gettop(L);   /* the error is at base */
     const char *msg, *where;
     size_t wlen;
     if (lua_istable(L, -1)) {
         if (lua_getfield(L, -1, "exit_code") == LUA_TNUMBER) code = (int)lua_tointeger(L, -1);
         lua_pop(L, 1);
     }
+    if (code_override) code = code_override;
+    lua_getglobal(L, "package");
+    if (lua_istable(L, -1) && lua_getfield(L, -1, "loaded") == LUA_TTABLE &&
+        lua_getfield(L, -1, "orch.cli") == LUA_TTABLE &&
+        lua_getfield(L, -1, "format_error") == LUA_TFUNCTION) {
+        lua_pushvalue(L, base);                                   /* the error */
+        lua_pushinteger(L, code);
+        lua_getfield(L, LUA_REGISTRYINDEX, "orch.where");
+        lua_getfield(L, LUA_REGISTRYINDEX, "orch.traceback");
+        if (lua_pcall(L, 4, 1, 0) == LUA_OK && lua_isstring(L, -1)) {
+            fputs(lua_tostring(L, -1), stderr);
+            lua_settop(L, base);
+            return code;
+        }
+    }
+    lua_settop(L, base);
     msg = luaL_tolstring(L, -1, NULL);
     lua_getfield(L, LUA_REGISTRYINDEX, "orch.where");
     where = lua_tolstring(L, -1, &wlen);
@@ -82,7 +101,7 @@ static int report(lua_State *L, int verbose) {
     } else if (code == 1 && internal_position(msg)) {
         fprintf(stderr, "orch: (run with --verbose for a traceback)\n");
     }
-    lua_pop(L, 2);
+    lua_settop(L, base);
     return code;
 }
 
@@ -122,7 +141,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "orch: cannot create Lua state: not enough memory\n");
         return 1;
     }
-    for (i = 1; i < argc && argv[i][0] == '-'; i++)
+    /* orch works in the project root (orch.project), so a relative
+     * ORCH_LUA_PATH must name the same directory from there */
+    if (getenv("ORCH_LUA_PATH") && *getenv("ORCH_LUA_PATH") && getenv("ORCH_LUA_PATH")[0] != '/') {
+        char *abs = realpath(getenv("ORCH_LUA_PATH"), NULL);
+        if (abs) { setenv("ORCH_LUA_PATH", abs, 1); free(abs); }
+    }
+    /* for an error raised before orch.cli can format it: --verbose anywhere */
+    for (i = 1; i < argc && strcmp(argv[i], "--"); i++)
         if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v")) verbose = 1;
     if (getenv("ORCH_VERBOSE") && *getenv("ORCH_VERBOSE") && strcmp(getenv("ORCH_VERBOSE"), "0"))
         verbose = 1;
@@ -133,10 +159,11 @@ int main(int argc, char **argv) {
     status = lua_pcall(L, 2, 1, 1);
     if (status != LUA_OK) {
         if (orch_interrupted() && !lua_istable(L, -1)) {
-            fprintf(stderr, "orch: interrupted\n");
-            code = 130;
+            lua_settop(L, 0);
+            lua_pushliteral(L, "interrupted");
+            code = report(L, verbose, 130);
         } else {
-            code = report(L, verbose);
+            code = report(L, verbose, 0);
         }
     } else {
         code = (int)lua_tointeger(L, -1);

@@ -424,4 +424,21 @@ function H.client_cert()
   return H._client_cert
 end
 
+--- One of the example project's recipes (recipes/NAME.lua) as a recipe of
+-- the project in dir: a link dir/recipes/NAME.lua to it, whose path is
+-- returned. A recipe works in its own project (found from its directory,
+-- see orch.project), so a spec that runs a shipped recipe against a project
+-- of its own links it there.
+function H.recipe(name, dir)
+  local src = sys.realpath("recipes/" .. name .. ".lua")
+  if not src then error("no recipe recipes/" .. name .. ".lua (run from the source root)", 2) end
+  assert(sys.mkdir_p(dir .. "/recipes", 493))
+  local path = dir .. "/recipes/" .. name .. ".lua"
+  if not sys.exists(path) then
+    local r = sys.spawn { "ln", "-s", src, path }
+    if not r.ok then error("cannot link " .. path .. ": " .. r.stderr, 2) end
+  end
+  return path
+end
+
 return H

@@ -53,7 +53,7 @@ end
 
 --- All environments of the project (a table), or {} when there is no file.
 function E.all(path)
-  path = path or os.getenv("ORCH_ENV_FILE") or E.default_file
+  path = path or require("orch.project").env_file()
   if not sys.exists(path) then return {}, path end
   local genv, exited = sandbox(path)
   local chunk, err = loadfile(path, "t", genv)
@@ -96,7 +96,8 @@ function E.load(name, path)
   e.name = name
   E.check_types(e, file)
   e.backups = e.backups or {}
-  e.backups.dir = e.backups.dir or ("backups/" .. name)
+  -- relative to the project root; named absolutely when orch was started elsewhere
+  e.backups.dir = require("orch.project").path(e.backups.dir or ("backups/" .. name))
   e.database = e.database or {}
   e.placeholders = e.placeholders or {}
   e.health = e.health or {}
@@ -123,7 +124,7 @@ function E.for_command(opts, path)
     e.implicit = true
     return e
   end
-  return { name = "default", implicit = true, backups = { dir = "backups/default" }, database = {}, placeholders = {},
+  return { name = "default", implicit = true, backups = { dir = require("orch.project").path("backups/default") }, database = {}, placeholders = {},
            health = {}, webhooks = {}, release = {} }
 end
 
@@ -132,10 +133,11 @@ end
 -- is an error (exit 2). Without orch.env.lua the name is only a label:
 -- { dir = "backups/<name>" }; without a name { dir = "backups/default" }.
 function E.backups(name, path)
-  if not name then return { dir = "backups/default" } end
+  local P = require "orch.project"
+  if not name then return { dir = P.path("backups/default") } end
   local _, file = E.all(path)
   if sys.exists(file) then return E.load(name, path).backups end
-  return { dir = "backups/" .. name }
+  return { dir = P.path("backups/" .. name) }
 end
 
 -- What each setting of an environment must be: a type, or a table of its

@@ -242,21 +242,36 @@ function Cluster:start()
   return self
 end
 
---- Stop the server (fast shutdown). Fine if it is not running.
+--- Stop the server (fast shutdown, else immediate). Fine if it is not
+-- running; raises when it is still running afterwards.
 function Cluster:stop()
   if not self:initialized() or not self:running() then return self end
   local r = self:_run("pg_ctl", { "stop", "-D", self.data, "-m", "fast", "-w", "-t", "60" }, { timeout = 90 })
   if not r.ok then
     r = self:_run("pg_ctl", { "stop", "-D", self.data, "-m", "immediate", "-w" }, { timeout = 60 })
   end
+  if self:running() then
+    error(string.format("the local PostgreSQL cluster in %s did not stop (pg_ctl: %s); stop it by hand: pg_ctl stop -D %s",
+      self.dir, ((r.stderr or "") .. (r.stdout or "")):gsub("%s+$", ""), self.data), 0)
+  end
   return self
 end
 
---- Stop and remove the whole directory.
+--- Stop the server, and only once it has stopped remove the whole directory
+-- (a server whose files were removed under it would run on, unreachable).
 function Cluster:destroy()
   self:stop()
   local ok, err = sys.rmtree(self.dir)
   if not ok then error("cannot remove the cluster directory: " .. err, 0) end
+end
+
+--- The postmaster's pid when the server runs (from postmaster.pid), else nil.
+function Cluster:pid()
+  local f = io.open(self.data .. "/postmaster.pid")
+  if not f then return nil end
+  local pid = tonumber(f:read("l") or "")
+  f:close()
+  return pid
 end
 
 --- libpq parameters for a database in this cluster.

@@ -33,10 +33,13 @@ R.EXIT = { ok = 0, failed = 1, usage = 2, restored = 3, human = 4, interrupted =
 
 -- ================================================================ setup
 
-R.common_options = { "db", "dir", "env", "yes", "dry_run", "json", "verbose" }
+-- (and the global options: --verbose, --quiet, --json, --help, --version)
+R.common_options = { "db", "dir", "env", "yes", "dry_run" }
 
 --- Parse a recipe's arguments and load its environment.
 -- Returns opts, env. With --help prints the recipe's help and exits 0.
+-- A recipe runs in its project (orch.project): outside any project it
+-- stops here, before anything is written (exit 2).
 function R.setup(argv, default_env, extra, summary)
   local spec = args.spec(R.common_options, extra)
   R._spec, R._summary = spec, summary
@@ -46,7 +49,14 @@ function R.setup(argv, default_env, extra, summary)
     print((summary or "") .. "\n\noptions:\n" .. args.help(spec))
     os.exit(0)
   end
-  if opts.verbose then log.level = "debug" end
+  local function global(name)
+    for _, s in ipairs(spec) do if s.name == name then return s.global and opts[name] end end
+  end
+  if global("version") then
+    require("orch.cli").print_version()
+    os.exit(0)
+  end
+  require("orch.project").need("a recipe", "run it from inside a project")
   local env = envmod.load(opts.env or default_env)
   return opts, env
 end
@@ -83,7 +93,7 @@ end
 
 local function errtext(e)
   if type(e) == "table" and e.interrupted then return "interrupted" end
-  return log.redact(tostring(e))
+  return log.redact(log.error_text(e))
 end
 
 --- Describe what a recipe declares (for orch help RECIPE).
@@ -114,9 +124,9 @@ end
 function R.run(def)
   if R._describing then return def end
   if (def.opts or {}).json and not R._json_run then
-    -- --json: stdout carries only the JSON result; the steps' human output goes to stderr
+    -- --json: stdout carries only the JSON result; the steps' human output goes to stderr (none with --quiet)
     local real = _G.print
-    _G.print = function(...)
+    _G.print = def.opts.quiet and function() end or function(...)
       local t = table.pack(...)
       for i = 1, t.n do t[i] = tostring(t[i]) end
       io.stderr:write(table.concat(t, "\t", 1, t.n), "\n")
@@ -135,6 +145,16 @@ function R.run(def)
     return self._conn
   end
   function ctx:close_conn() if self._conn then self._conn:close() end end
+  if def.uses_migrations then
+    -- the migrations are read before anything else: a missing or unreadable directory, a bad
+    -- file name or a binary file stops the run before a database is created, recreated or touched
+    local okp, perr = pcall(R.project, ctx)
+    if not okp then
+      local text = errtext(perr)
+      if type(perr) == "table" and perr.exit_code and perr.exit_code ~= 1 then error(perr, 0) end
+      sys.error(text .. (text:match("nothing was") and "" or "; nothing was changed"), 1)
+    end
+  end
   ctx.url = envmod.database(env, opts)
   if not ctx.url and env.database.local_cluster then
     local pg = require("orch.localpg").ensure(env.database.dir or ".orch/localpg")
@@ -145,7 +165,9 @@ function R.run(def)
   local t0 = sys.monotonic()
   ctx.t0 = t0
   local target = ctx.url and log.redact(ctx.url) or "libpq defaults"
-  print(string.format("orch %s — run %s, environment %s%s, database %s%s", def.name, ctx.run_id, env.name,
+  local P = require "orch.project"
+  print(string.format("orch %s — run %s, %senvironment %s%s, database %s%s", def.name, ctx.run_id,
+    P.moved() and ("project " .. P.root .. ", ") or "", env.name,
     env.protected and " (protected)" or "", target, ctx.dry_run and "  [DRY RUN: nothing will change]" or ""))
   event(ctx, { event = "run_start", recipe = def.name, env = env.name, database = target, dry_run = ctx.dry_run or false })
   if def.notify_start ~= false and not ctx.dry_run then

@@ -17,7 +17,7 @@ describe("orch host", function()
     local r = H.orch { "--help" }
     assert.is_true(r.ok)
     assert.matches("usage: orch", r.stdout)
-    assert.matches("Exit codes", r.stdout)
+    assert.matches("exit codes", r.stdout)
   end)
 
   it("runs a recipe with arg set as the lua interpreter sets it", function()

@@ -24,7 +24,7 @@ local function project(upto, extra)
 end
 
 local function run_recipe(dir, recipe, url, argv, env)
-  local a = { sys.realpath("recipes/" .. recipe) }
+  local a = { H.recipe(recipe:gsub("%.lua$", ""), dir) }
   for _, x in ipairs(argv or {}) do a[#a + 1] = x end
   local e = { TEST_PROD_URL = url, DATABASE_URL = false, TEST_HOOK = "http://127.0.0.1:9/unreachable" }
   for k, v in pairs(env or {}) do e[k] = v end

@@ -30,7 +30,7 @@ local function recipe(dir, name, url, argv, wrap, env)
   local a = {}
   for _, w in ipairs(wrap or {}) do a[#a + 1] = w end
   a[#a + 1] = H.orch_bin
-  a[#a + 1] = sys.realpath("recipes/" .. name)
+  a[#a + 1] = H.recipe(name:gsub("%.lua$", ""), dir)
   for _, x in ipairs(argv or {}) do a[#a + 1] = x end
   a.cwd, a.timeout = dir, 300
   a.env = { TEST_PROD_URL = url, DATABASE_URL = false }
@@ -144,7 +144,7 @@ describe("recipes under faults", function()
     local url, name = production("prod_decline")
     local before_schema, before_rows = schema_of(name), contents_of(name)
     local dir = project(8)
-    local cmd = string.format("cd %s && TEST_PROD_URL=%s %s %s", dir, url, H.orch_bin, sys.realpath("recipes/prod.lua"))
+    local cmd = string.format("cd %s && TEST_PROD_URL=%s %s %s", dir, url, H.orch_bin, H.recipe("prod", dir))
     local r = sys.spawn { "script", "-qec", cmd, "/dev/null", stdin = "n\n", timeout = 120, env = { DATABASE_URL = false } }
     assert.equals(1, r.code, r.stdout .. r.stderr)
     assert.matches("apply 4 migration%(s%) to prod", r.stdout)

@@ -102,7 +102,7 @@ local function release(url, dir, env)
   local before = #w:committed()
   local e = { TEST_PROD_URL = url, DATABASE_URL = false }
   for k, v in pairs(env or {}) do e[k] = v end
-  local r = H.orch({ sys.realpath("recipes/prod.lua"), "--yes" }, { cwd = dir, env = e, timeout = 300 })
+  local r = H.orch({ H.recipe("prod", dir), "--yes" }, { cwd = dir, env = e, timeout = 300 })
   local during = #w:committed() - before
   w:wait_for(3)   -- the application goes on writing after the run
   local all = w:stop()
@@ -279,7 +279,7 @@ describe("the recovery ladder, with the application writing", function()
     local dir = project({ ["V6__ticket_tags.sql"] = NOTX,
                           ["U6__ticket_tags.sql"] = false })
     local before = H.contents_of(name)
-    local r = H.orch({ sys.realpath("recipes/prod.lua"), "--yes" }, { cwd = dir, env = { TEST_PROD_URL = url, DATABASE_URL = false } })
+    local r = H.orch({ H.recipe("prod", dir), "--yes" }, { cwd = dir, env = { TEST_PROD_URL = url, DATABASE_URL = false } })
     assert.equals(3, r.code, r.stdout .. r.stderr)
     assert.matches("recovery: restore — nothing was written since the backup %(every table measured against its snapshot%)", r.stdout)
     local old = r.stdout:match("the failed database is kept as (%S+)")
@@ -293,7 +293,7 @@ describe("the recovery ladder, with the application writing", function()
   it("release = { atomic = false } in the environment: one transaction per migration, shown in the plan; a failure is undone", function()
     local url, name = production("ladder_noatomic")
     local dir = project({ ["V7__ticket_title_index.sql"] = RELEASE["V7__ticket_title_index.sql"] .. BROKEN }, "release = { atomic = false }")
-    local dry = H.orch({ sys.realpath("recipes/prod.lua"), "--dry-run" }, { cwd = dir, env = { TEST_PROD_URL = url, DATABASE_URL = false } })
+    local dry = H.orch({ H.recipe("prod", dir), "--dry-run" }, { cwd = dir, env = { TEST_PROD_URL = url, DATABASE_URL = false } })
     assert.equals(0, dry.code, dry.stdout .. dry.stderr)
     assert.matches("release: environment prod sets release%.atomic = false: one transaction per migration", dry.stdout)
     local r, _, ids = release(url, dir)

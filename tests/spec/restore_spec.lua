@@ -268,7 +268,7 @@ describe("restores that check before they write", function()
       c:exec("INSERT INTO tickets (title, requestor_id) SELECT 'later ' || g, 1 FROM generate_series(1, 5) g")
       c:close()
       local function recipe()
-        return sys.spawn { H.orch_bin, sys.realpath("recipes/restore.lua"), "--env", "prod", "--yes",
+        return sys.spawn { H.orch_bin, H.recipe("restore", dir), "--env", "prod", "--yes",
           cwd = dir, timeout = 300, env = { TEST_PROD_URL = url, DATABASE_URL = false } }
       end
       local r = recipe()

@@ -82,7 +82,7 @@ describe("with a streaming standby", function()
     H.write(dir .. "/migrations/V1__a.sql", "CREATE TABLE a (id int);\n")
     H.write(dir .. "/orch.env.lua", string.format([[return { prod = { database = { env = "SB_URL" }, protected = true, backups = { dir = %q } } }]],
       dir .. "/backups"))
-    local r = H.orch({ sys.realpath("recipes/prod.lua"), "--yes" }, { cwd = dir, env = { SB_URL = sb:url(name), DATABASE_URL = false } })
+    local r = H.orch({ H.recipe("prod", dir), "--yes" }, { cwd = dir, env = { SB_URL = sb:url(name), DATABASE_URL = false } })
     assert.equals(1, r.code, r.stdout .. r.stderr)
     assert.matches("preflight found problems", r.stdout)
     assert.matches("the server is a standby, expected a primary: migrations must run on the primary", r.stdout)

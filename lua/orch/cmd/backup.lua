@@ -6,16 +6,16 @@ local json = require "orch.json"
 local log = require "orch.log"
 local sys = require "orch.sys"
 
-local spec = args.spec({ "db", "env", "json", "quiet" }, {
-  { name = "output", short = "o", type = "string", metavar = "FILE|-", help = "write to FILE, or - for stdout (no manifest)" },
-  { name = "dir", type = "string", help = "backups directory (default: the environment's backups.dir, else backups/<env>)" },
+local spec = args.spec({ "db", "env" }, {
+  { name = "output", short = "o", type = "string", metavar = "FILE|-", path = true, complete = "file", help = "write to FILE, or - for stdout (no manifest)" },
+  { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "backups directory (default: the environment's backups.dir, else backups/<env>)" },
   { name = "compress", short = "Z", type = "string", metavar = "METHOD[:LEVEL]|N",
     help = "gzip[:1-9] (default), lz4[:1-12], zstd[:1-22] or none, as pg_dump 16 takes them; lz4 and zstd " ..
            "make a format 1.15 archive, which only pg_restore 16 or newer reads (pg_restore 15: \"unsupported version " ..
            "(1.15) in file header\"); a number N is pg_dump 15's -Z N: gzip level N, 0 = none" },
-  { name = "threads", type = "number", default = 2, help = "compression threads" },
+  { name = "threads", type = "integer", min = 1, default = 2, help = "compression threads" },
   { name = "skip", type = "list", metavar = "KIND", help = "leave out every object of a kind (repeatable; the kinds are listed above); the output and the manifest name what was left out" },
-  { name = "lock-timeout", type = "string", default = "10s", help = "how long to wait for table locks" },
+  { name = "lock-timeout", type = "duration", metavar = "DURATION", default = "10s", help = "how long to wait for table locks" },
   { name = "run-id", type = "string", help = "tie the manifest to this run id" },
   { name = "no-owner", type = "boolean", help = "do not record object owners" },
   { name = "no-prune", type = "boolean", help = "keep every older backup (default: apply the environment's backups.keep / max_age afterwards)" },
@@ -77,7 +77,7 @@ return {
   spec = spec,
   run = function(argv)
     local opts = args.parse(argv, spec, "backup")
-    if opts.quiet or opts.json or opts.output == "-" then log.level = "warn" end
+    if opts.json or opts.output == "-" then log.quiet_to("warn") end
     local skip = {}
     local known = {}
     for _, k in ipairs(require("orch.backup.catalog").SKIP_KINDS) do known[k] = true end
@@ -91,8 +91,13 @@ return {
     end
     local compression, level = parse_compress(opts.compress)
     local env = envmod.for_command(opts)
+    if not opts.output and not opts.dir and env.backups.dir:sub(1, 1) ~= "/" then
+      -- backups/<env> is the project's: outside any project there is none to write into
+      require("orch.project").need("orch backup", "say where the backup goes with --output FILE or --dir DIR")
+    end
     local c <close> = require("orch.db").connect(envmod.command_database(env, opts))
-    local tty = sys.isatty(2) and not opts.json and opts.output ~= "-"
+    -- the progress line (\r and erase-line codes) only on a terminal, and never when quiet
+    local tty = sys.isatty(2) and os.getenv("TERM") ~= "dumb" and not opts.json and not opts.quiet and opts.output ~= "-"
     local t0 = sys.monotonic()
     local m = backup.create(c, {
       output = opts.output, dir = opts.dir or env.backups.dir, compression = compression, level = level,
@@ -127,8 +132,8 @@ return {
       if #pruned > 0 then print(string.format("pruned %d older backup(s) (environment %s keeps %s): %s", #pruned, env.name,
         env.backups.keep and ("the newest " .. env.backups.keep) or ("those younger than " .. tostring(env.backups.max_age)), table.concat(pruned, ", "))) end
     end
-    -- what --skip left out is named, so nobody takes the backup for a whole one
-    if not opts.json then
+    -- what --skip left out is named, so nobody takes the backup for a whole one (-q: in the manifest only)
+    if not opts.json and not opts.quiet then
       for _, k in ipairs(m.skipped or {}) do
         if k.count == 0 then
           io.stderr:write(string.format("note: --skip %s matched nothing in this database\n", k.kind))

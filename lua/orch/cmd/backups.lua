@@ -6,11 +6,11 @@ local backup = require "orch.backup"
 local envmod = require "orch.env"
 local json = require "orch.json"
 
-local spec = args.spec({ "env", "json" }, {
-  { name = "dir", type = "string", help = "backups directory (default: the environment's backups.dir, else backups/<env>)" },
-  { name = "keep", type = "number", metavar = "N", help = "prune: keep the newest N complete backups (default: the environment's backups.keep)" },
-  { name = "max-age", type = "string", metavar = "AGE", help = "prune: delete backups older than this, e.g. 14d, 12h (default: backups.max_age)" },
-  { name = "keep-runs", type = "number", metavar = "N", help = "prune: keep the newest N run logs, and those of kept backups (default: backups.keep_runs, else 100)" },
+local spec = args.spec({ "env" }, {
+  { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "backups directory (default: the environment's backups.dir, else backups/<env>)" },
+  { name = "keep", type = "integer", min = 1, metavar = "N", help = "prune: keep the newest N complete backups (default: the environment's backups.keep)" },
+  { name = "max-age", type = "duration", metavar = "AGE", help = "prune: delete backups older than this, e.g. 14d, 12h (default: backups.max_age)" },
+  { name = "keep-runs", type = "integer", min = 1, metavar = "N", help = "prune: keep the newest N run logs, and those of kept backups (default: backups.keep_runs, else 100)" },
 })
 
 local function seconds(s)
@@ -21,6 +21,7 @@ end
 return {
   summary = "list backups (orch backups list) or apply retention (orch backups prune [--keep N] [--max-age 14d])",
   usage = "usage: orch backups list|prune [--env NAME | --dir DIR] [--keep N] [--max-age AGE] [--keep-runs N] [--json]",
+  operands = { max = 1, name = "list|prune", words = { "list", "prune" } },
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "backups")
@@ -28,6 +29,7 @@ return {
     if name == "" then name = nil end
     local conf = envmod.backups(name)   -- directory and retention of the environment (--env, else ORCH_ENV)
     local dir = opts.dir or conf.dir
+    if dir:sub(1, 1) ~= "/" then require("orch.project").need("orch backups", "name the directory with --dir DIR") end
     local action = rest[1] or "list"
     if action == "list" then
       local list = backup.list(dir)

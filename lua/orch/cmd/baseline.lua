@@ -10,7 +10,7 @@ local spec = C.spec({ "db", "dir", "env", "json", "yes" }, {
 
 return {
   summary = "mark an existing database as being at a version (runs nothing)",
-  usage = "usage: orch baseline --version V [--db URL]",
+  usage = "usage: orch baseline --version V [--db URL] | --adopt-flyway",
   spec = spec,
   run = function(argv)
     local opts, project, _, env = C.setup(argv, "baseline", spec)

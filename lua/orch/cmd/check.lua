@@ -9,10 +9,10 @@ local json = require "orch.json"
 local log = require "orch.log"
 local sys = require "orch.sys"
 
-local spec = args.spec({ "db", "dir", "env", "json" }, {
-  { name = "wait", type = "string", metavar = "DURATION", help = "retry until every check passes or DURATION passes (e.g. 2m)" },
-  { name = "interval", type = "string", metavar = "DURATION", default = "2s", help = "pause between tries with --wait" },
-  { name = "only", type = "string", metavar = "db|http", help = "run only the database or only the HTTP checks" },
+local spec = args.spec({ "db", "dir", "env" }, {
+  { name = "wait", type = "duration", metavar = "DURATION", help = "retry until every check passes or DURATION passes (e.g. 2m)" },
+  { name = "interval", type = "duration", metavar = "DURATION", default = "2s", help = "pause between tries with --wait" },
+  { name = "only", type = "string", metavar = "db|http", choices = { "db", "http" }, help = "run only the database or only the HTTP checks" },
   { name = "url", type = "list", metavar = "URL", help = "also check this HTTP endpoint (expects 2xx; repeatable)" },
   { name = "allow-warn", type = "boolean", help = "exit 0 when the worst result is a warning" },
 })
@@ -25,7 +25,7 @@ local function database(env, opts)
   local pg = require("orch.localpg").open(env.database.dir or ".orch/localpg")
   if pg:running() then return pg:url(env.database.dbname or "orch_dev") end
   return nil, string.format("environment %s uses the local throwaway cluster in %s, and it is not running: " ..
-    "start it with 'orch recipes/dev.lua' or pass --db URL", env.name, env.database.dir or ".orch/localpg")
+    "start it with 'orch local start' (or run orch recipes/dev.lua), or pass --db URL", env.name, env.database.dir or ".orch/localpg")
 end
 
 return {

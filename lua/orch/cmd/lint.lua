@@ -4,8 +4,8 @@ local migrate = require "orch.migrate"
 local lint = require "orch.lint"
 local json = require "orch.json"
 
-local spec = args.spec({ "dir", "json" }, {
-  { name = "rules", type = "string", metavar = "FILE", help = "extra rules (default: orch.lint.lua in the current directory, if present)" },
+local spec = args.spec({ "dir" }, {
+  { name = "rules", type = "string", metavar = "FILE", path = true, complete = "file", help = "extra rules (default: orch.lint.lua in the project root, if present)" },
   { name = "strict", type = "boolean", help = "fail on warnings too, not only errors" },
 })
 
@@ -13,9 +13,13 @@ return {
   summary = "find risky statements (drops, renames, locking DDL, unbatched updates) with fix hints",
   usage = "usage: orch lint [--dir DIR] [--json] [--strict] [FILE...]",
   description = "Suppress a finding with a comment inside the statement: -- orch:lint-ignore OR008",
+  operands = { max = math.huge, name = "FILE...", complete = "file" },
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "lint")
+    local project = require "orch.project"
+    if #rest == 0 and not opts.dir then project.need("orch lint", "name the files (orch lint FILE...) or pass --dir DIR") end
+    for i, p in ipairs(rest) do rest[i] = project.from_cwd(p) end
     lint.load_rules(opts.rules or "orch.lint.lua")
     local findings
     if #rest > 0 then

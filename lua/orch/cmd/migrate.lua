@@ -3,11 +3,11 @@ local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 local log = require "orch.log"
 
-local spec = C.spec({ "db", "dir", "env", "json", "dry_run", "quiet", "yes" }, {
+local spec = C.spec({ "db", "dir", "env", "dry_run", "yes" }, {
   { name = "target", type = "string", metavar = "VERSION", help = "migrate up to this version only" },
-  { name = "lock-timeout", type = "string", metavar = "DURATION", help = "lock_timeout for every migration (default: the environment's lock_timeout, else 5s)" },
-  { name = "retries", type = "number", help = "retries when a lock is not available (55P03) (default: the environment's retries, else 5)" },
-  { name = "lock-wait", type = "number", default = 60, metavar = "SECONDS", help = "wait this long for another orch's migration lock" },
+  { name = "lock-timeout", type = "duration", metavar = "DURATION", help = "lock_timeout for every migration (default: the environment's lock_timeout, else 5s)" },
+  { name = "retries", type = "integer", min = 0, metavar = "N", help = "retries when a lock is not available (55P03) (default: the environment's retries, else 5)" },
+  { name = "lock-wait", type = "number", min = 0, default = 60, metavar = "SECONDS", help = "wait this long for another orch's migration lock" },
   { name = "out-of-order", type = "boolean", help = "also apply pending migrations older than the newest applied one" },
   { name = "run-id", type = "string", help = "tie the history rows to this run id" },
 })
@@ -36,7 +36,7 @@ return {
     local r = migrate.up(c, project, {
       target = opts.target, dry_run = opts.dry_run, run_id = opts.run_id,
       lock_timeout = opts.lock_timeout or env.lock_timeout, retries = opts.retries or env.retries, lock_wait = opts.lock_wait, out_of_order = opts.out_of_order,
-      on_progress = not opts.json and function(ev)
+      on_progress = not opts.json and not opts.quiet and function(ev)
         if ev.event == "start" then
           io.stdout:write(string.format("[%d/%d] %s ... ", ev.index, ev.total, ev.migration.name)); io.stdout:flush()
         else

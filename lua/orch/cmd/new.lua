@@ -9,13 +9,20 @@ local spec = args.spec({ "dir" }, {
 
 return {
   summary = "create the next migration file (and its undo): orch new add_ticket_priority",
-  usage = "usage: orch new NAME [--service S] [--lua] [--dir DIR]",
+  usage = "usage: orch new NAME... [--service S] [--lua] [--dir DIR] [--json]",
+  description = "The words of NAME are joined with underscores: orch new add ticket priority makes\n" ..
+    "V<next>__add_ticket_priority.sql and its undo U<next>__add_ticket_priority.sql.",
+  operands = { max = math.huge, name = "NAME...", min = 1 },
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "new")
     if not rest[1] then args.usage_error("new", "missing NAME, e.g. orch new add_ticket_priority") end
-    for _, p in ipairs(migrate.new(opts.dir or "migrations", table.concat(rest, "_"), { service = opts.service, lua = opts.lua })) do
-      print("created " .. p)
+    if not opts.dir then require("orch.project").need("orch new", "pass --dir DIR") end
+    local created = migrate.new(opts.dir or "migrations", table.concat(rest, "_"), { service = opts.service, lua = opts.lua })
+    if opts.json then
+      io.stdout:write(require("orch.json").encode({ created = created }, { indent = "  " }), "\n")
+    else
+      for _, p in ipairs(created) do print("created " .. p) end
     end
     return 0
   end,

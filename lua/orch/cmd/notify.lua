@@ -5,7 +5,7 @@ local envmod = require "orch.env"
 local notify = require "orch.notify"
 local json = require "orch.json"
 
-local spec = args.spec({ "env", "json" }, {
+local spec = args.spec({ "env" }, {
   { name = "message", type = "string", metavar = "TEXT", help = "a line to add to the test notification" },
 })
 

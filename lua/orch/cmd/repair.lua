@@ -9,8 +9,12 @@ local spec = C.spec({ "db", "dir", "env", "json", "yes" }, {
 })
 
 return {
-  summary = "remove failed history entries; accept changed checksums after confirmation",
+  summary = "remove failed history entries; accept edited files (--accept-changed), forget deleted ones (--forget-missing)",
   usage = "usage: orch repair [--accept-changed] [--forget-missing] [--yes]",
+  description = "Without options it removes the history rows of failed migrations. An applied migration\n" ..
+    "whose file was edited since is accepted only with --accept-changed (its new checksum is\n" ..
+    "stored), one whose file is gone only with --forget-missing; repair names the ones it left.",
+  examples = { "orch repair", "orch repair --accept-changed --yes", "orch repair --forget-missing" },
   spec = spec,
   run = function(argv)
     local opts, project, _, env = C.setup(argv, "repair", spec)
@@ -29,6 +33,8 @@ return {
       print(string.format("removed %d failed entr%s", r.removed_failed, r.removed_failed == 1 and "y" or "ies"))
       for _, s in ipairs(r.accepted) do print("accepted the new checksum of " .. s) end
       for _, s in ipairs(r.forgotten) do print("forgot " .. s) end
+      for _, s in ipairs(r.not_accepted) do print(s .. " was edited after it was applied: NOT accepted (pass --accept-changed to accept it)") end
+      for _, s in ipairs(r.not_forgotten) do print(s .. " is applied but its file is gone: NOT forgotten (pass --forget-missing)") end
     end
     return 0
   end,

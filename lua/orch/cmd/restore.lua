@@ -6,7 +6,7 @@ local json = require "orch.json"
 local sys = require "orch.sys"
 local log = require "orch.log"
 
-local spec = args.spec({ "db", "env", "json", "yes" }, {
+local spec = args.spec({ "db", "env", "yes" }, {
   { name = "swap", type = "boolean", help = "restore into a new database, then swap it in by rename (the old one is kept)" },
   { name = "drop-existing", type = "boolean", help = "drop everything in the target first (asks for confirmation)" },
   { name = "single-transaction", short = "1", type = "boolean", help = "all or nothing: one transaction" },
@@ -29,12 +29,34 @@ return {
     "it was. A failed restore says what state the target is in; a failed default-mode restore empties it again.\n" ..
     "--env NAME (or ORCH_ENV) picks the target database from orch.env.lua; restoring into a protected\n" ..
     "environment asks first on a terminal, and needs --yes without one.",
+  operands = { max = 1, min = 1, name = "FILE|-", complete = "file" },
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "restore")
     local path = rest[1]
     if not path then args.usage_error("restore", "missing the archive: orch restore FILE (or - for standard input)") end
-    if opts.list then print(restore.list(path)) return 0 end
+    path = require("orch.project").from_cwd(path)
+    if opts.list then
+      if opts.json then
+        -- the table of contents as data: the header and one object per entry (as pg_restore -l lists them)
+        local a <close> = require("orch.pgarchive").open(path)
+        local h = a:header()
+        local entries = {}
+        for i, e in ipairs(a:entries()) do
+          local o = {}
+          for _, k in ipairs { "id", "desc", "namespace", "tag", "owner", "section", "tableoid", "oid", "tablespace", "deps" } do
+            local v = e[k]
+            if type(v) == "string" or type(v) == "number" or type(v) == "boolean" or (k == "deps" and type(v) == "table") then o[k] = v end
+          end
+          entries[i] = o
+        end
+        io.stdout:write(json.encode({ archive = path, dbname = h.dbname, dumper_version = h.dumper_version, format = h.version,
+          compression = h.compression, entries = entries }, { indent = "  " }), "\n")
+        return 0
+      end
+      print(restore.list(path))
+      return 0
+    end
     if opts.swap and opts.drop_existing then args.usage_error("restore", "--swap and --drop-existing exclude each other") end
     local mode = opts.swap and "swap" or opts.drop_existing and "drop-existing" or "empty"
     local env = envmod.for_command(opts)

@@ -8,9 +8,9 @@ local envmod = require "orch.env"
 local json = require "orch.json"
 local sys = require "orch.sys"
 
-local spec = args.spec({ "env", "json" }, {
-  { name = "dir", type = "string", metavar = "DIR", help = "the run log directory (default: the environment's backups dir + /runs)" },
-  { name = "last", type = "number", metavar = "N", default = 20, help = "list the newest N runs" },
+local spec = args.spec({ "env" }, {
+  { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "the run log directory (default: the environment's backups dir + /runs)" },
+  { name = "last", type = "integer", min = 1, metavar = "N", default = 20, help = "list the newest N runs" },
 })
 
 local function read_log(path)
@@ -91,17 +91,21 @@ return {
   summary = "list an environment's recipe runs from their run logs; orch runs show ID for one run's timeline",
   usage = "usage: orch runs [--env NAME] [--last N] [--json]\n       orch runs show RUN_ID [--env NAME] [--json]",
   examples = { "orch runs --env prod", "orch runs show 20261123T051641Z-4f97aa --env prod" },
+  operands = { max = 2, name = "list | show RUN_ID", words = { "list", "show" } },
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "runs")
-    local dir = opts.dir
-    if not dir then dir = envmod.load(opts.env).backups.dir .. "/runs" end
     if rest[1] == "show" then
       if not rest[2] then args.usage_error("runs", "orch runs show needs a run id") end
-      return show(dir, rest[2], opts)
     elseif rest[1] and rest[1] ~= "list" then
       args.usage_error("runs", "unknown action '" .. rest[1] .. "' (list or show)")
+    elseif rest[2] then
+      args.usage_error("runs", string.format("unexpected argument '%s': orch runs %s takes no run id (orch runs show RUN_ID does)", rest[2], rest[1]))
     end
+    local dir = opts.dir
+    if not dir then dir = envmod.load(opts.env).backups.dir .. "/runs" end
+    if dir:sub(1, 1) ~= "/" then require("orch.project").need("orch runs", "name the run log directory with --dir DIR") end
+    if rest[1] == "show" then return show(dir, rest[2], opts) end
     local out = {}
     for i, id in ipairs(backup.run_ids(dir)) do
       if i > opts.last then break end

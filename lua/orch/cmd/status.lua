@@ -21,7 +21,8 @@ return {
           applied_checksum = it.applied_checksum, installed_on = it.installed_on,
           execution_time = it.execution_time, run_id = it.run_id, message = it.message }
       end
-      C.print_json { history = st.history, migrations = items, summary = require("orch.json").object(st.summary) }
+      C.print_json { history = st.history, migrations = items, summary = require("orch.json").object(st.summary),
+        ignored = project.ignored or {} }
     else
       print(migrate.format_status(st, project))
     end

@@ -4,7 +4,7 @@ local migrate = require "orch.migrate"
 local sys = require "orch.sys"
 
 local spec = C.spec({ "db", "dir", "env", "json", "dry_run", "yes" }, {
-  { name = "count", type = "number", default = 1, help = "undo the last N migrations" },
+  { name = "count", type = "integer", min = 1, metavar = "N", default = 1, help = "undo the last N migrations" },
   { name = "target", type = "string", metavar = "VERSION", help = "undo every migration above VERSION (0 = all)" },
   { name = "run-id", type = "string", help = "tie the history rows to this run id" },
 })

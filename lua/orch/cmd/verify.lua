@@ -4,7 +4,7 @@ local backup = require "orch.backup"
 local envmod = require "orch.env"
 local json = require "orch.json"
 
-local spec = args.spec({ "db", "env", "json" }, {
+local spec = args.spec({ "db", "env" }, {
   { name = "deep", type = "boolean", help = "also restore into a scratch database (on --db's server) and compare row counts and every table's contents" },
   { name = "no-manifest", type = "boolean", help = "check an archive that has no manifest (e.g. from pg_dump)" },
 })
@@ -17,10 +17,12 @@ return {
     "--deep restores into a scratch database on the server of --db, else of the environment's\n" ..
     "database (--env NAME or ORCH_ENV, from orch.env.lua), and drops it afterwards.",
   usage = "usage: orch verify FILE [--deep] [--env NAME | --db URL]",
+  operands = { max = 1, min = 1, name = "FILE", complete = "file" },
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "verify")
     if not rest[1] then args.usage_error("verify", "missing the archive to verify") end
+    rest[1] = require("orch.project").from_cwd(rest[1])
     local env = envmod.for_command(opts)   -- first: an unknown --env is a usage error before any file is read
     local deep
     if opts.deep then

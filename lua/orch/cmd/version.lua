@@ -1,10 +1,9 @@
 --- orch version: print orch's version and what it is built with.
 return {
-  summary = "print the version of orch, Lua and libpq",
-  usage = "usage: orch version",
+  summary = "print the version of orch, Lua and libpq (--json: as an object)",
+  usage = "usage: orch version [--json]",
+  examples = { "orch version", "orch version --json" },
   run = function()
-    print(string.format("orch %s (%s, libpq %d)", package.orch_version, _VERSION,
-      require("orch.db").lib_version()))
-    return 0
+    return require("orch.cli").print_version()
   end,
 }

@@ -27,8 +27,8 @@ end
 -- placeholders are the defaults of --placeholder.
 function C.setup(argv, name, spec)
   local opts, rest = args.parse(argv, spec, name)
-  if opts.quiet then log.level = "warn" end
-  if opts.json then log.level = "warn" end
+  -- migrations/ is the project's: outside any project there is none
+  if not opts.dir then require("orch.project").need("orch " .. name, "pass --dir DIR") end
   local env = envmod.for_command(opts)
   opts.env_loaded = env
   local placeholders = {}
