@@ -80,7 +80,9 @@ function M.load(opts)
     versioned = {}, repeatable = {}, by_key = {}, undo_files = {},
   }
   local undos = {}
-  for _, e in ipairs(files.scan(dir)) do
+  local found, ignored = files.scan(dir)
+  project.ignored = ignored
+  for _, e in ipairs(found) do
     if e.lang == "lua" then load_lua_migration(e) end
     if e.kind == "V" then
       e.key = key_of(e.service, e.version_text)
@@ -443,7 +445,7 @@ function M.validate(conn, project, st)
   for _, it in ipairs(st.items) do
     if it.state == "changed" then
       problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
-        message = string.format("%s was edited after it was applied (%s); revert the edit, or accept it with 'orch repair'", it.script, it.message) }
+        message = string.format("%s was edited after it was applied (%s); revert the edit, or accept it with 'orch repair --accept-changed'", it.script, it.message) }
     elseif it.state == "missing" then
       problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
         message = string.format("%s was applied but its file is gone from %s; restore the file, or forget it with 'orch repair --forget-missing'", it.script, project.dir) }
@@ -1139,7 +1141,7 @@ function M.repair(conn, project, opts)
   local lc <close> = M.lock(conn, project, opts)
   local st = M.status(conn, project)
   local name = M.history_name(conn, project)
-  local done = { removed_failed = 0, accepted = {}, forgotten = {} }
+  local done = { removed_failed = 0, accepted = {}, forgotten = {}, not_accepted = {}, not_forgotten = {} }
   conn:tx(function()
     local r = conn:query(string.format("DELETE FROM %s WHERE NOT success", name))
     done.removed_failed = r.affected or 0
@@ -1154,6 +1156,10 @@ function M.repair(conn, project, opts)
           VALUES ($1, $2, $3, 'UNDO_SQL', $4, true, $5, now(), 'forgotten by orch repair: file missing')]], name),
           it.service, it.version, it.description, it.script, opts.run_id)
         done.forgotten[#done.forgotten + 1] = it.script
+      elseif it.state == "changed" then
+        done.not_accepted[#done.not_accepted + 1] = it.script
+      elseif it.state == "missing" and it.version then
+        done.not_forgotten[#done.not_forgotten + 1] = it.script
       end
     end
   end)

@@ -321,6 +321,52 @@ local function read(path)
   return s
 end
 
+--- Refuse a migration that is not UTF-8 text (a binary file, another
+-- encoding), naming the file and the first bad byte by its offset (from 0)
+-- and line; the bytes themselves are never echoed.
+function files.check_text(text, path)
+  local where = function(pos)
+    local line = files.line_of(text, pos)
+    local bol = 1
+    for p in text:sub(1, pos - 1):gmatch("()\n") do bol = p + 1 end
+    return string.format("at byte offset %d (line %d, byte %d of the line)", pos - 1, line, pos - bol + 1)
+  end
+  local nul = text:find("\0", 1, true)
+  if nul then
+    sys.error(string.format("migration %s is a binary file, not text: a NUL byte %s; nothing was checked or applied", path, where(nul)), 1)
+  end
+  local ok, bad = utf8.len(text)
+  if not ok then
+    sys.error(string.format("migration %s is not UTF-8 text: the byte 0x%02X %s is not valid UTF-8; save the file as UTF-8 " ..
+      "(orch reads migrations as UTF-8, as Flyway does); nothing was checked or applied", path, text:byte(bad), where(bad)), 1)
+  end
+end
+
+-- Files that look like migrations but are not run (an upper-case
+-- extension, an editor's or a backup copy): why, or nil. Such a file is
+-- warned about by name, once per process, never silently left out.
+local warned = {}
+local function lookalike(name)
+  if name:match("%.sql$") or name:match("%.lua$") then return nil end
+  local lower = name:lower()
+  local ext = lower:match("%.(sql)$") or lower:match("%.(lua)$")
+  if ext then
+    return string.format("its extension is %s, not .%s: rename it %s to run it", name:match("%.[^.]+$"), ext,
+      name:sub(1, #name - 4) .. "." .. ext)
+  end
+  if lower:match("%.sql") or lower:match("%.lua") then
+    return "its name does not end in .sql or .lua (an editor's or a backup copy?): orch does not run it"
+  end
+  return nil
+end
+
+local function warn_ignored(ignored, path, why)
+  ignored[#ignored + 1] = { path = path, why = why }
+  if warned[path] then return end
+  warned[path] = true
+  require("orch.log").warn("ignored %s: it looks like a migration, but %s", path, why)
+end
+
 --- Parse one file name. Returns an entry, nil for files that are not
 -- migrations (README.md), or raises for a malformed migration name.
 function files.parse_name(name, path)
@@ -352,11 +398,18 @@ end
 -- service "" ; each subdirectory is a service. Returns a list of entries
 -- with text, checksum and directives loaded.
 function files.scan(dir)
-  local st = sys.stat(dir)
-  if not st or st.type ~= "directory" then
-    sys.error(string.format("migrations directory %s not found: create it, or choose another with --dir", dir), 1)
+  local P = require "orch.project"
+  local st, _, errno = sys.stat(dir)
+  local loop = not st and P.loop_message(dir, errno)
+  if loop then sys.error("the migrations directory " .. loop, 1) end
+  if st and st.type ~= "directory" then
+    sys.error(string.format("the migrations directory %s is a %s, not a directory: choose another with --dir", dir, st.type), 1)
   end
-  local out = {}
+  if not st then
+    sys.error(string.format("migrations directory %s not found: create it, or choose another with --dir", P.path(dir)), 1)
+  end
+  local real_dir = sys.realpath(dir) or dir
+  local out, ignored = {}, {}
   -- Anything orch cannot read is an error, never "up to date": an unreadable
   -- directory, a migration name that is a dangling link, a directory, a FIFO.
   local function scan_dir(path, service)
@@ -367,7 +420,9 @@ function files.scan(dir)
     end
     for _, name in ipairs(names) do
       local full = path .. "/" .. name
-      local s, serr = sys.stat(full)
+      local s, serr, serrno = sys.stat(full)
+      local eloop = not s and P.loop_message(full, serrno)
+      if eloop then sys.error(string.format("cannot read %s; nothing was checked or applied", eloop), 1) end
       local migration_name = name:match("%.sql$") or name:match("%.lua$")
       if migration_name and not name:match("^%.") and not (s and s.type == "file") then
         sys.error(string.format("cannot read migration %s: %s; nothing was checked or applied", full,
@@ -380,12 +435,23 @@ function files.scan(dir)
         end
       end
       if s and s.type == "directory" then
-        if service == "" and not name:match("^%.") then scan_dir(full, name) end
+        if service == "" and not name:match("^%.") then
+          local real = sys.realpath(full) or full
+          if real_dir == real or real_dir:sub(1, #real + 1) == real .. "/" then
+            sys.error(string.format("the service directory %s is a symbolic link loop: it leads back to %s, %s; " ..
+              "nothing was checked or applied", full, real, real == real_dir and "the migrations directory itself" or
+              "a directory that holds the migrations directory"), 1)
+          end
+          scan_dir(full, name)
+        end
       elseif s and s.type == "file" then
         local e = files.parse_name(name, full)
+        local why = not e and lookalike(name)
+        if why then warn_ignored(ignored, full, why) end
         if e then
           e.service = service
           e.text = read(full)
+          files.check_text(e.text, full)
           e.checksum = files.checksum(e.text)
           if e.lang == "sql" then e.directives = files.directives(e.text, full) end
           out[#out + 1] = e
@@ -394,7 +460,7 @@ function files.scan(dir)
     end
   end
   scan_dir(dir, "")
-  return out
+  return out, ignored
 end
 
 return files
