@@ -1,0 +1,188 @@
+-- Installing orch: `cmake --install` into a temporary prefix, the installed
+-- binary run from /, the generated man pages rendered by man and groff, the
+-- bash, zsh and fish completions run by their shells, and the Debian
+-- package cpack builds (its files and its dependencies; dpkg -i is not run
+-- here, it would change the machine).
+local H = require "helper"
+local sys = require "orch.sys"
+local cli = require "orch.cli"
+
+local build = H.orch_bin:match("^(.*)/[^/]+$")
+
+local function run(argv, opts)
+  opts = opts or {}
+  argv.cwd = opts.cwd or "/"
+  argv.timeout = opts.timeout or 300
+  argv.env = { ORCH_LUA_PATH = false, DATABASE_URL = false, NO_COLOR = false }
+  for k, v in pairs(opts.env or {}) do argv.env[k] = v end
+  return sys.spawn(argv)
+end
+
+local prefix   -- one install for the whole spec
+local function installed()
+  if prefix then return prefix end
+  local p = H.tmpdir() .. "/prefix"
+  local r = run { "cmake", "--install", build, "--prefix", p }
+  assert(r.ok, "cmake --install failed: " .. r.stdout .. r.stderr)
+  prefix = p
+  return p
+end
+
+local function commands() return cli.commands() end
+
+describe("cmake --install", function()
+  it("installs the binary, man pages, completions and recipes in the usual places under the prefix", function()
+    local p = installed()
+    local st = sys.stat(p .. "/bin/orch")
+    assert.equals("file", st.type)
+    assert.is_true(sys.spawn({ "test", "-x", p .. "/bin/orch" }).ok)
+    assert.is_true(sys.exists(p .. "/share/man/man1/orch.1"))
+    for _, n in ipairs(commands()) do
+      assert.is_true(sys.exists(p .. "/share/man/man1/orch-" .. n .. ".1"), "orch-" .. n .. ".1")
+    end
+    assert.is_true(sys.exists(p .. "/share/bash-completion/completions/orch"))
+    assert.is_true(sys.exists(p .. "/share/zsh/site-functions/_orch"))
+    assert.is_true(sys.exists(p .. "/share/fish/vendor_completions.d/orch.fish"))
+    assert.is_true(sys.exists(p .. "/share/orch/recipes/dev.lua"))
+    assert.is_true(sys.exists(p .. "/share/doc/orch/README.md"))
+  end)
+
+  it("under /usr (as the package installs it) zsh's completion goes to vendor-completions, and DESTDIR is honoured", function()
+    local dest = H.tmpdir()
+    local r = run({ "cmake", "--install", build, "--prefix", "/usr" }, { env = { DESTDIR = dest } })
+    assert.is_true(r.ok, r.stdout .. r.stderr)
+    assert.is_true(sys.exists(dest .. "/usr/share/zsh/vendor-completions/_orch"))
+    assert.is_true(sys.exists(dest .. "/usr/bin/orch"))
+  end)
+
+  it("the installed binary runs from / with its embedded library", function()
+    local p = installed()
+    local help = run { p .. "/bin/orch", "--help" }
+    assert.equals(0, help.code, help.stderr)
+    assert.matches("usage: orch", help.stdout)
+    for _, n in ipairs(commands()) do assert.matches("\n  " .. n .. " ", help.stdout, nil, true) end
+    local v = run { p .. "/bin/orch", "version" }
+    assert.equals(0, v.code, v.stderr)
+    assert.matches("^orch " .. package.orch_version:gsub("%.", "%%.") .. " %(Lua 5%.4, libpq %d+%.%d+%)\n$", v.stdout)
+    local m = run { p .. "/bin/orch", "help", "migrate" }
+    assert.equals(0, m.code)
+    assert.equals(H.orch({ "help", "migrate" }).stdout, m.stdout)
+  end)
+end)
+
+describe("the man pages", function()
+  it("render with man and groff without a warning, and say what --help says", function()
+    local p = installed()
+    local pages = { "orch" }
+    for _, n in ipairs(commands()) do pages[#pages + 1] = "orch-" .. n end
+    for _, page in ipairs(pages) do
+      local file = p .. "/share/man/man1/" .. page .. ".1"
+      local g = run { "groff", "-man", "-ww", "-z", file }
+      assert.equals(0, g.code, page)
+      assert.equals("", g.stderr, page .. ": groff warns")
+      local m = run({ "man", "--warnings", "-l", file }, { env = { MANWIDTH = "80", MANPAGER = "cat", PAGER = "cat", LANG = "C.UTF-8" } })
+      assert.equals(0, m.code, page .. ": " .. m.stderr)
+      assert.equals("", m.stderr, page .. ": man warns")
+      assert.matches("NAME\n", m.stdout, nil, true)
+      assert.matches(page, m.stdout, nil, true)
+    end
+    -- a command's page has its options and examples, from the same table as its --help
+    local man = run({ "man", "-l", p .. "/share/man/man1/orch-backup.1" }, { env = { MANWIDTH = "200", MANPAGER = "cat", LANG = "C" } }).stdout
+    man = man:gsub(".\b", "")   -- no overstrike
+    for _, o in ipairs(cli.spec_of(cli.command("backup"))) do
+      assert.truthy(man:find("--" .. o.name, 1, true), "--" .. o.name .. " in orch-backup(1)")
+    end
+    for _, e in ipairs(cli.command("backup").examples) do assert.truthy(man:find(e, 1, true), e) end
+    local top = run({ "man", "-l", p .. "/share/man/man1/orch.1" }, { env = { MANWIDTH = "200", MANPAGER = "cat", LANG = "C" } }).stdout:gsub(".\b", "")
+    for _, e in ipairs(cli.exit_codes) do assert.truthy(top:find(e[2]:sub(1, 30), 1, true), e[2]) end
+    for _, n in ipairs(commands()) do assert.truthy(top:find("orch-" .. n .. "(1)", 1, true), n) end
+  end)
+end)
+
+describe("the shell completions", function()
+  -- what bash's completion function offers for a command line (the word under the cursor last)
+  local function bash(words)
+    local p = installed()
+    local script = string.format([[source %q
+COMP_WORDS=(%s)
+COMP_CWORD=%d
+_orch
+printf '%%s\n' "${COMPREPLY[@]}"
+]], p .. "/share/bash-completion/completions/orch",
+      table.concat((function() local t = {} for i, w in ipairs(words) do t[i] = string.format("%q", w) end return t end)(), " "),
+      #words - 1)
+    local r = run({ "bash", "--norc", "--noprofile", "-c", script }, { cwd = H.tmpdir() })
+    assert.equals(0, r.code, r.stderr)
+    local out = {}
+    for l in r.stdout:gmatch("[^\n]+") do out[#out + 1] = l end
+    table.sort(out)
+    return out
+  end
+
+  it("bash completes commands, a command's options and their values", function()
+    assert.same(commands(), bash { "orch", "" })
+    assert.same({ "migrate" }, bash { "orch", "mig" })
+    assert.same({ "--dry-run" }, bash { "orch", "migrate", "--dr" })
+    assert.same({ "--json" }, bash { "orch", "--js" })
+    assert.same({ "--json" }, bash { "orch", "status", "--js" })
+    local backup = bash { "orch", "backup", "-" }
+    for _, o in ipairs { "--output", "-o", "--compress", "-Z", "--no-prune", "--quiet", "-q", "--verbose", "--help" } do
+      assert.truthy(table.concat(backup, " "):find(o, 1, true), o)
+    end
+    assert.same({ "list", "prune" }, bash { "orch", "backups", "" })
+    assert.same({ "destroy", "start", "status", "stop" }, bash { "orch", "local", "" })
+    assert.same({ "db", "http" }, bash { "orch", "check", "--only", "" })
+    assert.same({ "migrate" }, bash { "orch", "help", "mi" })
+    assert.same({ "--dry-run" }, bash { "orch", "recipes/dev.lua", "--dry" })
+  end)
+
+  it("zsh and fish load their scripts; fish completes commands and options", function()
+    local p = installed()
+    local z = run { "zsh", "-n", p .. "/share/zsh/site-functions/_orch" }
+    assert.equals(0, z.code, "zsh -n: " .. z.stderr)
+    local fish = p .. "/share/fish/vendor_completions.d/orch.fish"
+    local f = run { "fish", "-n", fish }
+    assert.equals(0, f.code, "fish -n: " .. f.stderr)
+    local function fc(line)
+      local r = run({ "fish", "--no-config", "-c", string.format("source %q; complete -C %q", fish, line) },
+        { cwd = H.tmpdir(), env = { HOME = H.tmpdir() } })
+      assert.equals(0, r.code, r.stderr)
+      return r.stdout
+    end
+    assert.matches("^migrate\t", fc("orch mig"))
+    assert.matches("%-%-dry%-run\t", fc("orch migrate --dr"))
+    assert.matches("^list\n", fc("orch backups "))
+    assert.matches("^db\t.-\nhttp\t", fc("orch check --only "))
+  end)
+end)
+
+describe("cpack -G DEB", function()
+  it("builds a Debian package with orch's files and the libraries it links as dependencies", function()
+    local out = H.tmpdir()
+    local r = run({ "cpack", "-G", "DEB", "-B", out, "--config", build .. "/CPackConfig.cmake" }, { timeout = 600 })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local deb
+    for _, f in ipairs(sys.listdir(out)) do if f:match("%.deb$") then deb = out .. "/" .. f end end
+    assert.truthy(deb, "no .deb in " .. out)
+    assert.matches("orch_" .. package.orch_version:gsub("%.", "%%.") .. "_amd64%.deb$", deb)
+    local c = run { "dpkg-deb", "-c", deb }
+    assert.equals(0, c.code, c.stderr)
+    for _, f in ipairs { "./usr/bin/orch", "./usr/share/man/man1/orch.1", "./usr/share/man/man1/orch-migrate.1",
+                         "./usr/share/bash-completion/completions/orch", "./usr/share/zsh/vendor-completions/_orch",
+                         "./usr/share/fish/vendor_completions.d/orch.fish", "./usr/share/orch/recipes/dev.lua" } do
+      assert.truthy(c.stdout:find(f, 1, true), f .. " in the package")
+    end
+    local deps = run { "dpkg-deb", "-f", deb, "Depends" }
+    assert.equals(0, deps.code)
+    for _, lib in ipairs { "libc6", "libpq5", "liblua5.4-0", "libcurl4", "zlib1g", "liblz4-1", "libzstd1" } do
+      assert.matches("%f[%w]" .. lib:gsub("%p", "%%%0") .. " %(>=", deps.stdout, nil, lib)
+    end
+    assert.matches("postgresql", run({ "dpkg-deb", "-f", deb, "Recommends" }).stdout)
+    -- the packaged (stripped) binary runs
+    local x = H.tmpdir()
+    assert.is_true(run({ "dpkg-deb", "-x", deb, x }).ok)
+    local v = run { x .. "/usr/bin/orch", "--version" }
+    assert.equals(0, v.code, v.stderr)
+    assert.matches("^orch " .. package.orch_version:gsub("%.", "%%."), v.stdout)
+  end)
+end)
