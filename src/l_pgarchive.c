@@ -959,6 +959,7 @@ static int r_close(lua_State *L) {
     if (!r->closed) {
         int i;
         hash_stop(r);
+        sha256_free(&r->sha);
         if (r->f && r->f != stdin) fclose(r->f);
         r->f = NULL;
         for (i = 0; i < r->n; i++) free(r->e[i].deps);
@@ -1114,7 +1115,7 @@ static int a_open(lua_State *L) {
     r->seekable = r->f != stdin && ftello(r->f) >= 0 && fseeko(r->f, 0, SEEK_CUR) == 0;
     r->intsize = 4;
     r->at_boundary = 1;
-    sha256_init(&r->sha);
+    if (sha256_init(&r->sha) != 0) r->hashed = -1;
     r->inbuf = (unsigned char *)malloc(IOBUF);
     r->outbuf = (unsigned char *)malloc(IOBUF);
     if (!r->inbuf || !r->outbuf) return luaL_error(L, "out of memory");
@@ -1129,7 +1130,7 @@ static int a_open(lua_State *L) {
             r->hstarted = pthread_create(&r->hth, NULL, hash_worker, r) == 0;
             if (!r->hstarted) { pthread_mutex_destroy(&r->hmu); pthread_cond_destroy(&r->hcv); }
         }
-        if (!r->hstarted) r->hashed = -1;
+        if (!r->hstarted || r->sha.failed) r->hashed = -1;
     }
     if (fread(magic, 1, 5, r->f) != 5 || memcmp(magic, "PGDMP", 5) != 0)
         return rfail(L, r, "not a pg_dump custom-format archive (no PGDMP signature)");
@@ -1684,8 +1685,7 @@ static int r_sha256(lua_State *L) {
     Sha256 copy;
     if (r->hashed < 0 || r->size < 0 || r->hashed != r->size) return 0;
     hash_drain(r);
-    copy = r->sha;
-    sha256_final(&copy, d);
+    if (sha256_copy(&copy, &r->sha) != 0 || sha256_final(&copy, d) != 0) return 0;
     sha256_hex(d, hex);
     lua_pushstring(L, hex);
     return 1;

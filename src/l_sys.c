@@ -705,9 +705,9 @@ static int sys_sha256(lua_State *L) {
     Sha256 h;
     unsigned char d[32];
     char hex[65];
-    sha256_init(&h);
+    if (sha256_init(&h) != 0) return luaL_error(L, "sha256: libcrypto cannot compute SHA-256 (out of memory?)");
     sha256_update(&h, s, len);
-    sha256_final(&h, d);
+    if (sha256_final(&h, d) != 0) return luaL_error(L, "sha256: libcrypto failed");
     sha256_hex(d, hex);
     lua_pushstring(L, hex);
     return 1;
@@ -725,19 +725,19 @@ static int sys_sha256_file(lua_State *L) {
     ssize_t k;
     if (fd < 0) return fail(L, "cannot open", p);
     buf = (char *)lua_newuserdatauv(L, 1 << 16, 0);
-    sha256_init(&h);
+    if (sha256_init(&h) != 0) { close(fd); return luaL_error(L, "sha256_file: libcrypto cannot compute SHA-256 (out of memory?)"); }
     while ((k = read(fd, buf, 1 << 16)) != 0) {
         if (k < 0) {
             if (errno == EINTR) continue;
             int e = errno;
-            close(fd); errno = e;
+            close(fd); sha256_free(&h); errno = e;
             return fail(L, "cannot read", p);
         }
         sha256_update(&h, buf, (size_t)k);
         size += k;
     }
     close(fd);
-    sha256_final(&h, d);
+    if (sha256_final(&h, d) != 0) return luaL_error(L, "sha256_file: libcrypto failed");
     sha256_hex(d, hex);
     lua_pushstring(L, hex);
     lua_pushinteger(L, size);
