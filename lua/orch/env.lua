@@ -65,6 +65,9 @@ function E.all(path)
   end
   if not ok then sys.error(string.format("environment file %s raised: %s", path, tostring(envs)), 1) end
   if type(envs) ~= "table" then sys.error(path .. " must return a table of environments", 1) end
+  -- the one key that is not an environment: how the project's migration files are laid out (E.migrations)
+  E._migrations = envs.migrations
+  envs.migrations = nil
   for k, v in pairs(envs) do
     if type(k) ~= "string" then sys.error(string.format("%s: the environments must be named by strings (found the key %s)", path, tostring(k)), 1) end
     if type(v) ~= "table" then
@@ -73,6 +76,41 @@ function E.all(path)
   end
   check_secrets(envs, path, "environments")
   return envs, path
+end
+
+--- The project's migration settings: the top-level key migrations of
+-- orch.env.lua (it is not an environment), checked, with defaults.
+--   migrations = { layout = "timestamp" | "sequential", seeds = { "dev", "test" } }
+-- layout says how to read names N_M_description.sql whose N is shorter
+-- than a date (001_002_x.sql: "timestamp" reads version 1.2, "sequential"
+-- version 1); seeds names the environments whose seeds/ folders are
+-- applied (default dev and test).
+function E.migrations(path)
+  path = path or os.getenv("ORCH_ENV_FILE") or E.default_file
+  E._migrations = nil
+  E.all(path)
+  local m = E._migrations
+  if m == nil then return { seeds = { "dev", "test" } } end
+  if type(m) ~= "table" then
+    sys.error(string.format("%s: migrations is a %s; it must be a table such as migrations = { layout = \"timestamp\" }", path, type(m)), 1)
+  end
+  for k, v in pairs(m) do
+    if k == "layout" then
+      if v ~= "timestamp" and v ~= "sequential" then
+        sys.error(string.format("%s: migrations.layout is %s; it must be \"timestamp\" (20240101_001_x.sql is version 20240101.1) " ..
+          "or \"sequential\" (001_x.sql is version 1)", path, tostring(v)), 1)
+      end
+    elseif k == "seeds" then
+      if type(v) == "string" then m.seeds = { v }
+      elseif type(v) ~= "table" then
+        sys.error(string.format("%s: migrations.seeds must list environment names, e.g. seeds = { \"dev\", \"test\" }", path), 1)
+      end
+    else
+      sys.error(string.format("%s: migrations.%s is not a setting orch knows (known: layout, seeds)", path, tostring(k)), 1)
+    end
+  end
+  m.seeds = m.seeds or { "dev", "test" }
+  return m
 end
 
 --- The environment called name, with defaults filled in. An unknown name is

@@ -57,7 +57,15 @@ local function load_lua_migration(e)
   local ok, t = pcall(chunk)
   if not ok then fail(string.format("Lua migration %s raised while loading: %s", e.path, tostring(t))) end
   if type(t) ~= "table" then fail(string.format("Lua migration %s must return a table { up = function(db, ctx) ... end, down = ... }", e.path)) end
-  if e.kind ~= "U" and type(t.up) ~= "function" then fail(string.format("Lua migration %s has no up function", e.path)) end
+  -- brief 002's names: apply (forward) and rollback (backward)
+  for _, pair in ipairs { { "up", "apply" }, { "down", "rollback" } } do
+    local a, b = pair[1], pair[2]
+    if t[a] ~= nil and t[b] ~= nil then
+      fail(string.format("Lua migration %s has both %s and %s functions: they are two names of one thing, keep one", e.path, a, b))
+    end
+    if t[b] ~= nil then t[a] = t[b] end
+  end
+  if e.kind ~= "U" and type(t.up) ~= "function" then fail(string.format("Lua migration %s has no up (or apply) function", e.path)) end
   local d = {}
   if t.transaction ~= nil then d.transaction = t.transaction and true or false end
   d.env = type(t.env) == "string" and { t.env } or t.env
@@ -79,11 +87,18 @@ function M.load(opts)
     schema = opt(opts, "schema"), table = opt(opts, "table"),
     versioned = {}, repeatable = {}, by_key = {}, undo_files = {},
   }
+  local settings = opts.settings or require("orch.env").migrations()
+  project.settings = settings
   local undos = {}
-  local found, ignored = files.scan(dir)
+  local found, ignored = files.scan(dir, { layout = settings.layout })
   project.ignored = ignored
   for _, e in ipairs(found) do
     if e.lang == "lua" then load_lua_migration(e) end
+    if e.folder == "seeds" and not (e.directives and e.directives.env) then
+      -- seeds/ applies where the project loads seeds; seeds/NAME/ in environment NAME only
+      e.directives = e.directives or {}
+      e.directives.env = e.seed_env and { e.seed_env } or settings.seeds
+    end
     if e.kind == "V" then
       e.key = key_of(e.service, e.version_text)
       local other = project.by_key[e.key]
@@ -95,7 +110,8 @@ function M.load(opts)
       project.versioned[#project.versioned + 1] = e
     elseif e.kind == "U" then
       local k = key_of(e.service, e.version_text)
-      if undos[k] then fail(string.format("two undo files for version %s: %s and %s", e.version_text, undos[k].path, e.path)) end
+      if undos[k] then fail(string.format("two undo files for version %s%s: %s and %s", e.version_text,
+        e.service ~= "" and (" in service '" .. e.service .. "'") or "", undos[k].path, e.path)) end
       undos[k] = e
     else
       e.key = (e.service ~= "" and (e.service .. ":") or "") .. "R__" .. e.description
@@ -117,15 +133,43 @@ function M.load(opts)
   return project
 end
 
---- Resolve "auth:V3", "V3" or "3" seen from service s to a migration key.
+--- Resolve a dependency seen from migration from to a migration key:
+-- "auth:V3", "V3", "3", "20240101_001" (brief 004's Dependencies), a file
+-- name ("20240101_001_auth_create_users_table.sql"), each optionally with
+-- "service:" or "service/" before it. A version without a service is the
+-- migration's own service's, else the one other service that has it.
 local function resolve_dep(project, from, dep)
-  local svc, ver = dep:match("^([%w_-]+):[Vv]?([%d._]+)$")
-  if not svc then svc, ver = from.service, dep:match("^[Vv]?([%d._]+)$") end
+  local svc, ref = dep:match("^([%w_.-]+)[:/](.+)$")
+  if not svc then ref = dep end
+  ref = ref:gsub("%.sql$", ""):gsub("%.lua$", "")
+  local ver = ref:match("^[Vv]?([%d._]+)$")
+  if not ver then
+    local ok, e = pcall(files.parse_name, ref .. ".sql", ref, project.settings and project.settings.layout)
+    ver = ok and e and e.version_text
+  end
   local v = ver and files.parse_version(ver)
-  if not v then fail(string.format("%s: bad dependency '%s' (expected service:V<version> or V<version>)", from.path, dep)) end
-  local k = key_of(svc, files.version_string(v))
+  if not v then
+    fail(string.format("%s: bad dependency '%s' (expected service:V<version>, V<version>, a version such as 20240101_001, " ..
+      "or a migration's file name)", from.path, dep))
+  end
+  local vt = files.version_string(v)
+  local k = key_of(svc or from.service, vt)
+  if not project.by_key[k] and not svc then
+    local found = {}
+    for _, e in ipairs(project.versioned) do
+      if e.version_text == vt and e.service ~= from.service then found[#found + 1] = e end
+    end
+    if #found == 1 then return found[1].key end
+    if #found > 1 then
+      local names = {}
+      for i, e in ipairs(found) do names[i] = e.key end
+      fail(string.format("%s depends on version %s, which services %s all have: name the service (%s)",
+        from.path, vt, table.concat(names, ", "), found[1].key))
+    end
+  end
   if not project.by_key[k] then
-    fail(string.format("%s depends on %s, which does not exist", from.path, k))
+    fail(string.format("%s depends on %s, which does not exist%s", from.path, svc and k or dep,
+      svc and "" or " in any service"))
   end
   return k
 end
@@ -712,9 +756,14 @@ local function run_lua(conn, project, e, fn, opts, in_tx)
   if not ok then error(migration_error(e, err, nil, nil, nil, "in the Lua migration's function"), 0) end
 end
 
-local function statements_of(project, e, text)
+-- The statements of a SQL file; in_tx: it runs in orch's transaction, so
+-- a script that wraps itself in BEGIN; ... COMMIT; runs without the wrapper
+-- (one transaction, not a nested one; see files.unwrap_transaction).
+local function statements_of(project, e, text, in_tx)
   text = files.placeholders(text, project.placeholders, e.path)
-  return files.split_sql(text)
+  local stmts = files.split_sql(text)
+  if in_tx then stmts = files.unwrap_transaction(stmts, e.path) end
+  return stmts
 end
 
 -- Run one migration (or its undo) inside a transaction. fn(conn) does the work.
@@ -750,7 +799,7 @@ local function run_statement(conn, s)
 end
 
 local function apply_sql_tx(conn, project, e, text, opts, hist)
-  local stmts = statements_of(project, e, text)
+  local stmts = statements_of(project, e, text, true)
   for i, s in ipairs(stmts) do
     local kind = files.needs_no_transaction(s.sql)
     if kind then
@@ -881,7 +930,7 @@ function M.groupable(plan)
       return false, e, string.format("%s is transaction=false", e.name)
     end
     if e.lang == "sql" and e.text then
-      for _, s in ipairs(files.split_sql(e.text)) do
+      for _, s in ipairs((files.unwrap_transaction(files.split_sql(e.text), e.path))) do
         local kind = files.needs_no_transaction(s.sql)
         if kind then return false, e, string.format("%s runs %s, which cannot run inside a transaction", e.name, kind) end
       end
@@ -911,7 +960,7 @@ local function apply_group(conn, lc, project, plan, opts, result)
         if e.lang == "lua" then
           run_lua(conn, project, e, e.module.up, opts, true)
         else
-          local stmts = statements_of(project, e, e.text)
+          local stmts = statements_of(project, e, e.text, true)
           for j, s in ipairs(stmts) do
             local okx, xerr = pcall(run_statement, conn, s)
             if not okx then error(migration_error(e, xerr, s, j, #stmts), 0) end

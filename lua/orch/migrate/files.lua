@@ -258,8 +258,28 @@ local function parse_list(v)
   return t
 end
 
---- Directives from the leading comment lines "-- orch: key=value, ...".
--- Returns a table, or raises with the file and line of a bad one.
+local function append(t, list)
+  t = t or {}
+  for _, x in ipairs(list) do t[#t + 1] = x end
+  return t
+end
+
+-- The values of a "-- Dependencies:" header (brief 004's migration script
+-- structure): versions or file names, separated by commas or spaces, with
+-- optional brackets and quotes; "none", "n/a", "-" and "[]" say there are none.
+local function dependency_list(v)
+  local t = {}
+  for item in v:gsub("[%[%]\"']", " "):gmatch("[^,%s]+") do
+    local l = item:lower()
+    if l ~= "none" and l ~= "n/a" and l ~= "-" then t[#t + 1] = item end
+  end
+  return t
+end
+
+--- Directives from the leading comment lines "-- orch: key=value, ...",
+-- and a "-- Dependencies: a, b" header among them (as depends). depends
+-- and env given twice (two keys, two lines, "depends=a:V1, b:V2") are all
+-- kept. Returns a table, or raises with the file and line of a bad one.
 function files.directives(text, path)
   local d = {}
   local lineno = 0
@@ -268,20 +288,25 @@ function files.directives(text, path)
     if lineno == 1 then line = line:gsub("^\239\187\191", "") end
     if line:match("^%s*$") then goto continue end
     if not line:match("^%s*%-%-") then break end
+    local deps = line:match("^%s*%-%-%s*[Dd]ependencies%s*:%s*(.-)%s*$")
+    if deps and #dependency_list(deps) > 0 then d.depends = append(d.depends, dependency_list(deps)) end
     local body = line:match("^%s*%-%-%s*orch:%s*(.*)$")
     if body then
+      local last -- the list-valued key an item without '=' continues (depends=a:V1, b:V2)
       for item in body:gmatch("[^,]+") do
         local k, v = item:match("^%s*([%w_]+)%s*=%s*(.-)%s*$")
+        if not k and last and item:match("^%s*[^=%s][^=]*$") then k, v = last, item:match("^%s*(.-)%s*$") end
         if not k then
           sys.error(string.format("%s:%d: bad orch directive '%s' (expected key=value)", path, lineno, item:match("^%s*(.-)%s*$")), 1)
         end
+        last = nil
         if k == "transaction" then
           if v ~= "true" and v ~= "false" then
             sys.error(string.format("%s:%d: transaction must be true or false, not '%s'", path, lineno, v), 1)
           end
           d.transaction = v == "true"
-        elseif k == "env" then d.env = parse_list(v)
-        elseif k == "depends" then d.depends = parse_list(v)
+        elseif k == "env" then d.env = append(d.env, parse_list(v)); last = k
+        elseif k == "depends" then d.depends = append(d.depends, parse_list(v)); last = k
         elseif k == "lock_timeout" or k == "statement_timeout" then d[k] = v
         else
           sys.error(string.format("%s:%d: unknown orch directive '%s' (known: transaction, env, depends, lock_timeout, statement_timeout)", path, lineno, k), 1)
@@ -291,6 +316,48 @@ function files.directives(text, path)
     ::continue::
   end
   return d
+end
+
+-- ------------------------------------------------------------ self-wrapped transactions
+
+local function control(sql)
+  local n = files.normalize(sql):gsub("%s*;%s*$", "")
+  local modes = n:match("^BEGIN$") and "" or n:match("^BEGIN TRANSACTION ?(.*)$") or n:match("^BEGIN WORK ?(.*)$")
+    or n:match("^START TRANSACTION ?(.*)$") or (not n:match("^BEGIN ATOMIC") and n:match("^BEGIN (ISOLATION .*)$"))
+    or n:match("^BEGIN (READ .*)$") or n:match("^BEGIN (NOT DEFERRABLE.*)$") or n:match("^BEGIN (DEFERRABLE.*)$")
+  if modes then return "begin", modes end
+  if n == "COMMIT" or n == "COMMIT WORK" or n == "COMMIT TRANSACTION" or n == "END" or n == "END WORK" or n == "END TRANSACTION" then
+    return "commit"
+  end
+  if n:match("^COMMIT") or n:match("^END ?%u*$") or n:match("^ROLLBACK") or n:match("^ABORT") then return "other" end
+end
+
+--- A script that wraps itself in one transaction (BEGIN; ... COMMIT;, as
+-- brief 004's scripts do) runs as the one transaction orch opens for it:
+-- returns its statements without the wrapper (a "SET TRANSACTION modes" in
+-- place of "BEGIN ISOLATION LEVEL ..."), and true; other scripts come back
+-- as they are, with false. A script with transaction control anywhere else
+-- (two blocks, a ROLLBACK, BEGIN without its COMMIT) raises naming the line.
+function files.unwrap_transaction(stmts, path)
+  local first, last = stmts[1], stmts[#stmts]
+  if not first or control(first.sql) ~= "begin" then return stmts, false end
+  local _, modes = control(first.sql)
+  if #stmts < 2 or control(last.sql) ~= "commit" then
+    sys.error(string.format("%s:%d: the script opens a transaction (BEGIN) but does not end with COMMIT; orch runs a file as one " ..
+      "transaction: end it with COMMIT;, or remove the BEGIN", path, first.line), 1)
+  end
+  local out = {}
+  if modes ~= "" then out[1] = { sql = "SET TRANSACTION " .. modes, line = first.line, pos = first.pos } end
+  for i = 2, #stmts - 1 do
+    local s = stmts[i]
+    if control(s.sql) then
+      sys.error(string.format("%s:%d: %s inside the script's own BEGIN ... COMMIT: orch runs a file as one transaction, so a " ..
+        "script may wrap itself in one block only: split it into files, or add '-- orch: transaction=false' to run it as written",
+        path, s.line, files.normalize(s.sql):gsub("%s*;%s*$", "")), 1)
+    end
+    out[#out + 1] = s
+  end
+  return out, true
 end
 
 -- ------------------------------------------------------------ placeholders
@@ -367,15 +434,58 @@ local function warn_ignored(ignored, path, why)
   require("orch.log").warn("ignored %s: it looks like a migration, but %s", path, why)
 end
 
+-- The folders of a service (brief 004): schema/ and data/ hold its
+-- migrations, seeds/ its seed data (only in the environments that load
+-- seeds), rollback/ the undo of the same-named migration.
+files.folders = { schema = true, data = true, seeds = true, rollback = true }
+
+local NAMES = "V<version>__<description>.%s, U<version>__<description>.%s or R__<description>.%s (Flyway's), " ..
+  "<timestamp>_<sequence>_<description>.%s (20240101_001_create_users.%s) or <number>_<description>.%s (001_initial_schema.%s)"
+
+local function malformed(path, ext, why)
+  sys.error(string.format("malformed migration file name %s: %s; expected " .. NAMES, path, why,
+    ext, ext, ext, ext, ext, ext, ext), 1)
+end
+
 --- Parse one file name. Returns an entry, nil for files that are not
 -- migrations (README.md), or raises for a malformed migration name.
-function files.parse_name(name, path)
+-- Besides Flyway's names, numbered ones: 20240101_001_x.sql (a timestamp
+-- and a sequence: version 20240101.1) and 001_x.sql (version 1). A name
+-- N_M_x.sql whose N is shorter than a date (001_002_x.sql) can be read
+-- either way: layout ("timestamp" or "sequential", from orch.env.lua's
+-- migrations = { layout = ... }) says which, and without it such a name is
+-- an error that says so.
+function files.parse_name(name, path, layout)
   local ext = name:match("%.(%w+)$")
   if ext ~= "sql" and ext ~= "lua" then return nil end
+  local stem = name:sub(1, #name - #ext - 1)
+  if stem:match("^%d") then
+    local a, b, rest = stem:match("^(%d+)_(%d+)_(.+)$")
+    local version, desc, kind_of
+    if a and (layout == "timestamp" or (layout == nil and #a >= 8)) then
+      version, desc, kind_of = { math.tointeger(tonumber(a)), math.tointeger(tonumber(b)) }, rest, "timestamp"
+    elseif a and layout == nil then
+      sys.error(string.format("%s: is %s_%s the version %s.%s (a timestamp and a sequence) or the version %s described as '%s'? " ..
+        "Say which in orch.env.lua with one line: migrations = { layout = \"timestamp\" } (version %s.%s) or " ..
+        "migrations = { layout = \"sequential\" } (version %s)", path, a, b, tonumber(a), tonumber(b), tonumber(a),
+        (b .. " " .. rest):gsub("_", " "), tonumber(a), tonumber(b), tonumber(a)), 1)
+    elseif layout == "timestamp" then
+      malformed(path, ext, "the layout is \"timestamp\" (orch.env.lua) and the name is not <timestamp>_<sequence>_<description>")
+    else
+      local n, d = stem:match("^(%d+)_(.+)$")
+      if not n then malformed(path, ext, "no description after the number") end
+      version, desc, kind_of = { math.tointeger(tonumber(n)) }, d, "sequential"
+    end
+    if desc:match("^_*$") then malformed(path, ext, "the description is empty") end
+    return {
+      kind = "V", version = version, version_text = files.version_string(version), naming = kind_of,
+      description = desc:gsub("_", " "), lang = ext, name = name, path = path,
+    }
+  end
   local kind, ver, desc = name:match("^([VUR])(.-)__(.+)%.%w+$")
   if not kind then
-    sys.error(string.format("malformed migration file name %s: expected V<version>__<description>.%s, " ..
-      "U<version>__<description>.%s or R__<description>.%s (two underscores)", path, ext, ext, ext), 1)
+    malformed(path, ext, name:match("^[VUR]") and "a Flyway name has two underscores (__) between the version and the description"
+      or "not a name orch knows")
   end
   local version
   if kind == "R" then
@@ -389,15 +499,20 @@ function files.parse_name(name, path)
     end
   end
   return {
-    kind = kind, version = version, version_text = version and files.version_string(version),
+    kind = kind, version = version, version_text = version and files.version_string(version), naming = "flyway",
     description = desc:gsub("_", " "), lang = ext, name = name, path = path,
   }
 end
 
 --- Find every migration under dir. Files directly in dir belong to the
--- service "" ; each subdirectory is a service. Returns a list of entries
--- with text, checksum and directives loaded.
-function files.scan(dir)
+-- service "" ; each subdirectory is a service. A service's (or dir's own)
+-- schema/, data/, seeds/ and rollback/ folders hold its migrations (see
+-- files.folders); seeds/NAME/ holds the seeds of environment NAME only.
+-- opts: layout (see parse_name). Returns a list of entries with text,
+-- checksum and directives loaded; each says its folder (nil, "schema",
+-- "data", "seeds" or "rollback") and, for seeds/NAME/, seed_env = NAME.
+function files.scan(dir, opts)
+  opts = opts or {}
   local P = require "orch.project"
   local st, _, errno = sys.stat(dir)
   local loop = not st and P.loop_message(dir, errno)
@@ -410,9 +525,18 @@ function files.scan(dir)
   end
   local real_dir = sys.realpath(dir) or dir
   local out, ignored = {}, {}
+  -- a directory orch does not look into, holding files named like migrations: an error, never left out unsaid
+  local function refuse_dir(full, why)
+    for _, n in ipairs(sys.listdir(full) or {}) do
+      if (n:match("%.sql$") or n:match("%.lua$")) and not n:match("^%.") then
+        sys.error(string.format("%s holds %s, but orch does not look for migrations there: %s; nothing was checked or applied",
+          full, n, why), 1)
+      end
+    end
+  end
   -- Anything orch cannot read is an error, never "up to date": an unreadable
   -- directory, a migration name that is a dangling link, a directory, a FIFO.
-  local function scan_dir(path, service)
+  local function scan_dir(path, service, folder, seed_env)
     local names, lerr = sys.listdir(path)
     if not names then
       sys.error(string.format("cannot read the migrations %s %s: %s; nothing was checked or applied",
@@ -434,22 +558,42 @@ function files.scan(dir)
           sys.error(string.format("cannot read %s in the migrations directory: %s", full, tostring(serr)), 1)
         end
       end
-      if s and s.type == "directory" then
-        if service == "" and not name:match("^%.") then
-          local real = sys.realpath(full) or full
-          if real_dir == real or real_dir:sub(1, #real + 1) == real .. "/" then
-            sys.error(string.format("the service directory %s is a symbolic link loop: it leads back to %s, %s; " ..
-              "nothing was checked or applied", full, real, real == real_dir and "the migrations directory itself" or
-              "a directory that holds the migrations directory"), 1)
-          end
-          scan_dir(full, name)
+      if s and s.type == "directory" and not name:match("^%.") then
+        local real = sys.realpath(full) or full
+        if real_dir == real or real_dir:sub(1, #real + 1) == real .. "/" then
+          sys.error(string.format("the %s directory %s is a symbolic link loop: it leads back to %s, %s; " ..
+            "nothing was checked or applied", service == "" and not files.folders[name] and "service" or "migrations", full, real,
+            real == real_dir and "the migrations directory itself" or "a directory that holds the migrations directory"), 1)
         end
+        if not folder and files.folders[name] then
+          scan_dir(full, service, name)
+        elseif folder == "seeds" and not seed_env then
+          scan_dir(full, service, folder, name)
+        elseif service == "" and not folder then
+          scan_dir(full, name)
+        else
+          refuse_dir(full, folder and string.format("a %s/ folder has no subfolders%s", folder,
+            folder == "seeds" and " but one per environment (seeds/dev/)" or "")
+            or string.format("the folders of service '%s' are schema/, data/, seeds/ and rollback/", service))
+        end
+      elseif s and s.type == "file" and name:lower():match("depend.*%.ya?ml$") then
+        -- brief 004's migration-dependencies.yml: orch reads each file's own header instead, and says so
+        require("orch.log").warn("%s is not read: orch takes a migration's dependencies from its own '-- Dependencies:' " ..
+          "header (or '-- orch: depends=...'); check that the headers say what this file says", full)
       elseif s and s.type == "file" then
-        local e = files.parse_name(name, full)
+        local e = files.parse_name(name, full, opts.layout)
         local why = not e and lookalike(name)
         if why then warn_ignored(ignored, full, why) end
         if e then
           e.service = service
+          e.folder, e.seed_env = folder, seed_env
+          if folder == "rollback" then
+            if e.kind ~= "V" and e.kind ~= "U" then
+              sys.error(string.format("%s is in rollback/, which holds the undo of the same-named migration; a repeatable " ..
+                "migration has no undo: move it to schema/", full), 1)
+            end
+            e.kind = "U"
+          end
           e.text = read(full)
           files.check_text(e.text, full)
           e.checksum = files.checksum(e.text)
