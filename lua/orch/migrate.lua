@@ -488,16 +488,16 @@ function M.validate(conn, project, st)
   local problems = {}
   for _, it in ipairs(st.items) do
     if it.state == "changed" then
-      problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
+      problems[#problems + 1] = { key = it.key, service = it.service, state = it.state, script = it.script,
         message = string.format("%s was edited after it was applied (%s); revert the edit, or accept it with 'orch repair --accept-changed'", it.script, it.message) }
     elseif it.state == "missing" then
-      problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
+      problems[#problems + 1] = { key = it.key, service = it.service, state = it.state, script = it.script,
         message = string.format("%s was applied but its file is gone from %s; restore the file, or forget it with 'orch repair --forget-missing'", it.script, project.dir) }
     elseif it.state == "failed" and it.rolled_back == false then
-      problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
+      problems[#problems + 1] = { key = it.key, service = it.service, state = it.state, script = it.script,
         message = string.format("%s failed part-way outside a transaction (%s); check the database, then 'orch repair' to clear it", it.script, it.message or "") }
     elseif it.state == "out_of_order" then
-      problems[#problems + 1] = { key = it.key, state = it.state, script = it.script,
+      problems[#problems + 1] = { key = it.key, service = it.service, state = it.state, script = it.script,
         message = string.format("%s is pending but older than applied migrations (%s); rename it to a newer version, or run with --out-of-order", it.script, it.message) }
     end
   end
@@ -1018,29 +1018,80 @@ function M.plan(conn, project, opts)
   local st = M.status(conn, project)
   if not opts.skip_validate then
     local problems = M.validate(conn, project, st)
-    if opts.out_of_order then
-      local keep = {}
-      for _, p in ipairs(problems) do if p.state ~= "out_of_order" then keep[#keep + 1] = p end end
-      problems = keep
+    local keep = {}
+    for _, p in ipairs(problems) do
+      if not (opts.out_of_order and p.state == "out_of_order") and M.selected(project, p.service) then keep[#keep + 1] = p end
     end
-    if #problems > 0 then raise_validation(problems) end
+    if #keep > 0 then raise_validation(keep) end
   end
-  local target = opts.target and files.parse_version(tostring(opts.target):gsub("^[Vv]", ""))
-  if opts.target and not target then fail(string.format("bad --target '%s': expected a version such as 3 or 1.2", opts.target), 2) end
+  local tsvc, target = M.parse_target(opts.target, project)
   local states = {}
   for _, it in ipairs(st.items) do states[it.key] = it.state end
-  local plan = {}
+  local plan, planned = {}, {}
   for _, e in ipairs(project.versioned) do
     local s = states[e.key]
     local go = s == "pending" or (s == "failed") or (opts.out_of_order and s == "out_of_order")
-    if go and target and files.compare(e.version, target) > 0 then go = false end
-    if go then plan[#plan + 1] = e end
+    if go and target and (tsvc == nil or tsvc == e.service) and files.compare(e.version, target) > 0 then go = false end
+    if go and not M.selected(project, e.service) then go = false end
+    if go then
+      -- every dependency applied already, or earlier in this plan: else nothing runs
+      for _, k in ipairs(e.deps or {}) do
+        local ds = states[k]
+        if not planned[k] and ds ~= "applied" and ds ~= "changed" and ds ~= "below_baseline" then
+          local d = project.by_key[k]
+          fail(string.format("%s depends on %s (%s), which is %s and not in this run%s; nothing was applied",
+            e.key, k, d and d.name or k, ds or "not applied",
+            project.services and not project.services[d.service] and string.format(": add --service %s", d.service ~= "" and d.service or "''")
+              or (ds == "skipped" and ": it does not apply in this environment") or ""))
+        end
+      end
+      planned[e.key] = true
+      plan[#plan + 1] = e
+    end
   end
   for _, e in ipairs(project.repeatable) do
     local s = states[e.key]
-    if s == "pending" or s == "outdated" or s == "failed" then plan[#plan + 1] = e end
+    if (s == "pending" or s == "outdated" or s == "failed") and M.selected(project, e.service) then plan[#plan + 1] = e end
   end
   return plan, st
+end
+
+--- Is a service selected (--service)? Every one is when none was named.
+function M.selected(project, service)
+  return not project.services or project.services[service or ""] == true
+end
+
+--- Restrict a project to some services (--service NAME, repeatable); an
+-- unknown name is a usage error (exit 2) listing the services there are.
+function M.select_services(project, names)
+  if not names or #names == 0 then return end
+  local known = {}
+  for _, e in ipairs(project.versioned) do known[e.service] = true end
+  for _, e in ipairs(project.repeatable) do known[e.service] = true end
+  project.services = {}
+  for _, n in ipairs(names) do
+    if not known[n] then
+      local list = {}
+      for k in pairs(known) do list[#list + 1] = k ~= "" and k or "'' (the files directly in " .. project.dir .. ")" end
+      table.sort(list)
+      fail(string.format("no service '%s' in %s (services: %s)", n, project.dir, #list > 0 and table.concat(list, ", ") or "none"), 2)
+    end
+    project.services[n] = true
+  end
+end
+
+--- A --target: "3", "V1.2", "20240101_001", or "SERVICE:VERSION". Returns
+-- the service (nil: every service) and the parsed version, or nil.
+function M.parse_target(t, project)
+  if t == nil then return nil, nil end
+  local svc, ver = tostring(t):match("^([%w_.-]+):(.+)$")
+  if not svc then ver = tostring(t) end
+  local v = files.parse_version((ver:gsub("^[Vv]", "")))
+  if not v then
+    fail(string.format("bad --target '%s': expected a version such as 3, 1.2 or 20240101_001, or SERVICE:VERSION", tostring(t)), 2)
+  end
+  if svc and project then M.select_services({ versioned = project.versioned, repeatable = project.repeatable, dir = project.dir }, { svc }) end
+  return svc, v
 end
 
 --- Raise before anything runs if a planned SQL file (or its undo, when
@@ -1103,11 +1154,12 @@ function M.undo(conn, project, opts)
     end
   end
   table.sort(applied, function(a, b) return a.rank > b.rank end)
-  local target = opts.target ~= nil and files.parse_version(tostring(opts.target):gsub("^[Vv]", ""))
-  if opts.target ~= nil and not target then fail(string.format("bad --target '%s'", tostring(opts.target)), 2) end
+  local tsvc, target = M.parse_target(opts.target, project)
   local chosen = {}
   for _, e in ipairs(applied) do
-    if target then
+    if tsvc and e.service ~= tsvc then -- undo --target SERVICE:VERSION: that service only
+    elseif not M.selected(project, e.service) then -- --service: those only
+    elseif target then
       if files.compare(e.version, target) > 0 then chosen[#chosen + 1] = e end
     elseif #chosen < (opts.count or 1) then
       chosen[#chosen + 1] = e
@@ -1115,7 +1167,23 @@ function M.undo(conn, project, opts)
   end
   -- opts.only: exactly these migrations, in this order (the recovery ladder undoes what its
   -- run committed, a half-applied one included, whatever else the history says)
-  if opts.only then chosen = opts.only end
+  if opts.only then chosen = opts.only
+  else
+    -- a migration is undone only after everything applied that depends on it
+    local going, still = {}, {}
+    for _, e in ipairs(chosen) do going[e.key] = true end
+    for _, e in ipairs(applied) do if not going[e.key] then still[#still + 1] = e end end
+    for _, e in ipairs(chosen) do
+      for _, o in ipairs(still) do
+        for _, k in ipairs(o.deps or {}) do
+          if k == e.key then
+            fail(string.format("cannot undo %s (%s): %s (%s) is applied and depends on it; undo that first%s; nothing was undone",
+              e.key, e.name, o.key, o.name, o.service ~= e.service and string.format(" (orch undo --target %s:...)", o.service) or ""))
+          end
+        end
+      end
+    end
+  end
   for _, e in ipairs(chosen) do
     if not e.undo then
       fail(string.format("cannot undo %s: it has no undo (no U%s__*.%s file and no down function); nothing was undone",
@@ -1237,6 +1305,64 @@ function M.clean(conn, project, opts)
   return { schemas = dropped }
 end
 
+-- orch new in the brief's layouts: SERVICE/schema|data|seeds/ (default
+-- schema/) and its undo in rollback/ under the same name, or numbered files
+-- directly in the directory (brief 002: a Lua file has apply and rollback).
+-- Names follow the ones already there: 20240101_001_x (today's date, the
+-- next sequence of that date in the whole project) or 001_x (the next
+-- number, as wide as the others).
+local function new_in_folders(dir, target, name, opts)
+  local folder = opts.folder
+  if not folder then
+    local st = sys.stat(target .. "/schema")
+    folder = st and st.type == "directory" and "schema" or nil
+  end
+  local here = folder and (target .. "/" .. folder) or target
+  local all = files.scan(dir, { layout = require("orch.env").migrations().layout })
+  local naming, maxn, width = nil, 0, 3
+  for _, e in ipairs(all) do
+    if e.service == (opts.service or "") and e.naming ~= "flyway" then
+      naming = naming or e.naming
+      if e.naming == "sequential" then
+        maxn = math.max(maxn, e.version[1])
+        width = math.max(width, #e.name:match("^%d+"))
+      end
+    end
+  end
+  naming = naming or "timestamp"
+  local desc = name:gsub("[ -]", "_")
+  local stem
+  if naming == "timestamp" then
+    local today = math.tointeger(tonumber(os.date("!%Y%m%d")))
+    local seq = 0
+    for _, e in ipairs(all) do
+      if e.naming == "timestamp" and e.version[1] == today then seq = math.max(seq, e.version[2] or 0) end
+    end
+    stem = string.format("%d_%03d_%s", today, seq + 1, desc)
+  else
+    stem = string.format("%0" .. width .. "d_%s", maxn + 1, desc)
+  end
+  local ext = opts.lua and "lua" or "sql"
+  sys.mkdir_p(here)
+  local up = here .. "/" .. stem .. "." .. ext
+  if sys.exists(up) then fail(up .. " already exists") end
+  local function write(path, text)
+    local f = assert(io.open(path, "w")); f:write(text); f:close()
+  end
+  if opts.lua then
+    write(up, "-- " .. name .. "\nreturn {\n  apply = function(db, ctx)\n  end,\n  rollback = function(db, ctx)\n  end,\n}\n")
+    return { up }
+  end
+  write(up, string.format("-- Migration: %s\n-- Service: %s\n-- Date: %s\n-- Dependencies: none\n\nBEGIN;\n\nCOMMIT;\n",
+    name, opts.service or "", os.date("!%Y-%m-%d")))
+  local rb = sys.stat(target .. "/rollback")
+  if not folder and not (rb and rb.type == "directory") then return { up } end
+  sys.mkdir_p(target .. "/rollback")
+  local undo = target .. "/rollback/" .. stem .. ".sql"
+  write(undo, string.format("-- Rollback: %s\n-- Service: %s\n-- Date: %s\n\nBEGIN;\n\nCOMMIT;\n", name, opts.service or "", os.date("!%Y-%m-%d")))
+  return { up, undo }
+end
+
 --- Create the next migration file (and its undo) in dir. opts: service,
 -- lua (a .lua data migration). Returns the paths created.
 function M.new(dir, name, opts)
@@ -1245,6 +1371,19 @@ function M.new(dir, name, opts)
     fail("a migration name is letters, digits, spaces, '-' and '_' (e.g. add_ticket_priority)", 2)
   end
   local target = opts.service and (dir .. "/" .. opts.service) or dir
+  if opts.folder and not (files.folders[opts.folder] and opts.folder ~= "rollback") then
+    fail(string.format("--folder %s: a migration goes in schema/, data/ or seeds/ (its undo goes in rollback/ by itself)", opts.folder), 2)
+  end
+  local st = sys.stat(target .. "/schema")
+  if opts.folder or (st and st.type == "directory") then
+    return new_in_folders(dir, target, name, opts)
+  end
+  local numbered
+  for _, f in ipairs(sys.listdir(target) or {}) do
+    local ok, e = pcall(files.parse_name, f, target .. "/" .. f)
+    if ok and e and e.naming ~= "flyway" then numbered = true end
+  end
+  if numbered then return new_in_folders(dir, target, name, opts) end
   sys.mkdir_p(target)
   local max, stamp = nil, false
   for _, f in ipairs(sys.listdir(target) or {}) do

@@ -246,4 +246,61 @@ describe("the brief's layouts on a real server", function()
     assert.equals(1, r.code)
     assert.matches("migrations.layuot is not a setting orch knows", r.stderr)
   end)
+
+  it("--service: migrate, status, validate, undo and lint one service at a time; dependencies across services honoured", function()
+    -- crm alone on an empty database: its dependencies on auth are named, nothing runs
+    local r = run(url, b004, "migrate", "--service", "crm-service")
+    assert.equals(1, r.code)
+    assert.matches("crm%-service:V20240101.3 depends on auth%-service:V20240101.1 .* add %-%-service auth%-service", r.stderr)
+    assert.is_false(c:value("SELECT to_regclass('customers') IS NOT NULL"))
+    r = run(url, b004, "migrate", "--service", "auth-service", "--json")
+    assert.is_true(r.ok, r.stderr)
+    assert.equals(3, #json.decode(r.stdout).applied)
+    assert.same({ "user_preferences", "users" }, tables(c))
+    local st = json.decode(run(url, b004, "status", "--service", "crm-service", "--json").stdout)
+    assert.equals(2, st.summary.pending)
+    assert.is_nil(st.summary.applied)
+    for _, m in ipairs(st.migrations) do assert.equals("crm-service", m.service) end
+    assert.is_true(run(url, b004, "migrate", "--service", "crm-service").ok)
+    assert.same({ "customers", "user_preferences", "users" }, tables(c))
+    -- undo auth's first version while crm's customers depend on it: refused by name
+    r = run(url, b004, "undo", "--target", "auth-service:0", "--yes")
+    assert.equals(1, r.code)
+    assert.matches("crm%-service:V20240101.3 .* is applied and depends on it", r.stderr)
+    assert.same({ "customers", "user_preferences", "users" }, tables(c))
+    -- crm's down to nothing, then auth's newest only
+    r = run(url, b004, "undo", "--target", "crm-service:0", "--yes")
+    assert.is_true(r.ok, r.stderr)
+    assert.same({ "user_preferences", "users" }, tables(c))
+    r = run(url, b004, "undo", "--service", "auth-service", "--yes")
+    assert.is_true(r.ok, r.stderr)
+    assert.matches("undone 20240102_001_auth_lowercase_emails.sql", r.stdout)
+    assert.equals(0, c:value("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'email_normalized'"))
+    -- validate one service; an unknown service is a usage error naming the ones there are
+    c:exec("UPDATE orch_schema_history SET checksum = 1 WHERE service = 'crm-service'")
+    assert.is_true(run(url, b004, "validate", "--service", "auth-service").ok)
+    r = run(url, b004, "validate", "--service", "crm-service")
+    assert.equals(0, r.code)   -- crm's rows were undone: nothing applied to check
+    r = run(url, b004, "status", "--service", "billing")
+    assert.equals(2, r.code)
+    assert.matches("no service 'billing' .*services: auth%-service, crm%-service", r.stderr)
+    local l = H.orch({ "lint", "--dir", b004, "--service", "crm-service", "--json" }, { cwd = H.tmpdir() })
+    for _, f in ipairs(json.decode(l.stdout).findings) do assert.matches("/crm%-service/", f.file) end
+  end)
+
+  it("orch new --service writes the next name of the layout there, and its rollback/ twin", function()
+    local dir = project_dir {
+      ["auth/schema/20240101_001_auth_users.sql"] = "SELECT 1;\n",
+      ["auth/rollback/20240101_001_auth_users.sql"] = "SELECT 1;\n",
+      ["jobs/001_initial.lua"] = "return { apply = function() end }\n",
+    }
+    local r = H.orch({ "new", "add_roles", "--service", "auth", "--dir", dir }, { cwd = H.tmpdir() })
+    assert.is_true(r.ok, r.stderr)
+    local stem = os.date("!%Y%m%d") .. "_001_add_roles.sql"
+    assert.is_true(sys.exists(dir .. "/auth/schema/" .. stem))
+    assert.is_true(sys.exists(dir .. "/auth/rollback/" .. stem))
+    r = H.orch({ "new", "cleanup", "--service", "jobs", "--lua", "--dir", dir }, { cwd = H.tmpdir() })
+    assert.is_true(r.ok, r.stderr)
+    assert.matches("apply = function", read(dir .. "/jobs/002_cleanup.lua"))
+  end)
 end)

@@ -7,11 +7,12 @@ local json = require "orch.json"
 local spec = args.spec({ "dir" }, {
   { name = "rules", type = "string", metavar = "FILE", path = true, complete = "file", help = "extra rules (default: orch.lint.lua in the project root, if present)" },
   { name = "strict", type = "boolean", help = "fail on warnings too, not only errors" },
+  { name = "service", type = "list", metavar = "NAME", help = "only this service's migrations (repeatable)" },
 })
 
 return {
   summary = "find risky statements (drops, renames, locking DDL, unbatched updates) with fix hints",
-  usage = "usage: orch lint [--dir DIR] [--json] [--strict] [FILE...]",
+  usage = "usage: orch lint [--dir DIR] [--service NAME]... [--json] [--strict] [FILE...]",
   description = "Suppress a finding with a comment inside the statement: -- orch:lint-ignore OR008",
   operands = { max = math.huge, name = "FILE...", complete = "file" },
   spec = spec,
@@ -31,7 +32,16 @@ return {
         for _, x in ipairs(lint.check_sql(text, path)) do findings[#findings + 1] = x end
       end
     else
-      findings = lint.run(migrate.load { dir = opts.dir or "migrations" })
+      local project = migrate.load { dir = opts.dir or "migrations" }
+      migrate.select_services(project, opts.service)
+      local entries
+      if project.services then
+        entries = {}
+        for _, list in ipairs { project.versioned, project.repeatable } do
+          for _, e in ipairs(list) do if migrate.selected(project, e.service) then entries[#entries + 1] = e end end
+        end
+      end
+      findings = lint.run(project, entries)
     end
     local errors, warnings = 0, 0
     for _, f in ipairs(findings) do

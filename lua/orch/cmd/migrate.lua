@@ -4,7 +4,7 @@ local migrate = require "orch.migrate"
 local log = require "orch.log"
 
 local spec = C.spec({ "db", "dir", "env", "dry_run", "yes" }, {
-  { name = "target", type = "string", metavar = "VERSION", help = "migrate up to this version only" },
+  { name = "target", type = "string", metavar = "[SERVICE:]VERSION", help = "migrate up to this version only (SERVICE:VERSION: that service's)" },
   { name = "lock-timeout", type = "duration", metavar = "DURATION", help = "lock_timeout for every migration (default: the environment's lock_timeout, else 5s)" },
   { name = "retries", type = "integer", min = 0, metavar = "N", help = "retries when a lock is not available (55P03) (default: the environment's retries, else 5)" },
   { name = "lock-wait", type = "number", min = 0, default = 60, metavar = "SECONDS", help = "wait this long for another orch's migration lock" },
@@ -14,7 +14,7 @@ local spec = C.spec({ "db", "dir", "env", "dry_run", "yes" }, {
 
 return {
   summary = "apply pending migrations (versioned, then changed repeatables)",
-  usage = "usage: orch migrate [--db URL] [--dir DIR] [--target VERSION] [--dry-run] [--json]",
+  usage = "usage: orch migrate [--db URL] [--dir DIR] [--target [SERVICE:]VERSION] [--service NAME]... [--dry-run] [--json]",
   description = "Each migration runs in its own transaction (unless it says '-- orch: transaction=false'),\n" ..
     "with lock_timeout set and bounded retries; an advisory lock on a separate session keeps two\n" ..
     "orch processes from migrating one database at once. --dry-run prints the plan and the SQL and\nwrites nothing.\n" ..

@@ -6,13 +6,24 @@ local spec = C.spec({ "db", "dir", "env", "json" })
 
 return {
   summary = "show applied, pending, failed, changed and missing migrations",
-  usage = "usage: orch status [--db URL] [--dir DIR] [--json]",
+  usage = "usage: orch status [--db URL] [--dir DIR] [--service NAME]... [--json]",
   examples = { "orch status", "orch status --json | jq '.summary'" },
   spec = spec,
   run = function(argv)
     local opts, project = C.setup(argv, "status", spec)
     local c <close> = C.connect(opts)
     local st = migrate.status(c, project)
+    if project.services then
+      -- --service: those services' migrations only, counted again
+      local items, summary = {}, {}
+      for _, it in ipairs(st.items) do
+        if migrate.selected(project, it.service) then
+          items[#items + 1] = it
+          summary[it.state] = (summary[it.state] or 0) + 1
+        end
+      end
+      st.items, st.summary = items, summary
+    end
     if opts.json then
       local items = {}
       for i, it in ipairs(st.items) do

@@ -5,14 +5,14 @@ local sys = require "orch.sys"
 
 local spec = C.spec({ "db", "dir", "env", "json", "dry_run", "yes" }, {
   { name = "count", type = "integer", min = 1, metavar = "N", default = 1, help = "undo the last N migrations" },
-  { name = "target", type = "string", metavar = "VERSION", help = "undo every migration above VERSION (0 = all)" },
+  { name = "target", type = "string", metavar = "[SERVICE:]VERSION", help = "undo every migration above VERSION (0 = all); SERVICE:VERSION for one service's" },
   { name = "run-id", type = "string", help = "tie the history rows to this run id" },
 })
 
 return {
   summary = "undo the last N migrations, or down to a version, with U files or Lua down functions",
-  usage = "usage: orch undo [--count N | --target VERSION] [--yes] [--dry-run]",
-  examples = { "orch undo", "orch undo --target 0 --yes" },
+  usage = "usage: orch undo [--count N | --target [SERVICE:]VERSION] [--service NAME]... [--yes] [--dry-run]",
+  examples = { "orch undo", "orch undo --target 0 --yes", "orch undo --target auth-service:20240101_001 --yes" },
   spec = spec,
   run = function(argv)
     local opts, project, _, env = C.setup(argv, "undo", spec)

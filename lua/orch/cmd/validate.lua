@@ -6,12 +6,15 @@ local spec = C.spec({ "db", "dir", "env", "json" })
 
 return {
   summary = "check that applied migrations still match their files (checksums, missing files, failures)",
-  usage = "usage: orch validate [--db URL] [--dir DIR] [--json]",
+  usage = "usage: orch validate [--db URL] [--dir DIR] [--service NAME]... [--json]",
   spec = spec,
   run = function(argv)
     local opts, project = C.setup(argv, "validate", spec)
     local c <close> = C.connect(opts)
-    local problems = migrate.validate(c, project)
+    local problems = {}
+    for _, p in ipairs(migrate.validate(c, project)) do
+      if migrate.selected(project, p.service) then problems[#problems + 1] = p end
+    end
     if opts.json then
       C.print_json { valid = #problems == 0, problems = problems }
     elseif #problems == 0 then

@@ -11,6 +11,7 @@ local C = {}
 
 C.project_options = {
   { name = "placeholder", type = "list", metavar = "K=V", help = "set a ${K} placeholder (repeatable, or K=V,K2=V2)" },
+  { name = "service", type = "list", metavar = "NAME", help = "only this service's migrations (repeatable; a service is a subdirectory of the migrations directory)" },
   { name = "history-table", type = "string", metavar = "[SCHEMA.]TABLE", help = "history table (default public.orch_schema_history; flyway_schema_history to read Flyway's)" },
 }
 
@@ -49,6 +50,7 @@ function C.setup(argv, name, spec)
     dir = opts.dir or "migrations", env = not env.implicit and env.name or nil,
     placeholders = placeholders, schema = schema, table = tbl,
   }
+  migrate.select_services(project, opts.service)
   return opts, project, rest, env
 end
 
