@@ -258,12 +258,63 @@ local function history_exists(conn, project)
   return conn:value("SELECT to_regclass($1) IS NOT NULL", M.history_name(conn, project))
 end
 
+--- Is the history table in Flyway's own layout (flyway_schema_history:
+-- no service, run_id or error columns)? An existing table says by its
+-- columns; a missing one named flyway_schema_history will be made so.
+-- Orch then reads and writes rows exactly as Flyway does, so Flyway and orch
+-- can take turns on one database.
+function M.flyway_layout(conn, project)
+  if history_exists(conn, project) then
+    return not conn:value([[SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = 'service' AND NOT attisdropped]],
+      M.history_name(conn, project))
+  end
+  return project.table == "flyway_schema_history"
+end
+
+--- The type Flyway knows for a row orch writes: a Lua migration is one
+-- of Flyway's CUSTOM kind (Flyway reads the table; it cannot run the file).
+function M.flyway_type(t)
+  return (t:gsub("LUA$", "CUSTOM"))
+end
+
+-- Flyway's history has no service column: a project with services cannot share it.
+local function check_flyway_services(conn, project, list)
+  if not M.flyway_layout(conn, project) then return false end
+  for _, e in ipairs(list or project.versioned) do
+    if (e.service or "") ~= "" then
+      fail(string.format("%s is Flyway's history, which has no service column: the service '%s' (%s) cannot be recorded in it. " ..
+        "Keep services in orch's own history (the default, public.orch_schema_history), or migrate the files of %s alone",
+        M.history_name(conn, project), e.service, e.path or e.name, project.dir))
+    end
+  end
+  return true
+end
+
 --- Create the history table if it is missing.
 function M.ensure_history(conn, project)
   if history_exists(conn, project) then return end
   local name = M.history_name(conn, project)
   if not conn:value("SELECT 1 FROM pg_namespace WHERE nspname = $1", project.schema) then
     conn:exec("CREATE SCHEMA " .. conn:quote_ident(project.schema))
+  end
+  if project.table == "flyway_schema_history" then
+    -- Flyway's own table (its column set, types, key and index), so Flyway reads it as its own
+    conn:exec(string.format([[
+CREATE TABLE %s (
+  installed_rank integer NOT NULL,
+  version varchar(50),
+  description varchar(200) NOT NULL,
+  type varchar(20) NOT NULL,
+  script varchar(1000) NOT NULL,
+  checksum integer,
+  installed_by varchar(100) NOT NULL,
+  installed_on timestamp NOT NULL DEFAULT now(),
+  execution_time integer NOT NULL,
+  success boolean NOT NULL,
+  CONSTRAINT flyway_schema_history_pk PRIMARY KEY (installed_rank)
+);
+CREATE INDEX flyway_schema_history_s_idx ON %s (success);]], name, name))
+    return
   end
   conn:exec(string.format([[
 CREATE TABLE IF NOT EXISTS %s (
@@ -315,6 +366,22 @@ end
 -- A history row; with fields.start_rank, the row record_start wrote is
 -- completed instead (a non-transactional migration's start, see apply_one).
 local function record(conn, project, e, fields)
+  if M.flyway_layout(conn, project) then
+    -- Flyway's row: no service, run id or error; installed_rank is the next one
+    if fields.start_rank then
+      conn:query(string.format([[UPDATE %s SET checksum = $2, installed_on = to_timestamp($3)::timestamp, execution_time = $4,
+          success = $5 WHERE installed_rank = $1]], M.history_name(conn, project)),
+        fields.start_rank, fields.checksum, fields.started, fields.ms or 0, fields.success)
+      return
+    end
+    local name = M.history_name(conn, project)
+    conn:query(string.format([[INSERT INTO %s (installed_rank, version, description, type, script, checksum, installed_by,
+        installed_on, execution_time, success)
+      SELECT coalesce(max(installed_rank), 0) + 1, $1, $2, $3, $4, $5, current_user, to_timestamp($6)::timestamp, $7, $8 FROM %s]],
+      name, name), fields.version, e.description, M.flyway_type(fields.type), e.name or e.script, fields.checksum,
+      fields.started or sys.now(), fields.ms or 0, fields.success)
+    return
+  end
   if fields.start_rank then
     conn:query(string.format([[UPDATE %s SET checksum = $2, installed_on = to_timestamp($3), finished_on = to_timestamp($4),
         execution_time = $5, success = $6, rolled_back = $7, error = $8 WHERE installed_rank = $1]], M.history_name(conn, project)),
@@ -342,7 +409,14 @@ end
 local function effective(rows)
   local state, baseline = {}, {}
   for _, r in ipairs(rows) do
-    if r.type == "BASELINE" and r.success then
+    if r.type == "SCHEMA" then
+      -- Flyway's note that it created the schema: not a migration
+    elseif r.type == "DELETE" and r.success then
+      -- Flyway's repair marked a migration whose file is gone as deleted: no longer applied
+      local k = r.version and key_of(r.service, files.version_string(files.parse_version(r.version) or { 0 }))
+        or ((r.service ~= "" and (r.service .. ":") or "") .. "R__" .. r.description)
+      if state[k] then state[k].applied, state[k].failed = false, nil end
+    elseif r.type == "BASELINE" and r.success then
       baseline[r.service] = files.parse_version(r.version)
     elseif r.version then
       local k = key_of(r.service, files.version_string(files.parse_version(r.version) or { 0 }))
@@ -850,6 +924,7 @@ end
 -- Record a failure on the lock connection (its own session: it works even
 -- when the migration's connection is gone or its transaction aborted).
 local function record_failure(lc, project, e, hist, err, started, rolled_back)
+  if rolled_back and not hist.start_rank and M.flyway_layout(lc, project) then return end
   local ok, rerr = pcall(record, lc, project, e, { start_rank = hist.start_rank,
     version = hist.version, type = hist.type, checksum = hist.checksum, run_id = hist.run_id,
     started = started or sys.now(), success = false, rolled_back = rolled_back,
@@ -872,7 +947,11 @@ local function apply_one(conn, lc, project, e, opts, undo)
   if not transactional and not undo then
     -- written before it runs (on the lock connection, committed at once): if orch or the server
     -- dies half-way, status shows the migration failed part-way instead of pending
-    local row = lc:query(string.format([[INSERT INTO %s (service, version, description, type, script, checksum, installed_on,
+    local row = M.flyway_layout(lc, project) and lc:query(string.format([[INSERT INTO %s (installed_rank, version, description, type,
+        script, checksum, installed_by, installed_on, execution_time, success)
+      SELECT coalesce(max(installed_rank), 0) + 1, $1, $2, $3, $4, $5, current_user, now(), 0, false FROM %s RETURNING installed_rank]],
+      M.history_name(lc, project), M.history_name(lc, project)), hist.version, e.description, M.flyway_type(hist.type), e.name, hist.checksum)[1]
+      or lc:query(string.format([[INSERT INTO %s (service, version, description, type, script, checksum, installed_on,
         success, rolled_back, run_id, error) VALUES ($1, $2, $3, $4, $5, $6, now(), false, false, $7, $8) RETURNING installed_rank]],
       M.history_name(lc, project)), e.service or "", hist.version, e.description, hist.type, e.name, hist.checksum, opts.run_id,
       string.format("started at %s without a transaction and did not finish: orch or the server stopped while it ran " ..
@@ -1103,6 +1182,45 @@ function M.check_placeholders(project, plan, undo)
   end
 end
 
+--- Refuse to migrate a database that holds objects but no migration
+-- history, as Flyway does: the migrations would run over whatever made
+-- them. Only with opts.refuse_non_empty (orch migrate sets it unless
+-- --allow-non-empty), so scripts that prepare a database first go on. Objects are relations,
+-- functions and types in the non-system schemas, not an extension's.
+function M.check_non_empty(conn, project, opts)
+  if not (opts and opts.refuse_non_empty) or opts.allow_non_empty then return end
+  if history_exists(conn, project) and conn:value(string.format("SELECT count(*) FROM %s", M.history_name(conn, project))) > 0 then
+    return
+  end
+  local objs = conn:query([[
+    WITH ns AS (SELECT oid, nspname FROM pg_namespace
+                WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname !~ '^pg_(toast|temp_)'),
+    ext AS (SELECT objid, classid FROM pg_depend WHERE deptype = 'e'),
+    o AS (
+      SELECT format('%I.%I', ns.nspname, c.relname) AS name FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND c.oid <> coalesce(to_regclass($1), 0)
+          AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_class'::regclass AND ext.objid = c.oid)
+          AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                            AND d.deptype IN ('a', 'i') AND d.refobjid = coalesce(to_regclass($1), 0))
+      UNION ALL
+      SELECT format('%I.%I()', ns.nspname, p.proname) FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
+        WHERE NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_proc'::regclass AND ext.objid = p.oid)
+      UNION ALL
+      SELECT format('type %I.%I', ns.nspname, t.typname) FROM pg_type t JOIN ns ON ns.oid = t.typnamespace
+        WHERE (t.typtype IN ('e', 'd', 'r', 'm') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
+          AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_type'::regclass AND ext.objid = t.oid))
+    SELECT name, count(*) OVER () AS n FROM o ORDER BY name LIMIT 5]], M.history_name(conn, project))
+  if #objs == 0 then return end
+  local names = {}
+  for i, r in ipairs(objs) do names[i] = r.name end
+  fail(string.format("the database is not empty (%s%s) but has no migration history in %s: the migrations would run over " ..
+    "whatever made those objects. If it is already at a version, record that first: orch baseline --version VERSION " ..
+    "(or take over another tool's history: orch baseline --adopt flyway|knex|dbmate|golang-migrate|alembic|migration_history); " ..
+    "to migrate it as it is, pass --allow-non-empty. Nothing was changed",
+    table.concat(names, ", "), objs[1].n > #objs and string.format(" and %d more", objs[1].n - #objs) or "",
+    M.history_name(conn, project)))
+end
+
 --- Apply pending migrations. opts: target, dry_run, run_id, lock_timeout,
 -- retries, lock_wait, out_of_order, on_progress(event), group (the whole
 -- plan in one transaction, see M.groupable; raises before anything runs if
@@ -1116,13 +1234,17 @@ end
 function M.up(conn, project, opts)
   opts = opts or {}
   if opts.dry_run then
+    M.check_non_empty(conn, project, opts)
     local plan = M.plan(conn, project, opts)
+    check_flyway_services(conn, project, plan)
     M.check_placeholders(project, plan)
     return { applied = {}, planned = plan, dry_run = true }
   end
   local lc <close> = M.lock(conn, project, opts)
+  M.check_non_empty(conn, project, opts)
   M.ensure_history(conn, project)
   local plan = M.plan(conn, project, opts)
+  check_flyway_services(conn, project, plan)
   M.check_placeholders(project, plan)
   local result = { applied = {}, planned = plan, run_id = opts.run_id }
   if opts.group and #plan > 0 then return apply_group(conn, lc, project, plan, opts, result) end
@@ -1191,6 +1313,7 @@ function M.undo(conn, project, opts)
     end
   end
   M.check_placeholders(project, chosen, true)
+  check_flyway_services(conn, project, chosen)
   if opts.dry_run then return { undone = {}, planned = chosen, dry_run = true } end
   local lc <close> = M.lock(conn, project, opts)
   local result = { undone = {}, planned = chosen }
@@ -1215,6 +1338,15 @@ function M.baseline(conn, project, opts)
       fail(string.format("cannot baseline: %s already has history (%s applied on %s); baseline is for databases orch has never migrated",
         M.history_name(conn, project), r.script, r.installed_on))
     end
+  end
+  if M.flyway_layout(conn, project) then
+    if (opts.service or "") ~= "" then check_flyway_services(conn, project, { { service = opts.service, name = opts.service } }) end
+    local name = M.history_name(conn, project)
+    conn:query(string.format([[INSERT INTO %s (installed_rank, version, description, type, script, checksum, installed_by,
+        installed_on, execution_time, success)
+      SELECT coalesce(max(installed_rank), 0) + 1, $1, $2, 'BASELINE', $2, NULL, current_user, now(), 0, true FROM %s]], name, name),
+      files.version_string(v), opts.description or "<< Flyway Baseline >>")
+    return { version = files.version_string(v) }
   end
   conn:query(string.format([[INSERT INTO %s (service, version, description, type, script, success, run_id, finished_on)
     VALUES ($1, $2, $3, 'BASELINE', $3, true, $4, now())]], M.history_name(conn, project)),
@@ -1250,6 +1382,161 @@ function M.adopt(conn, project, opts)
   return { rows = n, from = from }
 end
 
+-- What other tools say is applied: a reader per tool returns the table it
+-- read and either rows (each { version = parsed, label, t = epoch }) or
+-- upto (every migration up to this version is applied) with its label.
+local function source_table(conn, project, name)
+  local q = conn:quote_ident(project.schema) .. "." .. conn:quote_ident(name)
+  if not conn:value("SELECT to_regclass($1) IS NOT NULL", q) then return nil end
+  return q
+end
+
+local function has_column(conn, tbl, col)
+  return conn:value("SELECT 1 FROM pg_attribute WHERE attrelid = $1::regclass AND attname = $2 AND NOT attisdropped", tbl, col) ~= nil
+end
+
+local function version_of_name(project, name)
+  local stem = name:gsub("%.[%w]+$", "")
+  local ok, e = pcall(files.parse_name, stem .. ".sql", name, project.settings and project.settings.layout)
+  return ok and e and e.version or nil
+end
+
+local readers = {}
+readers.knex = function(conn, project)
+  local t = source_table(conn, project, "knex_migrations")
+  if not t then return nil, "knex_migrations" end
+  local rows = {}
+  for _, r in ipairs(conn:query(string.format(
+      "SELECT name, batch, extract(epoch FROM migration_time)::float8 AS t FROM %s ORDER BY id", t))) do
+    local v = version_of_name(project, r.name)
+    if not v then
+      fail(string.format("%s lists %s (batch %d), whose name starts with no version orch can read " ..
+        "(20240101120000_x.js): rename nothing, baseline by hand with orch baseline --version N; nothing was adopted", t, r.name, r.batch))
+    end
+    rows[#rows + 1] = { version = v, label = string.format("%s (batch %d)", r.name, r.batch), t = r.t }
+  end
+  return { from = t, rows = rows }
+end
+local function schema_migrations(tool)
+  return function(conn, project)
+    local t = source_table(conn, project, "schema_migrations")
+    if not t then return nil, "schema_migrations" end
+    local dirty = has_column(conn, t, "dirty")
+    if dirty and tool ~= "golang-migrate" then
+      fail(string.format("%s has a dirty column: it is golang-migrate's, not %s's: orch baseline --adopt golang-migrate", t, tool), 2)
+    elseif not dirty and tool == "golang-migrate" then
+      fail(string.format("%s has no dirty column: it is dbmate's (or Rails'), not golang-migrate's: orch baseline --adopt dbmate", t), 2)
+    end
+    if dirty then
+      local r = conn:query(string.format("SELECT version::text AS version, dirty FROM %s", t))
+      if #r ~= 1 then fail(string.format("%s holds %d rows; golang-migrate keeps exactly one (the current version)", t, #r)) end
+      if r[1].dirty then
+        fail(string.format("%s says version %s is dirty (golang-migrate stopped in the middle of it): check the database, " ..
+          "then clear it with migrate force %s before adopting; nothing was adopted", t, r[1].version, r[1].version))
+      end
+      return { from = t, upto = files.parse_version(r[1].version), label = "version " .. r[1].version }
+    end
+    local rows = {}
+    for _, r in ipairs(conn:query(string.format("SELECT version::text AS version FROM %s ORDER BY version", t))) do
+      local v = files.parse_version(r.version)
+      if not v then fail(string.format("%s lists the version '%s', which is not a number", t, r.version)) end
+      rows[#rows + 1] = { version = v, label = "version " .. r.version }
+    end
+    return { from = t, rows = rows }
+  end
+end
+readers.dbmate = schema_migrations("dbmate")
+readers["golang-migrate"] = schema_migrations("golang-migrate")
+readers.alembic = function(conn, project)
+  local t = source_table(conn, project, "alembic_version")
+  if not t then return nil, "alembic_version" end
+  local r = conn:query(string.format("SELECT version_num FROM %s", t))
+  if #r ~= 1 then
+    fail(string.format("%s holds %d revisions (alembic branches): orch follows one sequence; baseline by hand with orch baseline --version N", t, #r))
+  end
+  local v = r[1].version_num:match("^%d+$") and files.parse_version(r[1].version_num)
+  if not v then
+    fail(string.format("%s is at revision %s, which is not a number: orch cannot tell which migration files that covers " ..
+      "(alembic's order lives in its Python files); baseline by hand with orch baseline --version N; nothing was adopted", t, r[1].version_num))
+  end
+  return { from = t, upto = v, label = "revision " .. r[1].version_num }
+end
+readers.migration_history = function(conn, project)
+  local t = source_table(conn, project, "migration_history")
+  if not t then return nil, "migration_history" end
+  local rows = {}
+  for _, r in ipairs(conn:query(string.format([[SELECT migration_number, migration_name, status,
+      extract(epoch FROM applied_at)::float8 AS t FROM %s ORDER BY id]], t))) do
+    if r.status == "applied" then
+      local v = files.parse_version(r.migration_number)
+      if not v then fail(string.format("%s lists migration number '%s' (%s), which is not a number", t, r.migration_number, r.migration_name)) end
+      rows[#rows + 1] = { version = v, label = string.format("%s %s", r.migration_number, r.migration_name), t = r.t }
+    elseif r.status ~= "rolled_back" then
+      fail(string.format("%s says migration %s is '%s'; orch knows 'applied' and 'rolled_back'", t, r.migration_number, tostring(r.status)))
+    end
+  end
+  return { from = t, rows = rows }
+end
+
+M.adopt_tools = { "flyway", "knex", "dbmate", "golang-migrate", "alembic", "migration_history" }
+
+--- Take over another tool's history: opts.tool is one of M.adopt_tools
+-- (flyway copies its rows, see M.adopt). Each migration the tool applied
+-- is mapped to its file on disk (by version, in opts.service, default the
+-- files directly in the directory) and recorded in orch's history with the
+-- file's checksum; one without a file is refused by name and nothing is
+-- adopted. Refused when orch's history already has rows.
+function M.adopt_tool(conn, project, opts)
+  opts = opts or {}
+  if opts.tool == "flyway" then return M.adopt(conn, project, opts) end
+  local reader = readers[opts.tool]
+  if not reader then
+    fail(string.format("orch cannot adopt the history of '%s' (it can: %s)", tostring(opts.tool), table.concat(M.adopt_tools, ", ")), 2)
+  end
+  local svc = opts.service or ""
+  local lc <close> = M.lock(conn, project, opts)
+  local got, missing = reader(conn, project)
+  if not got then
+    fail(string.format("no %s table %s.%s to adopt: is this the right database (and --history-table's schema)?", opts.tool, project.schema, missing))
+  end
+  M.ensure_history(conn, project)
+  local name = M.history_name(conn, project)
+  if conn:value(string.format("SELECT count(*) FROM %s", name)) > 0 then
+    fail(string.format("cannot adopt %s: %s already has rows", got.from, name))
+  end
+  local by_version = {}
+  for _, e in ipairs(project.versioned) do if e.service == svc then by_version[e.version_text] = e end end
+  local where = project.dir .. (svc ~= "" and ("/" .. svc) or "")
+  local chosen = {}
+  if got.upto then
+    local vt = files.version_string(got.upto)
+    if not by_version[vt] then
+      fail(string.format("%s is at %s, but %s has no migration with version %s: add its file, or baseline by hand " ..
+        "with orch baseline --version N; nothing was adopted", got.from, got.label, where, vt))
+    end
+    for _, e in ipairs(project.versioned) do
+      if e.service == svc and files.compare(e.version, got.upto) <= 0 then chosen[#chosen + 1] = { e = e } end
+    end
+  else
+    for _, r in ipairs(got.rows) do
+      local vt = files.version_string(r.version)
+      local e = by_version[vt]
+      if not e then
+        fail(string.format("%s lists %s as applied, but %s has no migration with version %s: add its file (any name with " ..
+          "that version), or baseline by hand with orch baseline --version N; nothing was adopted", got.from, r.label, where, vt))
+      end
+      chosen[#chosen + 1] = { e = e, t = r.t }
+    end
+  end
+  conn:tx(function()
+    for _, c in ipairs(chosen) do
+      record(conn, project, c.e, { version = c.e.version_text, type = type_of(c.e), checksum = c.e.checksum,
+        run_id = opts.run_id or ("adopted-from-" .. opts.tool), success = true, started = c.t or sys.now(), finished = c.t, ms = 0 })
+    end
+  end)
+  return { rows = #chosen, from = got.from, tool = opts.tool }
+end
+
 --- Repair the history: remove failed rows; with accept_changed, store the
 -- current checksum of edited applied files; with forget_missing, mark
 -- applied migrations whose file is gone as undone. Returns what it did.
@@ -1262,8 +1549,20 @@ function M.repair(conn, project, opts)
   conn:tx(function()
     local r = conn:query(string.format("DELETE FROM %s WHERE NOT success", name))
     done.removed_failed = r.affected or 0
+    local flyway = M.flyway_layout(conn, project)
     for _, it in ipairs(st.items) do
-      if it.state == "changed" and opts.accept_changed then
+      if flyway and it.state == "changed" and opts.accept_changed then
+        conn:query(string.format([[UPDATE %s SET checksum = $1 WHERE installed_rank = (SELECT max(installed_rank)
+          FROM %s WHERE version = $2 AND success AND type NOT LIKE 'UNDO%%')]], name, name), it.checksum, it.version)
+        done.accepted[#done.accepted + 1] = it.script
+      elseif flyway and it.state == "missing" and opts.forget_missing and it.version then
+        -- as Flyway's own repair does: a DELETE row for the migration whose file is gone
+        conn:query(string.format([[INSERT INTO %s (installed_rank, version, description, type, script, checksum, installed_by,
+            installed_on, execution_time, success)
+          SELECT coalesce(max(installed_rank), 0) + 1, $1, $2, 'DELETE', $3, NULL, current_user, now(), 0, true FROM %s]], name, name),
+          it.version, it.description, it.script)
+        done.forgotten[#done.forgotten + 1] = it.script
+      elseif it.state == "changed" and opts.accept_changed then
         conn:query(string.format([[UPDATE %s SET checksum = $1 WHERE installed_rank = (SELECT max(installed_rank)
           FROM %s WHERE service = $2 AND version = $3 AND success AND type NOT LIKE 'UNDO%%')]], name, name),
           it.checksum, it.service, it.version)

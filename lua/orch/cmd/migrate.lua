@@ -10,6 +10,7 @@ local spec = C.spec({ "db", "dir", "env", "dry_run", "yes" }, {
   { name = "lock-wait", type = "number", min = 0, default = 60, metavar = "SECONDS", help = "wait this long for another orch's migration lock" },
   { name = "out-of-order", type = "boolean", help = "also apply pending migrations older than the newest applied one" },
   { name = "run-id", type = "string", help = "tie the history rows to this run id" },
+  { name = "allow-non-empty", type = "boolean", help = "migrate a database that has objects but no migration history (refused otherwise, as Flyway does: see orch baseline)" },
 })
 
 return {
@@ -26,7 +27,8 @@ return {
     local opts, project, _, env = C.setup(argv, "migrate", spec)
     local c <close> = C.connect(opts)
     if not opts.dry_run and env.protected and not opts.yes then
-      local plan = migrate.up(c, project, { target = opts.target, out_of_order = opts.out_of_order, dry_run = true }).planned
+      local plan = migrate.up(c, project, { target = opts.target, out_of_order = opts.out_of_order, dry_run = true,
+        refuse_non_empty = not opts.allow_non_empty }).planned
       if #plan > 0 then
         if not opts.json then C.print_plan(plan, project, false) end
         C.approve(env, opts, string.format("apply %d migration%s to %s (%s)?", #plan, #plan == 1 and "" or "s",
@@ -36,6 +38,7 @@ return {
     local r = migrate.up(c, project, {
       target = opts.target, dry_run = opts.dry_run, run_id = opts.run_id,
       lock_timeout = opts.lock_timeout or env.lock_timeout, retries = opts.retries or env.retries, lock_wait = opts.lock_wait, out_of_order = opts.out_of_order,
+      refuse_non_empty = not opts.allow_non_empty,
       on_progress = not opts.json and not opts.quiet and function(ev)
         if ev.event == "start" then
           io.stdout:write(string.format("[%d/%d] %s ... ", ev.index, ev.total, ev.migration.name)); io.stdout:flush()

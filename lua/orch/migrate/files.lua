@@ -460,6 +460,9 @@ function files.parse_name(name, path, layout)
   if ext ~= "sql" and ext ~= "lua" then return nil end
   local stem = name:sub(1, #name - #ext - 1)
   if stem:match("^%d") then
+    -- golang-migrate's pairs: 000001_x.up.sql and its undo 000001_x.down.sql
+    local updown = stem:match("%.(up)$") or stem:match("%.(down)$")
+    if updown then stem = stem:sub(1, #stem - #updown - 1) end
     local a, b, rest = stem:match("^(%d+)_(%d+)_(.+)$")
     local version, desc, kind_of
     if a and (layout == "timestamp" or (layout == nil and #a >= 8)) then
@@ -478,7 +481,7 @@ function files.parse_name(name, path, layout)
     end
     if desc:match("^_*$") then malformed(path, ext, "the description is empty") end
     return {
-      kind = "V", version = version, version_text = files.version_string(version), naming = kind_of,
+      kind = updown == "down" and "U" or "V", version = version, version_text = files.version_string(version), naming = kind_of,
       description = desc:gsub("_", " "), lang = ext, name = name, path = path,
     }
   end
