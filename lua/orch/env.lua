@@ -86,7 +86,7 @@ end
 -- version 1); seeds names the environments whose seeds/ folders are
 -- applied (default dev and test).
 function E.migrations(path)
-  path = path or os.getenv("ORCH_ENV_FILE") or E.default_file
+  path = path or require("orch.project").env_file()
   E._migrations = nil
   E.all(path)
   local m = E._migrations
@@ -183,7 +183,8 @@ end
 -- is an error, not a silently unprotected production.
 local SHAPE = {
   name = "string", protected = "boolean", allow_clean = "boolean", lock_timeout = "duration", retries = "count",
-  database = { env = "string", service = "string", local_cluster = "boolean", dbname = "string", dir = "string" },
+  database = { env = "string", service = "string", local_cluster = "boolean", dbname = "string", dir = "string",
+               create = "boolean", wait = "duration" },
   backups = { dir = "string", keep = "any", keep_runs = "any", max_age = "any" },
   preflight = { max_transaction_age = "duration", max_replication_lag = "duration", max_lock_wait = "duration", expect_role = "string" },
   release = { atomic = "boolean", discard_writes = "boolean" },

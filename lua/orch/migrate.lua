@@ -1107,9 +1107,18 @@ function M.plan(conn, project, opts)
   local states = {}
   for _, it in ipairs(st.items) do states[it.key] = it.state end
   local plan, planned = {}, {}
+  local pick = opts.pick and M.find(project, opts.pick)
+  if pick then
+    local s = states[pick.key]
+    if s ~= "pending" and s ~= "failed" and s ~= "out_of_order" then
+      fail(string.format("%s is %s: migrate --only applies a pending migration%s", pick.name, s or "unknown",
+        s == "skipped" and " (this one does not apply in this environment)" or ""))
+    end
+  end
   for _, e in ipairs(project.versioned) do
     local s = states[e.key]
     local go = s == "pending" or (s == "failed") or (opts.out_of_order and s == "out_of_order")
+    if pick then go = e == pick end
     if go and target and (tsvc == nil or tsvc == e.service) and files.compare(e.version, target) > 0 then go = false end
     if go and not M.selected(project, e.service) then go = false end
     if go then
@@ -1130,9 +1139,47 @@ function M.plan(conn, project, opts)
   end
   for _, e in ipairs(project.repeatable) do
     local s = states[e.key]
-    if (s == "pending" or s == "outdated" or s == "failed") and M.selected(project, e.service) then plan[#plan + 1] = e end
+    if not pick and (s == "pending" or s == "outdated" or s == "failed") and M.selected(project, e.service) then plan[#plan + 1] = e end
   end
   return plan, st
+end
+
+--- The versioned migration a command names (--only): a file name or path
+-- ("20240101_001_auth_create_users_table.sql", "V3__x.sql"), a key
+-- ("auth-service:V20240101.1"), SERVICE:VERSION, or a version (of the files
+-- directly in the directory, else of the one service that has it). Raises
+-- (exit 2) naming what it is not.
+function M.find(project, ref)
+  local base = ref:match("([^/]+)$")
+  local hits = {}
+  for _, e in ipairs(project.versioned) do
+    if e.path == ref or e.key == ref or (base == ref and e.name == ref) or e.path:sub(-#ref - 1) == "/" .. ref then
+      hits[#hits + 1] = e
+    end
+  end
+  if #hits == 0 then
+    local svc, ver = ref:match("^([%w_.-]+):[Vv]?([%d._]+)$")
+    if not svc then ver = ref:match("^[Vv]?([%d._]+)$") end
+    local v = ver and files.parse_version(ver)
+    if v then
+      local vt = files.version_string(v)
+      for _, e in ipairs(project.versioned) do
+        if e.version_text == vt and (svc == nil or e.service == svc) then hits[#hits + 1] = e end
+      end
+      if #hits > 1 and not svc then
+        local own = {}
+        for _, e in ipairs(hits) do if e.service == "" then own[#own + 1] = e end end
+        if #own == 1 then hits = own end
+      end
+    end
+  end
+  if #hits == 1 then return hits[1] end
+  if #hits > 1 then
+    local names = {}
+    for i, e in ipairs(hits) do names[i] = e.key end
+    fail(string.format("'%s' names %d migrations (%s): name one as SERVICE:VERSION or by its file", ref, #hits, table.concat(names, ", ")), 2)
+  end
+  fail(string.format("no migration '%s' in %s: name one by its file, SERVICE:VERSION or version (orch status lists them)", ref, project.dir), 2)
 end
 
 --- Is a service selected (--service)? Every one is when none was named.
@@ -1278,14 +1325,42 @@ function M.undo(conn, project, opts)
   table.sort(applied, function(a, b) return a.rank > b.rank end)
   local tsvc, target = M.parse_target(opts.target, project)
   local chosen = {}
+  local item_of = {}
+  for _, it in ipairs(st.items) do item_of[it.key] = it end
+  local run = opts.run
+  if run == "last" then
+    -- Knex's "last batch": the run of the newest history row whose migration is still applied
+    run = nil
+    for i = #st.rows, 1, -1 do
+      local r = st.rows[i]
+      local k = r.version and key_of(r.service, files.version_string(files.parse_version(r.version) or { 0 }))
+      local it = k and item_of[k]
+      if r.success and r.run_id and not r.type:match("^UNDO") and r.type ~= "BASELINE" and it
+        and (it.state == "applied" or it.state == "changed") and it.run_id == r.run_id then run = r.run_id break end
+    end
+    if not run then
+      fail("orch undo --run last: no applied migration records the run that applied it (orch migrate records one since it writes run ids; " ..
+        "Flyway's table has none): undo by --count or --target instead")
+    end
+  end
+  local pick = opts.pick and M.find(project, opts.pick)
+  if pick and not (item_of[pick.key] and (item_of[pick.key].state == "applied" or item_of[pick.key].state == "changed")) then
+    fail(string.format("%s is %s, not applied: there is nothing of it to undo", pick.name, item_of[pick.key] and item_of[pick.key].state or "unknown"))
+  end
   for _, e in ipairs(applied) do
-    if tsvc and e.service ~= tsvc then -- undo --target SERVICE:VERSION: that service only
+    if run and (item_of[e.key] or {}).run_id ~= run then -- --run: that run's only
+    elseif run then chosen[#chosen + 1] = e
+    elseif pick then if e == pick then chosen[#chosen + 1] = e end
+    elseif tsvc and e.service ~= tsvc then -- undo --target SERVICE:VERSION: that service only
     elseif not M.selected(project, e.service) then -- --service: those only
     elseif target then
       if files.compare(e.version, target) > 0 then chosen[#chosen + 1] = e end
     elseif #chosen < (opts.count or 1) then
       chosen[#chosen + 1] = e
     end
+  end
+  if run and #chosen == 0 then
+    fail(string.format("no applied migration was applied by run %s (orch status --json shows each one's run_id)", run))
   end
   -- opts.only: exactly these migrations, in this order (the recovery ladder undoes what its
   -- run committed, a half-applied one included, whatever else the history says)

@@ -10,6 +10,7 @@ local spec = C.spec({ "db", "dir", "env", "dry_run", "yes" }, {
   { name = "lock-wait", type = "number", min = 0, default = 60, metavar = "SECONDS", help = "wait this long for another orch's migration lock" },
   { name = "out-of-order", type = "boolean", help = "also apply pending migrations older than the newest applied one" },
   { name = "run-id", type = "string", help = "tie the history rows to this run id" },
+  { name = "only", type = "string", metavar = "MIGRATION", help = "apply this one pending migration (a file name, SERVICE:VERSION or VERSION) when its dependencies are applied" },
   { name = "allow-non-empty", type = "boolean", help = "migrate a database that has objects but no migration history (refused otherwise, as Flyway does: see orch baseline)" },
 })
 
@@ -21,13 +22,13 @@ return {
     "orch processes from migrating one database at once. --dry-run prints the plan and the SQL and\nwrites nothing.\n" ..
     "--env NAME (or ORCH_ENV) picks the database, lock_timeout and retries from orch.env.lua; a\n" ..
     "protected environment asks before applying (on a terminal) or needs --yes.",
-  examples = { "orch migrate", "orch migrate --target 3 --dry-run", "DATABASE_URL=postgres://app@db/app orch migrate --json" },
+  examples = { "orch migrate", "orch migrate --target 3 --dry-run", "orch migrate --service auth-service --only 20240101_002", "DATABASE_URL=postgres://app@db/app orch migrate --json" },
   spec = spec,
   run = function(argv)
     local opts, project, _, env = C.setup(argv, "migrate", spec)
     local c <close> = C.connect(opts)
     if not opts.dry_run and env.protected and not opts.yes then
-      local plan = migrate.up(c, project, { target = opts.target, out_of_order = opts.out_of_order, dry_run = true,
+      local plan = migrate.up(c, project, { target = opts.target, out_of_order = opts.out_of_order, dry_run = true, pick = opts.only,
         refuse_non_empty = not opts.allow_non_empty }).planned
       if #plan > 0 then
         if not opts.json then C.print_plan(plan, project, false) end
@@ -35,8 +36,10 @@ return {
           env.name, log.redact(c:info().dbname)))
       end
     end
+    -- every run has an id in the history, so orch undo --run last can take back exactly this run
+    local run_id = opts.run_id or (not opts.dry_run and require("orch.recipe").new_run_id()) or nil
     local r = migrate.up(c, project, {
-      target = opts.target, dry_run = opts.dry_run, run_id = opts.run_id,
+      target = opts.target, dry_run = opts.dry_run, run_id = run_id, pick = opts.only,
       lock_timeout = opts.lock_timeout or env.lock_timeout, retries = opts.retries or env.retries, lock_wait = opts.lock_wait, out_of_order = opts.out_of_order,
       refuse_non_empty = not opts.allow_non_empty,
       on_progress = not opts.json and not opts.quiet and function(ev)
@@ -50,13 +53,14 @@ return {
     if opts.json then
       local planned = {}
       for i, e in ipairs(r.planned) do planned[i] = e.name end
-      C.print_json { dry_run = r.dry_run or false, applied = r.applied, planned = planned }
+      C.print_json { dry_run = r.dry_run or false, applied = r.applied, planned = planned, run_id = run_id }
     elseif r.dry_run then
       C.print_plan(r.planned, project, true)
     elseif #r.applied == 0 then
       print("nothing to migrate: the database is up to date")
     else
-      print(string.format("applied %d migration%s", #r.applied, #r.applied == 1 and "" or "s"))
+      print(string.format("applied %d migration%s (run %s: orch undo --run last takes them back)", #r.applied,
+        #r.applied == 1 and "" or "s", run_id))
     end
     return 0
   end,

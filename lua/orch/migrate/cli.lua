@@ -12,6 +12,8 @@ local C = {}
 C.project_options = {
   { name = "placeholder", type = "list", metavar = "K=V", help = "set a ${K} placeholder (repeatable, or K=V,K2=V2)" },
   { name = "service", type = "list", metavar = "NAME", help = "only this service's migrations (repeatable; a service is a subdirectory of the migrations directory)" },
+  { name = "wait", type = "duration", metavar = "DURATION", help = "wait up to this long for the server to accept connections (retries with backoff; default: the environment's database.wait, else none)" },
+  { name = "create-db", type = "boolean", help = "create the database when it does not exist (also database.create = true in the environment)" },
   { name = "history-table", type = "string", metavar = "[SCHEMA.]TABLE", help = "history table (default public.orch_schema_history; flyway_schema_history to read Flyway's)" },
 }
 
@@ -56,9 +58,70 @@ end
 
 --- Connect to the command's database: --db, else the environment's (see
 -- orch.env.command_database), else DATABASE_URL / libpq's defaults.
+-- The same target with another database name: a URL's path, a conninfo's
+-- dbname (the last one wins), a table's dbname, libpq's defaults.
+local function with_dbname(target, name)
+  if type(target) == "table" then
+    local t = {}
+    for k, v in pairs(target) do t[k] = v end
+    t.dbname = name
+    return t
+  elseif target == nil then
+    return { dbname = name }
+  elseif target:match("^postgres%a*://") then
+    local head, rest = target:match("^(postgres%a*://[^/?]*)(.*)$")
+    return head .. "/" .. name .. (rest:match("%?.*$") or "")
+  end
+  return target .. " dbname=" .. name
+end
+
+-- Errors of a server that is not there yet (refused, starting up, restarting) rather than of a wrong setting.
+local function transient(err)
+  local m = tostring(type(err) == "table" and err.message or err)
+  return m:match("Connection refused") or m:match("could not connect") or m:match("starting up")
+    or m:match("shutting down") or m:match("No such file or directory") or m:match("timeout expired")
+    or m:match("in recovery mode") or m:match("not yet accepting")
+end
+
+--- Connect to the command's database: --db, else the environment's (see
+-- orch.env.command_database), else DATABASE_URL / libpq's defaults.
+-- --wait DURATION (or database.wait) retries a server that is not up yet,
+-- with backoff, until then; --create-db (or database.create) creates a
+-- database that does not exist, from the server's postgres database.
 function C.connect(opts)
   local env = opts.env_loaded or envmod.for_command(opts)
-  return require("orch.db").connect(envmod.command_database(env, opts), { connect_timeout = opts.connect_timeout })
+  local db = require "orch.db"
+  local target = envmod.command_database(env, opts)
+  local wait_text = opts.wait or (env.database and env.database.wait)
+  local wait = wait_text and args.seconds(wait_text, "database.wait")
+  local create = opts.create_db or (env.database and env.database.create)
+  local deadline = sys.monotonic() + (wait or 0)
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local ok, c = pcall(db.connect, target, { connect_timeout = opts.connect_timeout })
+    if ok then return c end
+    local missing = tostring(type(c) == "table" and c.message or c):match('database "(.-)" does not exist')
+    if missing and create then
+      local admin <close> = db.connect(with_dbname(target, "postgres"), { connect_timeout = opts.connect_timeout })
+      admin:exec("CREATE DATABASE " .. admin:quote_ident(missing))
+      log.info("created database %s (it did not exist)", missing)
+      return db.connect(target, { connect_timeout = opts.connect_timeout })
+    end
+    if missing then
+      c.hint = string.format("create it: pass --create-db (or set database.create = true in the environment), " ..
+        "or choose another with --db / DATABASE_URL")
+    end
+    if not (wait and transient(c)) then error(c, 0) end
+    local left = deadline - sys.monotonic()
+    if left <= 0 then
+      sys.error(string.format("the server did not accept connections within %s (%d attempts): %s; is it running, and is this its address?",
+        tostring(wait_text), attempt, log.redact(tostring(c.message or c))), 1)
+    end
+    local pause = math.min(0.2 * 2 ^ (attempt - 1), 5, left)
+    if attempt == 1 then log.info("waiting for the server (%s)", log.redact(tostring(c.message or c):gsub("\n.*", ""))) end
+    sys.sleep(pause)
+  end
 end
 
 --- A change to a protected environment needs approval: --yes, or y on a
