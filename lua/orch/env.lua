@@ -183,6 +183,7 @@ end
 -- is an error, not a silently unprotected production.
 local SHAPE = {
   name = "string", protected = "boolean", allow_clean = "boolean", lock_timeout = "duration", retries = "count",
+  schema_file = "string",
   database = { env = "string", service = "string", local_cluster = "boolean", dbname = "string", dir = "string",
                create = "boolean", wait = "duration" },
   backups = { dir = "string", keep = "any", keep_runs = "any", max_age = "any" },

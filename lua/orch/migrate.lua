@@ -89,7 +89,7 @@ function M.load(opts)
   }
   local settings = opts.settings or require("orch.env").migrations()
   project.settings = settings
-  local undos = {}
+  local undos, verifies = {}, {}
   local found, ignored = files.scan(dir, { layout = settings.layout })
   project.ignored = ignored
   for _, e in ipairs(found) do
@@ -99,7 +99,11 @@ function M.load(opts)
       e.directives = e.directives or {}
       e.directives.env = e.seed_env and { e.seed_env } or settings.seeds
     end
-    if e.kind == "V" then
+    if e.kind == "verify" then
+      local k = key_of(e.service, e.version_text)
+      if verifies[k] then fail(string.format("two verify scripts for %s: %s and %s", k, verifies[k].path, e.path)) end
+      verifies[k] = e
+    elseif e.kind == "V" then
       e.key = key_of(e.service, e.version_text)
       local other = project.by_key[e.key]
       if other then
@@ -124,6 +128,14 @@ function M.load(opts)
       fail(string.format("undo file %s has no versioned migration %s: add it, or remove the undo", u.path, k))
     end
     v.undo = u
+  end
+  for k, f in pairs(verifies) do
+    local v = project.by_key[k]
+    if not v then fail(string.format("verify script %s has no versioned migration %s: add it, or remove the script", f.path, k)) end
+    v.verify = f
+  end
+  for _, v in ipairs(project.versioned) do
+    if not v.verify and v.module and type(v.module.verify) == "function" then v.verify = { lua_verify = v.module.verify, path = v.path, name = v.name } end
   end
   for _, v in ipairs(project.versioned) do
     if not v.undo and v.module and v.module.down then v.undo = { lua_down = v.module.down, path = v.path, name = v.name } end
@@ -578,6 +590,27 @@ function M.validate(conn, project, st)
   return problems
 end
 
+--- Run the verify script of every applied migration (each in a
+-- transaction that is rolled back: it changes nothing). Returns problems
+-- as M.validate does, one per failing script.
+function M.verify_applied(conn, project, st)
+  st = st or M.status(conn, project)
+  local problems = {}
+  for _, it in ipairs(st.items) do
+    local e = project.by_key[it.key]
+    if e and e.verify and (it.state == "applied" or it.state == "changed") and M.selected(project, e.service) then
+      conn:exec("BEGIN")
+      local ok, err = pcall(M.run_verify, conn, project, e, {})
+      pcall(conn.exec, conn, "ROLLBACK")
+      if not ok then
+        problems[#problems + 1] = { key = it.key, service = it.service, state = "verify_failed", script = e.verify.name,
+          message = string.format("%s: %s", e.verify.path, tostring(type(err) == "table" and (err.message or err) or err)) }
+      end
+    end
+  end
+  return problems
+end
+
 local function raise_validation(problems)
   local lines = { "validation failed:" }
   for _, p in ipairs(problems) do lines[#lines + 1] = "  - " .. p.message end
@@ -872,7 +905,32 @@ local function run_statement(conn, s)
   return conn:exec(s.sql)
 end
 
-local function apply_sql_tx(conn, project, e, text, opts, hist)
+--- Run a migration's verify script (or Lua verify function) on conn, in
+-- the transaction the caller has open: it raises when what the migration
+-- made is not there (a dropped column, a missing table).
+function M.run_verify(conn, project, e, opts)
+  local v = e.verify
+  if not v then return end
+  local ok, err
+  if v.lua_verify then
+    ok, err = pcall(v.lua_verify, conn, { env = project.env, placeholders = project.placeholders, log = log, migration = e.name })
+  else
+    local stmts = files.split_sql(files.placeholders(v.text, project.placeholders, v.path))
+    for i, st in ipairs(stmts) do
+      ok, err = pcall(run_statement, conn, st)
+      if not ok then err = migration_error(v, err, st, i, #stmts) break end
+    end
+    if ok == nil then ok = true end
+  end
+  if not ok then
+    local obj = type(err) == "table" and err or db.as_error { message = tostring(err) }
+    obj.prefix = string.format("verify of %s failed%s", e.name, obj.line and string.format(" at %s:%d", v.path, obj.line) or "")
+    obj.verify_failed = true
+    error(obj, 0)
+  end
+end
+
+local function apply_sql_tx(conn, project, e, text, opts, hist, verify)
   local stmts = statements_of(project, e, text, true)
   for i, s in ipairs(stmts) do
     local kind = files.needs_no_transaction(s.sql)
@@ -886,6 +944,8 @@ local function apply_sql_tx(conn, project, e, text, opts, hist)
       local ok, err = pcall(run_statement, conn, s)
       if not ok then error(migration_error(e, err, s, i, #stmts), 0) end
     end
+    -- the verify script runs in the same transaction: when it fails, nothing of the migration stays
+    if verify then M.run_verify(conn, project, verify, opts) end
   end, hist)
 end
 
@@ -963,7 +1023,10 @@ local function apply_one(conn, lc, project, e, opts, undo)
   if src.lua_down or (src.lang == "lua") then
     local fn = src.lua_down or (undo and src.module.down) or src.module.up
     if transactional then
-      ms, err, started = in_transaction(conn, project, e, opts, function() run_lua(conn, project, e, fn, opts, true) end, hist)
+      ms, err, started = in_transaction(conn, project, e, opts, function()
+        run_lua(conn, project, e, fn, opts, true)
+        if not undo then M.run_verify(conn, project, e, opts) end
+      end, hist)
     else
       started = sys.now()
       local t0 = sys.monotonic()
@@ -977,9 +1040,22 @@ local function apply_one(conn, lc, project, e, opts, undo)
       end
     end
   elseif transactional then
-    ms, err, started = apply_sql_tx(conn, project, e, src.text, opts, hist)
+    ms, err, started = apply_sql_tx(conn, project, e, src.text, opts, hist, not undo and e or nil)
   else
     ms, err, started, ran = apply_sql_notx(conn, project, e, src.text, opts, hist)
+  end
+  if ms and not undo and not transactional and e.verify then
+    -- applied without a transaction: verify afterwards, in a transaction of its own that changes nothing
+    conn:exec("BEGIN")
+    local okv, verr = pcall(M.run_verify, conn, project, e, opts)
+    pcall(conn.exec, conn, "ROLLBACK")
+    if not okv then
+      if type(verr) == "table" then
+        verr.where = "the migration ran without a transaction and stays applied: fix what the verify script checks, or undo it"
+        verr.exit_code = 1
+      end
+      error(verr, 0)
+    end
   end
   if not ms then
     if not db.is_error(err) and type(err) ~= "table" then err = migration_error(e, err) end
@@ -1045,6 +1121,7 @@ local function apply_group(conn, lc, project, plan, opts, result)
             if not okx then error(migration_error(e, xerr, s, j, #stmts), 0) end
           end
         end
+        M.run_verify(conn, project, e, opts)
         local ms = math.floor((sys.monotonic() - t0) * 1000)
         record(conn, project, e, { version = e.version_text, type = type_of(e), checksum = e.checksum, run_id = opts.run_id,
           success = true, started = started, ms = ms })

@@ -137,4 +137,70 @@ describe("conveniences", function()
     r = run(url, B004, "status", "--wait", "5s")
     assert.is_true(r.ok, r.stderr)
   end)
+
+  it("writes a schema snapshot after migrate with orch's own catalog code, and orch drift names each difference", function()
+    local dir = H.tmpdir()
+    for _, f in ipairs(sys.listdir(B004)) do
+      if f:match("%-service$") then
+        for _, k in ipairs { "schema", "data", "seeds", "rollback" } do
+          sys.mkdir_p(dir .. "/" .. f .. "/" .. k)
+          for _, m in ipairs(sys.listdir(B004 .. "/" .. f .. "/" .. k) or {}) do
+            local src = assert(io.open(B004 .. "/" .. f .. "/" .. k .. "/" .. m, "rb"))
+            H.write(dir .. "/" .. f .. "/" .. k .. "/" .. m, src:read("a"))
+            src:close()
+          end
+        end
+      end
+    end
+    local r = run(url, dir, "migrate", "--schema-file", dir .. "/schema.sql")
+    assert.is_true(r.ok, r.stderr)
+    local f = assert(io.open(dir .. "/schema.sql", "rb"))
+    local text = f:read("a")
+    f:close()
+    assert.matches("%-%- Name: users; Type: TABLE; Schema: public\n%-%-\nCREATE TABLE \"public\".\"users\"", text)
+    assert.matches("Name: idx_users_email; Type: INDEX", text)
+    assert.not_matches("pg_dump", text)
+    -- the snapshot in the migrations directory is not taken for a migration; no drift yet
+    r = run(url, dir, "drift")
+    assert.is_true(r.ok, r.stderr)
+    assert.matches("no drift", r.stdout)
+    -- someone changes production by hand: each difference by name
+    c:exec("ALTER TABLE users ADD COLUMN nickname text; CREATE INDEX customers_name_idx ON customers (name); DROP INDEX idx_users_email")
+    r = run(url, dir, "drift")
+    assert.equals(1, r.code)
+    assert.matches("changed  TABLE public.users: line %d+ of its definition", r.stdout)
+    assert.matches("missing  INDEX public.idx_users_email: in .*schema.sql, not in the database", r.stdout)
+    assert.matches("extra    INDEX public.customers_name_idx: in the database, not in", r.stdout)
+    local j = json.decode(run(url, dir, "drift", "--json").stdout)
+    assert.equals(3, #j.differences)
+  end)
+
+  it("runs verify scripts after apply (a failing one rolls the migration back) and again with validate --verify", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/V1__items.sql", "CREATE TABLE items (id int PRIMARY KEY, name text);\n")
+    H.write(dir .. "/V1__items.verify.sql", "SELECT id, name FROM items WHERE false;\n")
+    H.write(dir .. "/V2__owner.lua", [[return {
+      up = function(db) db:exec("ALTER TABLE items ADD COLUMN owner text") end,
+      verify = function(db) db:query("SELECT owner FROM items WHERE false") end,
+    }]])
+    H.write(dir .. "/V3__broken.sql", "CREATE TABLE tags (id int);\n")
+    H.write(dir .. "/V3__broken.verify.sql", "SELECT label FROM tags WHERE false;\n")
+    local r = run(url, dir, "migrate")
+    assert.equals(1, r.code)
+    assert.matches("verify of V3__broken.sql failed at .*V3__broken.verify.sql:1", r.stderr)
+    assert.matches('column "label" does not exist', r.stderr)
+    assert.is_false(c:value("SELECT to_regclass('tags') IS NOT NULL"))   -- rolled back with its migration
+    assert.equals(2, c:value("SELECT count(*) FROM orch_schema_history WHERE success"))
+    os.remove(dir .. "/V3__broken.sql"); os.remove(dir .. "/V3__broken.verify.sql")
+    assert.is_true(run(url, dir, "validate", "--verify").ok)
+    -- after deploy someone drops a column the migrations made: validate --verify catches it, naming the script
+    c:exec("ALTER TABLE items DROP COLUMN name")
+    assert.is_true(run(url, dir, "validate").ok)   -- checksums alone cannot see it
+    r = run(url, dir, "validate", "--verify")
+    assert.equals(1, r.code)
+    assert.matches("V1__items.verify.sql: .*column \"name\" does not exist", r.stderr)
+    c:exec("ALTER TABLE items DROP COLUMN owner")
+    local j = json.decode(run(url, dir, "validate", "--verify", "--json").stdout)
+    assert.equals(2, #j.problems)
+  end)
 end)

@@ -11,6 +11,7 @@ local spec = C.spec({ "db", "dir", "env", "dry_run", "yes" }, {
   { name = "out-of-order", type = "boolean", help = "also apply pending migrations older than the newest applied one" },
   { name = "run-id", type = "string", help = "tie the history rows to this run id" },
   { name = "only", type = "string", metavar = "MIGRATION", help = "apply this one pending migration (a file name, SERVICE:VERSION or VERSION) when its dependencies are applied" },
+  { name = "schema-file", type = "string", metavar = "PATH", help = "after migrating, write the schema there for review (orch's own catalog code; orch drift compares with it; default: the environment's schema_file, else none)" },
   { name = "allow-non-empty", type = "boolean", help = "migrate a database that has objects but no migration history (refused otherwise, as Flyway does: see orch baseline)" },
 })
 
@@ -50,6 +51,12 @@ return {
         end
       end or nil,
     })
+    local schema_file = not r.dry_run and (opts.schema_file or (not env.implicit and env.schema_file))
+    if schema_file then
+      local n = require("orch.migrate.snapshot").write(c, schema_file, string.format("database %s after orch migrate (run %s)",
+        log.redact(c:info().dbname), run_id))
+      log.info("wrote the schema (%d objects) to %s", n, schema_file)
+    end
     if opts.json then
       local planned = {}
       for i, e in ipairs(r.planned) do planned[i] = e.name end

@@ -459,6 +459,16 @@ function files.parse_name(name, path, layout)
   local ext = name:match("%.(%w+)$")
   if ext ~= "sql" and ext ~= "lua" then return nil end
   local stem = name:sub(1, #name - #ext - 1)
+  -- a verify script (sqitch's): V3__x.verify.sql, 001_x.verify.sql checks what its migration made
+  local verify = stem:match("%.verify$") ~= nil
+  if verify then
+    local e = files.parse_name(stem:sub(1, #stem - 7) .. "." .. ext, path, layout)
+    if e.kind ~= "V" then
+      sys.error(string.format("%s: a verify script belongs to a versioned migration (V<version>__x.verify.sql or 001_x.verify.sql)", path), 1)
+    end
+    e.kind, e.name = "verify", name
+    return e
+  end
   if stem:match("^%d") then
     -- golang-migrate's pairs: 000001_x.up.sql and its undo 000001_x.down.sql
     local updown = stem:match("%.(up)$") or stem:match("%.(down)$")
@@ -583,6 +593,8 @@ function files.scan(dir, opts)
         -- brief 004's migration-dependencies.yml: orch reads each file's own header instead, and says so
         require("orch.log").warn("%s is not read: orch takes a migration's dependencies from its own '-- Dependencies:' " ..
           "header (or '-- orch: depends=...'); check that the headers say what this file says", full)
+      elseif s and s.type == "file" and name == "schema.sql" and path == dir then
+        -- the schema snapshot orch migrate writes (--schema-file), not a migration
       elseif s and s.type == "file" then
         local e = files.parse_name(name, full, opts.layout)
         local why = not e and lookalike(name)
