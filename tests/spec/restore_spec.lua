@@ -127,6 +127,99 @@ describe("restores that check before they write", function()
     H.drop_db(dst)
   end)
 
+  -- a database holding what lives outside schemas: large objects, an event
+  -- trigger, a publication, a wrapper with a server and a user mapping, a
+  -- cast on built-in types, a table access method, global default privileges
+  local GLOBALS_SQL = [[
+    CREATE TABLE public.items (id int PRIMARY KEY, name text);
+    INSERT INTO public.items SELECT g, 'item ' || g FROM generate_series(1, 50) g;
+    CREATE INDEX items_name ON public.items (name);
+    SELECT lo_from_bytea(0, convert_to('large object ' || g, 'UTF8')) FROM generate_series(1, 5) g;
+    CREATE FUNCTION public.ddl_seen() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+    CREATE EVENT TRIGGER rs_ddl_seen ON ddl_command_end EXECUTE FUNCTION public.ddl_seen();
+    CREATE PUBLICATION rs_items FOR TABLE public.items;
+    CREATE FOREIGN DATA WRAPPER rs_wrapper;
+    CREATE SERVER rs_server FOREIGN DATA WRAPPER rs_wrapper OPTIONS (host 'nowhere');
+    CREATE USER MAPPING FOR PUBLIC SERVER rs_server OPTIONS (user 'someone');
+    CREATE CAST (point AS text) WITH INOUT;
+    CREATE ACCESS METHOD rs_heap TYPE TABLE HANDLER heap_tableam_handler;
+    ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC;]]
+
+  -- what a database holds outside its schemas, as text (pg_dump leaves large objects out of --schema-only)
+  local function outside_schemas(dbname)
+    local c <close> = H.connect(dbname)
+    local out = {}
+    for _, q in ipairs {
+      "SELECT 'lo ' || count(*) FROM pg_largeobject_metadata",
+      "SELECT 'event trigger ' || evtname FROM pg_event_trigger",
+      "SELECT 'publication ' || pubname FROM pg_publication",
+      "SELECT 'wrapper ' || fdwname FROM pg_foreign_data_wrapper",
+      "SELECT 'server ' || srvname FROM pg_foreign_server",
+      "SELECT 'user mapping ' || srvname FROM pg_user_mappings",
+      "SELECT 'cast ' || castsource::regtype || ' ' || casttarget::regtype FROM pg_cast WHERE oid >= 16384",
+      "SELECT 'access method ' || amname FROM pg_am WHERE oid >= 16384",
+      "SELECT 'default acl ' || defaclobjtype::text || ' ' || defaclacl::text FROM pg_default_acl" } do
+      for _, r in ipairs(c:query(q .. " ORDER BY 1")) do for _, v in pairs(r) do out[#out + 1] = v end end
+    end
+    return table.concat(out, "\n")
+  end
+
+  it("a default-mode restore that fails half-way also drops the large objects, event triggers, publications, servers, casts " ..
+     "and default privileges it made outside schemas", function()
+    local surl, sname = H.fresh_db("rs_glob_src")
+    local sc <close> = db.connect(surl)
+    sc:exec(GLOBALS_SQL)
+    local r = H.orch { "backup", "--db", surl, "--dir", work .. "/glob", "--json" }
+    assert(r.ok, r.stderr)
+    local archive = json.decode(r.stdout).path
+    local url, dst = H.fresh_db("rs_glob")
+    local c <close> = db.connect(url)
+    -- the target's own: one large object, and the trap that fails the restore at its first index
+    c:exec([[SELECT lo_from_bytea(0, convert_to('the target''s own', 'UTF8'));
+      CREATE FUNCTION public.no_index() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no indexes today'; END $$;
+      CREATE EVENT TRIGGER no_index ON ddl_command_start WHEN TAG IN ('CREATE INDEX') EXECUTE FUNCTION public.no_index();]])
+    local before, schema_before = outside_schemas(dst), H.schema_of(dst)
+    assert.matches("lo 1", before)
+    r = H.orch { "restore", archive, "--db", url }
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.matches("no indexes today", r.stderr)
+    assert.matches("what was restored was dropped again: the target is as empty as it was", r.stderr)
+    assert.equals(before, outside_schemas(dst))
+    assert.equals(schema_before, H.schema_of(dst))
+    assert.equals("the target's own", c:value("SELECT convert_from(lo_get(oid), 'UTF8') FROM pg_largeobject_metadata"))
+    -- without the trap the same archive restores: nothing of the failed attempt is in its way
+    c:exec("DROP EVENT TRIGGER no_index")
+    r = H.orch { "restore", archive, "--db", url }
+    assert.is_true(r.ok, r.stdout .. r.stderr)
+    local want = outside_schemas(sname):gsub("lo 5", "lo 6")
+    assert.equals(want, outside_schemas(dst))
+    c:close()
+    sc:close()
+    H.drop_db(dst)
+    H.drop_db(sname)
+  end)
+
+  it("--drop-existing replaces what lives outside schemas too: the same archive restores over itself", function()
+    local surl, sname = H.fresh_db("rs_glob2_src")
+    local sc <close> = db.connect(surl)
+    sc:exec(GLOBALS_SQL)
+    local r = H.orch { "backup", "--db", surl, "--dir", work .. "/glob2", "--json" }
+    assert(r.ok, r.stderr)
+    local archive = json.decode(r.stdout).path
+    local url, dst = H.fresh_db("rs_glob2")
+    r = H.orch { "restore", archive, "--db", url }
+    assert.is_true(r.ok, r.stdout .. r.stderr)
+    for _ = 1, 2 do
+      r = H.orch { "restore", archive, "--db", url, "--drop-existing", "--yes" }
+      assert.is_true(r.ok, r.stdout .. r.stderr)
+      assert.equals(outside_schemas(sname), outside_schemas(dst))
+      assert.same(H.contents_of(sname), H.contents_of(dst))
+    end
+    sc:close()
+    H.drop_db(dst)
+    H.drop_db(sname)
+  end)
+
   it("--drop-existing refuses an archive it cannot prove (stock pg_dump -Z0) unless --force; verify calls it unproven", function()
     local z0 = work .. "/stock_z0.dump"
     assert.is_true(H.pgtool("pg_dump", { "-Fc", "-Z0", "-f", z0, "-d", src }).ok)

@@ -304,6 +304,84 @@ JOIN pg_namespace n ON n.oid = o.ns, LATERAL pg_identify_object(o.classid, o.obj
 WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype IN ('e', 'i', 'a'))]]
 
+-- The database-wide objects a restore can create outside any schema, with
+-- what DROP needs: { key, type, identity, name }. Event triggers come first
+-- (a restored one could stop the drops that follow), subscriptions and
+-- publications next, servers before their wrappers, languages and access
+-- methods last of the DDL; default privileges for no schema; large
+-- objects (their oids may be below 16384: lo_create(42)).
+local GLOBALS = [[
+SELECT o.classid::oid::int8 || ':' || o.objid::int8 AS key, o.ord, i.type, i.identity, o.name, o.extra
+FROM (SELECT 'pg_event_trigger'::regclass AS classid, oid AS objid, 1 AS ord, evtname::text AS name, NULL::text AS extra FROM pg_event_trigger
+      UNION ALL SELECT 'pg_subscription'::regclass, oid, 2, subname::text, NULL FROM pg_subscription
+        WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+      UNION ALL SELECT 'pg_publication'::regclass, oid, 3, pubname::text, NULL FROM pg_publication
+      UNION ALL SELECT 'pg_foreign_server'::regclass, oid, 4, srvname::text, NULL FROM pg_foreign_server
+      UNION ALL SELECT 'pg_foreign_data_wrapper'::regclass, oid, 5, fdwname::text, NULL FROM pg_foreign_data_wrapper
+      UNION ALL SELECT 'pg_transform'::regclass, oid, 6, format('FOR %s LANGUAGE %I', trftype::regtype, (SELECT lanname FROM pg_language l WHERE l.oid = trflang)), NULL
+        FROM pg_transform
+      UNION ALL SELECT 'pg_cast'::regclass, oid, 7, format('(%s AS %s)', castsource::regtype, casttarget::regtype), NULL FROM pg_cast
+      UNION ALL SELECT 'pg_language'::regclass, oid, 8, lanname::text, NULL FROM pg_language
+      UNION ALL SELECT 'pg_am'::regclass, oid, 9, amname::text, NULL FROM pg_am
+      UNION ALL SELECT 'pg_default_acl'::regclass, oid, 10, pg_get_userbyid(defaclrole)::text, defaclobjtype::text FROM pg_default_acl
+        WHERE defaclnamespace = 0) o, LATERAL pg_identify_object(o.classid, o.objid, 0) i
+WHERE o.objid >= 16384
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.classid AND d.objid = o.objid AND d.deptype IN ('e', 'i', 'a'))
+UNION ALL
+SELECT 'pg_largeobject:' || oid::int8, 11, 'large object', oid::text, oid::text, NULL FROM pg_largeobject_metadata
+ORDER BY 2, 1]]
+
+-- ALTER DEFAULT PRIVILEGES object words by pg_default_acl.defaclobjtype,
+-- and what the built-in default gives PUBLIC (an entry equal to the
+-- built-in default is removed by the server)
+local DEFACL = { r = { "TABLES" }, S = { "SEQUENCES" }, f = { "FUNCTIONS", "EXECUTE" }, T = { "TYPES", "USAGE" }, n = { "SCHEMAS" },
+  L = { "LARGE OBJECTS" } }
+
+--- Drop one database-wide object of GLOBALS (r: its row), not a large object.
+local function drop_global(conn, r)
+  local q = function(x) return conn:quote_ident(x) end
+  local t = r.type
+  if t == "subscription" then
+    -- a restored subscription never made its slot: detach it from the name, or DROP reaches for the publisher
+    conn:exec("ALTER SUBSCRIPTION " .. q(r.name) .. " DISABLE")
+    conn:exec("ALTER SUBSCRIPTION " .. q(r.name) .. " SET (slot_name = NONE)")
+    conn:exec("DROP SUBSCRIPTION " .. q(r.name))
+  elseif t == "default acl" then
+    local w = DEFACL[r.extra]
+    if not w then error("default privileges of an unknown object type '" .. tostring(r.extra) .. "' for role " .. r.name, 0) end
+    for _, g in ipairs(conn:query([[SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END AS g
+        FROM pg_default_acl d, aclexplode(d.defaclacl) a WHERE d.oid = $1::oid]], r.key:match(":(%d+)$"))) do
+      conn:exec(string.format("ALTER DEFAULT PRIVILEGES FOR ROLE %s REVOKE ALL ON %s FROM %s", q(r.name), w[1], g.g))
+    end
+    -- back to the built-in default: the owner's own privileges, and PUBLIC's where it has some
+    conn:exec(string.format("ALTER DEFAULT PRIVILEGES FOR ROLE %s GRANT ALL ON %s TO %s", q(r.name), w[1], q(r.name)))
+    if w[2] then conn:exec(string.format("ALTER DEFAULT PRIVILEGES FOR ROLE %s GRANT %s ON %s TO PUBLIC", q(r.name), w[2], w[1])) end
+  else
+    local what = ({ ["event trigger"] = "EVENT TRIGGER", publication = "PUBLICATION", server = "SERVER",
+      ["foreign-data wrapper"] = "FOREIGN DATA WRAPPER", transform = "TRANSFORM", cast = "CAST", language = "LANGUAGE",
+      ["access method"] = "ACCESS METHOD" })[t]
+    if not what then error("a database-wide object of an unknown type '" .. t .. "': " .. r.identity, 0) end
+    local name = (t == "transform" or t == "cast") and r.name or q(r.name)
+    conn:exec(string.format("DROP %s IF EXISTS %s CASCADE", what, name))
+  end
+end
+
+--- Drop every database-wide object of GLOBALS that keep (a set of keys) does not hold.
+local function drop_globals(conn, keep)
+  local los = {}
+  for _, r in ipairs(conn:query(GLOBALS)) do
+    if keep[r.key] then
+      if r.type == "large object" then los[#los + 1] = r.name end
+    elseif r.type ~= "large object" then
+      -- gone already when a CASCADE took it along
+      if conn:value(string.format("SELECT count(*) FROM (%s) x WHERE x.key = $1", GLOBALS), r.key) > 0 then drop_global(conn, r) end
+    end
+  end
+  -- large objects in one statement: there may be many thousands
+  conn:query("SELECT count(pg_catalog.lo_unlink(oid)) FROM pg_catalog.pg_largeobject_metadata WHERE oid <> ALL($1::oid[])",
+    "{" .. table.concat(los, ",") .. "}")
+end
+
 --- What a default-mode restore must give back if it fails: the schemas,
 -- extensions and objects the (empty) target holds, and public's owner,
 -- privileges and comment.
@@ -312,6 +390,8 @@ local function snapshot(conn)
   for _, r in ipairs(conn:query("SELECT nspname FROM pg_namespace WHERE " .. SYSTEM_SCHEMA)) do s.schemas[r.nspname] = true end
   for _, r in ipairs(conn:query("SELECT extname FROM pg_extension")) do s.extensions[r.extname] = true end
   for _, r in ipairs(conn:query(OBJECTS)) do s.objects[r.key] = true end
+  s.globals = {}
+  for _, r in ipairs(conn:query(GLOBALS)) do s.globals[r.key] = true end
   s.public = conn:query([[SELECT pg_get_userbyid(nspowner) AS owner, nspacl::text AS acl, obj_description(oid, 'pg_namespace') AS comment
     FROM pg_namespace WHERE nspname = 'public']])[1]
   return s
@@ -325,6 +405,10 @@ local DROP_KIND = { ["composite type"] = "TYPE", ["index"] = false, ["toast tabl
 local function put_back(conn, s)
   if conn:info().in_transaction then conn:exec("ROLLBACK") end
   local q = function(x) return conn:quote_ident(x) end
+  -- a restored event trigger could stop the drops below: those go first
+  for _, r in ipairs(conn:query(GLOBALS)) do
+    if r.type == "event trigger" and not s.globals[r.key] then drop_global(conn, r) end
+  end
   for _, r in ipairs(conn:query("SELECT nspname FROM pg_namespace WHERE " .. SYSTEM_SCHEMA .. " ORDER BY 1")) do
     if not s.schemas[r.nspname] then conn:exec("DROP SCHEMA " .. q(r.nspname) .. " CASCADE") end
   end
@@ -342,6 +426,7 @@ local function put_back(conn, s)
       if still then conn:exec(string.format("DROP %s IF EXISTS %s CASCADE", kind, r.identity)) end
     end
   end
+  drop_globals(conn, s.globals)
   local p = s.public
   if p then
     if not conn:value("SELECT 1 FROM pg_namespace WHERE nspname = 'public'") then conn:exec("CREATE SCHEMA public") end
@@ -548,6 +633,8 @@ local function run_in_place(c, a, opts, mode, res)
   local ok, err = pcall(function()
     if opts.single_transaction then c:exec("BEGIN") end
     if mode == "drop-existing" then
+      -- what lives outside schemas (event triggers first, publications, servers, casts, large objects, ...)
+      drop_globals(c, {})
       for _, s in ipairs(c:query("SELECT nspname FROM pg_namespace WHERE " .. SYSTEM_SCHEMA)) do
         c:exec("DROP SCHEMA " .. c:quote_ident(s.nspname) .. " CASCADE")
       end
