@@ -65,6 +65,9 @@ int orch_interrupted(void) { return got_signal; }
 
 void orch_interrupt_clear(void) { got_signal = 0; }
 
+/* The handled signal is forgotten entirely: the next one is a first one again. */
+void orch_interrupt_rearm(void) { got_signal = 0; seen_signal = 0; }
+
 void orch_interrupt_set_cancel(PGcancel *c) { in_flight = c; }
 
 int orch_raise_interrupt(lua_State *L) {

@@ -16,6 +16,7 @@
 void orch_interrupt_install(lua_State *L);
 int orch_interrupted(void);                 /* signal number, or 0 */
 void orch_interrupt_clear(void);
+void orch_interrupt_rearm(void);            /* the next signal counts as a first one */
 /* Raise the interrupt error object ({interrupted=true, exit_code=130}). */
 int orch_raise_interrupt(lua_State *L);
 /* Register the cancel handle of the statement in flight (NULL to clear). */

@@ -142,7 +142,28 @@ function E.load(name, path)
   e.webhooks = e.webhooks or {}
   e.release = e.release or {}
   E.check(e, file)
+  E.fleet_child(e)
   return e
+end
+
+--- In a run that orch fleet started for one of its targets (the variables
+-- below are set by orch.fleet, for this environment only), the environment
+-- is the target's: its database, its own backup namespace (backups.dir/NAME,
+-- so backups, run logs and retention are per target), its variables (as
+-- e.target.vars and as placeholders), the run id the fleet gave it, and
+-- no webhooks unless the environment sets fleet.notify_targets.
+function E.fleet_child(e)
+  local raw = os.getenv("ORCH_FLEET_TARGET")
+  if not raw or raw == "" or os.getenv("ORCH_FLEET_ENV") ~= e.name then return end
+  local ok, t = pcall(require("orch.json").decode, raw)
+  if not ok or type(t) ~= "table" or type(t.name) ~= "string" then
+    sys.error("ORCH_FLEET_TARGET is not the JSON orch fleet writes: " .. tostring(t), 1)
+  end
+  e.target = t
+  e.database = { env = "ORCH_FLEET_DATABASE" }
+  e.backups.dir = assert(os.getenv("ORCH_FLEET_BACKUPS_DIR"), "ORCH_FLEET_BACKUPS_DIR is not set")
+  for k, v in pairs(t.vars or {}) do e.placeholders[k] = v end
+  if not (e.fleet and e.fleet.notify_targets) then e.webhooks = {} end
 end
 
 --- The environment a built-in command works in: --env NAME, else ORCH_ENV
@@ -190,6 +211,9 @@ local SHAPE = {
   preflight = { max_transaction_age = "duration", max_replication_lag = "duration", max_lock_wait = "duration", expect_role = "string" },
   release = { atomic = "boolean", discard_writes = "boolean" },
   health = "table", webhooks = "table", placeholders = "table",
+  -- orch fleet: the databases (orch.fleet.targets checks the entries) and the rollout's defaults
+  targets = "table",
+  fleet = { parallel = "count", canary = "count", max_failures = "count", notify_targets = "boolean" },
 }
 
 local WANT_TEXT = { string = "a string", boolean = "true or false", table = "a table", duration = "a duration such as \"3s\" (or seconds)",

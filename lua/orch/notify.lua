@@ -18,9 +18,12 @@ local N = {}
 
 local TITLES = { run_started = "started", run_succeeded = "succeeded", run_failed = "FAILED",
   run_restored = "FAILED and was RESTORED", run_needs_human = "FAILED: NEEDS A HUMAN", run_interrupted = "was interrupted",
-  test = "test notification" }
+  test = "test notification",
+  fleet_started = "rollout started", fleet_succeeded = "rollout succeeded", fleet_failed = "rollout FAILED",
+  fleet_interrupted = "rollout was interrupted" }
 local COLORS = { run_started = "#439FE0", run_succeeded = "good", run_failed = "danger", run_restored = "warning",
-  run_needs_human = "danger", run_interrupted = "warning", test = "#439FE0" }
+  run_needs_human = "danger", run_interrupted = "warning", test = "#439FE0",
+  fleet_started = "#439FE0", fleet_succeeded = "good", fleet_failed = "danger", fleet_interrupted = "warning" }
 
 --- The targets of an environment: { url, kind, name, token, events }.
 -- Hooks whose variable is unset are skipped (listed in missing).

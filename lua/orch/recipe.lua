@@ -139,7 +139,7 @@ function R.run(def)
   end
   local opts, env = def.opts or {}, def.env
   local ctx = { def = def, name = def.name, opts = opts, env = env, dry_run = opts.dry_run, yes = opts.yes, state = {},
-                run_id = opts.run_id or R.new_run_id(), changed = false, results = {} }
+                run_id = opts.run_id or (env.target and env.target.run_id) or R.new_run_id(), changed = false, results = {} }
   function ctx:conn()
     if not self._conn or self._conn:is_closed() then self._conn = db.connect(self.url) end
     return self._conn
@@ -313,6 +313,8 @@ function R.run(def)
   pcall(ctx.close_conn, ctx)
   if opts.json then
     io.stdout:write(json.encode { run_id = ctx.run_id, exit_code = code, outcome = outcome, steps = ctx.results,
+      backup = ctx.state.backup, failed_step = failure and failure.step or nil, run_log = ctx.runlog_path,
+      cause = failure and code ~= 130 and (errtext(failure.error):gsub("\n.*", "")) or nil,
       recovery = ctx.recovery and { rung = ctx.recovery.rung, why = ctx.recovery.why, details = ctx.recovery.lines } or nil }, "\n")
   end
   return code

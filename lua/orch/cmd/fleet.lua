@@ -1,0 +1,184 @@
+--- orch fleet: run one recipe over every database of an environment's
+-- targets, each target a run of its own, with bounded parallelism, a
+-- canary, a failure budget, one approval and one report (orch.fleet).
+local args = require "orch.args"
+local envmod = require "orch.env"
+local sys = require "orch.sys"
+local log = require "orch.log"
+local json = require "orch.json"
+
+local spec = args.spec({ "env", "yes", "dry_run", "json", "verbose" }, {
+  { name = "parallel", short = "j", type = "number", metavar = "N",
+    help = "run up to N targets at once, 1 to 64 (default: the environment's fleet.parallel, else 4)" },
+  { name = "canary", type = "number", metavar = "N",
+    help = "run the first N targets first, one at a time, and stop if any fails (default: fleet.canary, else 0)" },
+  { name = "max-failures", type = "number", metavar = "N",
+    help = "start no new target after N have failed; the rest are reported as not started (default: fleet.max_failures, else no limit)" },
+  { name = "only", type = "list", metavar = "NAME[,NAME...]", help = "only these targets (repeatable), in the fleet's order" },
+})
+
+local function count_option(v, name, min, max)
+  if v == nil then return nil end
+  if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) then
+    args.usage_error("fleet", string.format("--%s expects a whole number, got %s", name, tostring(v)))
+  end
+  v = math.tointeger(v)
+  if v < min or (max and v > max) then
+    args.usage_error("fleet", string.format("--%s is %d; it must be %d%s", name, v, min, max and (" to " .. max) or " or more"))
+  end
+  return v
+end
+
+local function resolve_recipe(path)
+  if not path then args.usage_error("fleet", "which recipe? usage: orch fleet RECIPE --env NAME (e.g. orch fleet recipes/prod.lua --env tenants)") end
+  if sys.exists(path) then
+    local st = sys.stat(path)
+    if st and st.type == "directory" then args.usage_error("fleet", string.format("%s is a directory, not a recipe file", path)) end
+    return path
+  end
+  local named = "recipes/" .. path .. ".lua"
+  if not path:match("[/.]") and sys.exists(named) then return named end
+  sys.error(string.format("cannot open recipe '%s': no such file\nsee 'orch fleet --help'", path), 2)
+end
+
+-- The plan per target, grouped: each distinct plan once, with the targets it applies to.
+local function plan_lines(rep)
+  local groups, order = {}, {}
+  for _, r in ipairs(rep.targets) do
+    local key = r.exit_code == 0 and (r.plan or "?") or string.format("DRY RUN FAILED%s: %s",
+      r.failed_step and (" at '" .. r.failed_step .. "'") or "", r.cause or r.outcome or "?")
+    if not groups[key] then groups[key] = {} order[#order + 1] = key end
+    table.insert(groups[key], r.name)
+  end
+  local lines = {}
+  for _, k in ipairs(order) do
+    local names = groups[k]
+    local shown = {}
+    for i = 1, math.min(#names, 12) do shown[i] = names[i] end
+    lines[#lines + 1] = log.redact(string.format("  %s\n      %d target%s: %s%s", k, #names, #names == 1 and "" or "s",
+      table.concat(shown, ", "), #names > 12 and string.format(", ... (%d more)", #names - 12) or ""))
+  end
+  return lines
+end
+
+return {
+  summary = "run a recipe over every database of an environment's targets (parallel, canary, one report)",
+  usage = "usage: orch fleet RECIPE --env NAME [--parallel N] [--canary N] [--max-failures N] [--only NAME,...] [--dry-run] [--yes] [--json] [-- RECIPE ARGS]",
+  description = "The environment's targets say which databases: a list of database names on its server, URLs\n" ..
+    "or libpq services ({ name = \"eu\", service = \"tickets_eu\", vars = { region = \"eu\" } }), a file\n" ..
+    "(targets = { file = \"tenants.txt\" }: one '[NAME] TARGET [KEY=VALUE ...]' a line, or a .json list),\n" ..
+    "or a query against a directory database (targets = { query = \"SELECT name, dbname, plan FROM tenants\",\n" ..
+    "directory = { env = \"DIRECTORY_URL\" } }; columns url, service or dbname, the others are variables).\n" ..
+    "Each target runs the recipe as a run of its own, in a child orch: its own run id, connection,\n" ..
+    "run log, history rows, recovery ladder, and backups in backups.dir/TARGET (retention per target).\n" ..
+    "The recipe sees the target as env.target = { name =, vars = } and its variables as placeholders.\n" ..
+    "\n" ..
+    "--canary N runs the first N targets alone, one by one, and any failure stops the rollout; then up\n" ..
+    "to --parallel at once. After --max-failures failures no new target starts. Without --yes, on a\n" ..
+    "terminal orch shows the plan per target (a dry run of each) and asks once; a protected environment\n" ..
+    "without a terminal needs --yes. Ctrl-C: no new target starts, running ones finish (their recovery\n" ..
+    "included) and the report is printed; a second Ctrl-C interrupts them; a third ends orch at once.\n" ..
+    "Webhooks: fleet_started and fleet_succeeded / fleet_failed / fleet_interrupted for the rollout;\n" ..
+    "the targets' own run notifications only when the environment sets fleet = { notify_targets = true }.\n" ..
+    "The report (also backups.dir/fleet/FLEET_ID.json) gives each target's outcome, exit code, duration,\n" ..
+    "backup and failed step. Exit code: 0 when every target succeeded, else the worst one's (1 < 2 < 3 <\n" ..
+    "130 < 4); 130 after Ctrl-C. Memory and connections grow with --parallel, not with the fleet.",
+  examples = {
+    "orch fleet recipes/prod.lua --env tenants --dry-run",
+    "orch fleet recipes/prod.lua --env tenants --canary 1 --parallel 8 --max-failures 2 --yes",
+    "orch fleet recipes/prod.lua --env tenants --only acme,globex --yes --json",
+  },
+  spec = spec,
+  run = function(argv)
+    local opts, rest = args.parse(argv, spec, "fleet")
+    if opts.verbose then log.level = "debug" end
+    local recipe = resolve_recipe(rest[1])
+    local recipe_args = table.move(rest, 2, #rest, 1, {})
+    local env = envmod.load(opts.env)
+    local fleet = require "orch.fleet"
+    local T = require "orch.fleet.targets"
+    local settings = env.fleet or {}
+    local parallel = count_option(opts.parallel, "parallel", 1, fleet.MAX_PARALLEL) or settings.parallel or fleet.DEFAULT_PARALLEL
+    if parallel < 1 or parallel > fleet.MAX_PARALLEL then
+      sys.error(string.format("environment %s: fleet.parallel is %d; it must be 1 to %d", env.name, parallel, fleet.MAX_PARALLEL), 1)
+    end
+    local canary = count_option(opts.canary, "canary", 0) or settings.canary or 0
+    local max_failures = count_option(opts.max_failures, "max-failures", 0) or settings.max_failures
+    if max_failures == 0 then max_failures = nil end
+    local all = T.load(env)
+    local targets = T.only(all, opts.only)
+    -- progress for people: stdout, or stderr when stdout carries the JSON
+    local function say(line)
+      if opts.json then io.stderr:write(line, "\n") io.stderr:flush() else print(line) io.stdout:flush() end
+    end
+    say(string.format("orch fleet %s — environment %s%s, %d target%s%s, parallel %d%s%s%s", recipe, env.name,
+      env.protected and " (protected)" or "", #targets, #targets == 1 and "" or "s",
+      #targets < #all and string.format(" (--only: %d of %d)", #targets, #all) or "", parallel,
+      canary > 0 and string.format(", canary %d", canary) or "", max_failures and string.format(", max failures %d", max_failures) or "",
+      opts.dry_run and "  [DRY RUN: nothing will change]" or ""))
+    local function finish(rep)
+      rep.env_backups_dir = env.backups.dir
+      if opts.json then
+        io.stdout:write(json.encode(fleet.to_json(rep), { indent = "  " }), "\n")
+      end
+      say("")
+      say(fleet.format(rep))
+      return rep.exit_code
+    end
+    if opts.dry_run then
+      local tmp = sys.mkdtemp("/tmp/orch-fleet-dry-")
+      local ok, rep = pcall(fleet.rollout, { recipe = recipe, env = env, targets = targets, parallel = parallel, canary = 0,
+        dry_run = true, recipe_args = recipe_args, say = say, logdir = tmp })
+      sys.rmtree(tmp)
+      if not ok then error(rep, 0) end
+      rep.logdir = nil
+      return finish(rep)
+    end
+    if not opts.yes then
+      if sys.isatty(0) then
+        say("the plan per target (a dry run of each, nothing is changed):")
+        local tmp = sys.mkdtemp("/tmp/orch-fleet-plan-")
+        local ok, plan = pcall(fleet.rollout, { recipe = recipe, env = env, targets = targets, parallel = parallel,
+          dry_run = true, recipe_args = recipe_args, say = say, quiet = true, logdir = tmp })
+        sys.rmtree(tmp)
+        if not ok then error(plan, 0) end
+        for _, l in ipairs(plan_lines(plan)) do say(l) end
+        io.stdout:write(string.format("run %s on these %d target(s) of %s (each takes its backup first; on failure its recovery runs)? [y/N] ",
+          recipe, #targets, env.name))
+        io.stdout:flush()
+        local a = io.read("l")
+        if not (a and a:lower():match("^y")) then
+          sys.error("approval declined: no target was started, nothing was changed", 1)
+        end
+      elseif env.protected then
+        sys.error(string.format("environment %s is protected and there is no terminal to ask: pass --yes to approve the rollout " ..
+          "(orch fleet %s --env %s --dry-run shows the plan per target); no target was started, nothing was changed", env.name, recipe, env.name), 1)
+      end
+    end
+    local fleet_id = fleet.new_id()
+    local info = { recipe = "fleet " .. recipe, env = env.name, run_id = fleet_id,
+      message = string.format("rollout of %s over %d target(s), parallel %d", recipe, #targets, parallel) }
+    fleet.notify(env, "fleet_started", info)
+    local rep = fleet.rollout { recipe = recipe, env = env, targets = targets, parallel = parallel, canary = canary,
+      max_failures = max_failures, recipe_args = recipe_args, say = say, fleet_id = fleet_id }
+    -- the record of the rollout, beside the targets' namespaces
+    rep.report_path = string.format("%s/fleet/%s.json", env.backups.dir, fleet_id)
+    local okw, werr = pcall(sys.write_atomic, rep.report_path, json.encode(fleet.to_json(rep), { indent = "  " }) .. "\n", 384)
+    if not okw or werr == nil then
+      log.warn("could not write the fleet report %s: %s", rep.report_path, tostring(werr))
+      rep.report_path = nil
+    end
+    pcall(fleet.retain, env.backups.dir, env.backups.keep_runs or 100, fleet_id)
+    local failed = {}
+    for _, r in ipairs(rep.targets) do
+      if r.exit_code and r.exit_code ~= 0 and #failed < 10 then
+        failed[#failed + 1] = r.name .. (r.failed_step and (" (" .. r.failed_step .. ")") or "")
+      end
+    end
+    info.outcome, info.exit_code, info.seconds = fleet.outcome(rep), rep.exit_code, rep.seconds
+    info.message = fleet.summary(rep) .. (rep.stopped and rep.stopped.text and ("; " .. rep.stopped.text) or "")
+    if #failed > 0 then info.cause = "failed: " .. table.concat(failed, ", ") end
+    fleet.notify(env, rep.exit_code == 0 and "fleet_succeeded" or (rep.stopped and rep.stopped.interrupted) and "fleet_interrupted" or "fleet_failed", info)
+    return finish(rep)
+  end,
+}

@@ -1,0 +1,426 @@
+-- orch fleet on the real test cluster: a recipe rolled over many databases,
+-- each target a run of its own (run id, backup namespace, history rows,
+-- recovery), in parallel within --parallel; a canary that fails stops
+-- everything; --max-failures leaves later targets untouched and reports
+-- them as not started; --only; --dry-run changes nothing; --json; targets
+-- from a file, a query, URLs and services with variables; the rollout's
+-- webhooks; Ctrl-C mid-rollout (once: running targets finish; twice: they
+-- are interrupted). The 200-database rollout is tests/bench/fleet_200.sh.
+local H = require "helper"
+local sys = require "orch.sys"
+local db = require "orch.db"
+local json = require "orch.json"
+local proc = require "orch.proc"
+
+local function server() return H.cluster():url("postgres") end
+
+-- n fresh databases named PREFIX_PID_i (on cluster pg, default the test
+-- cluster's); returns the list of names. FILE_COPY (15+) makes a small
+-- database 3-4 times faster than WAL_LOG.
+local function databases(prefix, n, pg)
+  local c <close> = (pg or H.cluster()):connect("postgres")
+  local strategy = tonumber(c:value("SHOW server_version_num")) >= 150000 and " STRATEGY FILE_COPY" or ""
+  local names = {}
+  for i = 1, n do
+    local name = string.format("%s_%d_%02d", prefix, sys.getpid(), i)
+    c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(name) .. " WITH (FORCE)")
+    c:exec("CREATE DATABASE " .. c:quote_ident(name) .. strategy)
+    names[i] = name
+  end
+  return names
+end
+
+local function drop_all(names, pg)
+  local c <close> = (pg or H.cluster()):connect("postgres")
+  for _, n in ipairs(names) do c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(n) .. " WITH (FORCE)") end
+  -- what a swap restore kept aside
+  for _, r in ipairs(c:query("SELECT datname FROM pg_database WHERE datname LIKE $1", (names[1]:gsub("_%d+$", "")) .. "%")) do
+    c:exec("DROP DATABASE IF EXISTS " .. c:quote_ident(r.datname) .. " WITH (FORCE)")
+  end
+end
+
+-- the light recipe: a backup, the migrations, the recovery ladder (and the notify step)
+local LIGHT = [[
+local R = require "orch.recipe"
+local opts, env = R.setup({ ... }, "fleet")
+return R.run { name = "light", opts = opts, env = env,
+  steps = { R.step.backup { verify = false }, R.step.migrate { checks = false } },
+  on_failure = { R.step.recover {} }, always = { R.step.notify() } }
+]]
+
+-- A project: migrations (name -> text), orch.env.lua with environment
+-- "fleet" on the test cluster (TEST_FLEET_SERVER), its targets and extra settings.
+local function project(migrations, targets, extra)
+  local dir = H.tmpdir()
+  sys.mkdir_p(dir .. "/migrations")
+  for name, text in pairs(migrations) do H.write(dir .. "/migrations/" .. name, text) end
+  H.write(dir .. "/light.lua", LIGHT)
+  H.write(dir .. "/orch.env.lua", string.format([[return {
+  fleet = { database = { env = "TEST_FLEET_SERVER" }, protected = true, backups = { dir = %q, keep = 2 },
+            lock_timeout = "2s", retries = 1, targets = %s, %s },
+}]], dir .. "/backups", targets, extra or ""))
+  return dir
+end
+
+local function list(names)
+  local q = {}
+  for i, n in ipairs(names) do q[i] = string.format("%q", n) end
+  return "{ " .. table.concat(q, ", ") .. " }"
+end
+
+local function fleet(dir, argv, env, wrap)
+  local a = {}
+  for _, w in ipairs(wrap or {}) do a[#a + 1] = w end
+  a[#a + 1] = H.orch_bin
+  a[#a + 1] = "fleet"
+  for _, x in ipairs(argv) do a[#a + 1] = x end
+  a.cwd, a.timeout = dir, 300
+  a.env = { TEST_FLEET_SERVER = server(), DATABASE_URL = false, ORCH_ENV = false }
+  for k, v in pairs(env or {}) do a.env[k] = v end
+  return sys.spawn(a)
+end
+
+local function report(r)
+  local ok, doc = pcall(json.decode, r.stdout)
+  assert(ok and type(doc) == "table", "no JSON report on stdout:\n" .. r.stdout .. "\n" .. r.stderr)
+  local by = {}
+  for _, t in ipairs(doc.targets) do by[t.name] = t end
+  return doc, by
+end
+
+local function has_history(name)
+  local c <close> = H.connect(name)
+  return c:value("SELECT to_regclass('public.orch_schema_history') IS NOT NULL")
+end
+
+local PROD = sys.realpath("recipes/prod.lua")
+local TWO = { ["V1__t.sql"] = "CREATE TABLE t (id int PRIMARY KEY, note text);\n",
+              ["V2__u.sql"] = "ALTER TABLE t ADD COLUMN tenant text;\n" }
+
+describe("orch fleet", function()
+  it("rolls prod.lua over 20 databases on two servers in parallel: each its own run id, history rows, backup namespace and run log; --json says it all", function()
+    -- 18 database names on the environment's server, and 2 URLs on another server
+    local names = databases("fl_par", 18)
+    local far = require("orch.localpg").ensure(string.format("/tmp/orch-fleet-far-%d", sys.getpid()))
+    local far_names = databases("fl_far", 2, far)
+    local entries = {}
+    for i, n in ipairs(names) do entries[i] = string.format("%q", n) end
+    for i, n in ipairs(far_names) do
+      entries[#entries + 1] = string.format("{ name = %q, url = %q }", n, far:url(n))
+      names[#names + 1] = n
+    end
+    local dir = project(TWO, "{ " .. table.concat(entries, ", ") .. " }")
+    local r = fleet(dir, { PROD, "--env", "fleet", "--parallel", "4", "--yes", "--json" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local doc, by = report(r)
+    assert.equals(0, doc.exit_code)
+    assert.equals("SUCCEEDED", doc.outcome)
+    assert.equals("fleet", doc.env)
+    assert.equals(4, doc.parallel)
+    assert.same({ succeeded = 20, failed = 0, interrupted = 0, not_started = 0 }, doc.counts)
+    assert.equals(20, #doc.targets)
+    -- bounded, and really parallel: never more than 4 at once, more than one at some point
+    assert.is_true(doc.peak_running <= 4 and doc.peak_running > 1, "peak " .. tostring(doc.peak_running))
+    local ids = {}
+    for i, name in ipairs(names) do
+      local t = by[name]
+      assert.equals(name, doc.targets[i].name)   -- the report keeps the fleet's order
+      assert.equals("succeeded", t.status)
+      assert.equals(0, t.exit_code)
+      assert.equals("SUCCEEDED", t.outcome)
+      assert.is_number(t.seconds)
+      assert.is_number(t.started)
+      assert.is_nil(ids[t.run_id], "run ids are per target")
+      ids[t.run_id] = true
+      -- the backup lives in the target's own namespace, with its manifest, and names this run
+      assert.equals(dir .. "/backups/" .. name, t.backups_dir)
+      assert.equals(dir .. "/backups/" .. name, t.backup:match("^(.*)/[^/]+$"))
+      local m = json.decode(H.read(t.backup:gsub("%.dump$", ".manifest.json")))
+      assert.equals(t.run_id, m.run_id)
+      -- the history rows carry the target's run id; the run log is the target's
+      local c <close> = i > 18 and far:connect(name) or H.connect(name)
+      assert.equals(2, c:value("SELECT count(*) FROM orch_schema_history WHERE run_id = $1 AND success", t.run_id))
+      assert.equals(dir .. "/backups/" .. name .. "/runs/" .. t.run_id .. ".jsonl", t.run_log)
+      local last = json.decode(H.read(t.run_log):match("([^\n]+)\n$"))
+      assert.equals("run_end", last.event)
+      assert.equals(0, last.exit_code)
+    end
+    -- the rollout's own record
+    assert.truthy(sys.exists(doc.report), doc.report)
+    assert.equals(doc.fleet_id, json.decode(H.read(doc.report)).fleet_id)
+    assert.matches("fleet .* SUCCEEDED over environment fleet — 20 targets: 20 succeeded", r.stderr)
+    far:destroy()
+    names[19], names[20] = nil, nil
+    drop_all(names)
+  end)
+
+  it("a failing target runs its own recovery (undo, exit 3) and the others' results stand; the overall exit is the worst", function()
+    local names = databases("fl_rec", 6)
+    -- the fourth tenant already has a t2: its V2 fails after V1 committed, and the ladder undoes V1
+    local c <close> = H.connect(names[4])
+    c:exec("CREATE TABLE t2 (id int)")
+    c:close()
+    local dir = project({ ["V1__t.sql"] = "CREATE TABLE t (id int);\n", ["U1__t.sql"] = "DROP TABLE t;\n",
+                          ["V2__t2.sql"] = "CREATE TABLE t2 (id int);\n" }, list(names), "release = { atomic = false }")
+    local r = fleet(dir, { PROD, "--env", "fleet", "--parallel", "3", "--yes", "--json" })
+    assert.equals(3, r.code, r.stdout .. r.stderr)
+    local doc, by = report(r)
+    assert.equals(3, doc.exit_code)
+    assert.same({ succeeded = 5, failed = 1, interrupted = 0, not_started = 0 }, doc.counts)
+    local bad = by[names[4]]
+    assert.equals(3, bad.exit_code)
+    assert.equals("failed", bad.status)
+    assert.equals("migrate", bad.failed_step)
+    assert.equals("undo", bad.recovery.rung)
+    assert.matches("t2", bad.cause)
+    local b <close> = H.connect(names[4])
+    assert.is_nil(b:value("SELECT to_regclass('public.t')"), "V1 was undone")
+    for i, n in ipairs(names) do
+      if i ~= 4 then
+        assert.equals(0, by[n].exit_code)
+        local x <close> = H.connect(n)
+        assert.equals(2, x:value("SELECT count(*) FROM orch_schema_history WHERE success"))
+      end
+    end
+    assert.matches("FAILED AND UNDONE", r.stderr)
+    drop_all(names)
+  end)
+
+  it("a canary that fails stops everything: no other target is started, and they are reported as not started", function()
+    local names = databases("fl_can", 5)
+    local c <close> = H.connect(names[1])
+    c:exec("CREATE TABLE t (x int)")   -- the canary's V1 fails
+    c:close()
+    local dir = project(TWO, list(names))
+    local r = fleet(dir, { "light.lua", "--env", "fleet", "--canary", "1", "--parallel", "4", "--yes", "--json" })
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    local doc, by = report(r)
+    assert.equals("canary", doc.stopped.reason)
+    assert.equals("STOPPED: THE CANARY FAILED", doc.outcome)
+    assert.is_true(by[names[1]].canary)
+    assert.equals(1, by[names[1]].exit_code)
+    for i = 2, 5 do
+      assert.equals("not started", by[names[i]].status)
+      assert.equals("canary", by[names[i]].not_started_because)
+      assert.is_nil(by[names[i]].exit_code)
+      assert.is_false(has_history(names[i]), names[i] .. " was touched")
+      assert.is_false(sys.exists(dir .. "/backups/" .. names[i]))
+    end
+    assert.matches("not started %(the canary failed%)", r.stderr)
+    drop_all(names)
+  end)
+
+  it("--max-failures 1 with --parallel 1 leaves the later targets untouched and reports them as not started", function()
+    local names = databases("fl_max", 5)
+    local c <close> = H.connect(names[2])
+    c:exec("CREATE TABLE t (x int)")
+    c:close()
+    local dir = project(TWO, list(names))
+    local r = fleet(dir, { "light.lua", "--env", "fleet", "--parallel", "1", "--max-failures", "1", "--yes", "--json" })
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    local doc, by = report(r)
+    assert.equals("max_failures", doc.stopped.reason)
+    assert.same({ succeeded = 1, failed = 1, interrupted = 0, not_started = 3 }, doc.counts)
+    assert.equals(0, by[names[1]].exit_code)
+    assert.is_true(has_history(names[1]))
+    assert.equals(1, by[names[2]].exit_code)
+    for i = 3, 5 do
+      assert.equals("not started", by[names[i]].status)
+      assert.equals("max_failures", by[names[i]].not_started_because)
+      assert.is_false(has_history(names[i]))
+    end
+    drop_all(names)
+  end)
+
+  it("--only runs the named targets alone; a name the fleet lacks is a usage error (exit 2) before anything starts", function()
+    local names = databases("fl_only", 4)
+    local dir = project(TWO, list(names))
+    local r = fleet(dir, { "light.lua", "--env", "fleet", "--only", names[3] .. "," .. names[1], "--yes", "--json" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local doc = report(r)
+    assert.equals(2, #doc.targets)
+    assert.equals(names[1], doc.targets[1].name)   -- the fleet's order, not the option's
+    assert.equals(names[3], doc.targets[2].name)
+    assert.is_true(has_history(names[1]))
+    assert.is_true(has_history(names[3]))
+    assert.is_false(has_history(names[2]))
+    assert.is_false(has_history(names[4]))
+    local u = fleet(dir, { "light.lua", "--env", "fleet", "--only", "nosuch", "--yes" })
+    assert.equals(2, u.code, u.stdout .. u.stderr)
+    assert.matches("%-%-only nosuch: the fleet has no target of that name", u.stderr)
+    assert.is_false(has_history(names[2]))
+    drop_all(names)
+  end)
+
+  it("--dry-run shows each target's plan and changes nothing: no history, no backup, no run log", function()
+    local names = databases("fl_dry", 3)
+    local dir = project(TWO, list(names))
+    local r = fleet(dir, { PROD, "--env", "fleet", "--dry-run", "--json" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local doc, by = report(r)
+    assert.is_true(doc.dry_run)
+    assert.equals("DRY RUN (nothing was changed)", doc.outcome)
+    for _, n in ipairs(names) do
+      assert.equals("would apply: V1__t.sql, V2__u.sql", by[n].plan)
+      assert.is_false(has_history(n))
+    end
+    assert.is_false(sys.exists(dir .. "/backups"), "a dry run wrote into the backups directory")
+    -- and a protected environment without a terminal and without --yes starts nothing
+    local p = fleet(dir, { PROD, "--env", "fleet" })
+    assert.equals(1, p.code, p.stdout .. p.stderr)
+    assert.matches("is protected and there is no terminal to ask: pass %-%-yes", p.stderr)
+    for _, n in ipairs(names) do assert.is_false(has_history(n)) end
+    drop_all(names)
+  end)
+
+  it("targets from a file, a directory query, URLs and libpq services, each with variables the recipe sees as placeholders", function()
+    local names = databases("fl_src", 4)
+    local pg = H.cluster()
+    local svcfile = H.write(H.tmpdir() .. "/pg_service.conf", string.format("[fleet_svc]\nhost=%s\nport=%d\nuser=%s\ndbname=%s\n",
+      pg.host, pg.port, pg.user, names[4]))
+    local mig = { ["V1__t.sql"] = "CREATE TABLE t (tenant text DEFAULT '${tenant}');\n" }
+    local dir = project(mig, [[{ file = "tenants.txt" }]], [[placeholders = { tenant = "none" }]])
+    H.write(dir .. "/tenants.txt", table.concat({
+      "# name target vars",
+      "acme " .. names[1] .. " tenant=ACME",
+      pg:url(names[2]) .. " tenant=URL",
+      "",
+      "svc service=fleet_svc tenant=SVC",
+      names[3],
+    }, "\n") .. "\n")
+    local r = fleet(dir, { "light.lua", "--env", "fleet", "--yes", "--json" }, { PGSERVICEFILE = svcfile })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local doc = report(r)
+    assert.same({ "acme", names[2], "svc", names[3] }, { doc.targets[1].name, doc.targets[2].name, doc.targets[3].name, doc.targets[4].name })
+    local function default_of(n)
+      local c <close> = H.connect(n)
+      return c:value("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'public.t'::regclass")
+    end
+    assert.equals("'ACME'::text", default_of(names[1]))
+    assert.equals("'URL'::text", default_of(names[2]))
+    assert.equals("'none'::text", default_of(names[3]))
+    assert.equals("'SVC'::text", default_of(names[4]))
+    assert.truthy(sys.exists(dir .. "/backups/svc"))
+    -- the same from a query against a directory database: name, dbname, and the rest are variables
+    local dirdb_url, dirdb = H.fresh_db("fl_directory")
+    local d <close> = db.connect(dirdb_url)
+    d:exec("CREATE TABLE tenants (name text, dbname text, tenant text, active bool)")
+    for i, n in ipairs(names) do d:query("INSERT INTO tenants VALUES ($1, $2, $3, $4)", "q" .. i, n, "Q" .. i, i ~= 2 and "t" or "f") end
+    d:close()
+    local mig2 = { ["V1__t.sql"] = mig["V1__t.sql"], ["V2__q.sql"] = "CREATE TABLE q (tenant text DEFAULT '${tenant}');\n" }
+    local dir2 = project(mig2, [[{ query = "SELECT name, dbname, tenant FROM tenants WHERE active ORDER BY name", directory = { env = "TEST_DIRECTORY" } }]],
+      [[placeholders = { tenant = "none" }]])
+    local r2 = fleet(dir2, { "light.lua", "--env", "fleet", "--yes", "--json" }, { TEST_DIRECTORY = dirdb_url })
+    assert.equals(0, r2.code, r2.stdout .. r2.stderr)
+    local doc2 = report(r2)
+    assert.equals(3, #doc2.targets)
+    assert.same({ "q1", "q3", "q4" }, { doc2.targets[1].name, doc2.targets[2].name, doc2.targets[3].name })
+    local c <close> = H.connect(names[3])
+    assert.equals("'Q3'::text", c:value("SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef WHERE adrelid = 'public.q'::regclass"))
+    c:close()
+    -- a bad entry is named, and nothing starts
+    local dir3 = project(mig, [[{ "ok_db", { name = "x", dbname = "a", url = "postgresql://h/b" } }]])
+    local r3 = fleet(dir3, { "light.lua", "--env", "fleet", "--yes" })
+    assert.equals(1, r3.code, r3.stdout .. r3.stderr)
+    assert.matches("targets%[2%]: names its database more than one way", r3.stderr)
+    H.drop_db(dirdb)
+    drop_all(names)
+  end)
+
+  it("webhooks: one for the rollout's start and end; the targets' own only when the environment sets fleet.notify_targets", function()
+    local srv = H.httpd()
+    local names = databases("fl_hook", 3)
+    local dir = project(TWO, list(names), [[webhooks = { { url_env = "TEST_HOOK", kind = "json" } }]])
+    local r = fleet(dir, { "light.lua", "--env", "fleet", "--yes" }, { TEST_HOOK = srv:url("/hook/fleet") })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local events = {}
+    for _, h in ipairs(srv:hooks()) do events[#events + 1] = json.decode(h.body).event end
+    assert.same({ "fleet_started", "fleet_succeeded" }, events)
+    local last = json.decode(srv:hooks()[2].body)
+    assert.equals(0, last.exit_code)
+    assert.matches("3 targets: 3 succeeded", last.message)
+    srv:reset()
+    -- now per target too, on a fleet with a failing member
+    local names2 = databases("fl_hook2", 2)
+    local c <close> = H.connect(names2[2])
+    c:exec("CREATE TABLE t (x int)")
+    c:close()
+    local dir2 = project(TWO, list(names2), [[webhooks = { { url_env = "TEST_HOOK", kind = "json" } }, fleet = { notify_targets = true }]])
+    local r2 = fleet(dir2, { "light.lua", "--env", "fleet", "--yes", "--parallel", "1" }, { TEST_HOOK = srv:url("/hook/fleet") })
+    assert.equals(1, r2.code, r2.stdout .. r2.stderr)
+    local seen = {}
+    for _, h in ipairs(srv:hooks()) do
+      local b = json.decode(h.body)
+      seen[#seen + 1] = b.event
+    end
+    assert.equals("fleet_started", seen[1])
+    assert.equals("fleet_failed", seen[#seen])
+    local per = table.concat(seen, " ", 2, #seen - 1)
+    assert.equals("run_started run_succeeded run_started run_failed", per)
+    srv:stop()
+    drop_all(names)
+    drop_all(names2)
+  end)
+
+  it("Ctrl-C mid-rollout: no new target starts, the running ones finish (exit 0), the rest are not started, exit 130", function()
+    local names = databases("fl_int", 6)
+    local slow = { ["V1__t.sql"] = "CREATE TABLE t (id int);\nSELECT pg_sleep(2);\n" }
+    local dir = project(slow, list(names))
+    local t0 = sys.monotonic()
+    local r = fleet(dir, { "light.lua", "--env", "fleet", "--parallel", "2", "--yes", "--json" }, nil,
+      { "timeout", "--preserve-status", "-s", "INT", "1.2" })
+    assert.equals(130, r.code, r.stdout .. r.stderr)
+    assert.is_true(sys.monotonic() - t0 < 30)
+    local doc, by = report(r)
+    assert.equals("INTERRUPTED", doc.outcome)
+    assert.equals("interrupted", doc.stopped.reason)
+    assert.same({ succeeded = 2, failed = 0, interrupted = 0, not_started = 4 }, doc.counts)
+    for i, n in ipairs(names) do
+      if i <= 2 then
+        assert.equals(0, by[n].exit_code, "a running target reached its end")
+        assert.is_true(has_history(n))
+      else
+        assert.equals("interrupted", by[n].not_started_because)
+        assert.is_false(has_history(n))
+      end
+    end
+    assert.matches("Ctrl%-C: no new target starts; waiting for the 2 running target%(s%) to finish", r.stderr)
+    drop_all(names)
+  end)
+
+  it("a second Ctrl-C interrupts the running targets: each cancels its release (rolled back) and reports 130", function()
+    local names = databases("fl_int2", 4)
+    local slow = { ["V1__t.sql"] = "CREATE TABLE t (id int);\nSELECT pg_sleep(30);\n" }
+    local dir = project(slow, list(names))
+    local out, err = dir .. "/fleet.out", dir .. "/fleet.err"
+    local p <close> = proc.start { H.orch_bin, "fleet", "light.lua", "--env", "fleet", "--parallel", "2", "--yes", "--json",
+      cwd = dir, stdout = out, stderr = err, env = { TEST_FLEET_SERVER = server(), DATABASE_URL = false, ORCH_ENV = false } }
+    local t0 = sys.monotonic()
+    -- wait until both running targets are in their migration
+    local deadline = t0 + 20
+    while sys.monotonic() < deadline do
+      local c <close> = H.connect("postgres")
+      if c:value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(' || '30)%' AND state = 'active' AND pid <> pg_backend_pid()") >= 2 then break end
+      c:close()
+      sys.sleep(0.1)
+    end
+    assert.is_true(p:signal(2))
+    sys.sleep(0.8)   -- past the duplicate window: a second, separate Ctrl-C
+    assert.is_true(p:signal(2))
+    local res
+    while not res and sys.monotonic() < t0 + 40 do res = p:poll() sys.sleep(0.05) end
+    assert.truthy(res, "the fleet did not end after the second Ctrl-C")
+    assert.equals(130, res.code, H.read(err))
+    assert.is_true(sys.monotonic() - t0 < 25, "the running targets were not interrupted")
+    local doc, by = report({ stdout = H.read(out), stderr = H.read(err) })
+    assert.same({ succeeded = 0, failed = 0, interrupted = 2, not_started = 2 }, doc.counts)
+    for i, n in ipairs(names) do
+      if i <= 2 then assert.equals(130, by[n].exit_code) end
+      local c <close> = H.connect(n)
+      -- the release was one transaction: cancelled and rolled back, no table, no history row
+      assert.is_true(c:value("SELECT to_regclass('public.t') IS NULL"))
+    end
+    assert.matches("second Ctrl%-C: interrupting the 2 running target%(s%)", H.read(err))
+    drop_all(names)
+  end)
+end)
