@@ -252,6 +252,24 @@ describe("orch fleet", function()
     drop_all(names)
   end)
 
+  it("retention is per target: each namespace keeps its own newest backups.keep backups", function()
+    local names = databases("fl_keep", 2)
+    local dir = project(TWO, list(names))   -- backups.keep = 2
+    for _ = 1, 3 do
+      local r = fleet(dir, { "light.lua", "--env", "fleet", "--yes" })
+      assert.equals(0, r.code, r.stdout .. r.stderr)
+    end
+    for _, n in ipairs(names) do
+      local dumps = 0
+      for _, f in ipairs(sys.listdir(dir .. "/backups/" .. n)) do if f:match("%.dump$") then dumps = dumps + 1 end end
+      assert.equals(2, dumps, n)
+    end
+    local reports = 0
+    for _, f in ipairs(sys.listdir(dir .. "/backups/fleet")) do if f:match("%.json$") then reports = reports + 1 end end
+    assert.equals(3, reports)
+    drop_all(names)
+  end)
+
   it("--dry-run shows each target's plan and changes nothing: no history, no backup, no run log", function()
     local names = databases("fl_dry", 3)
     local dir = project(TWO, list(names))
@@ -270,6 +288,31 @@ describe("orch fleet", function()
     assert.equals(1, p.code, p.stdout .. p.stderr)
     assert.matches("is protected and there is no terminal to ask: pass %-%-yes", p.stderr)
     for _, n in ipairs(names) do assert.is_false(has_history(n)) end
+    drop_all(names)
+  end)
+
+  it("on a terminal without --yes: the plan per target (grouped), one question; no starts nothing, y rolls out", function()
+    local names = databases("fl_tty", 3)
+    local dir = project(TWO, list(names))
+    -- the third is at V1 already: its plan differs
+    local m = H.orch { "migrate", "--db", H.cluster():url(names[3]), "--dir", dir .. "/migrations", "--target", "1" }
+    assert.equals(0, m.code, m.stderr)
+    local cmd = string.format("cd %s && %s fleet %s --env fleet", dir, H.orch_bin, PROD)
+    local env = { TEST_FLEET_SERVER = server(), DATABASE_URL = false, ORCH_ENV = false }
+    local no = sys.spawn { "script", "-qec", cmd, "/dev/null", stdin = "n\n", timeout = 120, env = env }
+    assert.equals(1, no.code, no.stdout .. no.stderr)
+    assert.matches("the plan per target %(a dry run of each, nothing is changed%)", no.stdout)
+    assert.matches("would apply: V1__t%.sql, V2__u%.sql\r?\n%s+2 targets: " .. names[1] .. ", " .. names[2], no.stdout)
+    assert.matches("would apply: V2__u%.sql\r?\n%s+1 target: " .. names[3], no.stdout)
+    assert.matches("on these 3 target%(s%) of fleet", no.stdout)
+    assert.matches("approval declined: no target was started, nothing was changed", no.stdout)
+    assert.is_false(has_history(names[1]))
+    assert.is_false(sys.exists(dir .. "/backups/" .. names[1]))
+    local cmd2 = string.format("cd %s && %s fleet %s --env fleet --only %s,%s", dir, H.orch_bin, PROD, names[1], names[2])
+    local yes = sys.spawn { "script", "-qec", cmd2, "/dev/null", stdin = "y\n", timeout = 120, env = env }
+    assert.equals(0, yes.code, yes.stdout .. yes.stderr)
+    assert.is_true(has_history(names[1]))
+    assert.is_true(has_history(names[2]))
     drop_all(names)
   end)
 

@@ -143,9 +143,11 @@ return {
         sys.rmtree(tmp)
         if not ok then error(plan, 0) end
         for _, l in ipairs(plan_lines(plan)) do say(l) end
-        io.stdout:write(string.format("run %s on these %d target(s) of %s (each takes its backup first; on failure its recovery runs)? [y/N] ",
+        -- (with --json, stdout carries only the report)
+        local tty = opts.json and io.stderr or io.stdout
+        tty:write(string.format("run %s on these %d target(s) of %s, each as a run of its own (its recipe's backup and recovery included)? [y/N] ",
           recipe, #targets, env.name))
-        io.stdout:flush()
+        tty:flush()
         local a = io.read("l")
         if not (a and a:lower():match("^y")) then
           sys.error("approval declined: no target was started, nothing was changed", 1)
