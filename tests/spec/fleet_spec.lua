@@ -252,6 +252,44 @@ describe("orch fleet", function()
     drop_all(names)
   end)
 
+  it("the recipe sees env.target (name and variables); a target killed outright is reported as such and needs a human (exit 4)", function()
+    local names = databases("fl_who", 2)
+    local dir = project({}, string.format([[{ { name = "gold", dbname = %q, vars = { plan = "gold" } },
+                                               { name = "crash", dbname = %q, vars = { plan = "crash" } } }]], names[1], names[2]))
+    H.write(dir .. "/who.lua", [[
+local R = require "orch.recipe"
+local sys = require "orch.sys"
+local opts, env = R.setup({ ... }, "fleet")
+return R.run { name = "who", opts = opts, env = env, steps = {
+  R.step.lua { name = "who am i", run = function(ctx)
+    local c = ctx:conn()
+    c:exec("CREATE TABLE whoami (name text, plan text)")
+    c:query("INSERT INTO whoami VALUES ($1, $2)", env.target.name, env.target.vars.plan)
+    if env.target.vars.plan == "crash" then sys.kill(sys.getpid(), 9) end
+    return "ok"
+  end } } }
+]])
+    local r = fleet(dir, { "who.lua", "--env", "fleet", "--yes", "--json" })
+    assert.equals(4, r.code, r.stdout .. r.stderr)
+    local doc, by = report(r)
+    assert.equals(0, by.gold.exit_code)
+    assert.equals(4, by.crash.exit_code)
+    assert.equals(9, by.crash.signal)
+    assert.matches("killed by signal 9", by.crash.outcome)
+    for i, want in ipairs { "gold", "crash" } do
+      local c <close> = H.connect(names[i])
+      local row = c:query("SELECT name, plan FROM whoami")[1]
+      assert.equals(want, row.name)
+      assert.equals(want, row.plan)
+    end
+    -- a recipe that does not parse fails once, before any target starts
+    H.write(dir .. "/broken.lua", "local x = \n")
+    local b = fleet(dir, { "broken.lua", "--env", "fleet", "--yes" })
+    assert.equals(1, b.code, b.stdout .. b.stderr)
+    assert.matches("recipe does not parse: .* %(no target was started%)", b.stderr)
+    drop_all(names)
+  end)
+
   it("retention is per target: each namespace keeps its own newest backups.keep backups", function()
     local names = databases("fl_keep", 2)
     local dir = project(TWO, list(names))   -- backups.keep = 2

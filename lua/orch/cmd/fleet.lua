@@ -41,6 +41,13 @@ local function resolve_recipe(path)
   sys.error(string.format("cannot open recipe '%s': no such file\nsee 'orch fleet --help'", path), 2)
 end
 
+-- A recipe that does not parse fails here once, not once per target.
+local function check_recipe(path)
+  local chunk, err = loadfile(path, "t")
+  if not chunk then sys.error(string.format("recipe does not parse: %s (no target was started)", err), 1) end
+  return path
+end
+
 -- The plan per target, grouped: each distinct plan once, with the targets it applies to.
 local function plan_lines(rep)
   local groups, order = {}, {}
@@ -92,7 +99,7 @@ return {
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "fleet")
     if opts.verbose then log.level = "debug" end
-    local recipe = resolve_recipe(rest[1])
+    local recipe = check_recipe(resolve_recipe(rest[1]))
     local recipe_args = table.move(rest, 2, #rest, 1, {})
     local env = envmod.load(opts.env)
     local fleet = require "orch.fleet"
@@ -142,6 +149,9 @@ return {
           dry_run = true, recipe_args = recipe_args, say = say, quiet = true, logdir = tmp })
         sys.rmtree(tmp)
         if not ok then error(plan, 0) end
+        if plan.stopped and plan.stopped.interrupted then
+          sys.error("interrupted while the plan was made: no target was started, nothing was changed", 130)
+        end
         for _, l in ipairs(plan_lines(plan)) do say(l) end
         -- (with --json, stdout carries only the report)
         local tty = opts.json and io.stderr or io.stdout

@@ -132,7 +132,7 @@ function F.rollout(o)
 
   local function launch(rec)
     local t = rec.target
-    rec.run_id = o.dry_run and nil or require("orch.recipe").new_run_id()
+    if not o.dry_run then rec.run_id = require("orch.recipe").new_run_id() end
     rec.backups_dir = base_dir .. "/" .. t.name
     rec.out_path = string.format("%s/%s.json", logdir, t.name)
     rec.log_path = string.format("%s/%s.log", logdir, t.name)
@@ -157,10 +157,7 @@ function F.rollout(o)
     local ok, err = pcall(proc.start, argv)
     if not ok and not argv.proc then
       if type(err) == "table" and err.interrupted then error(err, 0) end
-      rec.status, rec.exit_code, rec.outcome = "done", 1, "could not start"
-      rec.cause = tostring(err)
-      rec.seconds = 0
-      return false
+      return false, tostring(err)
     end
     if not ok then error(err, 0) end
     return true
@@ -168,10 +165,12 @@ function F.rollout(o)
 
   local function finish(rec, r)
     if rec.status == "done" then return end
-    local res = child_result(rec.out_path)
+    local res = not r.start_error and child_result(rec.out_path) or nil
     rec.seconds = r.seconds
     rec.maxrss_kb = r.maxrss_kb
-    if r.signal then
+    if r.start_error then
+      rec.exit_code, rec.outcome, rec.cause = 1, "could not start", r.start_error
+    elseif r.signal then
       rec.exit_code = 4
       rec.signal = r.signal
       rec.outcome = string.format("killed by signal %d (its state is unknown: a human must look)", r.signal)
@@ -239,9 +238,10 @@ function F.rollout(o)
       for _, r in ipairs(running) do if r.canary then canary_running = true end end
       if #running >= limit or (not rec.canary and canary_running) then break end
       next_i = next_i + 1
-      if not launch(rec) then
+      local started, why = launch(rec)
+      if not started then
         for i, r in ipairs(running) do if r == rec then table.remove(running, i) break end end
-        finish(rec, { code = 1, seconds = 0 })
+        finish(rec, { code = 1, seconds = 0, start_error = why })
       end
     end
     -- reap what ended
