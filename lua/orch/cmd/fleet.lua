@@ -114,6 +114,23 @@ return {
     if max_failures == 0 then max_failures = nil end
     local all = T.load(env)
     local targets = T.only(all, opts.only)
+    -- the targets on the environment's server share its connections: say so when --parallel would not fit
+    local on_server = 0
+    for _, t in ipairs(targets) do if t.kind == "dbname" then on_server = on_server + 1 end end
+    if on_server > 0 then
+      local okc, c = pcall(require("orch.db").connect, envmod.command_database(env))
+      if okc then
+        local okq, room = pcall(c.value, c, [[SELECT current_setting('max_connections')::int
+          - current_setting('superuser_reserved_connections')::int - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')]])
+        c:close()
+        local need = math.min(parallel, on_server) * fleet.CONNECTIONS_PER_RUN
+        if okq and room and need > room then
+          log.warn("--parallel %d may open up to %d connections to the server of environment %s, which has room for %d now: " ..
+            "targets that cannot connect fail (nothing changed); lower --parallel to %d or raise max_connections",
+            parallel, need, env.name, room, math.max(1, room // fleet.CONNECTIONS_PER_RUN))
+        end
+      end
+    end
     -- progress for people: stdout, or stderr when stdout carries the JSON
     local function say(line)
       if opts.json then io.stderr:write(line, "\n") io.stderr:flush() else print(line) io.stdout:flush() end
@@ -121,7 +138,7 @@ return {
     say(string.format("orch fleet %s — environment %s%s, %d target%s%s, parallel %d%s%s%s", recipe, env.name,
       env.protected and " (protected)" or "", #targets, #targets == 1 and "" or "s",
       #targets < #all and string.format(" (--only: %d of %d)", #targets, #all) or "", parallel,
-      canary > 0 and string.format(", canary %d", canary) or "", max_failures and string.format(", max failures %d", max_failures) or "",
+      (canary > 0 and not opts.dry_run) and string.format(", canary %d", canary) or "", max_failures and string.format(", max failures %d", max_failures) or "",
       opts.dry_run and "  [DRY RUN: nothing will change]" or ""))
     local function finish(rep)
       rep.env_backups_dir = env.backups.dir

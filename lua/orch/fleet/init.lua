@@ -27,6 +27,9 @@ local F = {}
 
 F.DEFAULT_PARALLEL = 4
 F.MAX_PARALLEL = 64
+-- connections one target's run holds at most at once (its session and the
+-- advisory lock's; measured by tests/bench/fleet_200.sh)
+F.CONNECTIONS_PER_RUN = 2
 local SIGINT = 2
 local POLL = 0.05
 
