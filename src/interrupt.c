@@ -20,6 +20,7 @@
 
 static volatile sig_atomic_t got_signal;
 static volatile sig_atomic_t seen_signal;   /* not reset by orch_interrupt_clear */
+static volatile sig_atomic_t rearmed;       /* the next signal past the window is a first one again */
 static struct timespec first_at;
 static lua_State *volatile main_state;
 static PGcancel *volatile in_flight;
@@ -38,9 +39,12 @@ static void on_signal(int sig) {
     if (seen_signal) {
         long ns = (now.tv_sec - first_at.tv_sec) * 1000000000L + (now.tv_nsec - first_at.tv_nsec);
         if (ns < DUPLICATE_WINDOW_NS) return;  /* the echo of the first one */
-        signal(sig, SIG_DFL);                  /* a second Ctrl-C kills */
-        raise(sig);
-        return;
+        if (!rearmed) {
+            signal(sig, SIG_DFL);              /* a second Ctrl-C kills */
+            raise(sig);
+            return;
+        }
+        rearmed = 0;                           /* handled like a first one */
     }
     first_at = now;
     seen_signal = 1;
@@ -65,8 +69,9 @@ int orch_interrupted(void) { return got_signal; }
 
 void orch_interrupt_clear(void) { got_signal = 0; }
 
-/* The handled signal is forgotten entirely: the next one is a first one again. */
-void orch_interrupt_rearm(void) { got_signal = 0; seen_signal = 0; }
+/* The handled signal is done with: the next one (past the duplicate window,
+ * so an echo of this one still does not count) is a first one again. */
+void orch_interrupt_rearm(void) { got_signal = 0; rearmed = 1; }
 
 void orch_interrupt_set_cancel(PGcancel *c) { in_flight = c; }
 
