@@ -505,3 +505,64 @@ return R.run { name = "who", opts = opts, env = env, steps = {
     drop_all(names)
   end)
 end)
+
+describe("orch.fleet.targets", function()
+  local T = require "orch.fleet.targets"
+  local function env(targets) return { name = "t", targets = targets, database = {}, backups = { dir = "b" } } end
+  local function err_of(f, ...)
+    local ok, e = pcall(f, ...)
+    assert.is_false(ok, "no error")
+    return tostring(e), type(e) == "table" and e.exit_code
+  end
+
+  it("a database name is reached on the environment's server with every other parameter kept", function()
+    assert.equals("postgresql://app:pw@db.internal:6432/tenant%20a?sslmode=require",
+      T.on_server("postgresql://app:pw@db.internal:6432/main?sslmode=require", "tenant a"))
+    assert.equals("postgresql://db.internal/t1", T.on_server("postgresql://db.internal", "t1"))
+    assert.equals("host=h port=5 dbname='o\\'brien'", T.on_server("host=h port=5", "o'brien"))
+    assert.equals("service=prod dbname='t1'", T.on_server("service=prod", "t1"))
+    assert.equals("dbname='t1'", T.on_server(nil, "t1"))
+  end)
+
+  it("reads a .json list and a text file; names come from the entry or its database; passwords never show", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/t.json", [=[["db_one", {"name": "two", "url": "postgresql://u:sekrit@h/db2", "vars": {"plan": "gold", "seats": 5}},
+      {"service": "svc_three"}]]=])
+    local ts = T.load(env { file = dir .. "/t.json" })
+    assert.same({ "db_one", "two", "svc_three" }, { ts[1].name, ts[2].name, ts[3].name })
+    assert.same({ "dbname", "url", "service" }, { ts[1].kind, ts[2].kind, ts[3].kind })
+    assert.same({ plan = "gold", seats = "5" }, ts[2].vars)
+    assert.equals("postgresql://u:***@h/db2", ts[2].where)
+    assert.equals("service='svc_three'", ts[3].conn)
+    H.write(dir .. "/t.txt", "# tenants\nacme tenant_acme plan=gold region=eu\n\npostgresql://h/x\nservice=s1\n")
+    local tt = T.load(env { file = dir .. "/t.txt" })
+    assert.same({ "acme", "x", "s1" }, { tt[1].name, tt[2].name, tt[3].name })
+    assert.same({ plan = "gold", region = "eu" }, tt[1].vars)
+    assert.equals("postgresql://h/x", tt[2].conn)
+  end)
+
+  it("refuses what it cannot use, naming the entry: duplicates, unusable names, unknown keys, bad lines, no targets", function()
+    assert.matches("the target name 'a' is used twice", err_of(T.load, env { "a", { name = "a", dbname = "b" } }))
+    assert.matches("'x/y' is not usable as a target name", err_of(T.load, env { { name = "x/y", dbname = "b" } }))
+    assert.matches("targets%[1%]: 'db' is not a target setting orch knows", err_of(T.load, env { { db = "b" } }))
+    assert.matches("targets%[1%]: names no database", err_of(T.load, env { { name = "n" } }))
+    assert.matches("targets%.files is not a setting orch knows", err_of(T.load, env { files = "x" }))
+    assert.matches("has no targets: a fleet needs them", err_of(T.load, env(nil)))
+    assert.matches("the fleet is empty", err_of(T.load, env {}))
+    local dir = H.tmpdir()
+    H.write(dir .. "/bad.txt", "acme tenant_acme plan\n")
+    assert.matches("bad%.txt line 1: 'plan' is not KEY=VALUE", err_of(T.load, env { file = dir .. "/bad.txt" }))
+    assert.matches("does not exist", err_of(T.load, env { file = dir .. "/none.txt" }))
+    local msg, code = err_of(T.only, T.load(env { "a", "b" }), { "c" })
+    assert.matches("%-%-only c: the fleet has no target of that name %(it has 2: a, b%)", msg)
+    assert.equals(2, code)
+  end)
+
+  it("the overall exit code is the worst target's: 1 < 2 < 3 < 130 < 4", function()
+    local F = require "orch.fleet"
+    assert.equals(3, F.worse(F.worse(0, 3), 1))
+    assert.equals(130, F.worse(3, 130))
+    assert.equals(4, F.worse(130, 4))
+    assert.equals(4, F.worse(4, 1))
+  end)
+end)

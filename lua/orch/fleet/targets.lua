@@ -118,8 +118,9 @@ local function entry(e, where, base)
 end
 
 -- A text file: one target a line, `[NAME] TARGET [KEY=VALUE ...]`; blank
--- lines and lines starting with # are skipped. TARGET is a database name,
--- a URL, or service=NAME.
+-- lines and lines starting with # are skipped. TARGET is one word: a
+-- database name, a URL, service=NAME or dbname=NAME (a conninfo with
+-- spaces goes in a .json file).
 local function read_text(path, where)
   local out = {}
   local f, err = io.open(path, "r")
