@@ -93,7 +93,8 @@ local function has_history(name)
   return c:value("SELECT to_regclass('public.orch_schema_history') IS NOT NULL")
 end
 
-local PROD = sys.realpath("recipes/prod.lua")
+-- the example project's prod.lua, as a recipe of the project in dir (see H.recipe)
+local function PROD(dir) return H.recipe("prod", dir) end
 local TWO = { ["V1__t.sql"] = "CREATE TABLE t (id int PRIMARY KEY, note text);\n",
               ["V2__u.sql"] = "ALTER TABLE t ADD COLUMN tenant text;\n" }
 
@@ -110,7 +111,7 @@ describe("orch fleet", function()
       names[#names + 1] = n
     end
     local dir = project(TWO, "{ " .. table.concat(entries, ", ") .. " }")
-    local r = fleet(dir, { PROD, "--env", "fleet", "--parallel", "4", "--yes", "--json" })
+    local r = fleet(dir, { PROD(dir), "--env", "fleet", "--parallel", "4", "--yes", "--json" })
     assert.equals(0, r.code, r.stdout .. r.stderr)
     local doc, by = report(r)
     assert.equals(0, doc.exit_code)
@@ -162,7 +163,7 @@ describe("orch fleet", function()
     c:close()
     local dir = project({ ["V1__t.sql"] = "CREATE TABLE t (id int);\n", ["U1__t.sql"] = "DROP TABLE t;\n",
                           ["V2__t2.sql"] = "CREATE TABLE t2 (id int);\n" }, list(names), "release = { atomic = false }")
-    local r = fleet(dir, { PROD, "--env", "fleet", "--parallel", "3", "--yes", "--json" })
+    local r = fleet(dir, { PROD(dir), "--env", "fleet", "--parallel", "3", "--yes", "--json" })
     assert.equals(3, r.code, r.stdout .. r.stderr)
     local doc, by = report(r)
     assert.equals(3, doc.exit_code)
@@ -311,7 +312,7 @@ return R.run { name = "who", opts = opts, env = env, steps = {
   it("--dry-run shows each target's plan and changes nothing: no history, no backup, no run log", function()
     local names = databases("fl_dry", 3)
     local dir = project(TWO, list(names))
-    local r = fleet(dir, { PROD, "--env", "fleet", "--dry-run", "--json" })
+    local r = fleet(dir, { PROD(dir), "--env", "fleet", "--dry-run", "--json" })
     assert.equals(0, r.code, r.stdout .. r.stderr)
     local doc, by = report(r)
     assert.is_true(doc.dry_run)
@@ -322,7 +323,7 @@ return R.run { name = "who", opts = opts, env = env, steps = {
     end
     assert.is_false(sys.exists(dir .. "/backups"), "a dry run wrote into the backups directory")
     -- and a protected environment without a terminal and without --yes starts nothing
-    local p = fleet(dir, { PROD, "--env", "fleet" })
+    local p = fleet(dir, { PROD(dir), "--env", "fleet" })
     assert.equals(1, p.code, p.stdout .. p.stderr)
     assert.matches("is protected and there is no terminal to ask: pass %-%-yes", p.stderr)
     for _, n in ipairs(names) do assert.is_false(has_history(n)) end
@@ -335,7 +336,7 @@ return R.run { name = "who", opts = opts, env = env, steps = {
     -- the third is at V1 already: its plan differs
     local m = H.orch { "migrate", "--db", H.cluster():url(names[3]), "--dir", dir .. "/migrations", "--target", "1" }
     assert.equals(0, m.code, m.stderr)
-    local cmd = string.format("cd %s && %s fleet %s --env fleet", dir, H.orch_bin, PROD)
+    local cmd = string.format("cd %s && %s fleet %s --env fleet", dir, H.orch_bin, PROD(dir))
     local env = { TEST_FLEET_SERVER = server(), DATABASE_URL = false, ORCH_ENV = false }
     local no = sys.spawn { "script", "-qec", cmd, "/dev/null", stdin = "n\n", timeout = 120, env = env }
     assert.equals(1, no.code, no.stdout .. no.stderr)
@@ -346,7 +347,7 @@ return R.run { name = "who", opts = opts, env = env, steps = {
     assert.matches("approval declined: no target was started, nothing was changed", no.stdout)
     assert.is_false(has_history(names[1]))
     assert.is_false(sys.exists(dir .. "/backups/" .. names[1]))
-    local cmd2 = string.format("cd %s && %s fleet %s --env fleet --only %s,%s", dir, H.orch_bin, PROD, names[1], names[2])
+    local cmd2 = string.format("cd %s && %s fleet %s --env fleet --only %s,%s", dir, H.orch_bin, PROD(dir), names[1], names[2])
     local yes = sys.spawn { "script", "-qec", cmd2, "/dev/null", stdin = "y\n", timeout = 120, env = env }
     assert.equals(0, yes.code, yes.stdout .. yes.stderr)
     assert.is_true(has_history(names[1]))

@@ -8,11 +8,11 @@ local log = require "orch.log"
 local json = require "orch.json"
 
 local spec = args.spec({ "env", "yes", "dry_run", "json", "verbose" }, {
-  { name = "parallel", short = "j", type = "number", metavar = "N",
+  { name = "parallel", short = "j", type = "integer", min = 1, metavar = "N",
     help = "run up to N targets at once, 1 to 64 (default: the environment's fleet.parallel, else 4)" },
-  { name = "canary", type = "number", metavar = "N",
+  { name = "canary", type = "integer", min = 0, metavar = "N",
     help = "run the first N targets first, one at a time, and stop if any fails (default: fleet.canary, else 0)" },
-  { name = "max-failures", type = "number", metavar = "N",
+  { name = "max-failures", type = "integer", min = 0, metavar = "N",
     help = "start no new target after N have failed; the rest are reported as not started (default: fleet.max_failures, else no limit)" },
   { name = "only", type = "list", metavar = "NAME[,NAME...]", help = "only these targets (repeatable), in the fleet's order" },
 })
@@ -29,16 +29,20 @@ local function count_option(v, name, min, max)
   return v
 end
 
-local function resolve_recipe(path)
-  if not path then args.usage_error("fleet", "which recipe? usage: orch fleet RECIPE --env NAME (e.g. orch fleet recipes/prod.lua --env tenants)") end
+-- The recipe: a path as the user typed it (orch works in the project root,
+-- so it is made absolute against where they stand), or a name of the
+-- project's recipes/ ("prod" for recipes/prod.lua).
+local function resolve_recipe(typed)
+  if not typed then args.usage_error("fleet", "which recipe? usage: orch fleet RECIPE --env NAME (e.g. orch fleet recipes/prod.lua --env tenants)") end
+  local path = require("orch.project").from_cwd(typed)
   if sys.exists(path) then
     local st = sys.stat(path)
     if st and st.type == "directory" then args.usage_error("fleet", string.format("%s is a directory, not a recipe file", path)) end
     return path
   end
-  local named = "recipes/" .. path .. ".lua"
-  if not path:match("[/.]") and sys.exists(named) then return named end
-  sys.error(string.format("cannot open recipe '%s': no such file\nsee 'orch fleet --help'", path), 2)
+  local named = "recipes/" .. typed .. ".lua"
+  if not typed:match("[/.]") and sys.exists(named) then return named end
+  sys.error(string.format("cannot open recipe '%s': no such file\nsee 'orch fleet --help'", typed), 2)
 end
 
 -- A recipe that does not parse fails here once, not once per target.
@@ -95,10 +99,11 @@ return {
     "orch fleet recipes/prod.lua --env tenants --canary 1 --parallel 8 --max-failures 2 --yes",
     "orch fleet recipes/prod.lua --env tenants --only acme,globex --yes --json",
   },
+  operands = { min = 1, max = 1000, name = "RECIPE [-- RECIPE ARGS]" },
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "fleet")
-    if opts.verbose then log.level = "debug" end
+    require("orch.project").need("orch fleet", "run it from inside the project whose orch.env.lua names the targets")
     local recipe = check_recipe(resolve_recipe(rest[1]))
     local recipe_args = table.move(rest, 2, #rest, 1, {})
     local env = envmod.load(opts.env)
