@@ -27,6 +27,8 @@ mkdir -p "$WORK/project/migrations"
 cd "$WORK/project"
 echo "CREATE TABLE tickets (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, title text NOT NULL);" > migrations/V1__tickets.sql
 echo "ALTER TABLE tickets ADD COLUMN tenant text NOT NULL DEFAULT '\${tenant}';" > migrations/V2__tenant.sql
+# a recipe works in its own project: link it into this one
+mkdir -p recipes && ln -s "$RECIPE" recipes/ && RECIPE="$WORK/project/recipes/$(basename "$RECIPE")"
 cat > orch.env.lua <<'LUA'
 return {
   tenants = { database = { env = "BENCH_SERVER" }, protected = true, backups = { dir = "backups", keep = 2 },

@@ -250,6 +250,12 @@ describe("orch fleet", function()
     assert.equals(2, u.code, u.stdout .. u.stderr)
     assert.matches("%-%-only nosuch: the fleet has no target of that name", u.stderr)
     assert.is_false(has_history(names[2]))
+    -- a recipe of another project would run on that project's migrations: refused before anything starts
+    local other = project({ ["V1__other.sql"] = "CREATE TABLE other (id int);\n" }, list(names))
+    local o = fleet(dir, { other .. "/light.lua", "--env", "fleet", "--yes" })
+    assert.equals(2, o.code, o.stdout .. o.stderr)
+    assert.matches("recipe .*light%.lua belongs to the project in .*, not to this one", o.stderr)
+    assert.is_false(has_history(names[2]))
     drop_all(names)
   end)
 

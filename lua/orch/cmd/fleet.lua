@@ -45,10 +45,22 @@ local function resolve_recipe(typed)
   sys.error(string.format("cannot open recipe '%s': no such file\nsee 'orch fleet --help'", typed), 2)
 end
 
--- A recipe that does not parse fails here once, not once per target.
+-- A recipe that does not parse fails here once, not once per target. A
+-- recipe works in its own project (orch.project finds the root from the
+-- recipe's directory): one that belongs to another project would run its
+-- children on that project's migrations and environments, so it is refused.
 local function check_recipe(path)
   local chunk, err = loadfile(path, "t")
   if not chunk then sys.error(string.format("recipe does not parse: %s (no target was started)", err), 1) end
+  local P = require "orch.project"
+  local abs = P.absolute(path)
+  local theirs = P.find(abs:match("^(.*)/[^/]*$") or "/")
+  theirs = theirs and (sys.realpath(theirs) or theirs)
+  if theirs and P.root and theirs ~= P.root then
+    sys.error(string.format("recipe %s belongs to the project in %s, not to this one (%s): its runs would use that project's " ..
+      "migrations and environments. Put the recipe (or a link to it) in this project, e.g. ln -s %s %s/recipes/, and run it from there; " ..
+      "no target was started", path, theirs, P.root, abs, P.root), 2)
+  end
   return path
 end
 
