@@ -168,19 +168,24 @@ function H.orch(argv, opts)
   return sys.spawn(spec)
 end
 
---- Run a stock PostgreSQL client program (pg_dump, pg_restore, psql) from
--- the cluster's bin directory; they are the independent judges in tests.
--- opts.major: aimed at that major's cluster (pg_dump 15 refuses 16 and newer).
-function H.pgtool(prog, argv, opts)
-  opts = opts or {}
-  local pg = H.cluster(opts.major)
-  local spec = { localpg.bindir() .. "/" .. prog }
+-- Run a client program bin with argv against cluster pg (PGHOST, PGPORT,
+-- PGUSER set; opts.env, opts.stdin, opts.timeout as H.pgtool takes them).
+local function run_client(bin, argv, opts, pg)
+  local spec = { bin }
   for _, a in ipairs(argv) do spec[#spec + 1] = a end
   spec.env = { PGHOST = pg.host, PGPORT = tostring(pg.port), PGUSER = pg.user }
   for k, v in pairs(opts.env or {}) do spec.env[k] = v end
   spec.stdin = opts.stdin
   spec.timeout = opts.timeout or 300
   return sys.spawn(spec)
+end
+
+--- Run a stock PostgreSQL client program (pg_dump, pg_restore, psql) from
+-- the cluster's bin directory; they are the independent judges in tests.
+-- opts.major: aimed at that major's cluster (pg_dump 15 refuses 16 and newer).
+function H.pgtool(prog, argv, opts)
+  opts = opts or {}
+  return run_client(localpg.bindir() .. "/" .. prog, argv, opts, H.cluster(opts.major))
 end
 
 --- PostgreSQL 17's client programs (pg_dump, pg_restore), installed by
@@ -190,15 +195,7 @@ end
 function H.pg17tool(prog, argv, opts)
   local bin = sys.realpath(".orch/test-tools/postgresql-17/bin/" .. prog)
   if not bin then error("no PostgreSQL 17 " .. prog .. " in .orch/test-tools: run scripts/install-deps", 2) end
-  opts = opts or {}
-  local pg = H.cluster()
-  local spec = { bin }
-  for _, a in ipairs(argv) do spec[#spec + 1] = a end
-  spec.env = { PGHOST = pg.host, PGPORT = tostring(pg.port), PGUSER = pg.user }
-  for k, v in pairs(opts.env or {}) do spec.env[k] = v end
-  spec.stdin = opts.stdin
-  spec.timeout = opts.timeout or 300
-  return sys.spawn(spec)
+  return run_client(bin, argv, opts or {}, H.cluster())
 end
 
 --- Restore an archive with pg_restore 17 into a database of the test
