@@ -136,6 +136,10 @@ describe("conveniences", function()
     assert.not_matches("did not accept connections within", r.stderr)
     r = run(url, B004, "status", "--wait", "5s")
     assert.is_true(r.ok, r.stderr)
+    -- orch backup waits the same way
+    r = H.orch({ "backup", "--db", "postgresql://postgres@127.0.0.1:1/x", "--output", H.tmpdir() .. "/x.dump", "--wait", "1s" }, { cwd = H.tmpdir() })
+    assert.equals(1, r.code)
+    assert.matches("the server did not accept connections within 1s", r.stderr)
   end)
 
   it("writes a schema snapshot after migrate with orch's own catalog code, and orch drift names each difference", function()

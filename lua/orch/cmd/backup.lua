@@ -17,6 +17,7 @@ local spec = args.spec({ "db", "env" }, {
   { name = "skip", type = "list", metavar = "KIND", help = "leave out every object of a kind (repeatable; the kinds are listed above); the output and the manifest name what was left out" },
   { name = "lock-timeout", type = "duration", metavar = "DURATION", default = "10s", help = "how long to wait for table locks" },
   { name = "run-id", type = "string", help = "tie the manifest to this run id" },
+  { name = "wait", type = "duration", metavar = "DURATION", help = "wait up to this long for the server to accept connections (default: the environment's database.wait, else none)" },
   { name = "no-owner", type = "boolean", help = "do not record object owners" },
   { name = "no-prune", type = "boolean", help = "keep every older backup (default: apply the environment's backups.keep / max_age afterwards)" },
 })
@@ -95,7 +96,8 @@ return {
       -- backups/<env> is the project's: outside any project there is none to write into
       require("orch.project").need("orch backup", "say where the backup goes with --output FILE or --dir DIR")
     end
-    local c <close> = require("orch.db").connect(envmod.command_database(env, opts))
+    opts.env_loaded = env
+    local c <close> = require("orch.migrate.cli").connect(opts, { create = false })
     -- the progress line (\r and erase-line codes) only on a terminal, and never when quiet
     local tty = sys.isatty(2) and os.getenv("TERM") ~= "dumb" and not opts.json and not opts.quiet and opts.output ~= "-"
     local t0 = sys.monotonic()

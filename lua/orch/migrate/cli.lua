@@ -87,14 +87,16 @@ end
 -- orch.env.command_database), else DATABASE_URL / libpq's defaults.
 -- --wait DURATION (or database.wait) retries a server that is not up yet,
 -- with backoff, until then; --create-db (or database.create) creates a
--- database that does not exist, from the server's postgres database.
-function C.connect(opts)
+-- database that does not exist, from the server's postgres database
+-- (never with how = { create = false }, as orch backup connects).
+function C.connect(opts, how)
   local env = opts.env_loaded or envmod.for_command(opts)
   local db = require "orch.db"
   local target = envmod.command_database(env, opts)
   local wait_text = opts.wait or (env.database and env.database.wait)
   local wait = wait_text and args.seconds(wait_text, "database.wait")
-  local create = opts.create_db or (env.database and env.database.create)
+  -- how.create = false: a command that reads a database (backup) never makes one
+  local create = not (how and how.create == false) and (opts.create_db or (env.database and env.database.create))
   local deadline = sys.monotonic() + (wait or 0)
   local attempt = 0
   while true do
