@@ -688,12 +688,24 @@ static int sys_sleep(lua_State *L) {
 
 /* ============================================================ misc */
 
-/* sys.crc32(data [, crc]) -> unsigned CRC-32 (zlib's), continuing crc. */
+/* sys.crc32(data [, crc [, skip_line_ends]]) -> unsigned CRC-32 (zlib's),
+ * continuing crc; with skip_line_ends, of the data without its \r and \n
+ * bytes (Flyway's checksum runs over the lines without their endings). */
 static int sys_crc32(lua_State *L) {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     uLong crc = (uLong)luaL_optinteger(L, 2, 0);
-    crc = crc32(crc, (const Bytef *)s, (uInt)len);
+    if (lua_toboolean(L, 3)) {
+        size_t i = 0;
+        while (i < len) {
+            size_t j = i;
+            while (j < len && s[j] != '\n' && s[j] != '\r') j++;
+            if (j > i) crc = crc32(crc, (const Bytef *)s + i, (uInt)(j - i));
+            i = j + 1;
+        }
+    } else {
+        crc = crc32(crc, (const Bytef *)s, (uInt)len);
+    }
     lua_pushinteger(L, (lua_Integer)crc);
     return 1;
 }

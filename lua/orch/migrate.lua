@@ -203,7 +203,8 @@ function M.order(project)
     indeg[to] = indeg[to] + 1
   end
   for _, list in pairs(by_service) do
-    table.sort(list, function(a, b) return files.compare(a.version, b.version) < 0 end)
+    for _, n in ipairs(list) do n.vkey = n.vkey or files.version_key(n.version) end
+    table.sort(list, function(a, b) return a.vkey < b.vkey end)
     for i = 2, #list do add(list[i - 1].key, list[i].key) end
   end
   for _, n in ipairs(nodes) do
@@ -215,8 +216,7 @@ function M.order(project)
     end
   end
   local function before(a, b)
-    local c = files.compare(a.version, b.version)
-    if c ~= 0 then return c < 0 end
+    if a.vkey ~= b.vkey then return a.vkey < b.vkey end
     return a.service < b.service
   end
   local ready, out = {}, {}
@@ -468,12 +468,13 @@ function M.status(conn, project)
   local rows = M.history(conn, project)
   local state, baseline = effective(rows)
   local items, summary = {}, {}
-  local newest = {}   -- newest applied version per service
-  for k, s in pairs(state) do
+  local newest, newest_key = {}, {}   -- newest applied version per service (and its sort key)
+  for _, s in pairs(state) do
     if s.applied and not s.repeatable and s.row then
       local v = files.parse_version(s.row.version)
       local svc = s.row.service
-      if not newest[svc] or files.compare(v, newest[svc]) > 0 then newest[svc] = v end
+      local vk = v and files.version_key(v)
+      if vk and (not newest_key[svc] or vk > newest_key[svc]) then newest[svc], newest_key[svc] = v, vk end
     end
   end
   local newest_file = {}
@@ -515,7 +516,7 @@ function M.status(conn, project)
     elseif not applies(project, e) then
       item.state = "skipped"
       item.message = "only for " .. table.concat(e.directives.env, ", ")
-    elseif newest[e.service] and files.compare(e.version, newest[e.service]) < 0 then
+    elseif newest_key[e.service] and (e.vkey or files.version_key(e.version)) < newest_key[e.service] then
       item.state = "out_of_order"
       item.message = "older than the newest applied version " .. files.version_string(newest[e.service])
     else
@@ -555,13 +556,17 @@ function M.status(conn, project)
             message = "applied, but no file " .. s.row.script }
     end
   end
-  table.sort(items, function(a, b)
+  local function before(a, b)
     local ra, rb = a.rank or (a.version and 1e9 or 2e9), b.rank or (b.version and 1e9 or 2e9)
     if a.state == "baseline" then ra = 0 end
     if b.state == "baseline" then rb = 0 end
     if ra ~= rb then return ra < rb end
     return a.key < b.key
-  end)
+  end
+  -- built in rank order already, as a rule: sort only when it is not
+  for i = 2, #items do
+    if before(items[i], items[i - 1]) then table.sort(items, before) break end
+  end
   return { items = items, summary = summary, history = M.history_name(conn, project),
            exists = #rows > 0 or history_exists(conn, project), rows = rows }
 end
@@ -1870,7 +1875,8 @@ end
 
 -- ================================================================ output
 
-local function pad(s, n) s = tostring(s or ""); return s .. string.rep(" ", math.max(0, n - utf8.len(s))) end
+local function width(s) return s:find("[\128-\255]") and (utf8.len(s) or #s) or #s end
+local function pad(s, n, w) s = tostring(s or ""); return s .. string.rep(" ", math.max(0, n - (w or width(s)))) end
 
 --- A table for people: one line per migration.
 function M.format_status(st, project)
@@ -1884,12 +1890,28 @@ function M.format_status(st, project)
   end
   local w = {}
   for i, h in ipairs(head) do w[i] = #h end
-  for _, r in ipairs(rows) do for i, c in ipairs(r) do w[i] = math.max(w[i], utf8.len(c) or #c) end end
+  local cw = {}
+  for _, r in ipairs(rows) do
+    local ws = {}
+    for i, c in ipairs(r) do ws[i] = width(c); if ws[i] > w[i] then w[i] = ws[i] end end
+    cw[r] = ws
+  end
   local out = {}
+  local plain = not log.color
+  local fmt = {}
+  for i = 1, #head do fmt[i] = "%-" .. w[i] .. "s" end
+  fmt = table.concat(fmt, "  ")
   local function line(r)
+    local ws = cw[r]
+    if plain and ws then
+      -- every cell is as wide as its bytes (no multi-byte characters, no colour): one format
+      local ascii = true
+      for i, c in ipairs(r) do if ws[i] ~= #c then ascii = false break end end
+      if ascii then out[#out + 1] = string.format(fmt, r[1], r[2], r[3], r[4], r[5], r[6]) return end
+    end
     local cells = {}
     for i, c in ipairs(r) do
-      local text = pad(c, w[i])
+      local text = pad(c, w[i], ws and ws[i])
       if i == 4 then
         local kind = (c == "applied" or c == "baseline") and "ok" or (c == "pending" or c == "outdated") and "notice"
           or (c == "skipped" or c == "below_baseline") and "debug" or "error"

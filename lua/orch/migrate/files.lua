@@ -13,12 +13,24 @@ local files = {}
 --- Parse "1.10", "2_1", "20240101_001" into a list of integers.
 function files.parse_version(s)
   if not s or s == "" then return nil end
+  if not s:find("[^%d]") then return { math.tointeger(tonumber(s)) or tonumber(s) } end   -- "42": the common case
   local parts = {}
   for p in (s:gsub("_", ".") .. "."):gmatch("([^.]*)%.") do
     if not p:match("^%d+$") then return nil end
     parts[#parts + 1] = math.tointeger(tonumber(p)) or tonumber(p)
   end
   return parts
+end
+
+--- A string that sorts as the version does (each part zero-padded, the
+-- trailing zero parts dropped): comparing keys is comparing versions.
+function files.version_key(v)
+  local n = #v
+  if n == 1 then return string.format("%020.0f", v[1]) end
+  while n > 1 and v[n] == 0 do n = n - 1 end
+  local t = {}
+  for i = 1, n do t[i] = string.format("%020.0f", v[i]) end
+  return table.concat(t, ".")
 end
 
 --- Compare two parsed versions part by part as numbers (1.10 > 1.9,
@@ -35,6 +47,7 @@ end
 -- parts are dropped, so 2, 2.0 and 2_0 are one version.
 function files.version_string(v)
   local n = #v
+  if n == 1 then return tostring(v[1]) end
   while n > 1 and v[n] == 0 do n = n - 1 end
   local t = {}
   for i = 1, n do t[i] = tostring(v[i]) end
@@ -50,7 +63,7 @@ end
 -- line end from each line was quadratic: 4 MB took minutes).
 function files.checksum(text)
   if text:sub(1, 3) == "\239\187\191" then text = text:sub(4) end
-  local crc = sys.crc32((text:gsub("[\r\n]+", "")), 0)
+  local crc = sys.crc32(text, 0, true)   -- without the \r and \n bytes
   if crc >= 0x80000000 then crc = crc - 0x100000000 end
   return math.tointeger(crc)
 end
