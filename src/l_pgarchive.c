@@ -39,6 +39,8 @@
 #include "pdeflate.h"
 #include "sha256.h"
 
+int luaopen_orch_pgarchive(lua_State *L);
+
 #define WRITER_MT "orch.pgarchive.writer"
 #define READER_MT "orch.pgarchive.reader"
 #define RAW_CHUNK (64 * 1024)
@@ -58,8 +60,31 @@ typedef struct Entry {
     int id, had_dumper, section;
     char *tableoid, *oid, *tag, *desc, *defn, *drop, *copy, *ns, *tablespace, *tableam, *owner;
     int *deps, ndeps;
-    long long pos;          /* offset of the block's type byte, -1 = none yet */
+    long long pos;          /* offset of the block's type byte, -1 = not placed yet */
 } Entry;
+
+/* Where encoded bytes go (the archive, or a dump worker's sink): 0 / -1. */
+typedef int (*out_fn)(void *ud, const void *buf, size_t len);
+
+/* One compressor: turns a stream of data into chunks (Int length, bytes),
+ * each stream (a data block, or one large object) compressed on its own:
+ * zlib on pdeflate's threads, an lz4 frame, a zstd frame (zstd's own
+ * threads), or raw bytes in 64 KiB chunks. Owned by one thread at a time. */
+typedef struct Codec {
+    int algorithm, level, threads;
+    PDeflate *pd;
+    unsigned char *raw;     /* none: coalescing buffer */
+    size_t rawlen;
+    LZ4F_cctx *lz;
+    ZSTD_CCtx *zc;
+    unsigned char *cbuf;    /* lz4/zstd output buffer */
+    size_t cbufcap;
+    int in_stream;          /* lz4/zstd: a frame is open */
+    out_fn out;
+    void *ud;
+    long long in;           /* bytes fed since codec_reset_count */
+    char errmsg[256];       /* what failed inside the codec */
+} Codec;
 
 typedef struct Writer {
     int fd, seekable, closed, level, threads;
@@ -70,14 +95,8 @@ typedef struct Writer {
     int n, cap;
     int next_block;         /* index in entries of the next data entry expected */
     int in_block;
-    PDeflate *pd;
-    unsigned char *raw;     /* none: coalescing buffer */
-    size_t rawlen;
-    LZ4F_cctx *lz;          /* lz4 */
-    ZSTD_CCtx *zc;          /* zstd */
-    unsigned char *cbuf;    /* lz4/zstd output buffer */
-    size_t cbufcap;
-    int in_stream;          /* lz4/zstd: a frame is open */
+    int reordered;          /* blocks were placed out of TOC order (parallel dump) */
+    Codec codec;            /* the serial path's compressor */
     long long block_in, total_in;
     char *dbname, *server_version, *dumper_version;
     int err;                /* errno of the first write failure */
@@ -89,32 +108,47 @@ static int wfail(Writer *w, const char *what) {
     return -1;
 }
 
-static int wwrite(Writer *w, const void *buf, size_t len) {
+/* write() all of buf to fd; returns 0, or the errno. */
+static int write_all(int fd, const void *buf, size_t len) {
     const char *p = (const char *)buf;
-    if (w->errmsg[0]) return -1;
     while (len > 0) {
-        ssize_t k = write(w->fd, p, len);
+        ssize_t k = write(fd, p, len);
         if (k < 0) {
             if (errno == EINTR) continue;
-            w->err = errno;
-            return wfail(w, "writing the archive failed");
+            return errno;
         }
         p += k;
         len -= (size_t)k;
-        w->off += k;
     }
     return 0;
 }
 
+static int wwrite(Writer *w, const void *buf, size_t len) {
+    int e;
+    if (w->errmsg[0]) return -1;
+    if ((e = write_all(w->fd, buf, len)) != 0) {
+        w->err = e;
+        return wfail(w, "writing the archive failed");
+    }
+    w->off += (long long)len;
+    return 0;
+}
+
+static int writer_out(void *ud, const void *buf, size_t len) { return wwrite((Writer *)ud, buf, len); }
+
 /* Int: sign byte, then 4 magnitude bytes least significant first. */
-static int put_int(Writer *w, long long v) {
-    unsigned char b[5];
+static void encode_int(unsigned char b[5], long long v) {
     unsigned long long m = v < 0 ? (unsigned long long)(-v) : (unsigned long long)v;
     b[0] = v < 0 ? 1 : 0;
     b[1] = (unsigned char)(m & 0xff);
     b[2] = (unsigned char)((m >> 8) & 0xff);
     b[3] = (unsigned char)((m >> 16) & 0xff);
     b[4] = (unsigned char)((m >> 24) & 0xff);
+}
+
+static int put_int(Writer *w, long long v) {
+    unsigned char b[5];
+    encode_int(b, v);
     return wwrite(w, b, 5);
 }
 
@@ -174,6 +208,166 @@ static int write_toc(Writer *w) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- codec */
+
+static int codec_fail(Codec *c, const char *codec, const char *msg) {
+    if (!c->errmsg[0]) snprintf(c->errmsg, sizeof c->errmsg, "%s compression failed: %s", codec, msg);
+    return -1;
+}
+
+static int codec_raw(Codec *c, const void *buf, size_t len) { return c->out(c->ud, buf, len); }
+
+static int codec_int(Codec *c, long long v) {
+    unsigned char b[5];
+    encode_int(b, v);
+    return c->out(c->ud, b, 5);
+}
+
+/* One chunk: Int length, then the bytes (never an empty chunk: 0 ends a block). */
+static int codec_chunk(Codec *c, const unsigned char *buf, size_t len) {
+    if (len == 0) return 0;
+    return codec_int(c, (long long)len) || c->out(c->ud, buf, len) ? -1 : 0;
+}
+
+static int pd_emit(void *ud, const unsigned char *buf, size_t len) { return codec_chunk((Codec *)ud, buf, len); }
+
+static void codec_free(Codec *c) {
+    if (c->pd) { pdeflate_free(c->pd); c->pd = NULL; }
+    free(c->raw); c->raw = NULL;
+    if (c->lz) { LZ4F_freeCompressionContext(c->lz); c->lz = NULL; }
+    if (c->zc) { ZSTD_freeCCtx(c->zc); c->zc = NULL; }
+    free(c->cbuf); c->cbuf = NULL;
+}
+
+/* Set up a compressor writing through out(ud). Returns 0, or -1 with
+ * c->errmsg set (then codec_free). */
+static int codec_init(Codec *c, int algorithm, int level, int threads, out_fn out, void *ud) {
+    memset(c, 0, sizeof *c);
+    c->algorithm = algorithm;
+    c->level = level;
+    c->threads = threads < 1 ? 1 : threads;
+    c->out = out;
+    c->ud = ud;
+    if (algorithm == ALG_GZIP) {
+        if (!(c->pd = pdeflate_new(level, c->threads, 0, pd_emit, c))) return codec_fail(c, "gzip", "cannot start the compression threads");
+    } else if (algorithm == ALG_NONE) {
+        if (!(c->raw = (unsigned char *)malloc(RAW_CHUNK))) return codec_fail(c, "none", "out of memory");
+    } else if (algorithm == ALG_LZ4) {
+        LZ4F_preferences_t pref;
+        memset(&pref, 0, sizeof pref);
+        if (LZ4F_isError(LZ4F_createCompressionContext(&c->lz, LZ4F_VERSION))) { c->lz = NULL; return codec_fail(c, "lz4", "cannot start (out of memory?)"); }
+        pref.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;   /* so a damaged block is caught */
+        c->cbufcap = LZ4F_compressBound(RAW_CHUNK, &pref);
+        if (c->cbufcap < LZ4F_HEADER_SIZE_MAX) c->cbufcap = LZ4F_HEADER_SIZE_MAX;
+        if (!(c->cbuf = (unsigned char *)malloc(c->cbufcap))) return codec_fail(c, "lz4", "out of memory");
+    } else {
+        if (!(c->zc = ZSTD_createCCtx())) return codec_fail(c, "zstd", "cannot start (out of memory?)");
+        ZSTD_CCtx_setParameter(c->zc, ZSTD_c_compressionLevel, level == -1 ? ZSTD_CLEVEL_DEFAULT : level);
+        ZSTD_CCtx_setParameter(c->zc, ZSTD_c_checksumFlag, 1);
+        /* its own worker threads when the library has them (else it compresses inline) */
+        if (c->threads > 1) ZSTD_CCtx_setParameter(c->zc, ZSTD_c_nbWorkers, c->threads);
+        c->cbufcap = ZSTD_CStreamOutSize();
+        if (!(c->cbuf = (unsigned char *)malloc(c->cbufcap))) return codec_fail(c, "zstd", "out of memory");
+    }
+    return 0;
+}
+
+static int flush_raw(Codec *c) {
+    int r = 0;
+    if (c->rawlen) r = codec_chunk(c, c->raw, c->rawlen);
+    c->rawlen = 0;
+    return r;
+}
+
+/* Open an lz4 frame if none is (its header is the first chunk). */
+static int lz4_begin(Codec *c) {
+    LZ4F_preferences_t pref;
+    size_t n;
+    if (c->in_stream) return 0;
+    memset(&pref, 0, sizeof pref);
+    pref.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
+    pref.compressionLevel = c->level == -1 ? 0 : c->level;
+    n = LZ4F_compressBegin(c->lz, c->cbuf, c->cbufcap, &pref);
+    if (LZ4F_isError(n)) return codec_fail(c, "lz4", LZ4F_getErrorName(n));
+    c->in_stream = 1;
+    return codec_chunk(c, c->cbuf, n);
+}
+
+/* Run zstd over in with mode (continue or end), emitting all output. */
+static int zstd_run(Codec *c, const char *data, size_t len, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer in = { data, len, 0 };
+    for (;;) {
+        ZSTD_outBuffer out = { c->cbuf, c->cbufcap, 0 };
+        size_t left = ZSTD_compressStream2(c->zc, &out, &in, mode);
+        if (ZSTD_isError(left)) return codec_fail(c, "zstd", ZSTD_getErrorName(left));
+        if (codec_chunk(c, c->cbuf, out.pos)) return -1;
+        if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size) return 0;
+    }
+}
+
+/* Compress data into the current stream. */
+static int codec_write(Codec *c, const char *data, size_t len) {
+    c->in += (long long)len;
+    if (c->algorithm == ALG_LZ4) {
+        if (lz4_begin(c)) return -1;
+        while (len > 0) {
+            size_t k = len > RAW_CHUNK ? RAW_CHUNK : len, n;
+            n = LZ4F_compressUpdate(c->lz, c->cbuf, c->cbufcap, data, k, NULL);
+            if (LZ4F_isError(n)) return codec_fail(c, "lz4", LZ4F_getErrorName(n));
+            if (codec_chunk(c, c->cbuf, n)) return -1;
+            data += k;
+            len -= k;
+        }
+        return 0;
+    }
+    if (c->algorithm == ALG_ZSTD) {
+        c->in_stream = 1;
+        return len ? zstd_run(c, data, len, ZSTD_e_continue) : 0;
+    }
+    if (c->pd) {
+        if (pdeflate_write(c->pd, data, len)) {
+            if (!c->errmsg[0]) snprintf(c->errmsg, sizeof c->errmsg, "%s", pdeflate_errmsg(c->pd));
+            return -1;
+        }
+        return 0;
+    }
+    while (len > 0) {
+        size_t n = RAW_CHUNK - c->rawlen;
+        if (n > len) n = len;
+        memcpy(c->raw + c->rawlen, data, n);
+        c->rawlen += n;
+        data += n;
+        len -= n;
+        if (c->rawlen == RAW_CHUNK && flush_raw(c)) return -1;
+    }
+    return 0;
+}
+
+/* End the current stream: the zlib stream, lz4 frame or zstd frame is
+ * finished (an empty one if nothing was written), raw bytes flushed. */
+static int codec_end(Codec *c) {
+    if (c->algorithm == ALG_GZIP) {
+        if (pdeflate_finish(c->pd)) {
+            if (!c->errmsg[0]) snprintf(c->errmsg, sizeof c->errmsg, "%s", pdeflate_errmsg(c->pd));
+            return -1;
+        }
+        return 0;
+    }
+    if (c->algorithm == ALG_NONE) return flush_raw(c);
+    if (c->algorithm == ALG_LZ4) {
+        size_t n;
+        if (lz4_begin(c)) return -1;
+        n = LZ4F_compressEnd(c->lz, c->cbuf, c->cbufcap, NULL);
+        c->in_stream = 0;
+        if (LZ4F_isError(n)) return codec_fail(c, "lz4", LZ4F_getErrorName(n));
+        return codec_chunk(c, c->cbuf, n);
+    }
+    c->in_stream = 0;
+    return zstd_run(c, "", 0, ZSTD_e_end);
+}
+
+/* ---------------------------------------------------------------- the Lua writer */
+
 static void free_entries(Writer *w) {
     int i;
     for (i = 0; i < w->n; i++) {
@@ -187,11 +381,7 @@ static void free_entries(Writer *w) {
 }
 
 static int writer_release(Writer *w) {
-    if (w->pd) { pdeflate_free(w->pd); w->pd = NULL; }
-    free(w->raw); w->raw = NULL;
-    if (w->lz) { LZ4F_freeCompressionContext(w->lz); w->lz = NULL; }
-    if (w->zc) { ZSTD_freeCCtx(w->zc); w->zc = NULL; }
-    free(w->cbuf); w->cbuf = NULL;
+    codec_free(&w->codec);
     free_entries(w);
     free(w->dbname); free(w->server_version); free(w->dumper_version);
     w->dbname = w->server_version = w->dumper_version = NULL;
@@ -232,12 +422,6 @@ static int section_of(lua_State *L, int t) {
     lua_pop(L, 1);
     if (s < 1 || s > 4) luaL_error(L, "entry section must be none, pre-data, data or post-data");
     return s;
-}
-
-static int emit_chunk(void *ud, const unsigned char *buf, size_t len) {
-    Writer *w = (Writer *)ud;
-    if (len == 0) return 0;
-    return put_int(w, (long long)len) || wwrite(w, buf, len) ? -1 : 0;
 }
 
 /* A.writer(path|"-", opts) -> writer. The file is created 0600 (never
@@ -305,29 +489,8 @@ static int a_writer(lua_State *L) {
     w->closed = 0;
     w->seekable = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && lseek(fd, 0, SEEK_CUR) >= 0;
     if (w->seekable) w->off = lseek(fd, 0, SEEK_CUR);
-    if (w->algorithm == ALG_GZIP) {
-        w->pd = pdeflate_new(w->level, w->threads, 0, emit_chunk, w);
-        if (!w->pd) return luaL_error(L, "cannot start the compression threads");
-    } else if (w->algorithm == ALG_NONE) {
-        w->raw = (unsigned char *)malloc(RAW_CHUNK);
-        if (!w->raw) return luaL_error(L, "out of memory");
-    } else if (w->algorithm == ALG_LZ4) {
-        LZ4F_preferences_t pref;
-        memset(&pref, 0, sizeof pref);
-        if (LZ4F_isError(LZ4F_createCompressionContext(&w->lz, LZ4F_VERSION))) { w->lz = NULL; return luaL_error(L, "lz4 cannot start (out of memory?)"); }
-        pref.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;   /* so a damaged block is caught */
-        w->cbufcap = LZ4F_compressBound(RAW_CHUNK, &pref);
-        if (w->cbufcap < LZ4F_HEADER_SIZE_MAX) w->cbufcap = LZ4F_HEADER_SIZE_MAX;
-        if (!(w->cbuf = (unsigned char *)malloc(w->cbufcap))) return luaL_error(L, "out of memory");
-    } else {
-        if (!(w->zc = ZSTD_createCCtx())) return luaL_error(L, "zstd cannot start (out of memory?)");
-        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_compressionLevel, w->level == -1 ? ZSTD_CLEVEL_DEFAULT : w->level);
-        ZSTD_CCtx_setParameter(w->zc, ZSTD_c_checksumFlag, 1);
-        /* its own worker threads when the library has them (else it compresses inline) */
-        if (w->threads > 1) ZSTD_CCtx_setParameter(w->zc, ZSTD_c_nbWorkers, w->threads);
-        w->cbufcap = ZSTD_CStreamOutSize();
-        if (!(w->cbuf = (unsigned char *)malloc(w->cbufcap))) return luaL_error(L, "out of memory");
-    }
+    if (codec_init(&w->codec, w->algorithm, w->level, w->threads, writer_out, w) != 0)
+        return luaL_error(L, "%s", w->codec.errmsg);
     return 1;
 }
 
@@ -387,7 +550,7 @@ static int w_entry(lua_State *L) {
 }
 
 static int raise_werr(lua_State *L, Writer *w) {
-    return luaL_error(L, "%s", w->errmsg[0] ? w->errmsg : "archive write failed");
+    return luaL_error(L, "%s", w->errmsg[0] ? w->errmsg : w->codec.errmsg[0] ? w->codec.errmsg : "archive write failed");
 }
 
 /* w:write_toc(): header and TOC (data offsets unset until close). */
@@ -401,109 +564,13 @@ static int w_write_toc(lua_State *L) {
     return 0;
 }
 
+/* The next data entry in TOC order not placed yet (the open serial block
+ * stays the current one until end_block). */
 static Entry *next_data_entry(Writer *w) {
-    while (w->next_block < w->n && !w->entries[w->next_block].had_dumper) w->next_block++;
+    while (w->next_block < w->n &&
+           (!w->entries[w->next_block].had_dumper || (w->entries[w->next_block].pos >= 0 && !w->in_block)))
+        w->next_block++;
     return w->next_block < w->n ? &w->entries[w->next_block] : NULL;
-}
-
-static int flush_raw(Writer *w) {
-    int r = 0;
-    if (w->rawlen) r = emit_chunk(w, w->raw, w->rawlen);
-    w->rawlen = 0;
-    return r;
-}
-
-static int codec_fail(Writer *w, const char *codec, const char *msg) {
-    if (!w->errmsg[0]) snprintf(w->errmsg, sizeof w->errmsg, "%s compression failed: %s", codec, msg);
-    return -1;
-}
-
-/* Open an lz4 frame if none is (its header is the first chunk). */
-static int lz4_begin(Writer *w) {
-    LZ4F_preferences_t pref;
-    size_t n;
-    if (w->in_stream) return 0;
-    memset(&pref, 0, sizeof pref);
-    pref.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
-    pref.compressionLevel = w->level == -1 ? 0 : w->level;
-    n = LZ4F_compressBegin(w->lz, w->cbuf, w->cbufcap, &pref);
-    if (LZ4F_isError(n)) return codec_fail(w, "lz4", LZ4F_getErrorName(n));
-    w->in_stream = 1;
-    return emit_chunk(w, w->cbuf, n);
-}
-
-/* Run zstd over in with mode (continue or end), emitting all output. */
-static int zstd_run(Writer *w, const char *data, size_t len, ZSTD_EndDirective mode) {
-    ZSTD_inBuffer in = { data, len, 0 };
-    for (;;) {
-        ZSTD_outBuffer out = { w->cbuf, w->cbufcap, 0 };
-        size_t left = ZSTD_compressStream2(w->zc, &out, &in, mode);
-        if (ZSTD_isError(left)) return codec_fail(w, "zstd", ZSTD_getErrorName(left));
-        if (emit_chunk(w, w->cbuf, out.pos)) return -1;
-        if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size) return 0;
-    }
-}
-
-/* Compress data into the current stream of the open block. */
-static int block_write(Writer *w, const char *data, size_t len) {
-    w->block_in += (long long)len;
-    w->total_in += (long long)len;
-    if (w->algorithm == ALG_LZ4) {
-        if (lz4_begin(w)) return -1;
-        while (len > 0) {
-            size_t k = len > RAW_CHUNK ? RAW_CHUNK : len, n;
-            n = LZ4F_compressUpdate(w->lz, w->cbuf, w->cbufcap, data, k, NULL);
-            if (LZ4F_isError(n)) return codec_fail(w, "lz4", LZ4F_getErrorName(n));
-            if (emit_chunk(w, w->cbuf, n)) return -1;
-            data += k;
-            len -= k;
-        }
-        return 0;
-    }
-    if (w->algorithm == ALG_ZSTD) {
-        w->in_stream = 1;
-        return len ? zstd_run(w, data, len, ZSTD_e_continue) : 0;
-    }
-    if (w->pd) {
-        if (pdeflate_write(w->pd, data, len)) {
-            if (!w->errmsg[0]) snprintf(w->errmsg, sizeof w->errmsg, "%s", pdeflate_errmsg(w->pd));
-            return -1;
-        }
-        return 0;
-    }
-    while (len > 0) {
-        size_t n = RAW_CHUNK - w->rawlen;
-        if (n > len) n = len;
-        memcpy(w->raw + w->rawlen, data, n);
-        w->rawlen += n;
-        data += n;
-        len -= n;
-        if (w->rawlen == RAW_CHUNK && flush_raw(w)) return -1;
-    }
-    return 0;
-}
-
-/* End the current stream: the zlib stream, lz4 frame or zstd frame is
- * finished (an empty one if nothing was written), raw bytes flushed. */
-static int stream_end(Writer *w) {
-    if (w->algorithm == ALG_GZIP) {
-        if (pdeflate_finish(w->pd)) {
-            if (!w->errmsg[0]) snprintf(w->errmsg, sizeof w->errmsg, "%s", pdeflate_errmsg(w->pd));
-            return -1;
-        }
-        return 0;
-    }
-    if (w->algorithm == ALG_NONE) return flush_raw(w);
-    if (w->algorithm == ALG_LZ4) {
-        size_t n;
-        if (lz4_begin(w)) return -1;
-        n = LZ4F_compressEnd(w->lz, w->cbuf, w->cbufcap, NULL);
-        w->in_stream = 0;
-        if (LZ4F_isError(n)) return codec_fail(w, "lz4", LZ4F_getErrorName(n));
-        return emit_chunk(w, w->cbuf, n);
-    }
-    w->in_stream = 0;
-    return zstd_run(w, "", 0, ZSTD_e_end);
 }
 
 /* w:begin_block(id): start the data block of entry id (TOC order). */
@@ -521,6 +588,7 @@ static Entry *start_block(lua_State *L, Writer *w, int id, int type) {
     if (put_byte(w, type) || put_int(w, id)) { raise_werr(L, w); return NULL; }
     w->in_block = 1;
     w->block_in = 0;
+    w->codec.in = 0;
     return e;
 }
 
@@ -528,6 +596,13 @@ static int w_begin_block(lua_State *L) {
     Writer *w = checkwriter(L);
     start_block(L, w, (int)luaL_checkinteger(L, 2), BLK_DATA);
     return 0;
+}
+
+/* Feed the serial codec, keeping the writer's counters. */
+static int block_write(Writer *w, const char *data, size_t len) {
+    w->block_in += (long long)len;
+    w->total_in += (long long)len;
+    return codec_write(&w->codec, data, len);
 }
 
 /* w:write(data): append to the open block. */
@@ -544,7 +619,7 @@ static int w_write(lua_State *L) {
 static int w_end_block(lua_State *L) {
     Writer *w = checkwriter(L);
     if (!w->in_block) return luaL_error(L, "end_block() without begin_block()");
-    if (stream_end(w)) return raise_werr(L, w);
+    if (codec_end(&w->codec)) return raise_werr(L, w);
     if (put_int(w, 0)) return raise_werr(L, w);
     w->in_block = 0;
     w->next_block++;
@@ -697,7 +772,7 @@ static int w_copy_blobs(lua_State *L) {
             return luaL_error(L, "reading large object %I for the backup failed: %s", (lua_Integer)oid, msg);
         }
         if (lo_close(pg, fd) < 0) return luaL_error(L, "closing large object %I failed: %s", (lua_Integer)oid, PQerrorMessage(pg));
-        if (stream_end(w) || put_int(w, 0)) return raise_werr(L, w);
+        if (codec_end(&w->codec) || put_int(w, 0)) return raise_werr(L, w);
         count++;
     }
     if (put_int(w, 0)) return raise_werr(L, w);
@@ -708,18 +783,788 @@ static int w_copy_blobs(lua_State *L) {
     return 2;
 }
 
-/* w:close() -> {bytes=, uncompressed=, offsets=bool}. Seekable outputs get
- * the TOC rewritten with the block positions, then fsync. */
+/* ---------------------------------------------------------------- parallel dump
+ *
+ * w:copy_parallel(conns, jobs [, opts]) dumps data blocks on several
+ * connections at once, one thread per connection, into this one archive.
+ * The Lua side decides everything about the connections (one exported
+ * snapshot, session settings, locks) and the order of the jobs; this part
+ * moves the bytes.
+ *
+ * A worker takes the next job, runs its LOCK (if any) and its COPY ... TO
+ * STDOUT (or reads its large objects) and compresses the block with a codec
+ * of its own. A block must be contiguous in the archive, so one worker at a
+ * time (the owner) writes into it directly; the others spool their block to
+ * an unnamed temporary file (O_TMPFILE in opts.spool_dir: it vanishes with
+ * the process) and either become the owner at their next chunk once the
+ * archive is free (copying what they spooled so far, then writing
+ * directly), or leave the finished spool queued for whoever frees the
+ * archive next to copy in (copy_file_range: on one file system, the kernel
+ * moves the bytes). A seekable archive takes blocks in any order: their
+ * positions go into the TOC at close, where the data entries are also put
+ * in the order of their blocks, so that every reader (a pipe included)
+ * still finds blocks in TOC order. A stream (stdout) cannot be rewritten:
+ * there blocks go out in TOC order, a spooling worker whose block is not
+ * next waits once opts.spool_limit bytes are spooled, and the jobs are
+ * taken in TOC order (so the block that is next is always being written by
+ * someone: no deadlock).
+ *
+ * Memory per worker is its codec's buffers and libpq's row buffer, whatever
+ * the table sizes. The first failure (a server error, a killed connection,
+ * a full disk, Ctrl-C) stops every worker: their COPYs are cancelled, the
+ * threads joined, and the error raised (a server error as orch.db's error
+ * object, with entry = the block's dump id). The archive is then unusable:
+ * close the writer and remove the file.
+ */
+
+enum { JOB_TABLE = 0, JOB_BLOBS = 1 };
+
+typedef struct PJob {
+    Entry *e;               /* the data entry (pointer into w->entries, stable during the dump) */
+    int id, kind;
+    char *lock, *copy;      /* SQL (copy: the COPY ... TO STDOUT) */
+    unsigned int *oids;     /* JOB_BLOBS */
+    size_t noids;
+    int order;              /* TOC index of e (for streams) */
+    long long rows, in;     /* progress, written by the worker with atomics */
+    int state;              /* 0 waiting, 1 running, 2 done */
+    int spool_fd;           /* finished but not placed yet: its spool */
+    long long spool_len;
+    int queued;
+} PJob;
+
+struct Par;
+
+typedef struct PWorker {
+    struct Par *par;
+    int slot;
+    PGconn *pg;
+    PGcancel *cancel;
+    Codec codec;
+    int codec_ok;
+    pthread_t th;
+    int started;
+    PJob *job;
+    int direct;             /* writing its block straight into the archive */
+    int spool_fd;
+    long long spool_len;
+    unsigned char *buf;     /* lo_read and spool copies */
+    PGresult *err;          /* the failed statement's result (NULL: see errmsg / the connection) */
+    const char *err_sql;
+    int err_pg;             /* the failure is the server's: raise it as orch.db's error */
+    char errmsg[400];
+} PWorker;
+
+typedef struct Par {
+    Writer *w;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* the archive changed hands, a block was placed, or something failed */
+    pthread_cond_t done;    /* a worker ended */
+    int sync_ok;
+    PJob *jobs;
+    int njobs, next_job;
+    PWorker *workers;
+    int nworkers, running;
+    PWorker *owner;         /* who writes into the archive now (NULL: nobody) */
+    int streaming;          /* the archive cannot seek: blocks in TOC order */
+    long long spooled, spool_limit;
+    int failed;             /* 1 an error, 2 interrupted */
+    PWorker *failed_by;
+    char errmsg[400];
+    char spool_dir[512];
+    int finished;           /* par_stop ran */
+} Par;
+
+#define PAR_MT "orch.pgarchive.parallel"
+
+static int par_failed(Par *p) { return __atomic_load_n(&p->failed, __ATOMIC_ACQUIRE); }
+
+/* Record the first failure (mutex held). */
+static void fail_locked(Par *p, PWorker *k, int how) {
+    if (!p->failed) {
+        p->failed_by = k;
+        __atomic_store_n(&p->failed, how, __ATOMIC_RELEASE);
+    }
+    pthread_cond_broadcast(&p->cv);
+}
+
+static int kfail(PWorker *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int kfail(PWorker *k, const char *fmt, ...) {
+    va_list ap;
+    if (!k->errmsg[0]) {
+        va_start(ap, fmt);
+        vsnprintf(k->errmsg, sizeof k->errmsg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* The entry that must come next in a stream (mutex held). */
+static Entry *head_locked(Par *p) {
+    Writer *w = p->w;
+    while (w->next_block < w->n && (!w->entries[w->next_block].had_dumper || w->entries[w->next_block].pos >= 0))
+        w->next_block++;
+    return w->next_block < w->n ? &w->entries[w->next_block] : NULL;
+}
+
+static int may_write_locked(Par *p, PJob *j) {
+    return !p->owner && (!p->streaming || head_locked(p) == j->e);
+}
+
+/* Append the bytes of a direct block to the archive (owner only). */
+static int archive_write(PWorker *k, const void *buf, size_t len) {
+    Writer *w = k->par->w;
+    int e = write_all(w->fd, buf, len);
+    if (e) return kfail(k, "writing the archive failed: %s", strerror(e));
+    __atomic_add_fetch(&w->off, (long long)len, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* Copy len bytes of spool fd (from its start) to the end of the archive
+ * (owner only): copy_file_range, else sendfile, else read/write. */
+static int spool_copy(PWorker *k, int fd, long long len) {
+    Writer *w = k->par->w;
+    off_t in_off = 0;
+    int mode = 0;           /* 0 copy_file_range, 1 read/write */
+    while (len > 0) {
+        ssize_t n;
+        size_t want = len > (1 << 30) ? (size_t)1 << 30 : (size_t)len;
+        if (mode == 0) {
+            n = copy_file_range(fd, &in_off, w->fd, NULL, want, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP || errno == EBADF)) { mode = 1; continue; }
+            if (n < 0) return kfail(k, "writing the archive failed: %s", strerror(errno));
+            if (n == 0) return kfail(k, "writing the archive failed: its temporary spool file ended early");
+        } else {
+            size_t piece = want > LO_PIECE ? LO_PIECE : want;
+            if (!k->buf && !(k->buf = (unsigned char *)malloc(LO_PIECE))) return kfail(k, "writing the archive failed: out of memory");
+            n = pread(fd, k->buf, piece, in_off);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return kfail(k, "writing the archive failed: reading its temporary spool file: %s", n < 0 ? strerror(errno) : "it ended early");
+            if (archive_write(k, k->buf, (size_t)n)) return -1;
+            in_off += n;
+            len -= n;
+            continue;
+        }
+        in_off += n;
+        len -= n;
+        __atomic_add_fetch(&w->off, (long long)n, __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+static int spool_open(PWorker *k) {
+    Par *p = k->par;
+    int fd;
+    if (k->spool_fd >= 0) return 0;
+    fd = open(p->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        /* a file system without O_TMPFILE: a named file, unlinked at once */
+        char path[600];
+        snprintf(path, sizeof path, "%s/.orch-spool-XXXXXX", p->spool_dir);
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd >= 0) unlink(path);
+    }
+    if (fd < 0) return kfail(k, "writing the archive failed: cannot create a temporary spool file in %s: %s", p->spool_dir, strerror(errno));
+    k->spool_fd = fd;
+    k->spool_len = 0;
+    return 0;
+}
+
+/* The spool is empty again (mutex not held). */
+static int spool_reset(PWorker *k) {
+    if (ftruncate(k->spool_fd, 0) != 0 || lseek(k->spool_fd, 0, SEEK_SET) != 0)
+        return kfail(k, "writing the archive failed: cannot reuse its temporary spool file: %s", strerror(errno));
+    k->spool_len = 0;
+    return 0;
+}
+
+/* Place queued spools that may go now, then free the archive (mutex held,
+ * k the owner). Copies run with the mutex released. */
+static int drain_locked(Par *p, PWorker *k) {
+    int r = 0;
+    for (;;) {
+        PJob *q = NULL;
+        int i;
+        if (p->failed) break;
+        if (p->streaming) {
+            Entry *h = head_locked(p);
+            for (i = 0; i < p->njobs; i++) if (p->jobs[i].queued && p->jobs[i].e == h) { q = &p->jobs[i]; break; }
+        } else {
+            for (i = 0; i < p->njobs; i++) if (p->jobs[i].queued) { q = &p->jobs[i]; break; }
+        }
+        if (!q) break;
+        q->queued = 0;
+        q->e->pos = __atomic_load_n(&p->w->off, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&p->mu);
+        r = spool_copy(k, q->spool_fd, q->spool_len);
+        close(q->spool_fd);
+        q->spool_fd = -1;
+        pthread_mutex_lock(&p->mu);
+        p->spooled -= q->spool_len;
+        if (r) { fail_locked(p, k, 1); break; }
+    }
+    p->owner = NULL;
+    pthread_cond_broadcast(&p->cv);
+    return r;
+}
+
+/* Take the archive for the running job (mutex held, may_write true). */
+static void take_locked(Par *p, PWorker *k) {
+    p->owner = k;
+    k->job->e->pos = __atomic_load_n(&p->w->off, __ATOMIC_RELAXED);
+    k->direct = 1;
+}
+
+/* The codec's output in a worker: into the archive when it owns it, else
+ * into its spool, becoming the owner as soon as it may. */
+static int worker_out(void *ud, const void *buf, size_t len) {
+    PWorker *k = (PWorker *)ud;
+    Par *p = k->par;
+    int e;
+    if (par_failed(p)) return kfail(k, "stopped: another part of the backup failed");
+    if (k->direct) return archive_write(k, buf, len);
+    pthread_mutex_lock(&p->mu);
+    if (may_write_locked(p, k->job)) {
+        long long had = k->spool_len;
+        take_locked(p, k);
+        pthread_mutex_unlock(&p->mu);
+        if (spool_copy(k, k->spool_fd, had) || spool_reset(k)) return -1;
+        pthread_mutex_lock(&p->mu);
+        p->spooled -= had;
+        pthread_mutex_unlock(&p->mu);
+        return archive_write(k, buf, len);
+    }
+    /* a stream holds blocks back only so far: then wait for this one's turn */
+    while (p->streaming && p->spooled >= p->spool_limit && !p->failed && !may_write_locked(p, k->job))
+        pthread_cond_wait(&p->cv, &p->mu);
+    if (p->failed) { pthread_mutex_unlock(&p->mu); return kfail(k, "stopped: another part of the backup failed"); }
+    if (may_write_locked(p, k->job)) { pthread_mutex_unlock(&p->mu); return worker_out(ud, buf, len); }
+    p->spooled += (long long)len;
+    pthread_mutex_unlock(&p->mu);
+    if ((e = write_all(k->spool_fd, buf, len)) != 0)
+        return kfail(k, "writing the archive failed: writing its temporary spool file in %s: %s", p->spool_dir, strerror(e));
+    k->spool_len += (long long)len;
+    return 0;
+}
+
+static int block_begin(PWorker *k, PJob *j, int type) {
+    Par *p = k->par;
+    unsigned char hdr[6];
+    pthread_mutex_lock(&p->mu);
+    k->job = j;
+    k->direct = 0;
+    if (may_write_locked(p, j)) take_locked(p, k);
+    pthread_mutex_unlock(&p->mu);
+    if (!k->direct && (spool_open(k) || spool_reset(k))) return -1;
+    hdr[0] = (unsigned char)type;
+    encode_int(hdr + 1, j->id);
+    return codec_raw(&k->codec, hdr, 6);
+}
+
+/* The block is complete: free the archive, place it, or queue its spool. */
+static int block_finish(PWorker *k, PJob *j) {
+    Par *p = k->par;
+    int r = 0;
+    pthread_mutex_lock(&p->mu);
+    if (k->direct) {
+        r = drain_locked(p, k);
+    } else if (may_write_locked(p, j)) {
+        long long had = k->spool_len;
+        take_locked(p, k);
+        pthread_mutex_unlock(&p->mu);
+        r = spool_copy(k, k->spool_fd, had);
+        pthread_mutex_lock(&p->mu);
+        p->spooled -= had;
+        k->spool_len = 0;
+        if (r) fail_locked(p, k, 1);
+        else r = drain_locked(p, k);
+    } else {
+        j->spool_fd = k->spool_fd;
+        j->spool_len = k->spool_len;
+        j->queued = 1;
+        k->spool_fd = -1;
+        k->spool_len = 0;
+    }
+    k->direct = 0;
+    pthread_mutex_unlock(&p->mu);
+    return r;
+}
+
+/* Cancel the statement in flight and drain the connection. */
+static void abort_query(PWorker *k) {
+    char errbuf[256], *row;
+    PGresult *r;
+    if (k->cancel) PQcancel(k->cancel, errbuf, sizeof errbuf);
+    while (PQgetCopyData(k->pg, &row, 0) > 0) PQfreemem(row);
+    while ((r = PQgetResult(k->pg)) != NULL) PQclear(r);
+}
+
+static int stopped(PWorker *k) {
+    if (orch_interrupted()) return 2;
+    if (par_failed(k->par)) { kfail(k, "stopped: another part of the backup failed"); return 1; }
+    return 0;
+}
+
+/* A server-side failure of sql: keep its result (or the connection's
+ * message) for the main thread. */
+static int pgfail(PWorker *k, PGresult *r, const char *sql) {
+    PGresult *more;
+    if (k->err) PQclear(k->err);
+    k->err = r;
+    k->err_sql = sql;
+    k->err_pg = 1;
+    while ((more = PQgetResult(k->pg)) != NULL) PQclear(more);
+    return 1;
+}
+
+static int run_table(PWorker *k, PJob *j) {
+    PGconn *pg = k->pg;
+    PGresult *r;
+    char *row;
+    int n, s;
+    if (j->lock) {
+        r = PQexec(pg, j->lock);
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return orch_interrupted() ? 2 : pgfail(k, r, j->lock);
+        PQclear(r);
+    }
+    if ((s = stopped(k))) return s;
+    if (!PQsendQuery(pg, j->copy)) return pgfail(k, NULL, j->copy);
+    r = PQgetResult(pg);
+    if (!r || PQresultStatus(r) != PGRES_COPY_OUT) return orch_interrupted() ? 2 : pgfail(k, r, j->copy);
+    PQclear(r);
+    if (block_begin(k, j, BLK_DATA)) { abort_query(k); return 1; }
+    while ((n = PQgetCopyData(pg, &row, 0)) > 0) {
+        int bad = codec_write(&k->codec, row, (size_t)n);
+        PQfreemem(row);
+        if (bad) { abort_query(k); return 1; }
+        __atomic_add_fetch(&j->rows, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&j->in, n, __ATOMIC_RELAXED);
+        if ((s = stopped(k))) { abort_query(k); return s; }
+    }
+    r = PQgetResult(pg);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return orch_interrupted() ? 2 : pgfail(k, r, j->copy);
+    PQclear(r);
+    while ((r = PQgetResult(pg)) != NULL) PQclear(r);
+    if (codec_write(&k->codec, "\\.\n\n\n", 5) || codec_end(&k->codec) || codec_int(&k->codec, 0)) return 1;
+    __atomic_add_fetch(&j->in, 5, __ATOMIC_RELAXED);
+    return block_finish(k, j) ? 1 : 0;
+}
+
+static int run_blobs(PWorker *k, PJob *j) {
+    PGconn *pg = k->pg;
+    size_t i;
+    int s;
+    if (!k->buf && !(k->buf = (unsigned char *)malloc(LO_PIECE))) return kfail(k, "out of memory"), 1;
+    if (block_begin(k, j, BLK_BLOBS)) return 1;
+    for (i = 0; i < j->noids; i++) {
+        unsigned int oid = j->oids[i];
+        int fd, n;
+        if (codec_int(&k->codec, (long long)(int)oid)) return 1;   /* pg_dump's Int of an Oid */
+        fd = lo_open(pg, oid, INV_READ);
+        if (fd < 0) { kfail(k, "cannot open large object %u for the backup: %s", oid, PQerrorMessage(pg)); return orch_interrupted() ? 2 : 1; }
+        while ((n = lo_read(pg, fd, (char *)k->buf, LO_PIECE)) > 0) {
+            if (codec_write(&k->codec, (const char *)k->buf, (size_t)n)) { lo_close(pg, fd); return 1; }
+            __atomic_add_fetch(&j->in, n, __ATOMIC_RELAXED);
+            if ((s = stopped(k))) { lo_close(pg, fd); return s; }
+        }
+        if (n < 0) {
+            kfail(k, "reading large object %u for the backup failed: %s", oid, PQerrorMessage(pg));
+            lo_close(pg, fd);
+            return orch_interrupted() ? 2 : 1;
+        }
+        if (lo_close(pg, fd) < 0) { kfail(k, "closing large object %u failed: %s", oid, PQerrorMessage(pg)); return 1; }
+        if (codec_end(&k->codec) || codec_int(&k->codec, 0)) return 1;
+        __atomic_add_fetch(&j->rows, 1, __ATOMIC_RELAXED);
+    }
+    if (codec_int(&k->codec, 0)) return 1;
+    return block_finish(k, j) ? 1 : 0;
+}
+
+static void *worker_main(void *arg) {
+    PWorker *k = (PWorker *)arg;
+    Par *p = k->par;
+    for (;;) {
+        PJob *j = NULL;
+        int r;
+        pthread_mutex_lock(&p->mu);
+        if (!p->failed && p->next_job < p->njobs) { j = &p->jobs[p->next_job++]; __atomic_store_n(&j->state, 1, __ATOMIC_RELAXED); }
+        pthread_mutex_unlock(&p->mu);
+        if (!j) break;
+        k->job = j;
+        r = j->kind == JOB_BLOBS ? run_blobs(k, j) : run_table(k, j);
+        pthread_mutex_lock(&p->mu);
+        if (r) fail_locked(p, k, r == 2 ? 2 : 1);
+        else __atomic_store_n(&j->state, 2, __ATOMIC_RELAXED);
+        pthread_mutex_unlock(&p->mu);
+        if (r) break;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->running--;
+    pthread_cond_broadcast(&p->done);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Stop and join every worker, then free what they held (safe twice). */
+static void par_stop(Par *p) {
+    int i;
+    if (p->finished) return;
+    p->finished = 1;
+    if (p->sync_ok) {
+        pthread_mutex_lock(&p->mu);
+        if (p->running > 0 && !p->failed) fail_locked(p, NULL, 1);
+        pthread_mutex_unlock(&p->mu);
+        for (i = 0; i < p->nworkers; i++) {
+            char errbuf[256];
+            PWorker *k = &p->workers[i];
+            if (k->started && k->cancel) PQcancel(k->cancel, errbuf, sizeof errbuf);
+        }
+        for (i = 0; i < p->nworkers; i++) if (p->workers[i].started) pthread_join(p->workers[i].th, NULL);
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+        pthread_cond_destroy(&p->done);
+        p->sync_ok = 0;
+    }
+    for (i = 0; p->workers && i < p->nworkers; i++) {
+        PWorker *k = &p->workers[i];
+        if (k->codec_ok) codec_free(&k->codec);
+        if (k->cancel) PQfreeCancel(k->cancel);
+        if (k->spool_fd >= 0) close(k->spool_fd);
+        if (k->err) PQclear(k->err);
+        free(k->buf);
+    }
+    for (i = 0; p->jobs && i < p->njobs; i++) {
+        free(p->jobs[i].lock);
+        free(p->jobs[i].copy);
+        free(p->jobs[i].oids);
+        if (p->jobs[i].spool_fd >= 0) close(p->jobs[i].spool_fd);
+    }
+    free(p->workers); p->workers = NULL;
+    free(p->jobs); p->jobs = NULL;
+}
+
+static int par_gc(lua_State *L) {
+    par_stop((Par *)luaL_checkudata(L, 1, PAR_MT));
+    return 0;
+}
+
+static int cmp_order(const void *a, const void *b) {
+    const PJob *x = (const PJob *)a, *y = (const PJob *)b;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+static char *dupstr_field(lua_State *L, int t, const char *k, int required, int jobno) {
+    char *r = NULL;
+    int type = lua_getfield(L, t, k);
+    if (type == LUA_TSTRING) {
+        if (!(r = strdup(lua_tostring(L, -1)))) luaL_error(L, "out of memory");
+    } else if (type != LUA_TNIL || required) {
+        luaL_error(L, "job %d: field '%s' must be a string", jobno, k);
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+/* Progress for the Lua callback (mutex not held): a table of totals and the running jobs. */
+static int push_progress(lua_State *L) {
+    Par *p = (Par *)lua_touserdata(L, 1);
+    long long rows = 0, in = 0;
+    int i, done = 0, r = 0;
+    lua_createtable(L, 0, 8);
+    lua_newtable(L);        /* finished: { id, ... } */
+    for (i = 0; i < p->njobs; i++)
+        if (__atomic_load_n(&p->jobs[i].state, __ATOMIC_RELAXED) == 2) { lua_pushinteger(L, p->jobs[i].id); lua_rawseti(L, -2, ++done); }
+    lua_setfield(L, -2, "finished");
+    done = 0;
+    lua_newtable(L);        /* running: { {id=, rows=, bytes_in=}, ... } */
+    for (i = 0; i < p->njobs; i++) {
+        PJob *j = &p->jobs[i];
+        long long jr = __atomic_load_n(&j->rows, __ATOMIC_RELAXED), ji = __atomic_load_n(&j->in, __ATOMIC_RELAXED);
+        int st = __atomic_load_n(&j->state, __ATOMIC_RELAXED);
+        rows += jr;
+        in += ji;
+        if (st == 2) done++;
+        else if (st == 1) {
+            lua_createtable(L, 0, 3);
+            lua_pushinteger(L, j->id); lua_setfield(L, -2, "id");
+            lua_pushinteger(L, jr); lua_setfield(L, -2, "rows");
+            lua_pushinteger(L, ji); lua_setfield(L, -2, "bytes_in");
+            lua_rawseti(L, -2, ++r);
+        }
+    }
+    lua_setfield(L, -2, "running");
+    lua_pushinteger(L, done); lua_setfield(L, -2, "done");
+    lua_pushinteger(L, p->njobs); lua_setfield(L, -2, "total");
+    lua_pushinteger(L, rows); lua_setfield(L, -2, "rows");
+    lua_pushinteger(L, in); lua_setfield(L, -2, "bytes_in");
+    lua_pushinteger(L, __atomic_load_n(&p->w->off, __ATOMIC_RELAXED)); lua_setfield(L, -2, "bytes_out");
+    lua_pushvalue(L, 2);
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+    return 0;
+}
+
+/* Raise a worker's server error as orch.db's error object, with the entry. */
+static int raise_worker_pg(lua_State *L) {
+    PWorker *k = (PWorker *)lua_touserdata(L, 1);
+    PGresult *r = k->err;
+    k->err = NULL;          /* orch_raise_pgerror clears it */
+    return orch_raise_pgerror(L, k->pg, r, k->err_sql);
+}
+
+/* w:copy_parallel(conns, jobs [, opts]) -> { [id] = { rows =, bytes = } }
+ * (rows: large objects for a BLOBS job; bytes: uncompressed).
+ * conns: orch.conn handles, one worker thread each (each already in the
+ * transaction and session it must dump in; not used by Lua meanwhile).
+ * jobs, in the order to start them: { id = dump id of a data entry,
+ * copy = "COPY ... TO STDOUT", lock = "LOCK TABLE ..." or nil } or
+ * { id =, blobs = { oid, ... } }. opts: threads (compression threads per
+ * worker), spool_dir (default /tmp), spool_limit (bytes a stream may hold
+ * back, default 64 MiB), progress = fn({done, total, rows, bytes_in,
+ * bytes_out, finished = {id...}, running = {{id, rows, bytes_in}...}}) every opts.interval
+ * seconds (default 0.25; its errors are ignored). See the chapter comment
+ * for how blocks reach the archive and how failures end it. */
+static int w_copy_parallel(lua_State *L) {
+    Writer *w = checkwriter(L);
+    Par *p;
+    int nconns, njobs, i, threads = 1, has_progress;
+    double interval = 0.25;
+    const char *dir = "/tmp";
+    long long limit = 64LL << 20;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 4);
+    if (!w->toc_start) return luaL_error(L, "write_toc() must come before data blocks");
+    if (w->in_block) return luaL_error(L, "a data block is already open");
+    has_progress = 0;
+    if (lua_istable(L, 4)) {
+        if (lua_getfield(L, 4, "threads") == LUA_TNUMBER) threads = (int)lua_tointeger(L, -1);
+        if (lua_getfield(L, 4, "interval") == LUA_TNUMBER) interval = lua_tonumber(L, -1);
+        if (lua_getfield(L, 4, "spool_dir") == LUA_TSTRING) dir = lua_tostring(L, -1);
+        if (lua_getfield(L, 4, "spool_limit") == LUA_TNUMBER) limit = (long long)lua_tointeger(L, -1);
+        has_progress = lua_getfield(L, 4, "progress") == LUA_TFUNCTION;
+        lua_pop(L, 5);
+    }
+    if (interval < 0.01) interval = 0.01;
+    nconns = (int)luaL_len(L, 2);
+    njobs = (int)luaL_len(L, 3);
+    if (nconns < 1) return luaL_argerror(L, 2, "at least one connection expected");
+    for (i = 1; i <= nconns; i++) {
+        lua_rawgeti(L, 2, i);
+        orch_checkconn(L, -1);
+        lua_pop(L, 1);
+    }
+    p = (Par *)lua_newuserdatauv(L, sizeof *p, 0);     /* index 5: freed (threads joined) by __gc whatever happens */
+    memset(p, 0, sizeof *p);
+    p->finished = 1;
+    luaL_setmetatable(L, PAR_MT);
+    p->w = w;
+    p->streaming = !w->seekable;
+    p->spool_limit = limit < (1 << 20) ? (1 << 20) : limit;
+    snprintf(p->spool_dir, sizeof p->spool_dir, "%s", dir);
+    p->jobs = (PJob *)calloc((size_t)(njobs ? njobs : 1), sizeof(PJob));
+    p->workers = (PWorker *)calloc((size_t)nconns, sizeof(PWorker));
+    if (!p->jobs || !p->workers) return luaL_error(L, "out of memory");
+    p->finished = 0;
+    for (i = 0; i < njobs; i++) p->jobs[i].spool_fd = -1;
+    for (i = 0; i < nconns; i++) p->workers[i].spool_fd = -1;
+    p->njobs = njobs;
+    p->nworkers = nconns;
+    for (i = 0; i < njobs; i++) {
+        PJob *j = &p->jobs[i];
+        int t, k;
+        lua_rawgeti(L, 3, i + 1);
+        t = lua_gettop(L);
+        luaL_checktype(L, t, LUA_TTABLE);
+        lua_getfield(L, t, "id");
+        j->id = (int)luaL_checkinteger(L, -1);
+        lua_pop(L, 1);
+        for (k = 0; k < w->n; k++) if (w->entries[k].id == j->id) break;
+        if (k == w->n || !w->entries[k].had_dumper) return luaL_error(L, "job %d: entry %d is not a data entry of this archive", i + 1, j->id);
+        if (w->entries[k].pos >= 0) return luaL_error(L, "job %d: the data block of entry %d is written already", i + 1, j->id);
+        j->e = &w->entries[k];
+        j->order = k;
+        if (lua_getfield(L, t, "blobs") != LUA_TNIL) {
+            size_t n = luaL_len(L, -1), m;
+            luaL_checktype(L, -1, LUA_TTABLE);
+            j->kind = JOB_BLOBS;
+            j->oids = (unsigned int *)malloc(sizeof(unsigned int) * (n ? n : 1));
+            if (!j->oids) return luaL_error(L, "out of memory");
+            for (m = 0; m < n; m++) j->oids[j->noids++] = next_oid(L, lua_gettop(L), (lua_Integer)m + 1);
+        } else {
+            j->copy = dupstr_field(L, t, "copy", 1, i + 1);
+            j->lock = dupstr_field(L, t, "lock", 0, i + 1);
+        }
+        lua_pop(L, 2);
+    }
+    for (i = 0; i < njobs; i++) {
+        int m;
+        for (m = i + 1; m < njobs; m++)
+            if (p->jobs[m].e == p->jobs[i].e) return luaL_error(L, "entry %d is in the jobs twice", p->jobs[i].id);
+    }
+    if (p->streaming) {
+        /* a stream takes blocks in TOC order only: the jobs must be the next data entries, in that order */
+        int k = w->next_block;
+        qsort(p->jobs, (size_t)njobs, sizeof(PJob), cmp_order);
+        for (i = 0; i < njobs; i++) {
+            while (k < w->n && (!w->entries[k].had_dumper || w->entries[k].pos >= 0)) k++;
+            if (k >= w->n || &w->entries[k] != p->jobs[i].e)
+                return luaL_error(L, "copy_parallel() on a stream: the jobs must be the next data entries of the TOC (entry %d is missing)",
+                                  k < w->n ? w->entries[k].id : p->jobs[i].id);
+            k++;
+        }
+    }
+    if (nconns > njobs) nconns = p->nworkers = njobs > 0 ? njobs : 1;
+    for (i = 0; i < p->nworkers; i++) {
+        PWorker *k = &p->workers[i];
+        lua_rawgeti(L, 2, i + 1);
+        k->pg = orch_checkconn(L, -1);
+        lua_pop(L, 1);
+        k->par = p;
+        k->slot = i + 1;
+        k->cancel = PQgetCancel(k->pg);
+        if (codec_init(&k->codec, w->algorithm, w->level, threads, worker_out, k) != 0) {
+            codec_free(&k->codec);
+            return luaL_error(L, "%s", k->codec.errmsg);
+        }
+        k->codec_ok = 1;
+        for (int m = 0; m < njobs; m++)
+            if (p->jobs[m].kind == JOB_BLOBS && PQtransactionStatus(k->pg) != PQTRANS_INTRANS)
+                return luaL_error(L, "copy_parallel(): connection %d is not inside a transaction (large objects can be read only in one)", i + 1);
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->sync_ok = 1;
+    pthread_mutex_lock(&p->mu);
+    for (i = 0; i < p->nworkers; i++) {
+        if (pthread_create(&p->workers[i].th, NULL, worker_main, &p->workers[i]) != 0) {
+            fail_locked(p, NULL, 1);
+            snprintf(p->errmsg, sizeof p->errmsg, "cannot start a dump thread: %s", strerror(errno));
+            break;
+        }
+        p->workers[i].started = 1;
+        p->running++;
+    }
+    {
+        struct timespec last;
+        int cancelled = 0;
+        clock_gettime(CLOCK_MONOTONIC, &last);
+        while (p->running > 0) {
+            struct timespec now, until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 100 * 1000000L;
+            if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+            pthread_cond_timedwait(&p->done, &p->mu, &until);
+            if (orch_interrupted() && !p->failed) fail_locked(p, NULL, 2);
+            if (p->failed && !cancelled) {
+                /* stop the others where they are: their COPYs and lock waits end */
+                cancelled = 1;
+                for (i = 0; i < p->nworkers; i++) {
+                    char errbuf[256];
+                    if (p->workers[i].started && p->workers[i].cancel) PQcancel(p->workers[i].cancel, errbuf, sizeof errbuf);
+                }
+            }
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if (has_progress && !p->failed && (double)(now.tv_sec - last.tv_sec) + (now.tv_nsec - last.tv_nsec) / 1e9 >= interval) {
+                last = now;
+                pthread_mutex_unlock(&p->mu);
+                lua_pushcfunction(L, push_progress);
+                lua_pushlightuserdata(L, p);
+                lua_getfield(L, 4, "progress");
+                if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+                pthread_mutex_lock(&p->mu);
+            }
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    for (i = 0; i < p->nworkers; i++) if (p->workers[i].started) { pthread_join(p->workers[i].th, NULL); p->workers[i].started = 0; }
+    if (p->failed) {
+        PWorker *k = p->failed_by;
+        int how = p->failed;
+        char msg[450];
+        if (how == 2 || (k && orch_interrupted())) { par_stop(p); return orch_raise_interrupt(L); }
+        if (k && k->err_pg) {
+            int id = k->job ? k->job->id : 0, st;
+            lua_pushcfunction(L, raise_worker_pg);
+            lua_pushlightuserdata(L, k);
+            st = lua_pcall(L, 1, 0, 0);
+            par_stop(p);
+            if (st != LUA_OK && lua_istable(L, -1)) {
+                lua_pushinteger(L, id); lua_setfield(L, -2, "entry");
+                lua_pushinteger(L, k->slot); lua_setfield(L, -2, "worker");
+            }
+            return lua_error(L);
+        }
+        snprintf(msg, sizeof msg, "%s", k ? (k->errmsg[0] ? k->errmsg : k->codec.errmsg[0] ? k->codec.errmsg : "a dump worker failed")
+                                          : p->errmsg[0] ? p->errmsg : "the parallel dump failed");
+        par_stop(p);
+        return luaL_error(L, "%s", msg);
+    }
+    lua_createtable(L, 0, njobs);
+    for (i = 0; i < njobs; i++) {
+        PJob *j = &p->jobs[i];
+        w->total_in += j->in;
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, j->rows); lua_setfield(L, -2, "rows");
+        lua_pushinteger(L, j->in); lua_setfield(L, -2, "bytes");
+        lua_rawseti(L, -2, j->id);
+    }
+    /* out of TOC order when the placement differs from it */
+    {
+        long long last = -1;
+        for (i = 0; i < w->n; i++) {
+            if (!w->entries[i].had_dumper || w->entries[i].pos < 0) continue;
+            if (w->entries[i].pos < last) w->reordered = 1;
+            last = w->entries[i].pos;
+        }
+    }
+    par_stop(p);
+    return 1;
+}
+
+/* Put the data entries in the order of their blocks in the file: they keep
+ * the slots data entries had in the TOC, so nothing else moves (the length of
+ * the TOC does not change either), and a reader walking blocks forward, a pipe
+ * included, meets them in TOC order. */
+static void order_data_entries(Writer *w) {
+    int i, n = 0, k;
+    Entry *tmp;
+    int *slots;
+    for (i = 0; i < w->n; i++) if (w->entries[i].had_dumper) n++;
+    if (n < 2) return;
+    tmp = (Entry *)malloc(sizeof(Entry) * (size_t)n);
+    slots = (int *)malloc(sizeof(int) * (size_t)n);
+    if (!tmp || !slots) { free(tmp); free(slots); return; }   /* keep the TOC order: positions stay right */
+    for (i = 0, k = 0; i < w->n; i++) if (w->entries[i].had_dumper) { slots[k] = i; tmp[k++] = w->entries[i]; }
+    /* insertion sort by position (already sorted but for what the dump reordered) */
+    for (i = 1; i < n; i++) {
+        Entry x = tmp[i];
+        int j = i - 1;
+        while (j >= 0 && tmp[j].pos > x.pos) { tmp[j + 1] = tmp[j]; j--; }
+        tmp[j + 1] = x;
+    }
+    for (k = 0; k < n; k++) w->entries[slots[k]] = tmp[k];
+    free(tmp);
+    free(slots);
+}
+
+/* w:close() -> {bytes=, uncompressed=, offsets=bool, reordered=bool}.
+ * Seekable outputs get the TOC rewritten with the block positions (and the
+ * data entries in the order of their blocks), then fsync. */
 static int w_close(lua_State *L) {
     Writer *w = checkwriter(L);
     long long end = w->off;
-    int offsets = 0;
+    int offsets = 0, i;
     if (w->in_block) return luaL_error(L, "close() with a data block still open");
-    if (next_data_entry(w)) {
-        Entry *e = next_data_entry(w);
-        return luaL_error(L, "close(): the data block of entry %d (%s %s) was never written", e->id, e->desc, e->tag);
-    }
+    for (i = 0; i < w->n; i++)
+        if (w->entries[i].had_dumper && w->entries[i].pos < 0)
+            return luaL_error(L, "close(): the data block of entry %d (%s %s) was never written", w->entries[i].id,
+                              w->entries[i].desc, w->entries[i].tag);
     if (w->seekable && w->toc_start) {
+        if (w->reordered) order_data_entries(w);
         if (lseek(w->fd, w->toc_start, SEEK_SET) < 0) { w->err = errno; wfail(w, "seeking in the archive failed"); return raise_werr(L, w); }
         w->off = w->toc_start;
         if (write_toc(w)) return raise_werr(L, w);
@@ -727,12 +1572,13 @@ static int w_close(lua_State *L) {
         w->off = end;
         if (fsync(w->fd) != 0) { w->err = errno; wfail(w, "fsync of the archive failed"); return raise_werr(L, w); }
     }
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushinteger(L, end); lua_setfield(L, -2, "bytes");
     lua_pushstring(L, algorithm_name(w->algorithm)); lua_setfield(L, -2, "compression");
     lua_pushfstring(L, "1.%d", w->minor); lua_setfield(L, -2, "version");
     lua_pushinteger(L, w->total_in); lua_setfield(L, -2, "uncompressed");
     lua_pushboolean(L, offsets); lua_setfield(L, -2, "offsets");
+    lua_pushboolean(L, w->reordered); lua_setfield(L, -2, "reordered");
     writer_release(w);
     return 1;
 }
@@ -1092,6 +1938,7 @@ static void read_entry(lua_State *L, Reader *r, REntry *e, int index, int count)
         rfail(L, r, "archive is truncated or corrupt: %s says its data block is at byte %llu, past the end of the file (%lld bytes)", what, p, r->size);
     e->pos = e->offflag == OFF_SET ? (long long)p : -1;
     e->found = -1;
+    if (e->pos >= 0) { lua_pushinteger(L, e->pos); lua_setfield(L, -2, "pos"); }
 }
 
 /* A.open(path|"-") -> reader. Reads and checks the header and the TOC. */
@@ -1537,14 +2384,41 @@ static int r_read_block(lua_State *L) {
     return 1;
 }
 
-typedef struct CopySink { PGconn *pg; int failed; } CopySink;
+/* COPY data into a connection. With r, how far into the archive the block
+ * has been read is kept: in *consumed (atomically, for another thread to
+ * watch) and/or reported to the Lua function at stack index progress
+ * (bytes of the block read so far) every 1 MiB. */
+typedef struct CopySink {
+    PGconn *pg;
+    int failed;
+    Reader *r;
+    long long start, next_report;   /* start: where the block begins (-1: found at the first chunk) */
+    long long *consumed;
+    int progress, id;
+} CopySink;
 
 static int copy_sink(lua_State *L, void *ud, const char *buf, size_t len) {
     CopySink *s = (CopySink *)ud;
-    (void)L;
     if (s->failed) return 0;
     if (PQputCopyData(s->pg, buf, (int)len) != 1) s->failed = 1;
     if (orch_interrupted()) s->failed = 2;
+    if (s->r) {
+        long long done;
+        if (s->start < 0) {
+            /* the block's own offset: the reader may have seeked or walked to it */
+            REntry *e = find_entry(s->r, s->id);
+            s->start = e && e->found >= 0 ? e->found : e && e->pos >= 0 ? e->pos : s->r->cur;
+        }
+        done = s->r->cur - s->start;
+        if (done < 0) done = 0;
+        if (s->consumed) __atomic_store_n(s->consumed, done, __ATOMIC_RELAXED);
+        if (s->progress && done >= s->next_report) {
+            s->next_report = done + (1 << 20);
+            lua_pushvalue(L, s->progress);
+            lua_pushinteger(L, done);
+            if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);
+        }
+    }
     return 0;
 }
 
@@ -1554,20 +2428,27 @@ static int protected_read(lua_State *L) {
     int id = (int)lua_tointeger(L, 2);
     CopySink *cs = (CopySink *)lua_touserdata(L, 3);
     Sink s = { copy_sink, NULL, NULL, cs };
+    if (cs->r) { cs->start = -1; cs->id = id; cs->progress = lua_isfunction(L, 4) ? 4 : 0; }
     lua_pushinteger(L, read_block(L, r, id, &s, BLK_DATA).bytes);
     return 1;
 }
 
-/* r:copy_into(conn, id, copy_sql) -> bytes. Runs copy_sql (COPY ... FROM
- * stdin) and streams the block into it. Any error aborts the COPY (the
- * server rolls it back) and is raised. */
+/* r:copy_into(conn, id, copy_sql [, progress]) -> bytes. Runs copy_sql
+ * (COPY ... FROM stdin) and streams the block into it; progress(n) is
+ * called with the bytes of the block read so far, every 1 MiB (its errors
+ * are ignored). Any error aborts the COPY (the server rolls it back) and is
+ * raised. */
 static int r_copy_into(lua_State *L) {
     Reader *r = checkreader(L);
     PGconn *pg = orch_checkconn(L, 2);
     int id = (int)luaL_checkinteger(L, 3);
     const char *sql = luaL_checkstring(L, 4);
     PGresult *res;
-    CopySink s = { pg, 0 };
+    CopySink s;
+    memset(&s, 0, sizeof s);
+    s.pg = pg;
+    s.r = r;
+    lua_settop(L, 5);
     long long n = 0;
     int st;
     if (!PQsendQuery(pg, sql)) return orch_raise_pgerror(L, pg, NULL, sql);
@@ -1582,7 +2463,8 @@ static int r_copy_into(lua_State *L) {
     lua_pushlightuserdata(L, r);
     lua_pushinteger(L, id);
     lua_pushlightuserdata(L, &s);
-    st = lua_pcall(L, 3, 1, 0);
+    lua_pushvalue(L, 5);
+    st = lua_pcall(L, 4, 1, 0);
     if (st == LUA_OK) { n = lua_tointeger(L, -1); lua_pop(L, 1); }
     if (st != LUA_OK || s.failed) {
         PGresult *more;
@@ -1608,6 +2490,7 @@ static int r_copy_into(lua_State *L) {
 typedef struct LoSink {
     PGconn *pg;
     int fd, create;
+    int threaded;           /* in a restore thread: never touch the main state's interrupt machinery */
     unsigned int oid;
     const char *label;
 } LoSink;
@@ -1631,7 +2514,12 @@ static void lo_sink_begin(lua_State *L, void *ud, unsigned int oid) {
 static int lo_sink_data(lua_State *L, void *ud, const char *buf, size_t len) {
     LoSink *ls = (LoSink *)ud;
     if (lo_write(ls->pg, ls->fd, buf, len) != (int)len) lo_sink_fail(L, ls, "lo_write");
-    if (orch_interrupted()) { lo_close(ls->pg, ls->fd); ls->fd = -1; orch_raise_interrupt(L); }
+    if (orch_interrupted()) {
+        lo_close(ls->pg, ls->fd);
+        ls->fd = -1;
+        if (ls->threaded) luaL_error(L, "interrupted");
+        orch_raise_interrupt(L);
+    }
     return 0;
 }
 
@@ -1676,6 +2564,410 @@ static int r_restore_blobs(lua_State *L) {
     return 2;
 }
 
+/* ---------------------------------------------------------------- parallel restore
+ *
+ * A.pool(path, conns) -> pool: one thread per connection, each with a
+ * reader of its own on the archive file (a pipe cannot be read twice), for
+ * a parallel restore whose scheduling is Lua's: which entry runs when and
+ * where (dependencies, locks, largest first) is decided there; a thread
+ * only runs what it is given:
+ *
+ *   pool:run(slot, { sql = "..." })                     -- statements
+ *   pool:run(slot, { id = n, copy = "COPY ... FROM stdin", before = "BEGIN; TRUNCATE ...",
+ *                    after = "COMMIT" })               -- a TABLE DATA block
+ *   pool:run(slot, { id = n, blobs = true, create = bool })   -- a BLOBS block, in a transaction
+ *   local slot, err = pool:wait(seconds)   -- a finished job (err nil when it worked), or nil on timeout
+ *   pool:progress() -> { [slot] = bytes of its block read so far }
+ *   pool:cancel()                          -- cancel what is running (Ctrl-C, a failure elsewhere)
+ *   pool:close()                           -- stop and join the threads (also __gc / __close)
+ *
+ * A thread's reader raises its errors in a Lua state of that thread's own
+ * (never the caller's); a failed statement's result is kept and raised by
+ * wait() as orch.db's error object. The connections stay owned by their
+ * orch.conn handles; Lua must not use a connection while its job runs.
+ */
+
+#define POOL_MT "orch.pgarchive.pool"
+
+typedef struct RWorker {
+    struct RPool *pool;
+    int slot;
+    PGconn *pg;
+    PGcancel *cancel;
+    lua_State *Lp;          /* this thread's own state: its reader lives there */
+    Reader *r;
+    pthread_t th;
+    int started;
+    /* the job (set by run(), cleared when wait() reports it) */
+    int busy, done;
+    int kind;               /* 0 sql, 1 copy, 2 blobs */
+    int id, create;
+    char *sql, *before, *after;
+    long long consumed;     /* atomic: bytes of the block read */
+    PGresult *err;
+    char *err_sql;
+    int err_pg, err_interrupt;
+    char errmsg[600];
+} RWorker;
+
+typedef struct RPool {
+    pthread_mutex_t mu;
+    pthread_cond_t work, finished;
+    int sync_ok, stop, closed;
+    RWorker *w;
+    int n;
+} RPool;
+
+static int rw_fail(RWorker *k, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int rw_fail(RWorker *k, const char *fmt, ...) {
+    va_list ap;
+    if (!k->errmsg[0]) {
+        va_start(ap, fmt);
+        vsnprintf(k->errmsg, sizeof k->errmsg, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Keep a failed statement's result for wait() (NULL: the connection's message). */
+static int rw_pgfail(RWorker *k, PGresult *res, const char *sql) {
+    PGresult *more;
+    if (orch_interrupted()) { if (res) PQclear(res); k->err_interrupt = 1; return -1; }
+    if (k->err) PQclear(k->err);
+    k->err = res;
+    free(k->err_sql);
+    k->err_sql = strdup(sql ? sql : "");
+    k->err_pg = 1;
+    while ((more = PQgetResult(k->pg)) != NULL) PQclear(more);
+    return -1;
+}
+
+static int rw_exec(RWorker *k, const char *sql) {
+    PGresult *res = PQexec(k->pg, sql);
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) return rw_pgfail(k, res, sql);
+    PQclear(res);
+    return 0;
+}
+
+/* In the thread's own state: read the block into the COPY. */
+static int rw_read_copy(lua_State *Lp) {
+    RWorker *k = (RWorker *)lua_touserdata(Lp, 1);
+    CopySink *cs = (CopySink *)lua_touserdata(Lp, 2);
+    Sink s = { copy_sink, NULL, NULL, cs };
+    cs->start = -1;
+    cs->id = k->id;
+    read_block(Lp, k->r, k->id, &s, BLK_DATA);
+    return 0;
+}
+
+static int rw_read_blobs(lua_State *Lp) {
+    RWorker *k = (RWorker *)lua_touserdata(Lp, 1);
+    LoSink *ls = (LoSink *)lua_touserdata(Lp, 2);
+    Sink s = { lo_sink_data, lo_sink_begin, lo_sink_end, ls };
+    read_block(Lp, k->r, k->id, &s, BLK_BLOBS);
+    return 0;
+}
+
+static int rw_copy(RWorker *k) {
+    PGconn *pg = k->pg;
+    PGresult *res;
+    CopySink cs;
+    int st;
+    if (k->before && rw_exec(k, k->before)) return -1;
+    if (!PQsendQuery(pg, k->sql)) return rw_pgfail(k, NULL, k->sql);
+    res = PQgetResult(pg);
+    if (!res || PQresultStatus(res) != PGRES_COPY_IN) return rw_pgfail(k, res, k->sql);
+    PQclear(res);
+    memset(&cs, 0, sizeof cs);
+    cs.pg = pg;
+    cs.r = k->r;
+    cs.consumed = &k->consumed;
+    lua_settop(k->Lp, 0);
+    lua_pushcfunction(k->Lp, rw_read_copy);
+    lua_pushlightuserdata(k->Lp, k);
+    lua_pushlightuserdata(k->Lp, &cs);
+    st = lua_pcall(k->Lp, 2, 0, 0);
+    if (st != LUA_OK || cs.failed) {
+        PGresult *more;
+        if (st != LUA_OK) rw_fail(k, "%s", lua_tostring(k->Lp, -1) ? lua_tostring(k->Lp, -1) : "reading the archive failed");
+        lua_settop(k->Lp, 0);
+        PQputCopyEnd(pg, "aborted by orch: the archive could not be read");
+        while ((more = PQgetResult(pg)) != NULL) PQclear(more);
+        if (cs.failed == 2) k->err_interrupt = 1;
+        else if (st == LUA_OK) rw_pgfail(k, NULL, k->sql);
+        if (k->before && PQtransactionStatus(pg) != PQTRANS_IDLE) { PGresult *x = PQexec(pg, "ROLLBACK"); PQclear(x); }
+        return -1;
+    }
+    if (PQputCopyEnd(pg, NULL) != 1) return rw_pgfail(k, NULL, k->sql);
+    {
+        PGresult *err = NULL, *x;
+        while ((x = PQgetResult(pg)) != NULL) {
+            if (PQresultStatus(x) != PGRES_COMMAND_OK && !err) err = x; else PQclear(x);
+        }
+        if (err) {
+            rw_pgfail(k, err, k->sql);
+            if (k->before && PQtransactionStatus(pg) != PQTRANS_IDLE) { x = PQexec(pg, "ROLLBACK"); PQclear(x); }
+            return -1;
+        }
+    }
+    if (k->after && rw_exec(k, k->after)) return -1;
+    return 0;
+}
+
+static int rw_blobs(RWorker *k) {
+    LoSink ls;
+    int st;
+    memset(&ls, 0, sizeof ls);
+    ls.pg = k->pg;
+    ls.fd = -1;
+    ls.create = k->create;
+    ls.label = "the BLOBS entry";
+    ls.threaded = 1;
+    if (rw_exec(k, "BEGIN")) return -1;
+    lua_settop(k->Lp, 0);
+    lua_pushcfunction(k->Lp, rw_read_blobs);
+    lua_pushlightuserdata(k->Lp, k);
+    lua_pushlightuserdata(k->Lp, &ls);
+    st = lua_pcall(k->Lp, 2, 0, 0);
+    if (st != LUA_OK) {
+        PGresult *x;
+        rw_fail(k, "%s", lua_tostring(k->Lp, -1) ? lua_tostring(k->Lp, -1) : "restoring large objects failed");
+        lua_settop(k->Lp, 0);
+        if (orch_interrupted()) k->err_interrupt = 1;
+        x = PQexec(k->pg, "ROLLBACK");
+        PQclear(x);
+        return -1;
+    }
+    return rw_exec(k, "COMMIT");
+}
+
+static void *rw_main(void *arg) {
+    RWorker *k = (RWorker *)arg;
+    RPool *p = k->pool;
+    for (;;) {
+        int r;
+        pthread_mutex_lock(&p->mu);
+        while (!p->stop && !(k->busy && !k->done)) pthread_cond_wait(&p->work, &p->mu);
+        if (p->stop) { pthread_mutex_unlock(&p->mu); break; }
+        pthread_mutex_unlock(&p->mu);
+        __atomic_store_n(&k->consumed, 0, __ATOMIC_RELAXED);
+        r = k->kind == 0 ? rw_exec(k, k->sql) : k->kind == 1 ? rw_copy(k) : rw_blobs(k);
+        (void)r;
+        pthread_mutex_lock(&p->mu);
+        k->done = 1;
+        pthread_cond_broadcast(&p->finished);
+        pthread_mutex_unlock(&p->mu);
+    }
+    return NULL;
+}
+
+static void rw_clear_job(RWorker *k) {
+    free(k->sql); free(k->before); free(k->after); free(k->err_sql);
+    k->sql = k->before = k->after = k->err_sql = NULL;
+    if (k->err) PQclear(k->err);
+    k->err = NULL;
+    k->err_pg = k->err_interrupt = 0;
+    k->errmsg[0] = 0;
+    k->busy = k->done = 0;
+}
+
+static void pool_stop(RPool *p) {
+    int i;
+    if (p->closed) return;
+    p->closed = 1;
+    if (p->sync_ok) {
+        pthread_mutex_lock(&p->mu);
+        p->stop = 1;
+        pthread_cond_broadcast(&p->work);
+        pthread_mutex_unlock(&p->mu);
+        for (i = 0; i < p->n; i++) {
+            char errbuf[256];
+            if (p->w[i].started && p->w[i].busy && !p->w[i].done && p->w[i].cancel) PQcancel(p->w[i].cancel, errbuf, sizeof errbuf);
+        }
+        for (i = 0; i < p->n; i++) if (p->w[i].started) pthread_join(p->w[i].th, NULL);
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->work);
+        pthread_cond_destroy(&p->finished);
+        p->sync_ok = 0;
+    }
+    for (i = 0; p->w && i < p->n; i++) {
+        RWorker *k = &p->w[i];
+        rw_clear_job(k);
+        if (k->cancel) PQfreeCancel(k->cancel);
+        if (k->Lp) lua_close(k->Lp);   /* closes its reader */
+    }
+    free(p->w);
+    p->w = NULL;
+}
+
+static RPool *checkpool(lua_State *L) {
+    RPool *p = (RPool *)luaL_checkudata(L, 1, POOL_MT);
+    if (p->closed) luaL_error(L, "attempt to use a closed restore pool");
+    return p;
+}
+
+static int pool_gc(lua_State *L) {
+    pool_stop((RPool *)luaL_checkudata(L, 1, POOL_MT));
+    return 0;
+}
+
+static int a_pool(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    RPool *p;
+    int n, i;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (!strcmp(path, "-")) return luaL_error(L, "a parallel restore needs an archive file: standard input cannot be read more than once");
+    n = (int)luaL_len(L, 2);
+    if (n < 1) return luaL_argerror(L, 2, "at least one connection expected");
+    p = (RPool *)lua_newuserdatauv(L, sizeof *p, 1);
+    memset(p, 0, sizeof *p);
+    p->closed = 1;
+    luaL_setmetatable(L, POOL_MT);
+    lua_pushvalue(L, 2);
+    lua_setiuservalue(L, -2, 1);   /* the connections stay alive as long as the pool */
+    p->w = (RWorker *)calloc((size_t)n, sizeof(RWorker));
+    if (!p->w) return luaL_error(L, "out of memory");
+    p->n = n;
+    p->closed = 0;
+    for (i = 0; i < n; i++) {
+        RWorker *k = &p->w[i];
+        k->pool = p;
+        k->slot = i + 1;
+        lua_rawgeti(L, 2, i + 1);
+        k->pg = orch_checkconn(L, -1);
+        lua_pop(L, 1);
+        k->cancel = PQgetCancel(k->pg);
+        if (!(k->Lp = luaL_newstate())) return luaL_error(L, "out of memory");
+        luaopen_orch_pgarchive(k->Lp);
+        lua_settop(k->Lp, 0);
+        lua_pushcfunction(k->Lp, a_open);
+        lua_pushstring(k->Lp, path);
+        if (lua_pcall(k->Lp, 1, 1, 0) != LUA_OK) {
+            lua_pushfstring(L, "%s", lua_tostring(k->Lp, -1));
+            return lua_error(L);
+        }
+        k->r = (Reader *)lua_touserdata(k->Lp, -1);
+        lua_setfield(k->Lp, LUA_REGISTRYINDEX, "orch.pool.reader");
+        hash_stop(k->r);          /* these readers seek: nothing to hash */
+        k->r->hashed = -1;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->finished, NULL);
+    p->sync_ok = 1;
+    for (i = 0; i < n; i++) {
+        if (pthread_create(&p->w[i].th, NULL, rw_main, &p->w[i]) != 0) return luaL_error(L, "cannot start a restore thread: %s", strerror(errno));
+        p->w[i].started = 1;
+    }
+    return 1;
+}
+
+static char *opt_dup(lua_State *L, int t, const char *k) {
+    char *r = NULL;
+    if (lua_getfield(L, t, k) == LUA_TSTRING && !(r = strdup(lua_tostring(L, -1)))) luaL_error(L, "out of memory");
+    lua_pop(L, 1);
+    return r;
+}
+
+static int pool_run(lua_State *L) {
+    RPool *p = checkpool(L);
+    int slot = (int)luaL_checkinteger(L, 2);
+    RWorker *k;
+    luaL_checktype(L, 3, LUA_TTABLE);
+    if (slot < 1 || slot > p->n) return luaL_argerror(L, 2, "no such slot");
+    k = &p->w[slot - 1];
+    if (k->busy) return luaL_error(L, "slot %d is busy", slot);
+    rw_clear_job(k);
+    lua_getfield(L, 3, "id");
+    k->id = (int)lua_tointeger(L, -1);
+    lua_getfield(L, 3, "create");
+    k->create = lua_toboolean(L, -1);
+    lua_getfield(L, 3, "blobs");
+    k->kind = lua_toboolean(L, -1) ? 2 : 0;
+    lua_pop(L, 3);
+    k->sql = opt_dup(L, 3, "copy");
+    if (k->sql) k->kind = 1;
+    else if (k->kind == 0 && !(k->sql = opt_dup(L, 3, "sql"))) return luaL_error(L, "a job needs sql, copy or blobs");
+    k->before = opt_dup(L, 3, "before");
+    k->after = opt_dup(L, 3, "after");
+    pthread_mutex_lock(&p->mu);
+    k->busy = 1;
+    k->done = 0;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+static int pool_raise_pg(lua_State *L) {
+    RWorker *k = (RWorker *)lua_touserdata(L, 1);
+    PGresult *r = k->err;
+    k->err = NULL;
+    return orch_raise_pgerror(L, k->pg, r, k->err_sql);
+}
+
+/* pool:wait(seconds) -> slot, err | nil (timeout). err: nil, an orch.db
+ * error object, the string "interrupted", or a message. */
+static int pool_wait(lua_State *L) {
+    RPool *p = checkpool(L);
+    double secs = luaL_optnumber(L, 2, 1.0);
+    struct timespec until;
+    RWorker *k = NULL;
+    int i, any = 0;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)secs;
+    until.tv_nsec += (long)((secs - (double)(time_t)secs) * 1e9);
+    if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        any = 0;
+        for (i = 0; i < p->n; i++) {
+            if (p->w[i].busy) any = 1;
+            if (p->w[i].busy && p->w[i].done) { k = &p->w[i]; break; }
+        }
+        if (k || !any) break;
+        if (pthread_cond_timedwait(&p->finished, &p->mu, &until) != 0) break;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!k) { lua_pushnil(L); return 1; }
+    lua_pushinteger(L, k->slot);
+    if (k->err_interrupt) lua_pushliteral(L, "interrupted");
+    else if (k->err_pg) {
+        lua_pushcfunction(L, pool_raise_pg);
+        lua_pushlightuserdata(L, k);
+        lua_pcall(L, 1, 0, 0);       /* the error object */
+    } else if (k->errmsg[0]) lua_pushstring(L, k->errmsg);
+    else lua_pushnil(L);
+    rw_clear_job(k);
+    return 2;
+}
+
+static int pool_progress(lua_State *L) {
+    RPool *p = checkpool(L);
+    int i;
+    lua_createtable(L, p->n, 0);
+    for (i = 0; i < p->n; i++) {
+        lua_pushinteger(L, p->w[i].busy ? __atomic_load_n(&p->w[i].consumed, __ATOMIC_RELAXED) : 0);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static int pool_cancel(lua_State *L) {
+    RPool *p = checkpool(L);
+    int i;
+    for (i = 0; i < p->n; i++) {
+        char errbuf[256];
+        if (p->w[i].busy && p->w[i].cancel) PQcancel(p->w[i].cancel, errbuf, sizeof errbuf);
+    }
+    return 0;
+}
+
+static int pool_close(lua_State *L) {
+    pool_stop((RPool *)luaL_checkudata(L, 1, POOL_MT));
+    return 0;
+}
+
 /* r:sha256() -> hex digest of the whole file when everything was read front
  * to back exactly once (a serial restore does), else nil. */
 static int r_sha256(lua_State *L) {
@@ -1691,15 +2983,16 @@ static int r_sha256(lua_State *L) {
     return 1;
 }
 
-/* r:verify() -> {blocks=, bytes=, large_objects=, unchecked_streams=}:
+/* r:verify([progress]) -> {blocks=, bytes=, large_objects=, unchecked_streams=}:
  * every data block (every large object of a BLOBS block too) decompresses
  * completely. unchecked_streams counts the streams that carry no checksum
  * (no compression, or lz4/zstd frames written without one, as pg_dump's
  * are): a changed byte in those may go unnoticed without a manifest. */
 static int r_verify(lua_State *L) {
     Reader *r = checkreader(L);
-    int i, blocks = 0;
+    int i, blocks = 0, total = 0, has_progress = lua_isfunction(L, 2);
     long long bytes = 0, los = 0, unchecked0 = r->unchecked;
+    for (i = 0; i < r->n; i++) if (r->e[i].had_dumper) total++;
     for (i = 0; i < r->n; i++) {
         BlockInfo bi;
         if (!r->e[i].had_dumper) continue;
@@ -1707,6 +3000,14 @@ static int r_verify(lua_State *L) {
         bytes += bi.bytes;
         los += bi.los;
         blocks++;
+        if (has_progress) {   /* progress(blocks done, blocks, bytes of the file read so far, file size) */
+            lua_pushvalue(L, 2);
+            lua_pushinteger(L, blocks);
+            lua_pushinteger(L, total);
+            lua_pushinteger(L, r->cur);
+            lua_pushinteger(L, r->size);
+            if (lua_pcall(L, 4, 0, 0) != LUA_OK) lua_pop(L, 1);
+        }
     }
     lua_createtable(L, 0, 4);
     lua_pushinteger(L, r->unchecked - unchecked0); lua_setfield(L, -2, "unchecked_streams");
@@ -1718,16 +3019,19 @@ static int r_verify(lua_State *L) {
 
 static const luaL_Reg writer_methods[] = {
     {"entry", w_entry}, {"write_toc", w_write_toc}, {"begin_block", w_begin_block}, {"write", w_write},
-    {"end_block", w_end_block}, {"copy_table", w_copy_table}, {"copy_blobs", w_copy_blobs}, {"close", w_close}, {"progress", w_progress},
+    {"end_block", w_end_block}, {"copy_table", w_copy_table}, {"copy_blobs", w_copy_blobs}, {"copy_parallel", w_copy_parallel},
+    {"close", w_close}, {"progress", w_progress},
     {NULL, NULL}
 };
 static const luaL_Reg reader_methods[] = {
     {"header", r_header}, {"entries", r_entries}, {"read_block", r_read_block}, {"copy_into", r_copy_into}, {"restore_blobs", r_restore_blobs},
     {"verify", r_verify}, {"sha256", r_sha256}, {"close", r_close}, {NULL, NULL}
 };
-static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {NULL, NULL} };
+static const luaL_Reg pool_methods[] = {
+    {"run", pool_run}, {"wait", pool_wait}, {"progress", pool_progress}, {"cancel", pool_cancel}, {"close", pool_close}, {NULL, NULL}
+};
+static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {"pool", a_pool}, {NULL, NULL} };
 
-int luaopen_orch_pgarchive(lua_State *L);
 int luaopen_orch_pgarchive(lua_State *L) {
     luaL_newmetatable(L, WRITER_MT);
     luaL_newlib(L, writer_methods);
@@ -1735,6 +3039,18 @@ int luaopen_orch_pgarchive(lua_State *L) {
     lua_pushcfunction(L, w_gc);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, w_gc);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, PAR_MT);
+    lua_pushcfunction(L, par_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, POOL_MT);
+    luaL_newlib(L, pool_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, pool_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, pool_gc);
     lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
     luaL_newmetatable(L, READER_MT);

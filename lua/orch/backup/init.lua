@@ -43,6 +43,26 @@ local function latest_migration(conn)
   return r and { version = r.version, script = r.script } or nil
 end
 
+-- Who keeps table t (regclass text) from being locked: the session holding
+-- AccessExclusiveLock on it, else one waiting for it (queued behind the
+-- backup's own lock, it makes a later ACCESS SHARE request wait too).
+local function blocker(conn, relation)
+  return conn:query([[SELECT a.pid, l.mode, l.granted, a.application_name, a.usename, a.xact_start::text AS since, left(a.query, 120) AS query
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.relation = $1::regclass AND l.mode = 'AccessExclusiveLock' AND a.pid <> pg_backend_pid()
+    ORDER BY l.granted DESC, a.pid LIMIT 1]], relation)[1]
+end
+
+local function lock_failure(t, timeout, h, worker)
+  fail(string.format("could not lock table %s for the backup%s within %s: %s; the backup was not taken. " ..
+    "Wait for that session, or stop it with SELECT pg_terminate_backend(%s).", t.ns .. "." .. t.tag,
+    worker and string.format(" (on its connection %d)", worker) or "", timeout,
+    h and string.format("pid %d %s %s (application %q, user %s, in a transaction since %s, running: %s)",
+      h.pid, h.granted and "holds" or "is waiting for", h.mode, h.application_name, h.usename, h.since or "?", h.query) ..
+      (h and not h.granted and ", queued behind this backup's own lock" or "") or "another session holds a conflicting lock",
+    h and tostring(h.pid) or "pid"))
+end
+
 -- Take ACCESS SHARE locks on every table, naming the blocker on timeout.
 local function lock_tables(conn, tables, timeout)
   conn:query("SELECT set_config('lock_timeout', $1, true)", timeout)
@@ -51,18 +71,62 @@ local function lock_tables(conn, tables, timeout)
     if not ok then
       if type(err) == "table" and err.sqlstate == "55P03" then
         pcall(conn.exec, conn, "ROLLBACK")
-        local h = conn:query([[SELECT a.pid, l.mode, a.application_name, a.usename, a.xact_start::text AS since, left(a.query, 120) AS query
-          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-          WHERE l.relation = $1::regclass AND l.granted AND l.mode = 'AccessExclusiveLock']], t.name)[1]
-        fail(string.format("could not lock table %s for the backup within %s: %s; the backup was not taken. " ..
-          "Wait for that session, or stop it with SELECT pg_terminate_backend(%s).", t.ns .. "." .. t.tag, timeout,
-          h and string.format("pid %d holds %s (application %q, user %s, in a transaction since %s, running: %s)",
-            h.pid, h.mode, h.application_name, h.usename, h.since or "?", h.query) or "another session holds a conflicting lock",
-          h and tostring(h.pid) or "pid"))
+        lock_failure(t, timeout, blocker(conn, t.name))
       end
       error(err, 0)
     end
   end
+end
+
+-- Connections 2..n of a parallel backup: each a clone of conn (every
+-- connection parameter, the password included) in a REPEATABLE READ
+-- transaction on conn's exported snapshot, with the same pinned output
+-- settings and TimeZone, so that every table is read as of one moment.
+-- Each worker takes its own ACCESS SHARE lock before it dumps a table
+-- (waiting at most lock_timeout: a session queued for an exclusive lock
+-- behind the leader's would make it wait for ever).
+local function open_workers(conn, n, timezone, lock_timeout, into)
+  local snapshot = conn:value("SELECT pg_catalog.pg_export_snapshot()")
+  for i = 2, n do
+    local wc = conn:clone { application_name = "orch backup worker " .. i }
+    into[#into + 1] = wc
+    wc:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    wc:exec("SET TRANSACTION SNAPSHOT " .. wc:quote_literal(snapshot))
+    require("orch.backup.session").backup(wc)
+    wc:query("SELECT pg_catalog.set_config('TimeZone', $1, true)", timezone)
+    wc:query("SELECT pg_catalog.set_config('lock_timeout', $1, true)", lock_timeout)
+  end
+end
+
+-- The data jobs of a backup, in TOC order: one per table (its COPY, and the
+-- LOCK a worker takes first) and one per BLOBS entry. size (bytes on disk)
+-- and tuples (the planner's row estimate) make the progress estimate.
+local function data_jobs(conn, toc)
+  local oids = {}
+  for _, t in ipairs(toc.tables) do oids[#oids + 1] = tostring(math.tointeger(t.oid) or t.oid) end
+  local est = {}
+  if #oids > 0 then
+    for _, r in ipairs(conn:query([[SELECT c.oid::int8 AS oid, pg_catalog.pg_table_size(c.oid) AS size, c.reltuples::float8 AS tuples
+        FROM pg_catalog.pg_class c WHERE c.oid = ANY($1::oid[])]], "{" .. table.concat(oids, ",") .. "}")) do
+      est[math.tointeger(r.oid)] = r
+    end
+  end
+  local jobs = {}
+  for i, t in ipairs(toc.tables) do
+    local e = est[math.tointeger(t.oid)] or {}
+    jobs[#jobs + 1] = { id = t.id, copy = t.copy_out, lock = "LOCK TABLE " .. t.name .. " IN ACCESS SHARE MODE",
+      size = e.size or 0, tuples = e.tuples or -1, table = t, name = t.ns .. "." .. t.tag, toc_index = i }
+  end
+  for i, b in ipairs(toc.blobs or {}) do
+    local list = b.oids
+    if type(list) == "function" then
+      list = {}
+      for oid in b.oids do list[#list + 1] = oid end
+    end
+    local size = #list > 0 and conn:value("SELECT pg_catalog.pg_table_size('pg_catalog.pg_largeobject')") or 0
+    jobs[#jobs + 1] = { id = b.id, blobs = list, size = size, tuples = #list, name = "large objects", toc_index = #toc.tables + i }
+  end
+  return jobs
 end
 
 --- Take a backup of the database conn is connected to.
@@ -70,8 +134,12 @@ end
 -- (a file path, or "-" for stdout: then no manifest), compression ("gzip"
 -- default, "none", "lz4", "zstd": the last two make a 1.15 archive) and level
 -- (-1 = the algorithm's default; without compression, 0 means none),
--- threads, env, run_id, skip (kinds to leave out), lock_timeout ("10s"),
--- on_progress(ev), no_owner. Returns the manifest (plus .path).
+-- threads (compression threads, shared out between the connections), jobs
+-- (connections dumping tables at once, on one snapshot: largest tables
+-- first; to a stream the blocks go out in TOC order), env, run_id, skip
+-- (kinds to leave out), lock_timeout ("10s"), on_progress(ev) (ev.fraction
+-- of the estimated work done, bytes_in/out, rows, done/total blocks, the
+-- tables being dumped), no_owner. Returns the manifest (plus .path).
 function B.create(conn, opts)
   opts = opts or {}
   local started = sys.now()
@@ -105,66 +173,90 @@ function B.create(conn, opts)
     tmp = string.format("%s/.%s.partial-%d", dir, final:match("([^/]*)$"), sys.getpid())
   end
   local w
+  local workers = {}
   local ok, result = pcall(function()
     conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
     require("orch.backup.session").backup(conn)
     -- the zone timestamptz values are written in, for verify --deep to read them back the same way
     local timezone = conn:value("SELECT pg_catalog.current_setting('TimeZone')")
     local toc = catalog.build(conn, { skip = opts.skip, no_owner = opts.no_owner })
-    lock_tables(conn, toc.tables, opts.lock_timeout or "10s")
+    local lock_timeout = opts.lock_timeout or "10s"
+    lock_tables(conn, toc.tables, lock_timeout)
     local migration = latest_migration(conn)
     -- where this backup stands: its snapshot (and the server's write counters), so that a
     -- restore can first measure what was written since (orch.backup.writes)
     local since = require("orch.backup.writes").markers(conn)
-    w = pgarchive.writer(tmp, { compression = opts.compression, level = opts.level or -1, threads = opts.threads or 2, dbname = toc.dbname,
+    local jobs = data_jobs(conn, toc)
+    -- as many connections as asked, but not more than there are blocks to write
+    local n = math.max(1, math.min(math.tointeger(opts.jobs) or 1, #jobs))
+    -- several connections take the largest tables first (one keeps the TOC order)
+    if n > 1 then table.sort(jobs, function(a, b) if a.size ~= b.size then return a.size > b.size end return a.toc_index < b.toc_index end) end
+    if n > 1 then open_workers(conn, n, timezone, lock_timeout, workers) end
+    -- the compression threads are shared out between the connections
+    local threads = math.max(1, math.floor((opts.threads or 2) / n + 0.5))
+    w = pgarchive.writer(tmp, { compression = opts.compression, level = opts.level or -1, threads = threads, dbname = toc.dbname,
       server_version = toc.server_version, dumper_version = "orch " .. package.orch_version })
     for _, e in ipairs(toc.entries) do w:entry(e) end
     w:write_toc()
-    local counts, partial, total_rows = {}, {}, 0
-    -- an estimate of the work, for rate and ETA: the tables' size on disk
-    local est = 0
+    local est, by_id = 0, {}
+    for _, j in ipairs(jobs) do est = est + j.size; by_id[j.id] = j end
+    local report
     if opts.on_progress then
-      for _, t in ipairs(toc.tables) do t.size = conn:value("SELECT pg_table_size($1::regclass)", t.oid) or 0; est = est + t.size end
-    end
-    local done_est = 0
-    for i, t in ipairs(toc.tables) do
-      local report
-      if opts.on_progress then
-        opts.on_progress { event = "table", index = i, total = #toc.tables, table = t.ns .. "." .. t.tag, bytes_in = w:progress() and select(2, w:progress()), estimate = est, done_estimate = done_est }
-        report = function(rows, bytes_in, bytes_out)
-          opts.on_progress { event = "data", index = i, total = #toc.tables, table = t.ns .. "." .. t.tag, rows = rows, bytes_in = bytes_in,
-            bytes_out = bytes_out, estimate = est, done_estimate = done_est }
+      report = function(p)
+        -- the share of the estimate behind us, within tables too: rows against the planner's
+        -- estimate, else text bytes against the size on disk
+        local done = 0
+        for _, id in ipairs(p.finished) do by_id[id].finished = true end
+        for _, j in ipairs(jobs) do j.running = nil end
+        for _, r in ipairs(p.running) do
+          local j = by_id[r.id]
+          j.running = j.tuples > 0 and math.min(r.rows / j.tuples, 1) or (j.size > 0 and math.min(r.bytes_in / j.size, 1) or 0)
+          j.rows_now = r.rows
         end
-      end
-      local rows = w:copy_table(conn, t.id, t.copy_out, report)
-      done_est = done_est + (t.size or 0)
-      -- an extension's configuration table is written filtered (the rows its script does not make):
-      -- a restore holds more rows than were written, so its count is kept apart from the tables'
-      -- (verify --deep reads the restored table through the same filter)
-      if t.filter then partial[t.ns .. "." .. t.tag] = { rows = rows, filter = t.filter } else counts[t.ns .. "." .. t.tag] = rows end
-      total_rows = total_rows + rows
-    end
-    -- large objects: one BLOBS block, each object streamed in pieces (memory stays bounded)
-    local los, lo_bytes = 0, 0
-    for _, b in ipairs(toc.blobs or {}) do
-      local report
-      if opts.on_progress then
-        report = function(n, bytes_in, bytes_out)
-          opts.on_progress { event = "data", index = #toc.tables + 1, total = #toc.tables, table = "large objects", rows = n,
-            bytes_in = bytes_in, bytes_out = bytes_out, estimate = est, done_estimate = done_est }
+        local names = {}
+        for _, j in ipairs(jobs) do
+          if j.finished then done = done + j.size
+          elseif j.running then done = done + j.size * j.running; names[#names + 1] = j.name end
         end
+        opts.on_progress { event = "data", done = p.done, total = p.total, rows = p.rows, bytes_in = p.bytes_in, bytes_out = p.bytes_out,
+          fraction = est > 0 and done / est or (p.total > 0 and p.done / p.total or 0), tables = names }
       end
-      local n, bytes = w:copy_blobs(conn, b.id, b.oids, report)
-      los, lo_bytes = los + n, lo_bytes + bytes
+    end
+    local conns = { conn }
+    for _, wc in ipairs(workers) do conns[#conns + 1] = wc end
+    local okp, res = pcall(w.copy_parallel, w, conns, jobs, { threads = threads, progress = report,
+      spool_dir = to_stdout and (os.getenv("TMPDIR") or "/tmp") or dir,
+      -- a stream holds back at most this much of the blocks that are not next (temporary files)
+      spool_limit = opts.spool_limit or 64 * 1048576 })
+    if not okp then
+      if type(res) == "table" and res.sqlstate == "55P03" and res.entry and by_id[res.entry] and by_id[res.entry].table then
+        lock_failure(by_id[res.entry].table, lock_timeout, blocker(conn, by_id[res.entry].table.name), res.worker)
+      end
+      error(res, 0)
+    end
+    local counts, partial, total_rows, los, lo_bytes = {}, {}, 0, 0, 0
+    for _, j in ipairs(jobs) do
+      local r = res[j.id]
+      if j.table then
+        -- an extension's configuration table is written filtered (the rows its script does not make):
+        -- a restore holds more rows than were written, so its count is kept apart from the tables'
+        -- (verify --deep reads the restored table through the same filter)
+        if j.table.filter then partial[j.name] = { rows = r.rows, filter = j.table.filter } else counts[j.name] = r.rows end
+        total_rows = total_rows + r.rows
+      else
+        los, lo_bytes = los + r.rows, lo_bytes + r.bytes
+      end
     end
     local winfo = w:close()
     w = nil
     conn:exec("COMMIT")
+    for _, wc in ipairs(workers) do pcall(wc.exec, wc, "COMMIT"); wc:close() end
     return { toc = toc, counts = counts, partial = partial, rows = total_rows, winfo = winfo, migration = migration, since = since, timezone = timezone,
-             large_objects = los, large_object_bytes = lo_bytes }
+             large_objects = los, large_object_bytes = lo_bytes, jobs = n, streaming = to_stdout }
   end)
   if not ok then
     if w then pcall(w.close, w) end
+    for _, wc in ipairs(workers) do pcall(wc.close, wc) end
     if not conn:is_closed() and conn:info().in_transaction then pcall(conn.exec, conn, "ROLLBACK") end
     if tmp ~= "-" then sys.unlink(tmp) end
     if type(result) == "string" and result:match("writing the archive failed") then
@@ -191,6 +283,7 @@ function B.create(conn, opts)
     skipped = result.toc.skipped or {},
     timezone = result.timezone,
     large_objects = result.large_objects, large_object_bytes = result.large_object_bytes,
+    jobs = result.jobs,
   }
   if to_stdout then return manifest end
   local sum = sys.sha256_file(tmp)
@@ -230,7 +323,8 @@ end
 --- Verify a backup: the manifest exists and its SHA-256 matches, the archive
 -- parses and every data block inflates. opts.deep = a function(path) that
 -- restores into a scratch database and returns per-table row counts and
--- content checks (restore.deep_check): both must match. Records the result in the manifest.
+-- content checks (restore.deep_check): both must match. opts.on_progress(ev) follows the SHA-256, the
+-- blocks and (deep) the restore. Records the result in the manifest.
 -- Raises with a clear message when anything is wrong.
 function B.verify(path, opts)
   opts = opts or {}
@@ -242,6 +336,7 @@ function B.verify(path, opts)
       "use --no-manifest to check only the archive itself", path, B.manifest_path(path)))
   end
   if m then
+    if opts.on_progress then opts.on_progress { phase = "checksum", done = 0, total = 1, fraction = 0, what = "SHA-256 of " .. path } end
     local sum, size = sys.sha256_file(path)
     if sum ~= m.sha256 then
       fail(string.format("backup %s is damaged: its SHA-256 is %s, the manifest says %s", path, sum, tostring(m.sha256)))
@@ -249,7 +344,10 @@ function B.verify(path, opts)
     if size ~= m.size then fail(string.format("backup %s is %d bytes, the manifest says %d", path, size, m.size)) end
   end
   local r <close> = pgarchive.open(path)
-  local v = r:verify()
+  local v = r:verify(opts.on_progress and function(done, total, pos, size)
+    opts.on_progress { phase = "blocks", done = done, total = total, bytes = pos, fraction = size > 0 and pos / size or done / math.max(total, 1),
+      unit = "blocks", what = path }
+  end or nil)
   -- proven: the manifest's SHA-256 matched, or every stream carries a checksum that did (zlib's
   -- Adler-32, lz4/zstd content checksums); an uncompressed archive, or lz4/zstd frames written without
   -- checksums (pg_dump 16/17's), parse without a manifest, but a damaged byte could go unnoticed
@@ -258,7 +356,7 @@ function B.verify(path, opts)
     compression = compression, proven = m ~= nil or v.unchecked_streams == 0, unchecked_streams = v.unchecked_streams,
     large_objects = v.large_objects }
   if opts.deep then
-    local counts, checks = opts.deep(path)
+    local counts, checks = opts.deep(path, opts.on_progress)
     local bad = {}
     for t, n in pairs(m and m.tables or {}) do
       if counts[t] ~= n then bad[#bad + 1] = string.format("%s: %s rows restored, %d in the manifest", t, tostring(counts[t]), n) end

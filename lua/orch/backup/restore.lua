@@ -129,7 +129,38 @@ local function restore_blobs(conn, a, e, create)
   if own then conn:exec("COMMIT") end
 end
 
-local function apply(conn, a, opts)
+-- The SQL of a schema entry: its defn, then (as pg_restore does) ALTER ...
+-- OWNER TO its owner. nil when the entry has nothing to run.
+local function entry_sql(conn, e, opts)
+  if not e.defn or e.defn == "" or e.defn:match("^%-%- load via partition root") then return nil end
+  local parts = { e.defn }
+  if not opts.no_owner and e.owner and OWNABLE[e.desc] and e.drop and e.drop ~= "" then
+    local obj = e.drop:match("^DROP%s+(.-);?%s*$")
+    -- a schema is named by its tag, as pg_restore does: pg_dump's public schema entry
+    -- drops nothing ("-- *not* dropping schema") but still carries its owner
+    if e.desc == "SCHEMA" then obj = "SCHEMA " .. conn:quote_ident(e.tag) end
+    if obj then
+      local kind = OWNABLE[e.desc]
+      local name = obj:sub(#kind + 2):gsub("%s+CASCADE$", "")
+      if kind == "VIEW" or kind == "SEQUENCE" or kind == "MATERIALIZED VIEW" then kind = "TABLE" end
+      parts[#parts + 1] = string.format("ALTER %s %s OWNER TO %s;", kind, name, conn:quote_ident(e.owner))
+    end
+  end
+  return table.concat(parts, "\n")
+end
+
+-- How pg_dump writes a name in a COPY statement (quoted only when it must be).
+local function fmt_id(s)
+  if s:match("^[a-z_][a-z0-9_]*$") then return s end
+  return '"' .. s:gsub('"', '""') .. '"'
+end
+
+local function where_of(e)
+  return string.format("entry %d (%s %s%s)", e.id, e.desc, e.namespace and (e.namespace .. ".") or "", e.tag)
+end
+
+-- What a restore of this archive does, shared by the serial and the parallel path.
+local function prepare(conn, a, opts)
   local entries = a:entries()
   local by_id, has_lo_entries = {}, false
   for _, e in ipairs(entries) do
@@ -137,93 +168,429 @@ local function apply(conn, a, opts)
     if LO_DESC[e.desc] then has_lo_entries = true end
   end
   local want = selected(entries, opts)
-  -- the session as pg_restore sets it up
-  require("orch.backup.session").restore(conn)
   local settings = {}
   for _, e in ipairs(entries) do
     if (e.desc == "ENCODING" or e.desc == "STDSTRINGS" or e.desc == "SEARCHPATH") and e.defn then
       settings[#settings + 1] = e.defn:gsub(";%s*$", "")
     end
   end
-  for _, s in ipairs(settings) do conn:exec(s) end
-  if not opts.no_owner then
-    local missing, seen = {}, {}
-    for _, e in ipairs(entries) do
-      if e.owner and (OWNABLE[e.desc] or LO_DESC[e.desc]) and not seen[e.owner] then
-        seen[e.owner] = true
-        if not conn:value("SELECT 1 FROM pg_roles WHERE rolname = $1", e.owner) then missing[#missing + 1] = e.owner end
-      end
-    end
-    if #missing > 0 then
-      sys.error("the archive's objects belong to roles that do not exist on the target server: " .. table.concat(missing, ", ") ..
-        "\ncreate them first, or restore with --no-owner (objects then belong to the restoring user); nothing was restored", 1)
-    end
-  end
-  local done, rows_loaded, total = 0, 0, 0
   -- the database's own entries (comment, privileges, settings) are not the target's: see dbprops
   local function restorable(e) return not SPECIAL[e.desc] and not dbprops.is_database_entry(e) and want(e) end
-  for _, e in ipairs(entries) do if restorable(e) then total = total + 1 end end
-  local cur_section = 2
-  local cur_tablespace   -- what SET default_tablespace last said (pg_restore's _selectTablespace)
-  local cur_tableam   -- what SET default_table_access_method last said
-  for pass = 1, 3 do
-    for _, e in ipairs(entries) do
-      if e.section ~= "none" then cur_section = e.section end
-      if restorable(e) and pass_of(e) == pass then
-        local where = string.format("entry %d (%s %s%s)", e.id, e.desc, e.namespace and (e.namespace .. ".") or "", e.tag)
+  local ctx = { entries = entries, by_id = by_id, has_lo_entries = has_lo_entries, settings = settings, restorable = restorable }
+  -- each data block's length (to the next block; the last one to the end of the file), for
+  -- largest-first scheduling and the progress estimate; unknown without offsets
+  local blocks = {}
+  for _, e in ipairs(entries) do if e.had_dumper and e.pos then blocks[#blocks + 1] = e end end
+  table.sort(blocks, function(x, y) return x.pos < y.pos end)
+  local size = opts.archive_size
+  ctx.length = {}
+  for i, e in ipairs(blocks) do
+    local nxt = blocks[i + 1] and blocks[i + 1].pos or size
+    ctx.length[e.id] = nxt and math.max(nxt - e.pos, 0) or 0
+  end
+  local ndata = 0
+  for _, e in ipairs(entries) do if e.had_dumper and restorable(e) then ndata = ndata + 1 end end
+  for _, e in ipairs(entries) do
+    if e.had_dumper and not ctx.length[e.id] then ctx.length[e.id] = size and math.floor(size / math.max(ndata, 1)) or 1 end
+  end
+  -- the tables this restore creates, and the TABLE DATA of each
+  ctx.data_of, ctx.attached = {}, {}
+  for _, e in ipairs(entries) do
+    if e.desc == "TABLE DATA" and restorable(e) and e.deps and e.deps[1] then ctx.data_of[e.deps[1]] = e end
+    if e.desc == "TABLE ATTACH" then for _, d in ipairs(e.deps or {}) do ctx.attached[d] = true end end
+  end
+  return ctx
+end
+
+-- May the data of TABLE DATA e be loaded with COPY ... FREEZE into a table
+-- this restore creates? The table must be a plain heap table whose TABLE
+-- entry this run restores, and the COPY must name that table itself (not a
+-- partitioned root it is loaded through). FREEZE is legal only in the
+-- (sub)transaction that created or truncated the table: the caller makes it so.
+local function freezable(conn, ctx, e)
+  local t = e.copy and e.deps and ctx.by_id[e.deps[1]]
+  if not t or t.desc ~= "TABLE" or not ctx.restorable(t) or not t.namespace then return false end
+  if t.tableam and t.tableam ~= "" and t.tableam ~= "heap" then return false end
+  local copy = e.copy
+  for _, name in ipairs { fmt_id(t.namespace) .. "." .. fmt_id(t.tag), conn:quote_ident(t.namespace) .. "." .. conn:quote_ident(t.tag) } do
+    if copy:sub(1, #name + 6) == "COPY " .. name .. " " then return t, name end
+  end
+  return false
+end
+
+local function with_freeze(copy)
+  return (copy:gsub("%s*;%s*$", "")) .. " WITH (FREEZE);"
+end
+
+-- The session of a restore connection: pinned settings, then the archive's own.
+local function session_of(conn, ctx)
+  require("orch.backup.session").restore(conn)
+  for _, st in ipairs(ctx.settings) do conn:exec(st) end
+end
+
+local function check_owners(conn, ctx, opts)
+  if opts.no_owner then return end
+  local missing, seen = {}, {}
+  for _, e in ipairs(ctx.entries) do
+    if e.owner and (OWNABLE[e.desc] or LO_DESC[e.desc]) and not seen[e.owner] then
+      seen[e.owner] = true
+      if not conn:value("SELECT 1 FROM pg_roles WHERE rolname = $1", e.owner) then missing[#missing + 1] = e.owner end
+    end
+  end
+  if #missing > 0 then
+    sys.error("the archive's objects belong to roles that do not exist on the target server: " .. table.concat(missing, ", ") ..
+      "\ncreate them first, or restore with --no-owner (objects then belong to the restoring user); nothing was restored", 1)
+  end
+end
+
+-- Progress: a share of the work (data bytes, with index and constraint
+-- builds weighed by their table's data) reported through opts.on_progress.
+local function meter(ctx, opts, items)
+  if not opts.on_progress then return nil end
+  local weight, total = {}, 0
+  for _, e in ipairs(items) do
+    local w = 1
+    if e.had_dumper then w = ctx.length[e.id] or 1
+    elseif e.section == "post-data" then
+      for _, d in ipairs(e.deps or {}) do
+        local data = ctx.data_of[d]
+        if data then w = w + math.floor((ctx.length[data.id] or 0) * 0.3) end
+      end
+    end
+    weight[e.id] = w
+    total = total + w
+  end
+  local m = { done = 0, count = 0, bytes = 0, n = #items, partial = {} }
+  function m.finish(e)
+    m.done = m.done + (weight[e.id] or 0)
+    m.count = m.count + 1
+    if e.had_dumper then m.bytes = m.bytes + (ctx.length[e.id] or 0) end
+    m.partial[e.id] = nil
+  end
+  function m.report(what, partial)
+    local part, pb = 0, 0
+    for id, b in pairs(partial or m.partial) do
+      local len = ctx.length[id] or 0
+      part = part + math.min(b, len)
+      pb = pb + b
+    end
+    opts.on_progress { done = m.count, total = m.n, bytes = m.bytes + pb, fraction = total > 0 and (m.done + part) / total or 1, what = what }
+  end
+  return m
+end
+
+-- Run entry e on conn (the serial path); raises with where on failure.
+local function run_entry(conn, a, e, ctx, opts, state, m)
+  if e.tablespace and e.tablespace ~= state.tablespace and not opts.no_tablespaces then
+    -- "" = the database's default; otherwise the entry's own tablespace, as pg_restore sets it
+    conn:exec("SET default_tablespace = " .. (e.tablespace == "" and "''" or conn:quote_ident(e.tablespace)))
+    state.tablespace = e.tablespace
+  end
+  if LO_DESC[e.desc] then
+    create_los(conn, e, opts)
+  elseif e.desc == "BLOBS" then
+    restore_blobs(conn, a, e, not ctx.has_lo_entries)
+  elseif e.desc == "ACL" and (e.tag or ""):match("^LARGE OBJECTS ") and e.defn and e.defn ~= "" then
+    lo_group_acl(conn, e, ctx.by_id)
+  elseif e.desc == "TABLE DATA" then
+    if e.copy then
+      local copy = e.copy
+      local progress = m and function(n) m.partial[e.id] = n; m.report(e.namespace and (e.namespace .. "." .. e.tag) or e.tag) end
+      local own = false
+      if freezable(conn, ctx, e) then
+        if state.single_transaction then
+          copy = with_freeze(copy)   -- every table was created in this very transaction
+        elseif not conn:info().in_transaction then
+          -- created in an earlier transaction of this run: truncated in this one, FREEZE is legal
+          local t = ctx.by_id[e.deps[1]]
+          conn:exec("BEGIN")
+          own = true
+          conn:exec("TRUNCATE TABLE ONLY " .. conn:quote_ident(t.namespace) .. "." .. conn:quote_ident(t.tag))
+          copy = with_freeze(copy)
+        end
+      end
+      local ok, err = pcall(a.copy_into, a, conn, e.id, copy, progress)
+      if not ok then
+        if own then pcall(conn.exec, conn, "ROLLBACK") end
+        error(err, 0)
+      end
+      if own then conn:exec("COMMIT") end
+    else
+      -- data as SQL statements (pg_dump --inserts)
+      local parts = {}
+      a:read_block(e.id, function(chunk) parts[#parts + 1] = chunk end)
+      conn:exec(table.concat(parts))
+    end
+  else
+    local sql = entry_sql(conn, e, opts)
+    -- a table or materialized view stored with another table access method, as pg_restore sets it
+    if sql and e.tableam and e.tableam ~= "" and e.tableam ~= state.tableam then
+      conn:exec("SET default_table_access_method = " .. conn:quote_ident(e.tableam))
+      state.tableam = e.tableam
+    end
+    if sql then
+      -- a table whose data can follow at once: created and loaded in one transaction, with
+      -- COPY ... FREEZE (rows written frozen: the first reads and VACUUM have nothing to do)
+      local data = state.move_data and e.desc == "TABLE" and ctx.data_of[e.id]
+      if data and not state.single_transaction and not ctx.attached[e.id] and freezable(conn, ctx, data)
+          and not conn:info().in_transaction and not (data.deps[2]) then
+        conn:exec("BEGIN")
         local ok, err = pcall(function()
-          if e.tablespace and e.tablespace ~= cur_tablespace and not opts.no_tablespaces then
-            -- "" = the database's default; otherwise the entry's own tablespace, as pg_restore sets it
-            conn:exec("SET default_tablespace = " .. (e.tablespace == "" and "''" or conn:quote_ident(e.tablespace)))
-            cur_tablespace = e.tablespace
-          end
-          if LO_DESC[e.desc] then
-            create_los(conn, e, opts)
-          elseif e.desc == "BLOBS" then
-            restore_blobs(conn, a, e, not has_lo_entries)
-          elseif e.desc == "ACL" and (e.tag or ""):match("^LARGE OBJECTS ") and e.defn and e.defn ~= "" then
-            lo_group_acl(conn, e, by_id)
-          elseif e.desc == "TABLE DATA" then
-            if e.copy then
-              a:copy_into(conn, e.id, e.copy)
-            else
-              -- data as SQL statements (pg_dump --inserts)
-              local parts = {}
-              a:read_block(e.id, function(chunk) parts[#parts + 1] = chunk end)
-              conn:exec(table.concat(parts))
-            end
-          elseif e.defn and e.defn ~= "" and not e.defn:match("^%-%- load via partition root") then
-            -- a table or materialized view stored with another table access method, as pg_restore sets it
-            if e.tableam and e.tableam ~= "" and e.tableam ~= cur_tableam then
-              conn:exec("SET default_table_access_method = " .. conn:quote_ident(e.tableam))
-              cur_tableam = e.tableam
-            end
-            conn:exec(e.defn)
-            if not opts.no_owner and e.owner and OWNABLE[e.desc] and e.drop and e.drop ~= "" then
-              local obj = e.drop:match("^DROP%s+(.-);?%s*$")
-              -- a schema is named by its tag, as pg_restore does: pg_dump's public schema entry
-              -- drops nothing ("-- *not* dropping schema") but still carries its owner
-              if e.desc == "SCHEMA" then obj = "SCHEMA " .. conn:quote_ident(e.tag) end
-              if obj then
-                local kind = OWNABLE[e.desc]
-                local name = obj:sub(#kind + 2):gsub("%s+CASCADE$", "")
-                if kind == "VIEW" or kind == "SEQUENCE" or kind == "MATERIALIZED VIEW" then kind = "TABLE" end
-                conn:exec(string.format("ALTER %s %s OWNER TO %s", kind, name, conn:quote_ident(e.owner)))
-              end
-            end
-          end
+          conn:exec(sql)
+          local progress = m and function(n) m.partial[data.id] = n; m.report(data.namespace .. "." .. data.tag) end
+          a:copy_into(conn, data.id, with_freeze(data.copy), progress)
+          conn:exec("COMMIT")
         end)
         if not ok then
-          if type(err) == "table" then err.where = "restoring " .. where .. " of the archive"; err.restored = done
-          else err = string.format("restoring %s failed: %s", where, tostring(err)) end
+          pcall(conn.exec, conn, "ROLLBACK")
+          if type(err) == "table" then err.where = "restoring " .. where_of(data) .. " (with its table) of the archive" end
           error(err, 0)
         end
-        done = done + 1
-        if opts.on_progress then opts.on_progress { index = done, total = total, entry = e } end
+        state.loaded[data.id] = true
+        if m then m.finish(data) end
+      else
+        conn:exec(sql)
       end
     end
   end
-  return { entries = done }
+end
+
+local function raise_at(e, err, done)
+  if type(err) == "table" then
+    err.where = err.where or ("restoring " .. where_of(e) .. " of the archive")
+    err.restored = done
+  else err = string.format("restoring %s failed: %s", where_of(e), tostring(err)) end
+  error(err, 0)
+end
+
+-- Run every chosen entry of the archive against conn, in pg_restore's
+-- three passes. Returns counts; raises on the first error with the entry.
+local function apply(conn, a, opts)
+  local ctx = prepare(conn, a, opts)
+  -- the session as pg_restore sets it up
+  session_of(conn, ctx)
+  check_owners(conn, ctx, opts)
+  local items = {}
+  for _, e in ipairs(ctx.entries) do if ctx.restorable(e) then items[#items + 1] = e end end
+  local m = meter(ctx, opts, items)
+  local done = 0
+  local state = { loaded = {}, single_transaction = opts.single_transaction, move_data = opts.archive ~= "-" }
+  for pass = 1, 3 do
+    for _, e in ipairs(ctx.entries) do
+      if ctx.restorable(e) and pass_of(e) == pass and not state.loaded[e.id] then
+        local ok, err = pcall(run_entry, conn, a, e, ctx, opts, state, m)
+        if not ok then raise_at(e, err, done) end
+        done = done + 1
+        if m then m.finish(e); m.report(where_of(e)) end
+      end
+    end
+  end
+  return { entries = done + (function() local n = 0 for _ in pairs(state.loaded) do n = n + 1 end return n end)() }
+end
+
+-- The parallel path (jobs > 1, a file): pre-data in TOC order on conn,
+-- then data, indexes, constraints and triggers on jobs connections as their
+-- dependencies allow (largest first), then the second and third passes
+-- (privileges, event triggers, materialized view data) on conn, as pg_restore
+-- -j does. Every TABLE DATA of a table this run created is loaded with
+-- TRUNCATE + COPY ... FREEZE in one transaction. The first failure cancels
+-- what runs, waits for it, and is raised with its entry.
+local function apply_parallel(conn, a, opts, jobs)
+  local ctx = prepare(conn, a, opts)
+  session_of(conn, ctx)
+  check_owners(conn, ctx, opts)
+  local items = {}
+  for _, e in ipairs(ctx.entries) do if ctx.restorable(e) then items[#items + 1] = e end end
+  local m = meter(ctx, opts, items)
+  local done, state = 0, { loaded = {} }
+  -- pre-data (and what has no section before the first data entry), in order, on the leader
+  local first_rest
+  for i, e in ipairs(ctx.entries) do
+    if e.section == "data" or e.section == "post-data" then first_rest = i break end
+  end
+  first_rest = first_rest or #ctx.entries + 1
+  for i = 1, first_rest - 1 do
+    local e = ctx.entries[i]
+    if ctx.restorable(e) and pass_of(e) == 1 then
+      local ok, err = pcall(run_entry, conn, a, e, ctx, opts, state, m)
+      if not ok then raise_at(e, err, done) end
+      done = done + 1
+      if m then m.finish(e); m.report(where_of(e)) end
+    end
+  end
+  -- the rest of the first pass, scheduled by dependencies
+  local pending, pos = {}, {}
+  for i = first_rest, #ctx.entries do
+    local e = ctx.entries[i]
+    if ctx.restorable(e) and pass_of(e) == 1 then pending[#pending + 1] = e; pos[e.id] = #pending end
+  end
+  local in_set = {}
+  for _, e in ipairs(pending) do in_set[e.id] = true end
+  local deps, locks, weight = {}, {}, {}
+  local function is_table(d) local t = ctx.by_id[d] return t and (t.desc == "TABLE" or t.desc == "MATERIALIZED VIEW" or t.desc == "FOREIGN TABLE") end
+  for _, e in ipairs(pending) do
+    local list, lk = {}, {}
+    for _, d in ipairs(e.deps or {}) do
+      if e.section == "post-data" and is_table(d) then
+        -- what needs a table needs its rows: the dependency moves to its TABLE DATA
+        if e.desc ~= "INDEX" then lk[d] = true end
+        local data = ctx.data_of[d]
+        if data and in_set[data.id] then list[#list + 1] = data.id end
+      elseif in_set[d] then list[#list + 1] = d end
+    end
+    if e.desc == "TABLE DATA" and e.deps and e.deps[1] then lk[e.deps[1]] = true end
+    deps[e.id], locks[e.id] = list, lk
+    local w = ctx.length[e.id] or 0
+    if not e.had_dumper then
+      for _, d in ipairs(e.deps or {}) do local data = ctx.data_of[d]; if data then w = math.max(w, ctx.length[data.id] or 0) end end
+    end
+    weight[e.id] = w
+  end
+  -- a foreign key waits for every index and constraint of the tables it names
+  for _, e in ipairs(pending) do
+    if e.desc == "FK CONSTRAINT" then
+      local tables = {}
+      for _, d in ipairs(e.deps or {}) do if is_table(d) then tables[d] = true end end
+      for _, o in ipairs(pending) do
+        if o ~= e and (o.desc == "CONSTRAINT" or o.desc == "INDEX") then
+          for _, d in ipairs(o.deps or {}) do if tables[d] then table.insert(deps[e.id], o.id) break end end
+        end
+      end
+    end
+  end
+  local finished, running, by_slot, locked = {}, {}, {}, {}
+  local conns = { conn }
+  local pool
+  local first_err, first_e
+  local ok, err = pcall(function()
+    for i = 2, jobs do
+      local wc = conn:clone { application_name = "orch restore worker " .. i }
+      conns[i] = wc
+      session_of(wc, ctx)
+    end
+    pool = pgarchive.pool(opts.archive, conns)
+    local slot_ts, slot_am, free = {}, {}, {}
+    for i = 1, #conns do free[#free + 1] = i end
+    local left = #pending
+    local last_report = 0
+    local function ready(e)
+      for _, d in ipairs(deps[e.id]) do if not finished[d] then return false end end
+      for t in pairs(locks[e.id]) do if locked[t] then return false end end
+      return true
+    end
+    local function complete(e)
+      finished[e.id] = true
+      left = left - 1
+      done = done + 1
+      if m then m.finish(e) end
+    end
+    while left > 0 do
+      if sys.interrupted() and not first_err then
+        first_err = "interrupted"
+        pool:cancel()
+      end
+      -- start what may start, largest first
+      while not first_err and #free > 0 do
+        local best
+        for _, e in ipairs(pending) do
+          if not finished[e.id] and not running[e.id] and ready(e) and (not best or weight[e.id] > weight[best.id]) then best = e end
+        end
+        if not best then break end
+        local slot = table.remove(free)
+        local job
+        local e = best
+        if e.desc == "TABLE DATA" and e.copy then
+          local t = freezable(conn, ctx, e)
+          if t then
+            job = { id = e.id, copy = with_freeze(e.copy), after = "COMMIT",
+              before = "BEGIN; TRUNCATE TABLE ONLY " .. conn:quote_ident(t.namespace) .. "." .. conn:quote_ident(t.tag) }
+          else
+            job = { id = e.id, copy = e.copy }
+          end
+        elseif e.desc == "TABLE DATA" then
+          local parts = {}
+          a:read_block(e.id, function(chunk) parts[#parts + 1] = chunk end)
+          job = { sql = table.concat(parts) }
+        elseif e.desc == "BLOBS" then
+          job = { id = e.id, blobs = true, create = not ctx.has_lo_entries }
+        else
+          local sql = entry_sql(conn, e, opts)
+          if sql and e.tablespace and e.tablespace ~= slot_ts[slot] and not opts.no_tablespaces then
+            sql = "SET default_tablespace = " .. (e.tablespace == "" and "''" or conn:quote_ident(e.tablespace)) .. ";\n" .. sql
+            slot_ts[slot] = e.tablespace
+          end
+          if sql and e.tableam and e.tableam ~= "" and e.tableam ~= slot_am[slot] then
+            sql = "SET default_table_access_method = " .. conn:quote_ident(e.tableam) .. ";\n" .. sql
+            slot_am[slot] = e.tableam
+          end
+          job = sql and { sql = sql }
+        end
+        if job then
+          running[e.id] = slot
+          by_slot[slot] = e
+          for t in pairs(locks[e.id]) do locked[t] = true end
+          pool:run(slot, job)
+        else
+          free[#free + 1] = slot
+          complete(e)
+        end
+      end
+      if next(running) == nil then
+        if first_err then break end
+        if left > 0 then error("the parallel restore found entries whose dependencies never finish (a dependency loop in the archive?)", 0) end
+        break
+      end
+      local slot, jerr = pool:wait(0.2)
+      if slot then
+        local e = by_slot[slot]
+        by_slot[slot], running[e.id] = nil, nil
+        for t in pairs(locks[e.id]) do locked[t] = nil end
+        free[#free + 1] = slot
+        if jerr ~= nil then
+          if not first_err then first_err, first_e = jerr, e; pool:cancel() end
+        else
+          complete(e)
+        end
+      end
+      if m and sys.monotonic() - last_report >= 0.2 then
+        last_report = sys.monotonic()
+        local partial, names = {}, {}
+        local prog = pool:progress()
+        for s2, e2 in pairs(by_slot) do
+          names[#names + 1] = (e2.desc == "TABLE DATA" and "" or (e2.desc:lower() .. " ")) .. (e2.namespace and (e2.namespace .. ".") or "") .. e2.tag
+          if e2.had_dumper then partial[e2.id] = prog[s2] end
+        end
+        m.partial = partial
+        m.report(table.concat(names, ", "))
+      end
+    end
+  end)
+  if pool then pool:close() end
+  for i = 2, #conns do pcall(conns[i].close, conns[i]) end
+  if not ok then error(err, 0) end
+  if first_err then
+    if first_err == "interrupted" then sys.check_interrupt(); error(db.as_error { message = "interrupted", exit_code = 130 }, 0) end
+    raise_at(first_e, first_err, done)
+  end
+  -- the second and third passes, in order, on the leader
+  for pass = 2, 3 do
+    for _, e in ipairs(ctx.entries) do
+      if ctx.restorable(e) and pass_of(e) == pass then
+        local ok2, err2 = pcall(run_entry, conn, a, e, ctx, opts, state, m)
+        if not ok2 then raise_at(e, err2, done) end
+        done = done + 1
+        if m then m.finish(e); m.report(where_of(e)) end
+      end
+    end
+  end
+  return { entries = done, jobs = jobs }
+end
+
+local function apply_any(conn, a, opts)
+  if (opts.jobs or 1) > 1 and not opts.single_transaction and opts.archive ~= "-" then
+    return apply_parallel(conn, a, opts, opts.jobs)
+  end
+  return apply(conn, a, opts)
 end
 
 -- ================================================================ proving the archive
@@ -283,6 +650,7 @@ local function has_objects(conn)
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp'
       AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')]]) > 0
     or conn:value([[SELECT count(*) FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname NOT IN ('information_schema', 'public')]]) > 0
+    or conn:value("SELECT count(*) FROM pg_catalog.pg_largeobject_metadata") > 0
 end
 
 -- Objects in user schemas that stand on their own (not members of an
@@ -400,8 +768,8 @@ end
 local DROP_KIND = { ["composite type"] = "TYPE", ["index"] = false, ["toast table"] = false }
 
 --- Give the target back as snapshot() found it: drop what the restore
--- created (schemas, extensions, objects in schemas that were there), put
--- public's owner, privileges and comment back.
+-- created (schemas, extensions, objects in schemas that were there, large
+-- objects), put public's owner, privileges and comment back.
 local function put_back(conn, s)
   if conn:info().in_transaction then conn:exec("ROLLBACK") end
   local q = function(x) return conn:quote_ident(x) end
@@ -579,7 +947,7 @@ local function run_swap(c, admin, a, opts, res)
   local ok, err = pcall(function()
     local nc <close> = c:clone { dbname = newname }
     if opts.single_transaction then nc:exec("BEGIN") end
-    local r = apply(nc, a, opts)
+    local r = apply_any(nc, a, opts)
     if opts.single_transaction then nc:exec("COMMIT") end
     res.entries = r.entries
     local owner = dbe.database and dbe.database.owner
@@ -640,7 +1008,7 @@ local function run_in_place(c, a, opts, mode, res)
       end
       c:exec("CREATE SCHEMA public")
     end
-    local r = apply(c, a, opts)
+    local r = apply_any(c, a, opts)
     if opts.single_transaction then c:exec("COMMIT") end
     res.entries = r.entries
   end)
@@ -696,6 +1064,17 @@ function R.run(opts)
   end
   local res = { mode = mode }
   opts = setmetatable({}, { __index = opts })
+  opts.archive_size = path ~= "-" and (sys.stat(path) or {}).size or nil
+  local jobs = math.tointeger(opts.jobs) or 1
+  if jobs > 1 and path == "-" then
+    res.jobs_note = "standard input cannot seek, and each connection needs to read the archive on its own: restored with one connection"
+    jobs = 1
+  elseif jobs > 1 and opts.single_transaction then
+    res.jobs_note = "--single-transaction is one transaction on one connection: restored with one connection"
+    jobs = 1
+  end
+  opts.jobs = jobs
+  res.jobs = jobs
   if path == "-" then
     if mode == "drop-existing" and not self_checking(a) and not opts.force then
       sys.error("refusing to --drop-existing from standard input with an uncompressed archive: it has no checksums, so a damaged byte " ..
@@ -703,6 +1082,7 @@ function R.run(opts)
     end
     if mode ~= "swap" and not opts.single_transaction then
       opts.single_transaction = true
+      if res.jobs_note then res.jobs_note = res.jobs_note .. ", in one transaction" end
       res.single_transaction = "forced: a stream cannot be checked before it is restored"
     end
     res.proof = "streamed: each block checked as it is restored, " ..
@@ -822,13 +1202,15 @@ end
 -- backup.verify{deep=}): returns counts ({ [ns.table] = rows }) and checks
 -- (see R.content_checks). The scratch database is reached with every
 -- connection parameter of conn (password included) and always dropped.
-function R.deep_check(conn, path)
+function R.deep_check(conn, path, on_progress)
   local scratch = ("orch_verify_" .. sys.getpid() .. "_" .. math.floor(sys.now())):sub(1, 63)
   local m = path ~= "-" and backup.read_manifest(path) or nil
   conn:exec("CREATE DATABASE " .. conn:quote_ident(scratch) .. " TEMPLATE template0")
   local ok, counts, checks = pcall(function()
     local sc <close> = conn:clone { dbname = scratch }
-    R.run { archive = path, conn = sc, no_owner = true, skip_manifest_check = true }
+    R.run { archive = path, conn = sc, no_owner = true, skip_manifest_check = true,
+      on_progress = on_progress and function(ev) ev.phase = "restore"; on_progress(ev) end or nil }
+    if on_progress then on_progress { phase = "compare", done = 0, total = 1, fraction = 1, what = "the restored rows against the archive" } end
     local a <close> = pgarchive.open(path)
     local checks_ = R.content_checks(sc, a, m and m.timezone ~= json_null and m.timezone or nil, m and m.extension_rows)
     return R.row_counts(sc), checks_

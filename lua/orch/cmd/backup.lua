@@ -13,7 +13,10 @@ local spec = args.spec({ "db", "env" }, {
     help = "gzip[:1-9] (default), lz4[:1-12], zstd[:1-22] or none, as pg_dump 16 takes them; lz4 and zstd " ..
            "make a format 1.15 archive, which only pg_restore 16 or newer reads (pg_restore 15: \"unsupported version " ..
            "(1.15) in file header\"); a number N is pg_dump 15's -Z N: gzip level N, 0 = none" },
-  { name = "threads", type = "integer", min = 1, default = 2, help = "compression threads" },
+  { name = "threads", type = "integer", min = 1, default = 2, help = "compression threads (shared out between the --jobs connections)" },
+  { name = "jobs", short = "j", type = "integer", min = 1, default = 1, metavar = "N",
+    help = "dump N tables at once, on N connections sharing one snapshot, largest first, into one archive; " ..
+           "to standard output the blocks go out in TOC order (at most 64 MiB of the others' held in temporary files)" },
   { name = "skip", type = "list", metavar = "KIND", help = "leave out every object of a kind (repeatable; the kinds are listed above); the output and the manifest name what was left out" },
   { name = "lock-timeout", type = "duration", metavar = "DURATION", default = "10s", help = "how long to wait for table locks" },
   { name = "run-id", type = "string", help = "tie the manifest to this run id" },
@@ -99,28 +102,20 @@ return {
     opts.env_loaded = env
     local c <close> = require("orch.migrate.cli").connect(opts, { create = false })
     -- the progress line (\r and erase-line codes) only on a terminal, and never when quiet
-    local tty = sys.isatty(2) and os.getenv("TERM") ~= "dumb" and not opts.json and not opts.quiet and opts.output ~= "-"
-    local t0 = sys.monotonic()
+    local bar = require("orch.progress").new { unit = "tables", quiet = opts.quiet or opts.json or opts.output == "-" }
     local m = backup.create(c, {
       output = opts.output, dir = opts.dir or env.backups.dir, compression = compression, level = level,
-      threads = opts.threads, env = not env.implicit and env.name or opts.env, run_id = opts.run_id, skip = skip, lock_timeout = opts.lock_timeout,
+      threads = opts.threads, jobs = math.tointeger(opts.jobs), env = not env.implicit and env.name or opts.env, run_id = opts.run_id, skip = skip, lock_timeout = opts.lock_timeout,
       no_owner = opts.no_owner,
-      on_progress = tty and function(ev)
-        local el = sys.monotonic() - t0
-        local bytes = ev.bytes_in or 0
-        local rate = bytes / math.max(el, 0.001)
-        -- ETA from the share of the on-disk size already behind us (an estimate: text COPY and heap sizes differ)
-        local frac = ev.estimate and ev.estimate > 0 and math.min(ev.done_estimate / ev.estimate, 0.99) or 0
-        local eta = frac > 0.02 and el / frac - el or nil
-        local width = 24
-        local filled = math.floor(frac * width)
-        io.stderr:write(string.format("\r\27[K[%s%s] %d/%d tables  %.1f MiB  %.1f MiB/s  %s  %s",
-          string.rep("#", filled), string.rep(".", width - filled), ev.index - 1, ev.total, bytes / 1048576, rate / 1048576,
-          eta and string.format("ETA %ds", math.floor(eta + 0.5)) or "ETA --", ev.table))
-        io.stderr:flush()
+      on_progress = bar.active and function(ev)
+        bar:update { done = ev.done, total = ev.total, bytes = ev.bytes_in, fraction = ev.fraction, what = table.concat(ev.tables, ", ") }
       end or nil,
     })
-    if tty then io.stderr:write("\r\27[K") end
+    bar:finish()
+    if opts.output == "-" and opts.jobs > 1 and not opts.quiet then
+      io.stderr:write(string.format("note: streamed to standard output with %d connection%s: a stream cannot be rewritten, so the data blocks " ..
+        "went out in TOC order, each connection's block waiting in a temporary file until its turn\n", m.jobs, m.jobs == 1 and "" or "s"))
+    end
     local pruned = {}
     if not opts.output and not opts.no_prune and (env.backups.keep or env.backups.max_age) then
       pruned = backup.retain(opts.dir or env.backups.dir, { keep = env.backups.keep,
@@ -129,8 +124,8 @@ return {
     end
     if opts.json then io.stdout:write(json.encode(m, { indent = "  " }), "\n")
     elseif opts.output ~= "-" then
-      print(string.format("backup %s: %d tables, %d rows, %.1f MiB, sha256 %s", m.path, (function() local n = 0 for _ in pairs(m.tables) do n = n + 1 end return n end)(),
-        m.rows, m.size / 1048576, m.sha256))
+      print(string.format("backup %s: %d tables, %d rows, %.1f MiB%s, sha256 %s", m.path, (function() local n = 0 for _ in pairs(m.tables) do n = n + 1 end return n end)(),
+        m.rows, m.size / 1048576, (m.jobs or 1) > 1 and string.format(", %d connections", m.jobs) or "", m.sha256))
       if #pruned > 0 then print(string.format("pruned %d older backup(s) (environment %s keeps %s): %s", #pruned, env.name,
         env.backups.keep and ("the newest " .. env.backups.keep) or ("those younger than " .. tostring(env.backups.max_age)), table.concat(pruned, ", "))) end
     end

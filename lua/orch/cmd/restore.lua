@@ -7,6 +7,9 @@ local sys = require "orch.sys"
 local log = require "orch.log"
 
 local spec = args.spec({ "db", "env", "yes" }, {
+  { name = "jobs", short = "j", type = "integer", min = 1, default = 1, metavar = "N",
+    help = "restore on N connections, as pg_restore -j: pre-data in order, then data, indexes, constraints and triggers " ..
+           "in parallel as their dependencies allow, post-data last (a file only: standard input and --single-transaction use one)" },
   { name = "swap", type = "boolean", help = "restore into a new database, then swap it in by rename (the old one is kept)" },
   { name = "drop-existing", type = "boolean", help = "drop everything in the target first (asks for confirmation)" },
   { name = "single-transaction", short = "1", type = "boolean", help = "all or nothing: one transaction" },
@@ -77,12 +80,17 @@ return {
       end
     end
     local t0 = sys.monotonic()
+    local bar = require("orch.progress").new { unit = "entries", quiet = opts.quiet or opts.json }
     local r = restore.run { archive = path, db = url, mode = mode, single_transaction = opts.single_transaction,
       schemas = opts.schema, tables = opts.table, no_owner = opts.no_owner, no_tablespaces = opts.no_tablespaces,
-      skip_manifest_check = opts.no_manifest, force = opts.force }
+      skip_manifest_check = opts.no_manifest, force = opts.force, jobs = math.tointeger(opts.jobs),
+      on_progress = bar.active and function(ev) bar:update(ev) end or nil }
+    bar:finish()
     if opts.json then io.stdout:write(json.encode(r, { indent = "  " }), "\n")
     else
-      print(string.format("restored %s into %s (%s) in %.1fs%s", path, r.target, mode, sys.monotonic() - t0,
+      if r.jobs_note then print("  note: --jobs " .. math.tointeger(opts.jobs) .. ": " .. r.jobs_note) end
+      print(string.format("restored %s into %s (%s%s) in %.1fs%s", path, r.target, mode,
+        (r.jobs or 1) > 1 and string.format(", %d connections", r.jobs) or "", sys.monotonic() - t0,
         r.old_database and ("; the previous database is kept as " .. r.old_database .. " (drop it when you no longer need it)") or ""))
       print("  archive: " .. r.proof .. (r.single_transaction and ("; one transaction (" .. r.single_transaction .. ")") or ""))
       -- the archive's database-level entries: applied to a database --swap made, named when left out

@@ -26,12 +26,15 @@ return {
     local env = envmod.for_command(opts)   -- first: an unknown --env is a usage error before any file is read
     local deep
     if opts.deep then
-      deep = function(path)
+      deep = function(path, on_progress)
         local c <close> = require("orch.db").connect(envmod.command_database(env, opts))
-        return require("orch.backup.restore").deep_check(c, path)
+        return require("orch.backup.restore").deep_check(c, path, on_progress)
       end
     end
-    local r = backup.verify(rest[1], { deep = deep, no_manifest = opts.no_manifest })
+    local bar = require("orch.progress").new { unit = "blocks", quiet = opts.quiet or opts.json }
+    local r = backup.verify(rest[1], { deep = deep, no_manifest = opts.no_manifest,
+      on_progress = bar.active and function(ev) bar:update(ev) end or nil })
+    bar:finish()
     if opts.json then io.stdout:write(json.encode(r, { indent = "  " }), "\n")
       if not r.proven then return 1 end
     elseif not r.proven then
