@@ -29,21 +29,23 @@ echo "# building the dataset at scale $SCALE ..." >&2
 "$PGBIN/psql" -q -v scale="$SCALE" -d bench -f "$DATASET" >/dev/null
 "$PGBIN/psql" -XAtc "SELECT 'dataset ' || pg_size_pretty(pg_database_size('bench'))" -d bench >&2
 
-declare -A T M   # label -> "s1 s2 ...", "kib1 kib2 ..."
+declare -A T M C  # label -> "s1 s2 ...", "kib1 kib2 ...", CPU seconds (user + sys, of orch or the client only)
 measure() { # label, command...
-  local out
-  out=$( { /usr/bin/time -f "%e %M" "${@:2}" > /dev/null 2> "$WORK/last.err"; } 2>&1 | tail -1 ) || { cat "$WORK/last.err" >&2; exit 1; }
-  T[$1]="${T[$1]:-} ${out% *}"
-  M[$1]="${M[$1]:-} ${out#* }"
+  local out e m u s
+  out=$( { /usr/bin/time -f "%e %M %U %S" "${@:2}" > /dev/null 2> "$WORK/last.err"; } 2>&1 | tail -1 ) || { cat "$WORK/last.err" >&2; exit 1; }
+  read -r e m u s <<< "$out"
+  T[$1]="${T[$1]:-} $e"
+  M[$1]="${M[$1]:-} $m"
+  C[$1]="${C[$1]:-} $(echo "$u + $s" | bc)"
 }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 report() { # label [baseline label]
-  local t m
-  t=$(echo "${T[$1]}" | median); m=$(echo "${M[$1]}" | median)
+  local t m c
+  t=$(echo "${T[$1]}" | median); m=$(echo "${M[$1]}" | median); c=$(echo "${C[$1]}" | median)
   if [ -n "${2:-}" ]; then
-    printf "%-22s %8.2fs  %6.1f MiB peak  %5.2fx %s\n" "$1" "$t" "$(echo "$m / 1024" | bc -l)" "$(echo "$t / $(echo "${T[$2]}" | median)" | bc -l)" "$2"
+    printf "%-22s %8.2fs  %6.1f MiB peak  client CPU %6.2fs  %5.2fx %s\n" "$1" "$t" "$(echo "$m / 1024" | bc -l)" "$c" "$(echo "$t / $(echo "${T[$2]}" | median)" | bc -l)" "$2"
   else
-    printf "%-22s %8.2fs  %6.1f MiB peak\n" "$1" "$t" "$(echo "$m / 1024" | bc -l)"
+    printf "%-22s %8.2fs  %6.1f MiB peak  client CPU %6.2fs\n" "$1" "$t" "$(echo "$m / 1024" | bc -l)" "$c"
   fi
 }
 
