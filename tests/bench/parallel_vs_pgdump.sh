@@ -31,9 +31,9 @@ echo "# building the dataset at scale $SCALE ..." >&2
 
 declare -A T M C  # label -> "s1 s2 ...", "kib1 kib2 ...", CPU seconds (user + sys, of orch or the client only)
 measure() { # label, command...
-  local out e m u s
-  out=$( { /usr/bin/time -f "%e %M %U %S" "${@:2}" > /dev/null 2> "$WORK/last.err"; } 2>&1 | tail -1 ) || { cat "$WORK/last.err" >&2; exit 1; }
-  read -r e m u s <<< "$out"
+  local e m u s
+  /usr/bin/time -o "$WORK/last.time" -f "%e %M %U %S" "${@:2}" > /dev/null 2> "$WORK/last.err" || { echo "failed: ${*:2}" >&2; cat "$WORK/last.err" >&2; exit 1; }
+  read -r e m u s < "$WORK/last.time"
   T[$1]="${T[$1]:-} $e"
   M[$1]="${M[$1]:-} $m"
   C[$1]="${C[$1]:-} $(echo "$u + $s" | bc)"
