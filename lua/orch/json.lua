@@ -38,10 +38,13 @@ local function preview(s)
   return (format("%q", sub(s, 1, 40)):gsub("\\\n", "\\n"))
 end
 
+-- json.encode{bytes = true} lets strings that are not UTF-8 through, byte for byte (see json.encode)
+local allow_bytes = false
+
 local function encode_string(s, key)
   -- most strings need no escaping at all: printable ASCII but for " and \
   if not find(s, '[^ !#-%[%]-~]') then return '"' .. s .. '"' end
-  if find(s, "[\128-\255]") then
+  if not allow_bytes and find(s, "[\128-\255]") then
     local ok, bad = utf8_len(s)
     if not ok then
       error(format("json.encode: %s is not valid UTF-8 (byte %d of %s)",
@@ -118,8 +121,11 @@ local function encode_table(v, out, o, indent, depth)
     local ek = key_cache[k]   -- '"key":'
     if not ek then
       ek = encode_string(k, true) .. ":"
-      if cached > 4096 then key_cache, cached = {}, 0 end
-      key_cache[k], cached = ek, cached + 1
+      -- (a key let through by bytes = true is not kept: a strict encode must still refuse it)
+      if not allow_bytes then
+        if cached > 4096 then key_cache, cached = {}, 0 end
+        key_cache[k], cached = ek, cached + 1
+      end
     end
     if indent then out[o + 1] = nl; out[o + 2] = ek; out[o + 3] = " "; o = o + 3
     else o = o + 1; out[o] = ek end
@@ -147,10 +153,17 @@ function encode_value(v, out, o, indent, depth, key)
 end
 
 --- Encode v; opts.indent (e.g. "  ") pretty-prints. Raises on a value JSON
--- cannot hold (a function, a cycle, a string that is not UTF-8).
+-- cannot hold (a function, a cycle, a string that is not UTF-8). With
+-- opts.bytes, strings that are not UTF-8 are written byte for byte (not
+-- strict JSON): for orch's own files that must carry a SQL_ASCII or LATIN1
+-- database's names as the server gave them (a backup's manifest), read back
+-- with json.decode(text, { bytes = true }).
 function json.encode(v, opts)
   local out = {}
-  encode_value(v, out, 0, opts and opts.indent, 0)
+  allow_bytes = opts and opts.bytes or false
+  local ok, err = pcall(encode_value, v, out, 0, opts and opts.indent, 0)
+  allow_bytes = false
+  if not ok then error(err, 0) end
   return concat(out)
 end
 
@@ -301,11 +314,13 @@ local TOKENS = { T_OBJ_BEGIN = "'{'", T_OBJ_END = "'}'", T_ARR_BEGIN = "'['", T_
   T_WHITESPACE = "white space", T_ERROR = "an error", T_UNKNOWN = "an unknown token" }
 
 --- Decode a JSON text; raises "invalid JSON at line L (byte N): ..." on bad
--- input, invalid UTF-8 included.
-function json.decode(s)
+-- input, invalid UTF-8 included (unless opts.bytes: see json.encode).
+function json.decode(s, opts)
   if type(s) ~= "string" then error("json.decode: a string expected, got " .. type(s), 2) end
-  local ok8, bad = utf8_len(s)
-  if not ok8 then decode_error(s, bad, "invalid UTF-8") end
+  if not (opts and opts.bytes) then
+    local ok8, bad = utf8_len(s)
+    if not ok8 then decode_error(s, bad, "invalid UTF-8") end
+  end
   local ok, v = pcall(cj_decode, s)
   if not ok then
     local msg = tostring(v)

@@ -54,6 +54,19 @@ describe("orch.json", function()
     assert.equals("é😀", json.decode('["\\u00e9\\ud83d\\ude00"]')[1])
   end)
 
+  it("with bytes = true (a manifest's SQL_ASCII and LATIN1 names) lets strings that are not UTF-8 through byte for byte, and only then", function()
+    local v = { tables = { ["public.caf\xe9"] = 1 }, note = "r\xe9sum\xe9 \xff", big = math.maxinteger }
+    local text = json.encode(v, { indent = "  ", bytes = true })
+    assert.truthy(text:find("public.caf\xe9", 1, true))
+    local back = json.decode(text, { bytes = true })
+    assert.equals(1, back.tables["public.caf\xe9"])
+    assert.equals("r\xe9sum\xe9 \xff", back.note)
+    assert.equals(v.big, back.big)
+    -- the strict calls still refuse the same texts and keys (no cached key lets one through)
+    assert.is_false((pcall(json.decode, text)))
+    assert.is_false((pcall(json.encode, { tables = { ["public.caf\xe9"] = 1 } })))
+  end)
+
   it("keeps sorted keys, {} and [], null, and escapes", function()
     assert.equals('{"a":[],"b":{},"c":null,"d":"x/y\\"\\n\\t\\u0001","e":true}',
       json.encode({ e = true, d = "x/y\"\n\t\1", c = json.null, b = json.object(), a = {} }))

@@ -17,14 +17,18 @@ function M.read(path)
   if not f then return nil end
   local text = f:read("a")
   f:close()
-  local ok, m = pcall(json.decode, text)
+  -- a SQL_ASCII or LATIN1 database's names are kept byte for byte (see M.write)
+  local ok, m = pcall(json.decode, text, { bytes = true })
   if not ok then return nil, "manifest " .. M.path(path) .. " is not valid JSON: " .. tostring(m) end
   return m
 end
 
 --- Write (atomically, mode 0600) the manifest of an archive; returns ok, err.
+-- Table names go in as the server gave them: a SQL_ASCII or LATIN1
+-- database's are not UTF-8, and they are written byte for byte (json's
+-- bytes option), so that verify and restore compare them with the database's own.
 function M.write(path, m)
-  return sys.write_atomic(M.path(path), json.encode(m, { indent = "  " }) .. "\n", 384)
+  return sys.write_atomic(M.path(path), json.encode(m, { indent = "  ", bytes = true }) .. "\n", 384)
 end
 
 return M
