@@ -650,7 +650,6 @@ local function has_objects(conn)
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp'
       AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')]]) > 0
     or conn:value([[SELECT count(*) FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname NOT IN ('information_schema', 'public')]]) > 0
-    or conn:value("SELECT count(*) FROM pg_catalog.pg_largeobject_metadata") > 0
 end
 
 -- Objects in user schemas that stand on their own (not members of an
