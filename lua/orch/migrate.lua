@@ -873,7 +873,7 @@ end
 -- (one transaction, not a nested one; see files.unwrap_transaction).
 local function statements_of(project, e, text, in_tx)
   text = files.placeholders(text, project.placeholders, e.path)
-  local stmts = files.split_sql(text)
+  local stmts = files.split_sql(text, e.path)
   if in_tx then stmts = files.unwrap_transaction(stmts, e.path) end
   return stmts
 end
@@ -1090,7 +1090,7 @@ function M.groupable(plan)
       return false, e, string.format("%s is transaction=false", e.name)
     end
     if e.lang == "sql" and e.text then
-      for _, s in ipairs((files.unwrap_transaction(files.split_sql(e.text), e.path))) do
+      for _, s in ipairs((files.unwrap_transaction(files.split_sql(e.text, e.path), e.path))) do
         local kind = files.needs_no_transaction(s.sql)
         if kind then return false, e, string.format("%s runs %s, which cannot run inside a transaction", e.name, kind) end
       end
@@ -1303,11 +1303,19 @@ function M.parse_target(t, project)
 end
 
 --- Raise before anything runs if a planned SQL file (or its undo, when
--- undo is set) uses a placeholder that has no value.
+-- undo is set) uses a placeholder that has no value, or does not parse
+-- (PostgreSQL's parser: the error names file:line:column).
 function M.check_placeholders(project, plan, undo)
   for _, e in ipairs(plan) do
     local src = undo and e.undo or e
-    if src.text and src.lang == "sql" then files.placeholders(src.text, project.placeholders, src.path) end
+    if src.text and src.lang == "sql" then
+      local text = files.placeholders(src.text, project.placeholders, src.path)
+      local ok, err = pcall(files.split_sql, text, src.path)
+      if not ok then
+        fail(string.format("%s does not parse: %s; nothing was applied (orch reads migrations with PostgreSQL %s's grammar)",
+          src.name or src.path, tostring(type(err) == "table" and err.message or err), require("orch.pgquery").version // 10000))
+      end
+    end
   end
 end
 

@@ -310,7 +310,7 @@ describe("the statement splitter and the checksum", function()
       "\n\n  ;;  -- empty statements\n",
       "SELECT a-b, c/d, x$y FROM t; /* trailing */\n",
       "INSERT INTO t VALUES ('multi\nline\nstring'); SELECT \"multi\nline\";\n",
-      "SELECT 'no end",
+      "SELECT 'last, without a semicolon'",
     })
     same_as_reference(awkward, "awkward")
     -- line endings only: empty lines count as lines, \r\n as one

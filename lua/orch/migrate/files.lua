@@ -70,157 +70,13 @@ end
 
 -- ------------------------------------------------------------ SQL text
 
-local function count_nl(text, i, j)
-  local n, p = 0, i
-  while true do
-    p = text:find("\n", p, true)
-    if not p or p > j then return n end
-    n, p = n + 1, p + 1
-  end
-end
-
---- Split a SQL script into statements. Understands quotes ('' and E''),
--- quoted identifiers, dollar quoting, -- and nested /* */ comments, SQL-
--- standard function bodies (BEGIN ATOMIC ... END, with CASE ... END inside)
--- and COPY ... FROM STDIN followed by its data up to a line "\.".
--- Returns a list of { sql = text, line = first line, pos = offset,
--- copy = the data of a COPY FROM STDIN (nil otherwise) }.
--- One pass: it jumps from one character that matters (quote, comment
--- start, dollar, semicolon, newline) to the next, so it is linear in the
--- size of the text.
-function files.split_sql(text)
-  local stmts = {}
-  local i, n = 1, #text
-  local start, line = 1, 1
-  local first_code_line
-  -- a statement is kept when it holds code: anything but blanks, comments and ';'
-  local function flush(stop)
-    if first_code_line then stmts[#stmts + 1] = { sql = text:sub(start, stop), line = first_code_line, pos = start } end
-  end
-  local function code() if not first_code_line then first_code_line = line end end
-  -- words of the statement, read only while they can matter: its first word, and in
-  -- CREATE statements BEGIN ATOMIC ... END (CASE ... END nests inside such a body)
-  local first_word, prev_word, depth = nil, nil, 0
-  local function words(a, b)
-    if first_word and first_word ~= "create" then return end
-    for w in text:sub(a, b):gmatch("[%a_][%w_]*") do
-      w = w:lower()
-      if not first_word then first_word = w
-      elseif w == "atomic" and prev_word == "begin" then depth = depth + 1
-      elseif depth > 0 and w == "case" then depth = depth + 1
-      elseif depth > 0 and w == "end" then depth = depth - 1 end
-      prev_word = w
-      if first_word ~= "create" then return end
-    end
-  end
-  while i <= n do
-    local j = text:find("[\n%-/'\"$;]", i)
-    if not j then
-      if not first_code_line and text:find("%S", i) then code() end
-      words(i, n)
-      break
-    end
-    if j > i then
-      if not first_code_line then
-        local k = text:find("%S", i)
-        if k and k < j then code() end
-      end
-      words(i, j - 1)
-    end
-    i = j
-    local c = text:sub(i, i)
-    if c == "\n" then
-      line = line + 1
-      i = i + 1
-    elseif c == "-" then
-      if text:sub(i + 1, i + 1) == "-" then
-        i = text:find("\n", i, true) or n + 1
-      else
-        code()
-        i = i + 1
-      end
-    elseif c == "/" then
-      if text:sub(i + 1, i + 1) == "*" then
-        local depth, k = 1, i + 2
-        while depth > 0 do
-          local m = text:find("[/*\n]", k)
-          if not m then k = n + 1 break end
-          local two = text:sub(m, m + 1)
-          if two == "/*" then depth = depth + 1; k = m + 2
-          elseif two == "*/" then depth = depth - 1; k = m + 2
-          else
-            if text:sub(m, m) == "\n" then line = line + 1 end
-            k = m + 1
-          end
-        end
-        i = k
-      else
-        code()
-        i = i + 1
-      end
-    elseif c == "'" then
-      code()
-      local escapes = i > 1 and text:sub(i - 1, i - 1):match("[eE]") and not text:sub(i - 2, i - 2):match("[%w_]")
-      local k = i + 1
-      while true do
-        local m = text:find(escapes and "['\\\n]" or "['\n]", k)
-        if not m then k = n break end
-        local d = text:sub(m, m)
-        if d == "\n" then line = line + 1; k = m + 1
-        elseif d == "\\" then
-          if text:sub(m + 1, m + 1) == "\n" then line = line + 1 end
-          k = m + 2
-        elseif text:sub(m + 1, m + 1) == "'" then k = m + 2
-        else k = m break end
-      end
-      i = k + 1
-    elseif c == '"' then
-      code()
-      local k = text:find('"', i + 1, true) or n
-      line = line + count_nl(text, i, k)
-      i = k + 1
-    elseif c == "$" then
-      local tag = (i == 1 or not text:sub(i - 1, i - 1):match("[%w_]")) and (text:match("^%$[%a_][%w_]*%$", i) or text:match("^%$%$", i))
-      code()
-      if tag then
-        local e = text:find(tag, i + #tag, true)
-        local stop = e and (e + #tag - 1) or n
-        line = line + count_nl(text, i, stop)
-        i = stop + 1
-      else
-        i = i + 1
-      end
-    elseif depth > 0 then -- a ";" inside BEGIN ATOMIC ... END
-      i = i + 1
-    else -- ";"
-      flush(i)
-      i = i + 1
-      local st = stmts[#stmts]
-      if first_word == "copy" and st and st.pos == start and files.normalize(st.sql):match("^COPY%s.-%sFROM%s+STDIN[%s;(]") then
-        -- the data: from the next line up to a line that is "\." (psql's end of data)
-        local nl = text:find("\n", i, true)
-        local from = nl and nl + 1 or n + 1
-        local e, stop = from, nil
-        while e <= n do
-          local eol = text:find("\n", e, true) or n + 1
-          if text:sub(e, eol - 1):gsub("\r$", "") == "\\." then stop = e break end
-          e = eol + 1
-        end
-        if not stop then
-          sys.error(string.format("line %d: COPY ... FROM STDIN has no end of data (a line \\.)", st.line), 1)
-        end
-        st.copy = text:sub(from, stop - 1)
-        line = line + count_nl(text, i, stop)
-        local after = text:find("\n", stop, true)
-        if after then line = line + 1 end
-        i = (after or n) + 1
-      end
-      first_code_line, first_word, prev_word, depth = nil, nil, nil, 0
-      start = i
-    end
-  end
-  flush(n)
-  return stmts
+--- Split a SQL script into statements with PostgreSQL's own parser (see
+-- orch.migrate.split: dollar quotes, comments, BEGIN ATOMIC bodies, COPY
+-- ... FROM STDIN data up to a line "\."). Returns a list of { sql, line,
+-- pos, copy } (with opts.trees also tree, base). Text the parser rejects
+-- raises "path:line:column: message".
+function files.split_sql(text, path, opts)
+  return require("orch.migrate.split").statements(text, path, opts)
 end
 
 --- The 1-based line of byte offset pos in text.
@@ -304,6 +160,7 @@ function files.directives(text, path)
     local deps = line:match("^%s*%-%-%s*[Dd]ependencies%s*:%s*(.-)%s*$")
     if deps and #dependency_list(deps) > 0 then d.depends = append(d.depends, dependency_list(deps)) end
     local body = line:match("^%s*%-%-%s*orch:%s*(.*)$")
+    if body and body:match("^lint%-") then body = nil end -- orch:lint-ignore / orch:lint-disable: lint's, not a directive
     if body then
       local last -- the list-valued key an item without '=' continues (depends=a:V1, b:V2)
       for item in body:gmatch("[^,]+") do
