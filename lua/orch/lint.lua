@@ -1,32 +1,171 @@
 --- orch.lint: risky migration statements, found before they reach a
--- database. Rules are Lua; a team adds its own with lint.add_rule{} or an
--- orch.lint.lua file at the project root returning a list of rules.
+-- database, on PostgreSQL's own parse tree (orch.pgquery, libpg_query:
+-- the same parse that orch.migrate.split gives migrate, so statement
+-- numbers and lines agree).
 --
 -- A rule: { id = "OR008", name = "index-not-concurrent", severity =
 -- "error"|"warning"|"info", hint = "...", check = function(stmt, ctx)
--- return message-or-nil end }. stmt: { sql, norm (upper-cased, comments
--- removed, spaces collapsed), line }; ctx: { file, created = set of tables
--- created earlier in the same file, transactional = bool }.
--- Suppress one statement with a comment in it: -- orch:lint-ignore OR008
--- (or just -- orch:lint-ignore for every rule).
+-- return nil | message | { message, ... } | { {message =, location =}, ... } end }.
+-- stmt: { tree = { IndexStmt = {...} } (libpg_query's JSON as Lua tables),
+--   kind = "IndexStmt", node = tree[kind], sql (as written, with its leading
+--   comments), norm (upper-cased, comments removed, spaces collapsed: the
+--   text-based field of older team rules), line, index }.
+-- ctx: { file, transactional (the file runs in one transaction),
+--   pg_version (the target server's major version), created (set of tables
+--   created earlier in the file, or in the release when a release is linted),
+--   is_new(relname), line_of(location), not_null_checked(table, column),
+--   ... }.
+--
+-- Turning rules off or changing their severity: per statement a comment in
+-- it, -- orch:lint-ignore OR008 (or a rule name; nothing after it: every
+-- rule); per file a comment line -- orch:lint-disable OR030, OR031; per
+-- project orch.lint.lua (a list of team rules plus optional keys
+-- pg_version = 12 and severity = { OR030 = "off", ["prefer-timestamptz"] = "error" }).
 local files = require "orch.migrate.files"
 
-local lint = { rules = {} }
+local lint = { rules = {}, config = { pg_version = 12, severity = {} } }
 
-local function tname(s)
-  return s and (s:gsub('"', ""):lower():match("([^.]+)$")) or nil
+-- ================================================================ tree helpers
+
+local function kind_of(node)
+  if type(node) ~= "table" then return nil end
+  local k = next(node)
+  return k, node[k]
 end
 
--- The table a statement works on, when it is ALTER TABLE / CREATE INDEX ON.
-local function altered_table(norm)
-  local t = norm:match("^ALTER TABLE IF EXISTS ONLY ([%w_.\"]+)") or norm:match("^ALTER TABLE IF EXISTS ([%w_.\"]+)")
-    or norm:match("^ALTER TABLE ONLY ([%w_.\"]+)") or norm:match("^ALTER TABLE ([%w_.\"]+)")
-  return tname(t)
+local function list(t) return type(t) == "table" and t or {} end
+
+-- The words of a qualified name list ({ {String = {sval}}, ... }).
+local function names(t)
+  local out = {}
+  for _, n in ipairs(list(t)) do
+    local _, v = kind_of(n)
+    if type(v) == "table" and v.sval then out[#out + 1] = v.sval end
+  end
+  return out
 end
 
-local function is_existing(ctx, t)
-  return t and not ctx.created[t]
+local function qualified(t) return table.concat(names(t), ".") end
+
+-- A RangeVar as text, and the key tables are remembered by (the bare name).
+local function relname(rv) return rv and rv.relname end
+local function reltext(rv)
+  if not rv then return "?" end
+  return (rv.schemaname and (rv.schemaname .. ".") or "") .. (rv.relname or "?")
 end
+
+-- The type of a TypeName: its last name ("int4", "timestamp", "serial").
+local function typename(tn)
+  local n = names(tn and tn.names)
+  return n[#n], #n > 1 and n[1] or nil
+end
+
+local function constraints_of(coldef)
+  local out = {}
+  for _, c in ipairs(list(coldef and coldef.constraints)) do
+    if c.Constraint then out[#out + 1] = c.Constraint end
+  end
+  return out
+end
+
+local function has_option(opts, name)
+  for _, o in ipairs(list(opts)) do
+    if o.DefElem and o.DefElem.defname == name then
+      local a = o.DefElem.arg
+      -- (CONCURRENTLY false) / (FULL off)
+      if a and a.String and (a.String.sval == "false" or a.String.sval == "off") then return false end
+      if a and a.Integer and (a.Integer.ival or 0) == 0 then return false end
+      if a and a.Boolean and not a.Boolean.boolval then return false end
+      return true
+    end
+  end
+  return false
+end
+
+-- Functions whose value does not change from row to row: a DEFAULT made of
+-- these, constants, casts and operators is evaluated once (no rewrite on 11+).
+local stable_funcs = {}
+for f in ([[now transaction_timestamp statement_timestamp current_date current_timestamp localtimestamp
+  lower upper btrim ltrim rtrim trim length concat concat_ws format substr substring replace left right
+  coalesce nullif greatest least to_char to_date to_timestamp to_number make_date make_time make_timestamp
+  make_timestamptz make_interval date_trunc extract date_part abs round floor ceil ceiling trunc
+  jsonb_build_object jsonb_build_array json_build_object json_build_array to_jsonb to_json array_fill
+  current_user session_user current_schema current_database inet cidr int4 int8 text numeric]]):gmatch("%S+") do
+  stable_funcs[f] = true
+end
+
+-- Is expression e one whose value is the same for every row? Returns
+-- true, or false and the function that makes it vary.
+local function row_constant(e)
+  local k, v = kind_of(e)
+  if not k then return true end
+  if k == "A_Const" or k == "SQLValueFunction" or k == "ParamRef" then return true end
+  if k == "FuncCall" then
+    local fname = names(v.funcname)
+    local f = fname[#fname]
+    if not stable_funcs[f] then return false, qualified(v.funcname) end
+    for _, a in ipairs(list(v.args)) do
+      local ok, why = row_constant(a)
+      if not ok then return false, why end
+    end
+    return true
+  end
+  if k == "TypeCast" then return row_constant(v.arg) end
+  if k == "A_Expr" then
+    local ok, why = row_constant(v.lexpr)
+    if not ok then return false, why end
+    return row_constant(v.rexpr)
+  end
+  if k == "BoolExpr" or k == "CoalesceExpr" or k == "MinMaxExpr" or k == "A_ArrayExpr" or k == "RowExpr" then
+    for _, a in ipairs(list(v.args or v.elements)) do
+      local ok, why = row_constant(a)
+      if not ok then return false, why end
+    end
+    return true
+  end
+  if k == "CaseExpr" then
+    for _, w in ipairs(list(v.args)) do
+      local ok, why = row_constant(w.CaseWhen and w.CaseWhen.expr)
+      if not ok then return false, why end
+      ok, why = row_constant(w.CaseWhen and w.CaseWhen.result)
+      if not ok then return false, why end
+    end
+    return row_constant(v.defresult)
+  end
+  if k == "ColumnRef" then return true end -- (only names like true/false reach here in a DEFAULT)
+  return false, k
+end
+
+-- The column a CHECK proves NOT NULL: CHECK (col IS NOT NULL).
+local function not_null_column(expr)
+  local k, v = kind_of(expr)
+  if k == "NullTest" and v.nulltesttype == "IS_NOT_NULL" then
+    local ck, cv = kind_of(v.arg)
+    if ck == "ColumnRef" then
+      local f = names(cv.fields)
+      return f[#f]
+    end
+  end
+end
+
+-- The ALTER TABLE commands of a statement (AlterTableCmd nodes).
+local function cmds(s)
+  if s.kind ~= "AlterTableStmt" then return {} end
+  local out = {}
+  for _, c in ipairs(list(s.node.cmds)) do
+    if c.AlterTableCmd then out[#out + 1] = c.AlterTableCmd end
+  end
+  return out
+end
+
+local function is_table_alter(s)
+  return s.kind == "AlterTableStmt" and (s.node.objtype == nil or s.node.objtype == "OBJECT_TABLE")
+end
+
+lint.tree = { kind_of = kind_of, names = names, typename = typename, constraints_of = constraints_of,
+              row_constant = row_constant, cmds = cmds }
+
+-- ================================================================ rules
 
 --- Register a rule (teams call this from orch.lint.lua or a recipe).
 function lint.add_rule(rule)
@@ -41,182 +180,630 @@ end
 
 local add = lint.add_rule
 
+-- Each command of an ALTER TABLE on an existing table: fn(cmd) returns a
+-- message (or message, location) for the findings.
+local function per_cmd(fn)
+  return function(s, ctx)
+    if not is_table_alter(s) or not ctx.is_existing(relname(s.node.relation)) then return nil end
+    local out = {}
+    for _, c in ipairs(cmds(s)) do
+      local msg, loc = fn(c, s, ctx)
+      if msg then out[#out + 1] = { message = msg, location = loc } end
+    end
+    return out
+  end
+end
+
+local function coldef(c) return c.def and c.def.ColumnDef end
+
 add { id = "OR001", name = "drop-table", severity = "warning",
   hint = "make sure no running code reads the table and that a verified backup exists; consider renaming it first and dropping it in a later release",
-  check = function(s) if s.norm:match("^DROP TABLE") then return "drops a table and its data" end end }
+  check = function(s, ctx)
+    if s.kind == "DropStmt" and s.node.removeType == "OBJECT_TABLE" then
+      local out = {}
+      for _, o in ipairs(list(s.node.objects)) do
+        local n = names(o.List and o.List.items)
+        if ctx.is_existing(n[#n]) then out[#out + 1] = "drops table " .. table.concat(n, ".") .. " and its data" end
+      end
+      return out
+    end
+  end }
 
 add { id = "OR002", name = "drop-column", severity = "warning",
   hint = "deploy code that no longer uses the column first (expand/contract), then drop it in a later migration",
-  check = function(s) if s.norm:match("^ALTER TABLE .- DROP COLUMN") or s.norm:match("^ALTER TABLE .- DROP [%w_\"]+ ?[;,]?$") and not s.norm:match("CONSTRAINT") then return "drops a column and its data" end end }
+  check = per_cmd(function(c, s)
+    if c.subtype == "AT_DropColumn" then return "drops column " .. tostring(c.name) .. " of " .. reltext(s.node.relation) .. " and its data" end
+  end) }
 
 add { id = "OR003", name = "rename-column", severity = "error",
   hint = "running code still uses the old name: add the new column, write both, backfill, switch reads, then drop the old one",
-  check = function(s) if s.norm:match("^ALTER TABLE .- RENAME COLUMN") or s.norm:match("^ALTER TABLE .- RENAME [%w_\"]+ TO") then return "renames a column that running code may still use" end end }
+  check = function(s, ctx)
+    if s.kind == "RenameStmt" and s.node.renameType == "OBJECT_COLUMN" and ctx.is_existing(relname(s.node.relation)) then
+      return string.format("renames column %s of %s to %s while running code may still use it", s.node.subname, reltext(s.node.relation), s.node.newname)
+    end
+  end }
 
+local renamed_objects = { OBJECT_TABLE = "table", OBJECT_VIEW = "view", OBJECT_MATVIEW = "materialized view",
+  OBJECT_FOREIGN_TABLE = "foreign table", OBJECT_SCHEMA = "schema", OBJECT_TYPE = "type", OBJECT_DOMAIN = "domain",
+  OBJECT_FUNCTION = "function", OBJECT_SEQUENCE = "sequence" }
 add { id = "OR004", name = "rename-table", severity = "error",
-  hint = "create the new table (or a view with the new name) and move readers over before dropping the old name",
-  check = function(s) if s.norm:match("^ALTER TABLE [%w_.\"]+ RENAME TO") then return "renames a table that running code may still use" end end }
+  hint = "create the new name beside the old one (a table, or a view with the new name) and move readers over before dropping the old name",
+  check = function(s, ctx)
+    if s.kind ~= "RenameStmt" then return nil end
+    local what = renamed_objects[s.node.renameType]
+    if not what then return nil end
+    if s.node.relation and not ctx.is_existing(relname(s.node.relation)) then return nil end
+    local old = s.node.relation and reltext(s.node.relation) or s.node.subname or "?"
+    return string.format("renames %s %s to %s while running code may still use the old name", what, old, s.node.newname)
+  end }
 
 add { id = "OR005", name = "change-column-type", severity = "warning",
-  hint = "most type changes rewrite the table under an ACCESS EXCLUSIVE lock: add a new column, backfill it in batches (a Lua migration with ctx.batch), then switch",
-  check = function(s, ctx)
-    if s.norm:match("^ALTER TABLE .- ALTER COLUMN [%w_\"]+ TYPE ") or s.norm:match("^ALTER TABLE .- ALTER COLUMN [%w_\"]+ SET DATA TYPE ")
-      or s.norm:match("^ALTER TABLE .- ALTER [%w_\"]+ TYPE ") then
-      if is_existing(ctx, altered_table(s.norm)) then return "changes a column's type on an existing table" end
+  hint = "most type changes rewrite the table and its indexes under an ACCESS EXCLUSIVE lock: add a new column, backfill it in batches (a Lua migration with ctx.batch), then switch",
+  check = per_cmd(function(c, s)
+    if c.subtype == "AT_AlterColumnType" then
+      local d = coldef(c)
+      local t = d and typename(d.typeName)
+      -- to text or an unlimited varchar rewrites nothing when the column was varchar/text; orch does not know what it was
+      return string.format("changes the type of column %s of %s to %s (a rewrite unless binary compatible)", tostring(c.name), reltext(s.node.relation), tostring(t)),
+        d and d.location
     end
-  end }
+  end) }
 
 add { id = "OR006", name = "not-null-without-default", severity = "error",
-  hint = "adding a NOT NULL column without a DEFAULT fails as soon as the table has rows: add it with a DEFAULT, or nullable then backfill and add the constraint",
-  check = function(s, ctx)
-    local n = s.norm
-    if n:match("^ALTER TABLE .- ADD ") and n:match(" NOT NULL") and not n:match(" DEFAULT ") and not n:match("ADD CONSTRAINT")
-      and not n:match("GENERATED") and is_existing(ctx, altered_table(n)) then
-      return "adds a NOT NULL column without a DEFAULT to an existing table"
+  hint = "adding a NOT NULL column without a DEFAULT fails as soon as the table has rows: add it with a DEFAULT, or nullable, then backfill and add the constraint",
+  check = per_cmd(function(c, s)
+    if c.subtype ~= "AT_AddColumn" then return nil end
+    local d = coldef(c)
+    local notnull, default
+    for _, k in ipairs(constraints_of(d)) do
+      if k.contype == "CONSTR_NOTNULL" or k.contype == "CONSTR_PRIMARY" then notnull = true end
+      if k.contype == "CONSTR_DEFAULT" or k.contype == "CONSTR_IDENTITY" or k.contype == "CONSTR_GENERATED" then default = true end
     end
-  end }
+    local t = d and typename(d.typeName)
+    if t and t:match("serial$") then default = true end
+    if notnull and not default then
+      return string.format("adds NOT NULL column %s to %s without a DEFAULT", tostring(d.colname), reltext(s.node.relation)), d.location
+    end
+  end) }
 
 add { id = "OR007", name = "set-not-null", severity = "warning",
   hint = "SET NOT NULL scans the whole table under ACCESS EXCLUSIVE: first ADD CONSTRAINT ... CHECK (col IS NOT NULL) NOT VALID, VALIDATE it in a later migration, then SET NOT NULL (no scan since PostgreSQL 12)",
-  check = function(s, ctx)
-    if s.norm:match("^ALTER TABLE .- ALTER COLUMN [%w_\"]+ SET NOT NULL") and is_existing(ctx, altered_table(s.norm)) then
-      return "sets NOT NULL on an existing column (full table scan under an exclusive lock)"
+  check = per_cmd(function(c, s, ctx)
+    if c.subtype == "AT_SetNotNull" then
+      local t = relname(s.node.relation)
+      if ctx.pg_version >= 12 and ctx.not_null_checked(t, c.name) then return nil end
+      return string.format("sets NOT NULL on column %s of %s (a full table scan under an exclusive lock)", tostring(c.name), reltext(s.node.relation))
     end
-  end }
+  end) }
 
 add { id = "OR008", name = "index-not-concurrent", severity = "warning",
   hint = "CREATE INDEX blocks writes for the whole build: use CREATE INDEX CONCURRENTLY in a file that starts with '-- orch: transaction=false'",
   check = function(s, ctx)
-    local n = s.norm
-    if (n:match("^CREATE INDEX") or n:match("^CREATE UNIQUE INDEX")) and not n:match("CONCURRENTLY") then
-      local t = tname(n:match(" ON ONLY ([%w_.\"]+)") or n:match(" ON ([%w_.\"]+)"))
-      if is_existing(ctx, t) then return "builds an index on an existing table without CONCURRENTLY" end
+    if s.kind == "IndexStmt" and not s.node.concurrent and ctx.is_existing(relname(s.node.relation)) then
+      return "builds index " .. tostring(s.node.idxname or "") .. " on " .. reltext(s.node.relation) .. " without CONCURRENTLY"
     end
   end }
 
 add { id = "OR009", name = "foreign-key-not-valid", severity = "warning",
   hint = "validating a new foreign key scans the table under a lock on both tables: add it NOT VALID, then VALIDATE CONSTRAINT in a later migration",
-  check = function(s, ctx)
-    local n = s.norm
-    if n:match("^ALTER TABLE .- ADD .-FOREIGN KEY") and not n:match("NOT VALID") and is_existing(ctx, altered_table(n)) then
-      return "adds a foreign key to an existing table without NOT VALID"
+  check = per_cmd(function(c, s)
+    if c.subtype == "AT_AddConstraint" then
+      local k = c.def and c.def.Constraint
+      if k and k.contype == "CONSTR_FOREIGN" and not k.skip_validation then
+        return "adds foreign key " .. (k.conname or "") .. " to " .. reltext(s.node.relation) .. " without NOT VALID", k.location
+      end
+    elseif c.subtype == "AT_AddColumn" then
+      for _, k in ipairs(constraints_of(coldef(c))) do
+        if k.contype == "CONSTR_FOREIGN" then
+          return "adds column " .. tostring(coldef(c).colname) .. " with an inline foreign key (REFERENCES) to " .. reltext(s.node.relation) ..
+            ": it cannot be NOT VALID", k.location
+        end
+      end
     end
-  end }
+  end) }
 
 add { id = "OR010", name = "check-not-valid", severity = "warning",
   hint = "a new CHECK scans the whole table under ACCESS EXCLUSIVE: add it NOT VALID, then VALIDATE CONSTRAINT in a later migration",
-  check = function(s, ctx)
-    local n = s.norm
-    if n:match("^ALTER TABLE .- ADD CONSTRAINT [%w_\"]+ CHECK") and not n:match("NOT VALID") and is_existing(ctx, altered_table(n)) then
-      return "adds a CHECK constraint to an existing table without NOT VALID"
+  check = per_cmd(function(c, s)
+    if c.subtype == "AT_AddConstraint" then
+      local k = c.def and c.def.Constraint
+      if k and k.contype == "CONSTR_CHECK" and not k.skip_validation then
+        return "adds CHECK constraint " .. (k.conname or "") .. " to " .. reltext(s.node.relation) .. " without NOT VALID", k.location
+      end
+    elseif c.subtype == "AT_AddColumn" then
+      for _, k in ipairs(constraints_of(coldef(c))) do
+        if k.contype == "CONSTR_CHECK" then
+          return "adds column " .. tostring(coldef(c).colname) .. " with an inline CHECK to " .. reltext(s.node.relation) .. " (checked against every row)", k.location
+        end
+      end
     end
-  end }
+  end) }
 
 add { id = "OR011", name = "unique-constraint-locks", severity = "warning",
-  hint = "build the index first with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX",
+  hint = "build the index first with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE (or PRIMARY KEY) USING INDEX",
+  check = per_cmd(function(c, s)
+    if c.subtype == "AT_AddConstraint" then
+      local k = c.def and c.def.Constraint
+      if k and (k.contype == "CONSTR_UNIQUE" or k.contype == "CONSTR_PRIMARY" or k.contype == "CONSTR_EXCLUSION") and not k.indexname then
+        local what = k.contype == "CONSTR_PRIMARY" and "a PRIMARY KEY" or k.contype == "CONSTR_UNIQUE" and "a UNIQUE constraint" or "an EXCLUDE constraint"
+        return "adds " .. what .. " to " .. reltext(s.node.relation) .. " without an existing index (built under an exclusive lock)", k.location
+      end
+    elseif c.subtype == "AT_AddColumn" then
+      for _, k in ipairs(constraints_of(coldef(c))) do
+        if k.contype == "CONSTR_UNIQUE" or k.contype == "CONSTR_PRIMARY" then
+          return "adds column " .. tostring(coldef(c).colname) .. " declared " .. (k.contype == "CONSTR_PRIMARY" and "PRIMARY KEY" or "UNIQUE") ..
+            " inline to " .. reltext(s.node.relation) .. " (its index is built under an exclusive lock)", k.location
+        end
+      end
+    end
+  end) }
+
+add { id = "OR012", name = "volatile-default", severity = "warning",
+  hint = "a DEFAULT that differs from row to row (random(), clock_timestamp(), gen_random_uuid(), nextval/serial) rewrites the whole table; before PostgreSQL 11 any DEFAULT does: add the column without it, set the default, backfill in batches",
+  check = per_cmd(function(c, s, ctx)
+    if c.subtype ~= "AT_AddColumn" then return nil end
+    local d = coldef(c)
+    local t = d and typename(d.typeName)
+    if t and t:match("serial%d?$") then
+      return "adds " .. t .. " column " .. tostring(d.colname) .. " to " .. reltext(s.node.relation) .. " (nextval() for every row: a table rewrite)", d.location
+    end
+    for _, k in ipairs(constraints_of(d)) do
+      if k.contype == "CONSTR_DEFAULT" then
+        local ok, why = row_constant(k.raw_expr)
+        if not ok then
+          return "adds column " .. tostring(d.colname) .. " to " .. reltext(s.node.relation) .. " with a volatile DEFAULT (" .. tostring(why) .. "): a table rewrite", k.location
+        elseif ctx.pg_version < 11 then
+          return "adds column " .. tostring(d.colname) .. " with a DEFAULT to " .. reltext(s.node.relation) .. " (a table rewrite before PostgreSQL 11)", k.location
+        end
+      elseif k.contype == "CONSTR_IDENTITY" then
+        return "adds identity column " .. tostring(d.colname) .. " to " .. reltext(s.node.relation) .. " (every row gets a value: a table rewrite)", k.location
+      end
+    end
+  end) }
+
+add { id = "OR013", name = "lock-table", severity = "warning",
+  hint = "an explicit LOCK TABLE blocks readers or writers until the migration commits; keep the migration short or avoid the lock",
+  check = function(s) if s.kind == "LockStmt" then return "takes an explicit table lock" end end }
+
+add { id = "OR014", name = "truncate", severity = "warning",
+  hint = "TRUNCATE removes every row; make sure this is meant for every environment (use '-- orch: env=dev' for dev-only resets)",
   check = function(s, ctx)
-    local n = s.norm
-    if n:match("^ALTER TABLE .- ADD CONSTRAINT [%w_\"]+ UNIQUE") or n:match("^ALTER TABLE .- ADD CONSTRAINT [%w_\"]+ PRIMARY KEY")
-      or n:match("^ALTER TABLE .- ADD PRIMARY KEY") or n:match("^ALTER TABLE .- ADD UNIQUE") then
-      if not n:match("USING INDEX") and is_existing(ctx, altered_table(n)) then
-        return "adds a UNIQUE/PRIMARY KEY constraint to an existing table (index built under an exclusive lock)"
+    if s.kind == "TruncateStmt" then
+      for _, r in ipairs(list(s.node.relations)) do
+        if ctx.is_existing(relname(r.RangeVar)) then return "truncates " .. reltext(r.RangeVar) end
       end
     end
   end }
 
-add { id = "OR012", name = "volatile-default", severity = "warning",
-  hint = "a volatile DEFAULT (random(), clock_timestamp(), gen_random_uuid()) rewrites the whole table: add the column without it, set the default, backfill in batches",
+add { id = "OR015", name = "table-rewrite", severity = "warning",
+  hint = "VACUUM FULL, CLUSTER and ALTER TABLE SET TABLESPACE / SET LOGGED / SET UNLOGGED / SET ACCESS METHOD rewrite the table under ACCESS EXCLUSIVE; schedule them outside deployments (pg_repack rewrites online)",
   check = function(s, ctx)
-    local n = s.norm
-    if n:match("^ALTER TABLE .- ADD ") and (n:match("DEFAULT [%w_.]*RANDOM%(") or n:match("DEFAULT [%w_.]*CLOCK_TIMESTAMP%(")
-      or n:match("DEFAULT [%w_.]*GEN_RANDOM_UUID%(") or n:match("DEFAULT [%w_.]*UUID_GENERATE")) and is_existing(ctx, altered_table(n)) then
-      return "adds a column with a volatile DEFAULT to an existing table (table rewrite)"
+    if s.kind == "VacuumStmt" and s.node.is_vacuumcmd and has_option(s.node.options, "full") then return "VACUUM FULL rewrites the table under an exclusive lock" end
+    if s.kind == "ClusterStmt" then return "CLUSTER rewrites the table under an exclusive lock" end
+    if is_table_alter(s) and ctx.is_existing(relname(s.node.relation)) then
+      for _, c in ipairs(cmds(s)) do
+        if c.subtype == "AT_SetTableSpace" or c.subtype == "AT_SetLogged" or c.subtype == "AT_SetUnLogged" or c.subtype == "AT_SetAccessMethod" then
+          return "ALTER TABLE " .. reltext(s.node.relation) .. " " .. c.subtype:gsub("^AT_", "") .. " rewrites the table under an exclusive lock"
+        end
+      end
     end
   end }
-
-add { id = "OR013", name = "lock-table", severity = "warning",
-  hint = "an explicit LOCK TABLE blocks readers or writers until the migration commits; keep the migration short or avoid the lock",
-  check = function(s) if s.norm:match("^LOCK ") then return "takes an explicit table lock" end end }
-
-add { id = "OR014", name = "truncate", severity = "warning",
-  hint = "TRUNCATE removes every row; make sure this is meant for every environment (use '-- orch: env=dev' for dev-only resets)",
-  check = function(s) if s.norm:match("^TRUNCATE") then return "truncates a table" end end }
-
-add { id = "OR015", name = "table-rewrite", severity = "warning",
-  hint = "VACUUM FULL and CLUSTER rewrite the table under ACCESS EXCLUSIVE; schedule them outside deployments",
-  check = function(s) if s.norm:match("^VACUUM FULL") or s.norm:match("^VACUUM %(FULL") or s.norm:match("^CLUSTER") then return "rewrites a table under an exclusive lock" end end }
 
 add { id = "OR016", name = "unbatched-update", severity = "warning",
   hint = "one UPDATE/DELETE over a whole table holds row locks for the whole run and bloats it: write a Lua migration with ctx.batch{...}",
   check = function(s, ctx)
-    local n = s.norm
-    local t = tname(n:match("^UPDATE ONLY ([%w_.\"]+)") or n:match("^UPDATE ([%w_.\"]+)") or n:match("^DELETE FROM ([%w_.\"]+)"))
-    if t and not n:match(" WHERE ") and is_existing(ctx, t) then return "updates or deletes every row of an existing table in one statement" end
+    if (s.kind == "UpdateStmt" or s.kind == "DeleteStmt") and not s.node.whereClause and ctx.is_existing(relname(s.node.relation)) then
+      return (s.kind == "UpdateStmt" and "updates" or "deletes") .. " every row of " .. reltext(s.node.relation) .. " in one statement"
+    end
   end }
 
-add { id = "OR017", name = "drop-index-not-concurrent", severity = "info",
+add { id = "OR017", name = "drop-index-not-concurrent", severity = "warning",
   hint = "DROP INDEX takes an ACCESS EXCLUSIVE lock on the table; DROP INDEX CONCURRENTLY (in a transaction=false file) does not",
-  check = function(s) if s.norm:match("^DROP INDEX") and not s.norm:match("CONCURRENTLY") then return "drops an index without CONCURRENTLY" end end }
+  check = function(s) if s.kind == "DropStmt" and s.node.removeType == "OBJECT_INDEX" and not s.node.concurrent then return "drops an index without CONCURRENTLY" end end }
 
 add { id = "OR018", name = "refresh-not-concurrent", severity = "info",
   hint = "REFRESH MATERIALIZED VIEW blocks readers; with a unique index use REFRESH MATERIALIZED VIEW CONCURRENTLY",
-  check = function(s) if s.norm:match("^REFRESH MATERIALIZED VIEW") and not s.norm:match("CONCURRENTLY") then return "refreshes a materialized view without CONCURRENTLY" end end }
+  check = function(s) if s.kind == "RefreshMatViewStmt" and not s.node.concurrent then return "refreshes a materialized view without CONCURRENTLY" end end }
 
---- Lint one SQL text. Returns a list of findings
--- { rule, name, severity, file, line, message, hint, statement }.
-function lint.check_sql(text, file, opts)
-  opts = opts or {}
-  local findings = {}
-  local ctx = { file = file, created = {}, transactional = opts.transactional ~= false }
-  for _, st in ipairs(files.split_sql(text)) do
-    local norm = files.normalize(st.sql)
-    local s = { sql = st.sql, norm = norm, line = st.line }
-    local ignore = st.sql:match("orch:lint%-ignore([^\n]*)")
-    for _, rule in ipairs(lint.rules) do
-      local skip = ignore and (ignore:match("^%s*$") or ignore:find(rule.id, 1, true) or (rule.name and ignore:find(rule.name, 1, true)))
-      if not skip then
-        local ok, msg = pcall(rule.check, s, ctx)
-        if not ok then msg = "rule failed: " .. tostring(msg) end
-        if msg then
-          findings[#findings + 1] = { rule = rule.id, name = rule.name, severity = rule.severity, file = file,
-            line = st.line, message = msg, hint = rule.hint, statement = norm:sub(1, 120) }
+add { id = "OR019", name = "stored-generated-column", severity = "warning",
+  hint = "adding a stored generated column computes it for every row: a table rewrite under ACCESS EXCLUSIVE; add a plain column, backfill in batches, keep it current with a trigger",
+  check = per_cmd(function(c, s)
+    if c.subtype ~= "AT_AddColumn" then return nil end
+    for _, k in ipairs(constraints_of(coldef(c))) do
+      if k.contype == "CONSTR_GENERATED" then
+        return "adds stored generated column " .. tostring(coldef(c).colname) .. " to " .. reltext(s.node.relation) .. " (a table rewrite)", k.location
+      end
+    end
+  end) }
+
+add { id = "OR020", name = "truncate-cascade", severity = "error",
+  hint = "TRUNCATE ... CASCADE also empties every table that references this one, however far: truncate the tables you mean by name",
+  check = function(s) if s.kind == "TruncateStmt" and s.node.behavior == "DROP_CASCADE" then return "TRUNCATE CASCADE empties every referencing table too" end end }
+
+add { id = "OR021", name = "drop-not-null", severity = "warning",
+  hint = "code that reads the column may assume it is never NULL: make readers handle NULL first, then drop the constraint",
+  check = per_cmd(function(c, s)
+    if c.subtype == "AT_DropNotNull" then return "drops NOT NULL from column " .. tostring(c.name) .. " of " .. reltext(s.node.relation) end
+  end) }
+
+add { id = "OR022", name = "reindex-not-concurrent", severity = "warning",
+  hint = "REINDEX blocks writes (and reads using the index) while it runs: REINDEX ... CONCURRENTLY (PostgreSQL 12+, in a transaction=false file)",
+  check = function(s, ctx)
+    if s.kind == "ReindexStmt" and not has_option(s.node.params, "concurrently") and not s.node.concurrent then
+      if ctx.pg_version < 12 then return nil end -- no CONCURRENTLY to suggest before 12
+      return "REINDEX without CONCURRENTLY locks the table"
+    end
+  end }
+
+add { id = "OR023", name = "drop-database", severity = "error",
+  hint = "a migration should never drop a database: do it by hand, after a verified backup",
+  check = function(s) if s.kind == "DropdbStmt" then return "drops database " .. tostring(s.node.dbname) end end }
+
+local function concurrent_kind(s)
+  if s.kind == "IndexStmt" and s.node.concurrent then return "CREATE INDEX CONCURRENTLY" end
+  if s.kind == "DropStmt" and s.node.concurrent then return "DROP INDEX CONCURRENTLY" end
+  if s.kind == "ReindexStmt" and has_option(s.node.params, "concurrently") then return "REINDEX CONCURRENTLY" end
+  if s.kind == "AlterTableStmt" then
+    for _, c in ipairs(cmds(s)) do
+      if c.subtype == "AT_DetachPartition" and c.def and c.def.PartitionCmd and c.def.PartitionCmd.concurrent then return "DETACH PARTITION CONCURRENTLY" end
+    end
+  end
+end
+
+add { id = "OR024", name = "concurrently-in-transaction", severity = "error",
+  hint = "PostgreSQL refuses this inside a transaction block (and migrate refuses the file): put it in a file of its own that starts with '-- orch: transaction=false'",
+  check = function(s, ctx)
+    local k = concurrent_kind(s)
+    if k and (ctx.transactional or ctx.in_explicit_tx) then return k .. " cannot run inside a transaction" end
+  end }
+
+add { id = "OR025", name = "validate-in-same-transaction", severity = "warning",
+  hint = "VALIDATE CONSTRAINT in the transaction that added the constraint NOT VALID keeps the add's lock for the whole scan: validate in a later migration",
+  check = per_cmd(function(c, s, ctx)
+    if c.subtype == "AT_ValidateConstraint" and ctx.tx_not_valid[tostring(relname(s.node.relation)) .. "." .. tostring(c.name)] then
+      return "validates constraint " .. tostring(c.name) .. " in the same transaction that added it NOT VALID"
+    end
+  end) }
+
+add { id = "OR026", name = "transaction-control", severity = "error",
+  hint = "orch runs each migration in its own transaction (or with '-- orch: transaction=false' statement by statement): remove BEGIN/COMMIT/ROLLBACK from the file",
+  check = function(s, ctx)
+    if s.kind == "TransactionStmt" and ctx.transactional then
+      local k = tostring(s.node.kind):gsub("^TRANS_STMT_", "")
+      if k == "SAVEPOINT" or k == "RELEASE" or k == "ROLLBACK_TO" then return nil end
+      return "explicit " .. k:gsub("_", " ") .. " inside a migration that runs in a transaction (migrate refuses it)"
+    end
+  end }
+
+add { id = "OR027", name = "domain-with-constraint", severity = "warning",
+  hint = "constraints on a domain are checked against every column using it whenever they change, under locks you cannot see from the table: put the CHECK on the tables instead",
+  check = function(s)
+    if s.kind == "CreateDomainStmt" then
+      for _, c in ipairs(list(s.node.constraints)) do
+        local k = c.Constraint
+        if k and k.contype == "CONSTR_CHECK" then return "creates domain " .. qualified(s.node.domainname) .. " with a CHECK constraint", k.location end
+      end
+    end
+  end }
+
+add { id = "OR028", name = "alter-domain-add-constraint", severity = "warning",
+  hint = "ALTER DOMAIN ... ADD CONSTRAINT scans every column of every table using the domain; add it NOT VALID and VALIDATE later, or constrain the tables",
+  check = function(s)
+    if s.kind == "AlterDomainStmt" and s.node.subtype == "C" then
+      local k = s.node.def and s.node.def.Constraint
+      if not (k and k.skip_validation) then return "adds a constraint to domain " .. qualified(s.node.typeName) .. " (checked against every row using it)" end
+    end
+  end }
+
+add { id = "OR029", name = "enum-value-in-transaction", severity = "error",
+  hint = "before PostgreSQL 12, ALTER TYPE ... ADD VALUE cannot run in a transaction block: put it in a file that starts with '-- orch: transaction=false'",
+  check = function(s, ctx)
+    if s.kind == "AlterEnumStmt" and s.node.newVal and not s.node.oldVal and ctx.pg_version < 12 and ctx.transactional then
+      return "ALTER TYPE " .. qualified(s.node.typeName) .. " ADD VALUE inside a transaction (refused before PostgreSQL 12)"
+    end
+  end }
+
+-- the columns a statement defines: CREATE TABLE's and ALTER TABLE ADD COLUMN's
+local function columns(s)
+  local out = {}
+  if s.kind == "CreateStmt" then
+    for _, e in ipairs(list(s.node.tableElts)) do if e.ColumnDef then out[#out + 1] = e.ColumnDef end end
+  elseif is_table_alter(s) then
+    for _, c in ipairs(cmds(s)) do
+      if c.subtype == "AT_AddColumn" and coldef(c) then out[#out + 1] = coldef(c) end
+      if c.subtype == "AT_AlterColumnType" and coldef(c) then
+        local d = coldef(c)
+        out[#out + 1] = { colname = c.name, typeName = d.typeName, location = d.location }
+      end
+    end
+  end
+  return out
+end
+
+local function typed_columns(pred)
+  return function(s)
+    local out = {}
+    for _, d in ipairs(columns(s)) do
+      local t, schema = typename(d.typeName)
+      local msg = t and pred(t, schema, d)
+      if msg then out[#out + 1] = { message = "column " .. tostring(d.colname) .. " " .. msg, location = d.location } end
+    end
+    return out
+  end
+end
+
+add { id = "OR030", name = "prefer-identity", severity = "warning",
+  hint = "serial creates a sequence the column does not own by standard rules (permissions, dumps, copies): use integer GENERATED ALWAYS AS IDENTITY",
+  check = typed_columns(function(t, schema) if not schema and (t == "serial" or t == "bigserial" or t == "smallserial" or t:match("^serial%d$")) then return "is " .. t .. " rather than an identity column" end end) }
+
+add { id = "OR031", name = "prefer-timestamptz", severity = "warning",
+  hint = "timestamp without time zone stores wall-clock time with no zone: use timestamptz",
+  check = typed_columns(function(t, schema) if t == "timestamp" and schema == "pg_catalog" then return "is timestamp without time zone" end end) }
+
+add { id = "OR032", name = "prefer-text-over-char", severity = "warning",
+  hint = "char(n) pads with blanks and is no faster: use text (with a CHECK on length if needed)",
+  check = typed_columns(function(t, schema) if t == "bpchar" and schema == "pg_catalog" then return "is char(n)" end end) }
+
+local small_ints = { int4 = "integer", int2 = "smallint", serial = "serial", serial4 = "serial", smallserial = "smallserial", serial2 = "smallserial" }
+add { id = "OR033", name = "prefer-bigint-key", severity = "warning",
+  hint = "an integer key runs out at 2^31 and changing it later rewrites the table and every referencing one: use bigint",
+  check = function(s)
+    local out = {}
+    local pk = {}
+    if s.kind == "CreateStmt" then
+      for _, e in ipairs(list(s.node.tableElts)) do
+        local k = e.Constraint
+        if k and k.contype == "CONSTR_PRIMARY" then for _, n in ipairs(names(k.keys)) do pk[n] = true end end
+      end
+    end
+    for _, d in ipairs(columns(s)) do
+      local t = typename(d.typeName)
+      local is_pk = pk[d.colname]
+      for _, k in ipairs(constraints_of(d)) do if k.contype == "CONSTR_PRIMARY" then is_pk = true end end
+      if is_pk and small_ints[t] then
+        out[#out + 1] = { message = "primary key column " .. tostring(d.colname) .. " is " .. small_ints[t], location = d.location }
+      end
+    end
+    return out
+  end }
+
+add { id = "OR034", name = "detach-partition-locks", severity = "warning",
+  hint = "DETACH PARTITION takes ACCESS EXCLUSIVE on the parent; on PostgreSQL 14+ use DETACH PARTITION ... CONCURRENTLY in a transaction=false file",
+  check = function(s, ctx)
+    if ctx.pg_version < 14 or not is_table_alter(s) or not ctx.is_existing(relname(s.node.relation)) then return nil end
+    for _, c in ipairs(cmds(s)) do
+      local p = c.subtype == "AT_DetachPartition" and c.def and c.def.PartitionCmd
+      if p and not p.concurrent then return "detaches a partition of " .. reltext(s.node.relation) .. " without CONCURRENTLY" end
+    end
+  end }
+
+-- ================================================================ linting
+
+local severities = { error = true, warning = true, info = true, off = true }
+
+local function rule_setting(rule, settings)
+  return settings[rule.id] or (rule.name and settings[rule.name])
+end
+
+-- The rule ids and names listed after a marker in text, as a set; the
+-- empty set when nothing follows (every rule).
+local function listed(rest)
+  local set, any = {}, false
+  for w in rest:gmatch("[%w_%-]+") do set[w] = true; any = true end
+  return set, any
+end
+
+-- -- orch:lint-disable ID, ... lines of a file: rules off for the whole file.
+local function file_disabled(text)
+  local set, all = {}, false
+  for rest in text:gmatch("%-%-%s*orch:lint%-disable([^\n]*)") do
+    local s, any = listed(rest)
+    if not any then all = true end
+    for k in pairs(s) do set[k] = true end
+  end
+  return set, all
+end
+
+local function line_offsets(text)
+  local at, line = 1, 1
+  return function(pos)
+    if pos < at then at, line = 1, 1 end
+    while true do
+      local nl = text:find("\n", at, true)
+      if not nl or nl >= pos then break end
+      line, at = line + 1, nl + 1
+    end
+    return line
+  end
+end
+
+--- A fresh state shared by the files of one release (tables created, NOT
+-- NULL proven by validated CHECKs). lint.run uses one per release.
+function lint.new_state()
+  return { created = {}, checked = {}, check_names = {} }
+end
+
+-- Remember what a statement leaves behind for the statements after it.
+local function learn(s, state, tx)
+  local k, n = s.kind, s.node
+  if k == "CreateStmt" then state.created[relname(n.relation) or "?"] = true
+    for _, e in ipairs(list(n.tableElts)) do
+      local c = e.Constraint
+      local col = c and c.contype == "CONSTR_CHECK" and not_null_column(c.raw_expr)
+      if col then state.checked[relname(n.relation) .. "." .. col] = true end
+      if e.ColumnDef then
+        for _, cc in ipairs(constraints_of(e.ColumnDef)) do
+          if cc.contype == "CONSTR_CHECK" and not_null_column(cc.raw_expr) then state.checked[relname(n.relation) .. "." .. e.ColumnDef.colname] = true end
         end
       end
     end
-    local created = norm:match("^CREATE TABLE IF NOT EXISTS ([%w_.\"]+)") or norm:match("^CREATE TABLE ([%w_.\"]+)")
-      or norm:match("^CREATE UNLOGGED TABLE ([%w_.\"]+)") or norm:match("^CREATE MATERIALIZED VIEW ([%w_.\"]+)")
-    if created then ctx.created[tname(created)] = true end
+  elseif k == "CreateTableAsStmt" then
+    local into = n.into and n.into.IntoClause or n.into
+    local rel = into and into.rel
+    if rel then state.created[relname(rel) or "?"] = true end
+  elseif k == "AlterTableStmt" then
+    local t = relname(n.relation) or "?"
+    for _, c in ipairs(cmds(s)) do
+      local ct = c.def and c.def.Constraint
+      if c.subtype == "AT_AddConstraint" and ct and ct.contype == "CONSTR_CHECK" then
+        local col = not_null_column(ct.raw_expr)
+        if ct.conname then state.check_names[t .. "." .. ct.conname] = col or false end
+        if ct.skip_validation then
+          if ct.conname then tx.not_valid[t .. "." .. ct.conname] = true end
+        elseif col then state.checked[t .. "." .. col] = true end
+      elseif c.subtype == "AT_AddConstraint" and ct and ct.skip_validation and ct.conname then
+        tx.not_valid[t .. "." .. ct.conname] = true
+      elseif c.subtype == "AT_ValidateConstraint" then
+        local col = state.check_names[t .. "." .. tostring(c.name)]
+        if col then state.checked[t .. "." .. col] = true end
+      end
+    end
+  elseif k == "RenameStmt" and n.renameType == "OBJECT_TABLE" and n.relation then
+    if state.created[relname(n.relation)] then state.created[n.newname] = true end
+  elseif k == "TransactionStmt" then
+    if n.kind == "TRANS_STMT_BEGIN" or n.kind == "TRANS_STMT_START" then tx.explicit = true
+    elseif n.kind == "TRANS_STMT_COMMIT" or n.kind == "TRANS_STMT_ROLLBACK" then tx.explicit = false; tx.not_valid = {} end
+  end
+end
+
+local function as_findings(res)
+  if res == nil or res == false then return {} end
+  if type(res) == "string" then return { { message = res } } end
+  if type(res) == "table" then
+    local out = {}
+    for _, r in ipairs(res) do
+      if type(r) == "string" then out[#out + 1] = { message = r }
+      elseif type(r) == "table" and r.message then out[#out + 1] = r end
+    end
+    if res.message then out[#out + 1] = res end
+    return out
+  end
+  return { { message = tostring(res) } }
+end
+
+--- Lint one SQL text. opts: transactional (default: from the file's
+-- directives, else true), pg_version (default lint.config.pg_version),
+-- severity (overrides, id or name -> level or "off"), state (shared by the
+-- files of a release). Returns a list of findings
+-- { rule, name, severity, file, line, message, hint, statement }.
+-- A file the parser rejects gives one finding OR000 (parse-error) with the
+-- parser's message and line:column.
+function lint.check_sql(text, file, opts)
+  opts = opts or {}
+  file = file or "(sql)"
+  local findings = {}
+  local transactional = opts.transactional
+  if transactional == nil then
+    local ok, d = pcall(files.directives, text, file)
+    transactional = not (ok and d.transaction == false)
+  end
+  local settings = {}
+  for k, v in pairs(lint.config.severity or {}) do settings[k] = v end
+  for k, v in pairs(opts.severity or {}) do settings[k] = v end
+  local pg_version = opts.pg_version or lint.config.pg_version or 12
+  local state = opts.state or lint.new_state()
+  local off_in_file, all_off = file_disabled(text)
+  if all_off then return findings end
+
+  local ok, stmts = pcall(files.split_sql, text, nil, { trees = true })
+  if not ok then
+    local msg = type(stmts) == "table" and stmts.message or tostring(stmts)
+    local line, col, rest = msg:match("^line (%d+), column (%d+): (.*)$")
+    findings[1] = { rule = "OR000", name = "parse-error", severity = "error", file = file, line = tonumber(line) or 1,
+      column = tonumber(col), message = string.format("%s%s (PostgreSQL %d's parser)", rest or msg, col and (" at column " .. col) or "",
+        require("orch.pgquery").version // 10000),
+      hint = "fix the statement; migrate refuses a file that does not parse (orch reads SQL with libpg_query's PostgreSQL 15 grammar)" }
+    return findings
+  end
+
+  local line_of = line_offsets(text)
+  local tx = { not_valid = {}, explicit = false }
+  for idx, st in ipairs(stmts) do
+    local kind = kind_of(st.tree)
+    local s = { sql = st.sql, norm = files.normalize(st.sql), line = st.line, index = idx, tree = st.tree, kind = kind,
+                node = kind and st.tree[kind] or {}, copy = st.copy }
+    local ctx = {
+      file = file, transactional = transactional, in_explicit_tx = tx.explicit, pg_version = pg_version,
+      created = state.created, tx_not_valid = tx.not_valid,
+      is_new = function(t) return t ~= nil and state.created[t] == true end,
+      is_existing = function(t) return t ~= nil and not state.created[t] end,
+      not_null_checked = function(t, c) return state.checked[tostring(t) .. "." .. tostring(c)] == true end,
+      line_of = function(loc) return loc and line_of(st.base + loc + 1) or st.line end,
+    }
+    local ignore = st.sql:match("orch:lint%-ignore([^\n]*)")
+    local ignored, ignore_any = {}, false
+    if ignore then ignored, ignore_any = listed(ignore) end
+    for _, rule in ipairs(lint.rules) do
+      local level = rule_setting(rule, settings) or rule.severity
+      local skip = level == "off" or off_in_file[rule.id] or (rule.name and off_in_file[rule.name])
+        or (ignore and (not ignore_any or ignored[rule.id] or (rule.name and ignored[rule.name])))
+      if not skip then
+        local okr, res = pcall(rule.check, s, ctx)
+        local list_ = okr and as_findings(res) or { { message = "rule failed: " .. tostring(res) } }
+        for _, f in ipairs(list_) do
+          findings[#findings + 1] = { rule = rule.id, name = rule.name, severity = level, file = file,
+            line = f.location and ctx.line_of(f.location) or st.line, message = f.message, hint = rule.hint,
+            statement = s.norm:sub(1, 120), statement_index = idx }
+        end
+      end
+    end
+    learn(s, state, tx)
+    -- without a transaction each statement commits on its own
+    if not transactional and not tx.explicit then tx.not_valid = {} end
   end
   return findings
 end
 
---- Load team rules from a file returning a list of rules (or calling
--- lint.add_rule itself). Missing file: nothing happens.
+--- Load a project's lint configuration: a file returning a list of team
+-- rules (or calling lint.add_rule itself), optionally with keys pg_version
+-- and severity. Missing file: nothing happens. Returns the number of rules.
 function lint.load_rules(path)
   local f = io.open(path)
   if not f then return 0 end
   f:close()
   local chunk, err = loadfile(path, "t")
   if not chunk then error("lint rules do not parse: " .. err, 0) end
-  local rules = chunk()
+  local conf = chunk()
   local n = 0
-  for _, r in ipairs(type(rules) == "table" and rules or {}) do lint.add_rule(r); n = n + 1 end
+  if type(conf) == "table" then
+    for k, v in pairs(conf) do
+      if k == "pg_version" then
+        if math.type(v) ~= "integer" or v < 9 then error(path .. ": pg_version must be a PostgreSQL major version such as 12", 0) end
+        lint.config.pg_version = v
+      elseif k == "severity" then
+        if type(v) ~= "table" then error(path .. ": severity must be a table such as { OR030 = \"off\" }", 0) end
+        for id, lvl in pairs(v) do
+          if not severities[lvl] then error(string.format("%s: severity of %s must be error, warning, info or off, not %s", path, tostring(id), tostring(lvl)), 0) end
+          lint.config.severity[id] = lvl
+        end
+      elseif math.type(k) ~= "integer" then
+        error(string.format("%s: unknown key %s (known: pg_version, severity, and a list of rules)", path, tostring(k)), 0)
+      end
+    end
+  end
+  for _, r in ipairs(type(conf) == "table" and conf or {}) do lint.add_rule(r); n = n + 1 end
   return n
 end
 
 --- Lint a project (from orch.migrate.load), or only the given entries.
--- SQL files are linted with placeholders left as written. Returns findings.
-function lint.run(project, entries)
+-- SQL files are linted with placeholders left as written. With entries
+-- (a release: migrate's plan), a table created by an earlier entry is new
+-- for the later ones; without, each file stands alone. Returns findings.
+function lint.run(project, entries, opts)
+  opts = opts or {}
+  local release = entries ~= nil and #entries > 0
   entries = entries or {}
   if #entries == 0 then
     for _, e in ipairs(project.versioned) do entries[#entries + 1] = e end
     for _, e in ipairs(project.repeatable) do entries[#entries + 1] = e end
   end
   local all = {}
+  local state = release and lint.new_state() or nil
   for _, e in ipairs(entries) do
     if e.lang == "sql" and e.text then
       local tx = not (e.directives and e.directives.transaction == false)
-      for _, f in ipairs(lint.check_sql(e.text, e.path, { transactional = tx })) do all[#all + 1] = f end
+      local o = { transactional = tx, pg_version = opts.pg_version, severity = opts.severity, state = state }
+      for _, f in ipairs(lint.check_sql(e.text, e.path, o)) do all[#all + 1] = f end
     end
   end
   return all

@@ -1,66 +1,215 @@
--- orch.lint: each built-in rule fires on its risky statement, stays quiet
--- on the safe form, can be suppressed, and teams can add rules.
+-- orch.lint: each built-in rule fires on its risky statement at the right
+-- file:line, stays quiet on a close safe form, knows the target server and
+-- what the file did before, can be turned off per statement, file and
+-- project, and teams can add rules that read the parse tree.
 local lint = require "orch.lint"
 local H = require "helper"
 
-local function ids(sql)
+local function run(sql, opts) return lint.check_sql(sql, "V9__x.sql", opts) end
+
+local function ids(sql, opts)
   local out = {}
-  for _, f in ipairs(lint.check_sql(sql, "V9__x.sql")) do out[#out + 1] = f.rule end
+  for _, f in ipairs(run(sql, opts)) do out[#out + 1] = f.rule end
   table.sort(out)
   return table.concat(out, ",")
 end
 
+local notx = "-- orch: transaction=false\n"
+
+-- { rule, risky, safe [, opts] }: the risky statement is placed on line 3 of
+-- its file; the safe one must give no finding at all.
+local cases = {
+  { "OR001", "DROP TABLE tickets;", "CREATE TABLE scratch (id bigint);\nDROP TABLE scratch;" },
+  { "OR002", "ALTER TABLE tickets DROP COLUMN legacy;", "ALTER TABLE tickets DROP CONSTRAINT legacy_check;" },
+  { "OR003", "ALTER TABLE tickets RENAME COLUMN title TO subject;", "ALTER TABLE tickets RENAME CONSTRAINT a TO b;" },
+  { "OR004", "ALTER TABLE tickets RENAME TO issues;", "CREATE TABLE t_new (id bigint);\nALTER TABLE t_new RENAME TO t_final;" },
+  { "OR005", "ALTER TABLE tickets ALTER COLUMN priority TYPE bigint;", "ALTER TABLE tickets ALTER COLUMN priority SET STATISTICS 500;" },
+  { "OR006", "ALTER TABLE tickets ADD COLUMN region text NOT NULL;", "ALTER TABLE tickets ADD COLUMN region text NOT NULL DEFAULT 'eu';" },
+  { "OR007", "ALTER TABLE tickets ALTER COLUMN region SET NOT NULL;",
+    "ALTER TABLE tickets ADD CONSTRAINT region_nn CHECK (region IS NOT NULL) NOT VALID;\n" ..
+    "ALTER TABLE tickets VALIDATE CONSTRAINT region_nn;\nALTER TABLE tickets ALTER COLUMN region SET NOT NULL;",
+    { transactional = false } },
+  { "OR008", "CREATE INDEX tickets_region ON tickets (region);", notx .. "CREATE INDEX CONCURRENTLY tickets_region ON tickets (region);" },
+  { "OR009", "ALTER TABLE comments ADD CONSTRAINT c_fk FOREIGN KEY (ticket_id) REFERENCES tickets (id);",
+    "ALTER TABLE comments ADD CONSTRAINT c_fk FOREIGN KEY (ticket_id) REFERENCES tickets (id) NOT VALID;" },
+  { "OR009", "ALTER TABLE comments ADD COLUMN owner_id bigint REFERENCES users (id);",
+    "ALTER TABLE comments ADD COLUMN owner_id bigint;" },
+  { "OR010", "ALTER TABLE tickets ADD CONSTRAINT positive CHECK (id > 0);", "ALTER TABLE tickets ADD CONSTRAINT positive CHECK (id > 0) NOT VALID;" },
+  { "OR011", "ALTER TABLE tickets ADD CONSTRAINT tickets_key UNIQUE (key);", "ALTER TABLE tickets ADD CONSTRAINT tickets_key UNIQUE USING INDEX tickets_key_idx;" },
+  { "OR011", "ALTER TABLE tickets ADD PRIMARY KEY (id);", "ALTER TABLE tickets ADD CONSTRAINT tickets_pkey PRIMARY KEY USING INDEX tickets_id_idx;" },
+  { "OR011", "ALTER TABLE tickets ADD COLUMN code text UNIQUE;", "CREATE TABLE codes (code text UNIQUE);" },
+  { "OR012", "ALTER TABLE tickets ADD COLUMN token uuid DEFAULT gen_random_uuid();", "ALTER TABLE tickets ADD COLUMN seen_at timestamptz DEFAULT now();" },
+  { "OR012", "ALTER TABLE tickets ADD COLUMN n int DEFAULT 0;", "ALTER TABLE tickets ADD COLUMN n int DEFAULT 0;", { pg_version = 10 }, { pg_version = 11 } },
+  { "OR013", "LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE;", "SELECT 'LOCK TABLE tickets';" },
+  { "OR014", "TRUNCATE tickets;", "CREATE TABLE staging (id bigint);\nTRUNCATE staging;" },
+  { "OR015", "VACUUM FULL tickets;", notx .. "VACUUM (ANALYZE) tickets;" },
+  { "OR015", "CLUSTER tickets USING tickets_pkey;", "ANALYZE tickets;" },
+  { "OR016", "UPDATE tickets SET region = 'eu';", "UPDATE tickets SET region = 'eu' WHERE id < 1000;" },
+  { "OR016", "DELETE FROM tickets;", "DELETE FROM tickets WHERE closed;" },
+  { "OR017", "DROP INDEX tickets_region;", notx .. "DROP INDEX CONCURRENTLY tickets_region;" },
+  { "OR018", "REFRESH MATERIALIZED VIEW stats;", notx .. "REFRESH MATERIALIZED VIEW CONCURRENTLY stats;" },
+  { "OR019", "ALTER TABLE tickets ADD COLUMN total numeric GENERATED ALWAYS AS (price * qty) STORED;", "ALTER TABLE tickets ADD COLUMN total numeric;" },
+  { "OR020", "TRUNCATE staging CASCADE;", "CREATE TABLE staging (id bigint);\nTRUNCATE staging;" },
+  { "OR021", "ALTER TABLE tickets ALTER COLUMN region DROP NOT NULL;", "ALTER TABLE tickets ALTER COLUMN region DROP DEFAULT;" },
+  { "OR022", "REINDEX INDEX tickets_region;", notx .. "REINDEX INDEX CONCURRENTLY tickets_region;" },
+  { "OR023", "DROP DATABASE old_app;", "CREATE SCHEMA app;" },
+  { "OR024", "CREATE INDEX CONCURRENTLY tickets_region ON tickets (region);", notx .. "CREATE INDEX CONCURRENTLY tickets_region ON tickets (region);" },
+  { "OR025", "ALTER TABLE comments ADD CONSTRAINT c_fk FOREIGN KEY (ticket_id) REFERENCES tickets (id) NOT VALID;\nALTER TABLE comments VALIDATE CONSTRAINT c_fk;",
+    notx .. "ALTER TABLE comments ADD CONSTRAINT c_fk FOREIGN KEY (ticket_id) REFERENCES tickets (id) NOT VALID;\nALTER TABLE comments VALIDATE CONSTRAINT c_fk;" },
+  { "OR026", "BEGIN;", "SAVEPOINT before_backfill;" },
+  { "OR027", "CREATE DOMAIN positive AS int CHECK (VALUE > 0);", "CREATE DOMAIN label AS text;" },
+  { "OR028", "ALTER DOMAIN positive ADD CONSTRAINT p CHECK (VALUE > 0);", "ALTER DOMAIN positive ADD CONSTRAINT p CHECK (VALUE > 0) NOT VALID;" },
+  { "OR029", "ALTER TYPE mood ADD VALUE 'meh';", "ALTER TYPE mood ADD VALUE 'meh';", { pg_version = 11 }, { pg_version = 12 } },
+  { "OR030", "CREATE TABLE t (id serial, name text);", "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, name text);" },
+  { "OR031", "CREATE TABLE t (at timestamp);", "CREATE TABLE t (at timestamptz);" },
+  { "OR032", "CREATE TABLE t (code char(3));", "CREATE TABLE t (code text);" },
+  { "OR033", "CREATE TABLE t (id int PRIMARY KEY);", "CREATE TABLE t (id bigint PRIMARY KEY);" },
+  { "OR034", "ALTER TABLE events DETACH PARTITION events_2020;", notx .. "ALTER TABLE events DETACH PARTITION events_2020 CONCURRENTLY;", { pg_version = 14 }, { pg_version = 14 } },
+}
+
+describe("orch.lint rules", function()
+  for _, c in ipairs(cases) do
+    local id, risky, safe, ropts, sopts = c[1], c[2], c[3], c[4], c[5] or c[4]
+    it(id .. " flags " .. risky:gsub("\n.*", " ...") .. " at its file:line", function()
+      local text = "SELECT 1;\n\n" .. risky .. "\n"
+      local hit
+      for _, f in ipairs(run(text, ropts)) do if f.rule == id then hit = hit or f end end
+      assert.is_not_nil(hit, id .. " not flagged in:\n" .. text .. "\n" .. lint.format(run(text, ropts)))
+      assert.equals("V9__x.sql", hit.file)
+      local _, nl = risky:gsub("\n", "")
+      local expect = 3
+      if id == "OR025" then expect = 3 + nl end -- the VALIDATE is the finding
+      assert.equals(expect, hit.line)
+      assert.is_string(hit.hint)
+      assert.is_true(hit.severity == "error" or hit.severity == "warning" or hit.severity == "info")
+    end)
+    it(id .. " stays quiet on " .. safe:gsub("^%-%- orch: transaction=false\n", "(transaction=false) "):gsub("\n", " "), function()
+      local f = run(safe, sopts)
+      assert.equals(0, #f, lint.format(f))
+    end)
+  end
+end)
+
 describe("orch.lint", function()
-  it("flags the risky operations of the product brief", function()
-    assert.equals("OR001", ids("DROP TABLE tickets;"))
-    assert.equals("OR002", ids("ALTER TABLE tickets DROP COLUMN legacy;"))
-    assert.equals("OR003", ids("ALTER TABLE tickets RENAME COLUMN title TO subject;"))
-    assert.equals("OR004", ids("ALTER TABLE tickets RENAME TO issues;"))
-    assert.equals("OR005", ids("ALTER TABLE tickets ALTER COLUMN priority TYPE text;"))
-    assert.equals("OR006", ids("ALTER TABLE tickets ADD COLUMN region text NOT NULL;"))
-    assert.equals("OR007", ids("ALTER TABLE tickets ALTER COLUMN region SET NOT NULL;"))
-    assert.equals("OR008", ids("CREATE INDEX tickets_region ON tickets (region);"))
-    assert.equals("OR009", ids("ALTER TABLE comments ADD CONSTRAINT c_fk FOREIGN KEY (ticket_id) REFERENCES tickets (id);"))
-    assert.equals("OR010", ids("ALTER TABLE tickets ADD CONSTRAINT positive CHECK (id > 0);"))
-    assert.equals("OR016", ids("UPDATE tickets SET region = 'eu';"))
-  end)
-
-  it("stays quiet on the safe forms", function()
-    assert.equals("", ids("ALTER TABLE tickets ADD COLUMN region text NOT NULL DEFAULT 'eu';"))
-    assert.equals("", ids("CREATE INDEX CONCURRENTLY tickets_region ON tickets (region);"))
-    assert.equals("", ids("ALTER TABLE comments ADD CONSTRAINT c_fk FOREIGN KEY (ticket_id) REFERENCES tickets (id) NOT VALID;"))
-    assert.equals("", ids("UPDATE tickets SET region = 'eu' WHERE id < 1000;"))
-  end)
-
   it("treats tables created earlier in the same file as new", function()
-    assert.equals("", ids("CREATE TABLE t (id int);\nCREATE INDEX t_id ON t (id);\nALTER TABLE t ADD COLUMN x int NOT NULL;"))
+    assert.equals("", ids("CREATE TABLE t (id bigint);\nCREATE INDEX t_id ON t (id);\nALTER TABLE t ADD COLUMN x int NOT NULL;\n" ..
+      "ALTER TABLE t ADD CONSTRAINT c CHECK (x > 0);\nALTER TABLE t ALTER COLUMN x TYPE bigint;\nUPDATE t SET x = 1;"))
+    -- and only after the CREATE
+    assert.equals("OR008", ids("CREATE INDEX t_id ON t (id);\nCREATE TABLE t (id bigint);"))
   end)
 
-  it("gives file, line, severity and a fix hint", function()
-    local f = lint.check_sql("SELECT 1;\n\nCREATE INDEX i ON big (x);", "V9__x.sql")[1]
+  it("knows a validated CHECK (x IS NOT NULL) makes SET NOT NULL cheap on 12+, not before", function()
+    local sql = "ALTER TABLE tickets ADD CONSTRAINT region_nn CHECK (region IS NOT NULL);\nALTER TABLE tickets ALTER COLUMN region SET NOT NULL;"
+    assert.equals("OR010", ids(sql))
+    assert.equals("OR007,OR010", ids(sql, { pg_version = 11 }))
+    -- a NOT VALID check proves nothing until it is validated
+    assert.equals("OR007", ids("ALTER TABLE tickets ADD CONSTRAINT region_nn CHECK (region IS NOT NULL) NOT VALID;\nALTER TABLE tickets ALTER COLUMN region SET NOT NULL;"))
+  end)
+
+  it("shares what earlier files of a release did with the later ones", function()
+    local state = lint.new_state()
+    assert.equals(0, #lint.check_sql("CREATE TABLE fresh (id bigint);", "V1__a.sql", { state = state }))
+    assert.equals(0, #lint.check_sql("CREATE INDEX fresh_id ON fresh (id);", "V2__b.sql", { state = state }))
+    assert.equals(1, #lint.check_sql("CREATE INDEX fresh_id ON fresh (id);", "V2__b.sql"))
+  end)
+
+  it("does not take ALTER COLUMN ... DROP DEFAULT for a dropped column", function()
+    assert.equals("", ids("ALTER TABLE tickets ALTER COLUMN region DROP DEFAULT;"))
+    assert.equals("", ids("ALTER TABLE tickets ALTER region DROP DEFAULT, ALTER region SET DEFAULT 'eu';"))
+  end)
+
+  it("reads non-ASCII identifiers", function()
+    local f = run("SELECT 1;\nALTER TABLE \"bücher\" DROP COLUMN \"größe\";\nCREATE INDEX ix ON bücher (titel);\n")
+    assert.equals(2, #f)
+    assert.equals("OR002", f[1].rule)
+    assert.equals(2, f[1].line)
+    assert.matches("größe", f[1].message)
+    assert.equals("OR008", f[2].rule)
+    assert.equals(3, f[2].line)
+  end)
+
+  it("flags nothing for risky words in comments, strings and dollar-quoted bodies", function()
+    assert.equals("", ids([[
+-- DROP TABLE tickets; ALTER TABLE tickets DROP COLUMN x;
+/* CREATE INDEX i ON tickets (x); /* nested: TRUNCATE tickets; */ VACUUM FULL tickets; */
+CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $body$
+BEGIN
+  EXECUTE 'DROP TABLE tickets';
+END
+$body$;
+SELECT 'UPDATE tickets SET x = 1', $q$ DELETE FROM tickets $q$;
+CREATE FUNCTION g() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END;
+]]))
+  end)
+
+  it("reports a file the parser rejects with the parser's message at line:column", function()
+    local f = run("SELECT 1;\nALTER TABLE t ADD COLUM x int;\n")
+    assert.equals(1, #f)
+    assert.equals("OR000", f[1].rule)
+    assert.equals("error", f[1].severity)
+    assert.equals(2, f[1].line)
+    assert.equals(27, f[1].column)
+    assert.matches('syntax error at or near "int" at column 27', f[1].message)
+  end)
+
+  it("lints placeholders left as written, with the lines unchanged", function()
+    local f = run("SELECT 1;\nALTER TABLE ${schema}.tickets DROP COLUMN legacy;\n")
+    assert.equals(1, #f)
+    assert.equals("OR002", f[1].rule)
+    assert.equals(2, f[1].line)
+  end)
+
+  it("gives file, line, severity and a fix hint; several findings of one ALTER get their own lines", function()
+    local f = run("SELECT 1;\n\nCREATE INDEX i ON big (x);", nil)[1]
     assert.equals("V9__x.sql", f.file)
     assert.equals(3, f.line)
     assert.equals("warning", f.severity)
     assert.matches("CONCURRENTLY", f.hint)
+    local g = run("ALTER TABLE big\n  ADD COLUMN a int NOT NULL,\n  ADD COLUMN b uuid DEFAULT gen_random_uuid();\n")
+    assert.equals(2, #g)
+    assert.same({ "OR006", 2 }, { g[1].rule, g[1].line })
+    assert.same({ "OR012", 3 }, { g[2].rule, g[2].line })
   end)
 
-  it("honours a suppression comment for one statement", function()
+  it("honours a suppression comment for one statement and a disable line for a file", function()
     assert.equals("OR008", ids("-- orch:lint-ignore OR001\nDROP TABLE old;\nCREATE INDEX i ON big (x);"))
     assert.equals("", ids("DROP TABLE old; -- not this one\n-- orch:lint-ignore\nCREATE INDEX i ON big (x);"):gsub("OR001", ""))
+    assert.equals("OR008", ids("-- orch:lint-ignore drop-table\nDROP TABLE old;\nCREATE INDEX i ON big (x);"))
+    assert.equals("OR008", ids("-- orch:lint-disable OR001, OR031\nDROP TABLE old;\nCREATE TABLE t (at timestamp);\nCREATE INDEX i ON big (x);"))
+    assert.equals("", ids("-- orch:lint-disable\nDROP TABLE old;"))
+    assert.equals("OR001", ids("DROP TABLE old;", { severity = { OR008 = "off" } }))
+    assert.equals("", ids("DROP TABLE old;", { severity = { ["drop-table"] = "off" } }))
   end)
 
-  it("runs team rules from orch.lint.lua, and the CLI fails on errors", function()
+  it("runs team rules from orch.lint.lua on the parse tree and the text, takes its severities and pg_version, and the CLI fails on errors", function()
     local dir = H.tmpdir()
-    H.write(dir .. "/orch.lint.lua", [[return { { id = "TEAM1", name = "no-serial", severity = "error",
-      hint = "use identity columns", check = function(s) if s.norm:match(" SERIAL") then return "uses serial" end end } }]])
+    H.write(dir .. "/orch.lint.lua", [[return {
+      { id = "TEAM1", name = "no-serial", severity = "error",
+        hint = "use identity columns", check = function(s) if s.norm:match(" SERIAL") then return "uses serial" end end },
+      { id = "TEAM2", name = "no-public-tables", severity = "error", hint = "create tables in the app schema",
+        check = function(s) if s.kind == "CreateStmt" and not s.node.relation.schemaname then return "creates " .. s.node.relation.relname .. " without a schema" end end },
+      severity = { OR030 = "off", OR033 = "off" },
+      pg_version = 10,
+    }]])
     require("orch.sys").mkdir_p(dir .. "/migrations")
-    H.write(dir .. "/migrations/V1__t.sql", "CREATE TABLE t (id serial PRIMARY KEY);\n")
+    H.write(dir .. "/migrations/V1__t.sql", "-- orch: lock_timeout=2s\nCREATE TABLE t (id serial PRIMARY KEY);\n")
+    H.write(dir .. "/migrations/V2__u.sql", "ALTER TABLE t ADD COLUMN n int DEFAULT 0;\n")
     local r = H.orch({ "lint" }, { cwd = dir })
     assert.equals(1, r.code)
-    assert.matches("V1__t%.sql:1: error TEAM1 %(no%-serial%): uses serial", r.stdout)
-    H.write(dir .. "/migrations/V1__t.sql", "CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);\n")
+    assert.matches("V1__t%.sql:2: error TEAM1 %(no%-serial%): uses serial", r.stdout)
+    assert.matches("V1__t%.sql:2: error TEAM2 %(no%-public%-tables%): creates t without a schema", r.stdout)
+    assert.matches("V2__u%.sql:1: warning OR012", r.stdout)   -- pg_version 10: any DEFAULT rewrites
+    assert.not_matches("OR030", r.stdout)
+    local r11 = H.orch({ "lint", "--pg-version", "11", "migrations/V2__u.sql" }, { cwd = dir })
+    assert.equals("no findings\n", r11.stdout)
+    H.write(dir .. "/migrations/V1__t.sql", "CREATE TABLE app.t (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);\n")
+    H.write(dir .. "/migrations/V2__u.sql", "SELECT 1;\n")
     local ok = H.orch({ "lint", "--json" }, { cwd = dir })
     assert.is_true(ok.ok, ok.stderr)
     assert.equals(0, require("orch.json").decode(ok.stdout).errors)
+    H.write(dir .. "/orch.lint.lua", "return { severity = { OR001 = 'loud' } }")
+    local bad = H.orch({ "lint" }, { cwd = dir })
+    assert.is_false(bad.ok)
+    assert.matches("severity of OR001 must be error, warning, info or off", bad.stderr)
   end)
 end)

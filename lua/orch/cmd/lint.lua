@@ -8,12 +8,15 @@ local spec = args.spec({ "dir" }, {
   { name = "rules", type = "string", metavar = "FILE", path = true, complete = "file", help = "extra rules (default: orch.lint.lua in the project root, if present)" },
   { name = "strict", type = "boolean", help = "fail on warnings too, not only errors" },
   { name = "service", type = "list", metavar = "NAME", help = "only this service's migrations (repeatable)" },
+  { name = "pg-version", type = "string", metavar = "N", help = "the target server's major version (default: orch.lint.lua's pg_version, else 12): what is safe on 11+, 12+, 14+" },
 })
 
 return {
   summary = "find risky statements (drops, renames, locking DDL, unbatched updates) with fix hints",
-  usage = "usage: orch lint [--dir DIR] [--service NAME]... [--json] [--strict] [FILE...]",
-  description = "Suppress a finding with a comment inside the statement: -- orch:lint-ignore OR008",
+  usage = "usage: orch lint [--dir DIR] [--service NAME]... [--json] [--strict] [--pg-version N] [FILE...]",
+  description = "Suppress a finding with a comment inside the statement: -- orch:lint-ignore OR008; " ..
+    "a whole file's with a comment line -- orch:lint-disable OR030, OR031; a project's in orch.lint.lua " ..
+    "(severity = { OR030 = \"off\" }, pg_version = 12, team rules).",
   operands = { max = math.huge, name = "FILE...", complete = "file" },
   spec = spec,
   run = function(argv)
@@ -22,6 +25,12 @@ return {
     if #rest == 0 and not opts.dir then project.need("orch lint", "name the files (orch lint FILE...) or pass --dir DIR") end
     for i, p in ipairs(rest) do rest[i] = project.from_cwd(p) end
     lint.load_rules(opts.rules or "orch.lint.lua")
+    local pgv = opts.pg_version
+    if pgv then
+      local v = math.tointeger(tonumber(pgv))
+      if not v or v < 9 or v > 99 then require("orch.sys").error("bad --pg-version '" .. tostring(pgv) .. "': expected a major version such as 12", 2) end
+      lint.config.pg_version = v
+    end
     local findings
     if #rest > 0 then
       findings = {}
