@@ -878,6 +878,17 @@ local function statements_of(project, e, text, in_tx)
   return stmts
 end
 
+-- A file of one statement that cannot run in a transaction (a lone CREATE
+-- INDEX CONCURRENTLY) and no transaction directive runs without one: there
+-- is nothing for a transaction to hold together. Returns its kind, or nil.
+local function lone_no_tx(project, src)
+  if src.lang ~= "sql" or not src.text or (src.directives and src.directives.transaction ~= nil) then return nil end
+  local ok, stmts = pcall(statements_of, project, src, src.text)
+  if not ok or #stmts ~= 1 then return nil end
+  return files.needs_no_transaction(stmts[1].sql)
+end
+M.lone_no_tx = lone_no_tx
+
 -- Run one migration (or its undo) inside a transaction. fn(conn) does the work.
 local function in_transaction(conn, project, e, opts, work, hist)
   local attempts = 0
@@ -1009,6 +1020,13 @@ local function apply_one(conn, lc, project, e, opts, undo)
   if undo then hist.type = (src.lua_down or src.lang == "lua") and "UNDO_LUA" or "UNDO_SQL" end
   local transactional = not (e.directives and e.directives.transaction == false)
   if undo and src.directives and src.directives.transaction == false then transactional = false end
+  if transactional then
+    local kind = lone_no_tx(project, src)
+    if kind then
+      log.info("%s: its one statement, %s, cannot run inside a transaction: running it without one", src.name or e.name, kind)
+      transactional = false
+    end
+  end
   if not transactional and not undo then
     -- written before it runs (on the lock connection, committed at once): if orch or the server
     -- dies half-way, status shows the migration failed part-way instead of pending

@@ -146,6 +146,33 @@ describe("migrate's errors from the same parse", function()
     assert.equals(2, c:value("SELECT g()"))
   end)
 
+  it("runs a file wrapped in BEGIN ... COMMIT as its one transaction, naming statements as lint does", function()
+    local dir = project {
+      ["V1__wrapped.sql"] = "BEGIN;\nCREATE TABLE wrapped (id bigint);\nINSERT INTO wrapped VALUES (1);\nCOMMIT;\n",
+      ["V2__wrapped_bad.sql"] = "BEGIN;\nCREATE TABLE later (id bigint);\nINSERT INTO later VALUES ('x');\nCOMMIT;\n",
+    }
+    local r = H.orch { "migrate", "--db", url, "--dir", dir }
+    assert.equals(1, r.code, r.stderr)
+    assert.matches("V2__wrapped_bad%.sql failed at .*V2__wrapped_bad%.sql:3 %(statement 3 of 4%)", r.stderr)
+    assert.equals(1, c:value("SELECT count(*)::int FROM wrapped"))
+    assert.is_false(c:value("SELECT to_regclass('later') IS NOT NULL"))   -- rolled back, COMMIT never ran
+    -- BEGIN and COMMIT anywhere else are still refused
+    H.write(dir .. "/V2__wrapped_bad.sql", "CREATE TABLE later (id bigint);\nCOMMIT;\n")
+    local again = H.orch { "migrate", "--db", url, "--dir", dir }
+    assert.equals(1, again.code)
+    assert.matches("V2__wrapped_bad%.sql:2: COMMIT cannot run inside a transaction", again.stderr)
+  end)
+
+  it("runs a file of one CREATE INDEX CONCURRENTLY without a transaction", function()
+    c:exec("CREATE TABLE big (id bigint)")
+    local dir = project { ["V1__idx.sql"] = "-- build it online\nCREATE INDEX CONCURRENTLY big_id ON big (id);\n" }
+    local r = H.orch { "migrate", "--db", url, "--dir", dir }
+    assert.is_true(r.ok, r.stderr)
+    assert.matches("cannot run inside a transaction: running it without one", r.stderr .. r.stdout)
+    assert.is_true(c:value("SELECT indisvalid FROM pg_index WHERE indexrelid = 'big_id'::regclass"))
+    assert.equals(0, #lint.check_sql(H.read(dir .. "/V1__idx.sql"), "V1__idx.sql"))
+  end)
+
   it("refuses a file the parser rejects with file:line:column, before anything is applied", function()
     local dir = project {
       ["V1__ok.sql"] = "CREATE TABLE first (id bigint);\n",
