@@ -23,7 +23,8 @@
 -- pg_version = 12 and severity = { OR030 = "off", ["prefer-timestamptz"] = "error" }).
 local files = require "orch.migrate.files"
 
-local lint = { rules = {}, config = { pg_version = 12, severity = {} } }
+-- The target server by default: the grammar's own major (PostgreSQL 15).
+local lint = { rules = {}, config = { pg_version = 15, severity = {} } }
 
 -- ================================================================ tree helpers
 
@@ -84,8 +85,10 @@ end
 
 -- Functions whose value does not change from row to row: a DEFAULT made of
 -- these, constants, casts and operators is evaluated once (no rewrite on 11+).
+-- The clock functions take no argument (now(123) is no function orch knows).
+local no_arg_funcs = { now = true, transaction_timestamp = true, statement_timestamp = true }
 local stable_funcs = {}
-for f in ([[now transaction_timestamp statement_timestamp current_date current_timestamp localtimestamp
+for f in ([[now transaction_timestamp statement_timestamp
   lower upper btrim ltrim rtrim trim length concat concat_ws format substr substring replace left right
   coalesce nullif greatest least to_char to_date to_timestamp to_number make_date make_time make_timestamp
   make_timestamptz make_interval date_trunc extract date_part abs round floor ceil ceiling trunc
@@ -103,7 +106,7 @@ local function row_constant(e)
   if k == "FuncCall" then
     local fname = names(v.funcname)
     local f = fname[#fname]
-    if not stable_funcs[f] then return false, qualified(v.funcname) end
+    if not stable_funcs[f] or (no_arg_funcs[f] and #list(v.args) > 0) then return false, qualified(v.funcname) end
     for _, a in ipairs(list(v.args)) do
       local ok, why = row_constant(a)
       if not ok then return false, why end
@@ -223,9 +226,9 @@ add { id = "OR003", name = "rename-column", severity = "error",
     end
   end }
 
+-- what running code reads by name (a renamed type or function is found by its OID once planned)
 local renamed_objects = { OBJECT_TABLE = "table", OBJECT_VIEW = "view", OBJECT_MATVIEW = "materialized view",
-  OBJECT_FOREIGN_TABLE = "foreign table", OBJECT_SCHEMA = "schema", OBJECT_TYPE = "type", OBJECT_DOMAIN = "domain",
-  OBJECT_FUNCTION = "function", OBJECT_SEQUENCE = "sequence" }
+  OBJECT_FOREIGN_TABLE = "foreign table", OBJECT_SCHEMA = "schema" }
 add { id = "OR004", name = "rename-table", severity = "error",
   hint = "create the new name beside the old one (a table, or a view with the new name) and move readers over before dropping the old name",
   check = function(s, ctx)
@@ -429,7 +432,7 @@ add { id = "OR021", name = "drop-not-null", severity = "warning",
 add { id = "OR022", name = "reindex-not-concurrent", severity = "warning",
   hint = "REINDEX blocks writes (and reads using the index) while it runs: REINDEX ... CONCURRENTLY (PostgreSQL 12+, in a transaction=false file)",
   check = function(s, ctx)
-    if s.kind == "ReindexStmt" and not has_option(s.node.params, "concurrently") and not s.node.concurrent then
+    if s.kind == "ReindexStmt" and s.node.kind ~= "REINDEX_OBJECT_SYSTEM" and not has_option(s.node.params, "concurrently") and not s.node.concurrent then
       if ctx.pg_version < 12 then return nil end -- no CONCURRENTLY to suggest before 12
       return "REINDEX without CONCURRENTLY locks the table"
     end
@@ -454,7 +457,8 @@ add { id = "OR024", name = "concurrently-in-transaction", severity = "error",
   hint = "PostgreSQL refuses this inside a transaction block (and migrate refuses the file): put it in a file of its own that starts with '-- orch: transaction=false'",
   check = function(s, ctx)
     local k = concurrent_kind(s)
-    if k and (ctx.transactional or ctx.in_explicit_tx) then return k .. " cannot run inside a transaction" end
+    -- a file of this one statement runs without a transaction (migrate sees to it)
+    if k and ((ctx.transactional and not ctx.lone) or ctx.in_explicit_tx) then return k .. " cannot run inside a transaction" end
   end }
 
 add { id = "OR025", name = "validate-in-same-transaction", severity = "warning",
@@ -466,9 +470,9 @@ add { id = "OR025", name = "validate-in-same-transaction", severity = "warning",
   end) }
 
 add { id = "OR026", name = "transaction-control", severity = "error",
-  hint = "orch runs each migration in its own transaction (or with '-- orch: transaction=false' statement by statement): remove BEGIN/COMMIT/ROLLBACK from the file",
+  hint = "orch runs each migration in its own transaction (or with '-- orch: transaction=false' statement by statement): remove BEGIN/COMMIT/ROLLBACK from the file (one plain BEGIN ... COMMIT around the whole file is fine)",
   check = function(s, ctx)
-    if s.kind == "TransactionStmt" and ctx.transactional then
+    if s.kind == "TransactionStmt" and ctx.transactional and not ctx.wrapper[s.index] then
       local k = tostring(s.node.kind):gsub("^TRANS_STMT_", "")
       if k == "SAVEPOINT" or k == "RELEASE" or k == "ROLLBACK_TO" then return nil end
       return "explicit " .. k:gsub("_", " ") .. " inside a migration that runs in a transaction (migrate refuses it)"
@@ -481,7 +485,9 @@ add { id = "OR027", name = "domain-with-constraint", severity = "warning",
     if s.kind == "CreateDomainStmt" then
       for _, c in ipairs(list(s.node.constraints)) do
         local k = c.Constraint
-        if k and k.contype == "CONSTR_CHECK" then return "creates domain " .. qualified(s.node.domainname) .. " with a CHECK constraint", k.location end
+        if k and (k.contype == "CONSTR_CHECK" or k.contype == "CONSTR_NOTNULL") then
+          return "creates domain " .. qualified(s.node.domainname) .. " with a " .. (k.contype == "CONSTR_CHECK" and "CHECK" or "NOT NULL") .. " constraint", k.location
+        end
       end
     end
   end }
@@ -498,7 +504,7 @@ add { id = "OR028", name = "alter-domain-add-constraint", severity = "warning",
 add { id = "OR029", name = "enum-value-in-transaction", severity = "error",
   hint = "before PostgreSQL 12, ALTER TYPE ... ADD VALUE cannot run in a transaction block: put it in a file that starts with '-- orch: transaction=false'",
   check = function(s, ctx)
-    if s.kind == "AlterEnumStmt" and s.node.newVal and not s.node.oldVal and ctx.pg_version < 12 and ctx.transactional then
+    if s.kind == "AlterEnumStmt" and s.node.newVal and not s.node.oldVal and ctx.pg_version < 12 and ctx.transactional and not ctx.lone then
       return "ALTER TYPE " .. qualified(s.node.typeName) .. " ADD VALUE inside a transaction (refused before PostgreSQL 12)"
     end
   end }
@@ -620,7 +626,19 @@ end
 --- A fresh state shared by the files of one release (tables created, NOT
 -- NULL proven by validated CHECKs). lint.run uses one per release.
 function lint.new_state()
-  return { created = {}, checked = {}, check_names = {} }
+  return { created = {}, checked = {}, check_names = {}, validated_names = {} }
+end
+
+-- Does a constraint validated without its definition in sight look like a
+-- NOT NULL check of column col? Its name holds the column and says null.
+local function named_not_null(name, col)
+  name, col = name:lower(), col:lower()
+  local words = {}
+  for w in name:gmatch("[^_]+") do words[#words + 1] = w end
+  local has_null = name:find("null", 1, true) or words[#words] == "nn"
+  if not has_null then return false end
+  local padded = "_" .. name .. "_"
+  return padded:find("_" .. col .. "_", 1, true) ~= nil
 end
 
 -- Remember what a statement leaves behind for the statements after it.
@@ -655,7 +673,12 @@ local function learn(s, state, tx)
         tx.not_valid[t .. "." .. ct.conname] = true
       elseif c.subtype == "AT_ValidateConstraint" then
         local col = state.check_names[t .. "." .. tostring(c.name)]
-        if col then state.checked[t .. "." .. col] = true end
+        if col then state.checked[t .. "." .. col] = true
+        elseif col == nil then
+          -- added by a migration orch did not read: a name like orders_email_not_null
+          -- or email_nn says which column it proves NOT NULL
+          state.validated_names[t .. "." .. tostring(c.name)] = true
+        end
       end
     end
   elseif k == "RenameStmt" and n.renameType == "OBJECT_TABLE" and n.relation then
@@ -700,8 +723,9 @@ function lint.check_sql(text, file, opts)
   local settings = {}
   for k, v in pairs(lint.config.severity or {}) do settings[k] = v end
   for k, v in pairs(opts.severity or {}) do settings[k] = v end
-  local pg_version = opts.pg_version or lint.config.pg_version or 12
+  local pg_version = opts.pg_version or lint.config.pg_version or 15
   local state = opts.state or lint.new_state()
+  state.validated_names = state.validated_names or {}
   local off_in_file, all_off = file_disabled(text)
   if all_off then return findings end
 
@@ -718,16 +742,30 @@ function lint.check_sql(text, file, opts)
 
   local line_of = line_offsets(text)
   local tx = { not_valid = {}, explicit = false }
+  -- one plain BEGIN ... COMMIT around a transactional file: migrate skips both
+  local wrapper = {}
+  if transactional then
+    local b, c = require("orch.migrate.split").wrapper(stmts)
+    if b then wrapper[b], wrapper[c] = true, true end
+  end
   for idx, st in ipairs(stmts) do
     local kind = kind_of(st.tree)
     local s = { sql = st.sql, norm = files.normalize(st.sql), line = st.line, index = idx, tree = st.tree, kind = kind,
                 node = kind and st.tree[kind] or {}, copy = st.copy }
     local ctx = {
-      file = file, transactional = transactional, in_explicit_tx = tx.explicit, pg_version = pg_version,
+      file = file, transactional = transactional, in_explicit_tx = tx.explicit and not wrapper[1], pg_version = pg_version,
+      lone = #stmts == 1, wrapper = wrapper,
       created = state.created, tx_not_valid = tx.not_valid,
       is_new = function(t) return t ~= nil and state.created[t] == true end,
       is_existing = function(t) return t ~= nil and not state.created[t] end,
-      not_null_checked = function(t, c) return state.checked[tostring(t) .. "." .. tostring(c)] == true end,
+      not_null_checked = function(t, c)
+        if state.checked[tostring(t) .. "." .. tostring(c)] then return true end
+        for k in pairs(state.validated_names) do
+          local tt, name = k:match("^(.-)%.(.*)$")
+          if tt == tostring(t) and named_not_null(name, tostring(c)) then return true end
+        end
+        return false
+      end,
       line_of = function(loc) return loc and line_of(st.base + loc + 1) or st.line end,
     }
     local ignore = st.sql:match("orch:lint%-ignore([^\n]*)")
@@ -798,10 +836,16 @@ function lint.run(project, entries, opts)
     for _, e in ipairs(project.repeatable) do entries[#entries + 1] = e end
   end
   local all = {}
-  local state = release and lint.new_state() or nil
+  -- a release shares everything; files linted one by one share only what
+  -- constraints say (a CHECK validated in an earlier file is still validated)
+  local shared = lint.new_state()
   for _, e in ipairs(entries) do
     if e.lang == "sql" and e.text then
       local tx = not (e.directives and e.directives.transaction == false)
+      local state = shared
+      if not release then
+        state = { created = {}, checked = shared.checked, check_names = shared.check_names, validated_names = shared.validated_names }
+      end
       local o = { transactional = tx, pg_version = opts.pg_version, severity = opts.severity, state = state }
       for _, f in ipairs(lint.check_sql(e.text, e.path, o)) do all[#all + 1] = f end
     end

@@ -113,6 +113,53 @@ describe("orch.lint", function()
     assert.equals(1, #lint.check_sql("CREATE INDEX fresh_id ON fresh (id);", "V2__b.sql"))
   end)
 
+  it("knows which DEFAULTs are evaluated once and which per row", function()
+    assert.equals("", ids("ALTER TABLE t ADD COLUMN a int DEFAULT 2 + 2, ADD COLUMN b text DEFAULT lower('X'), ADD COLUMN c timestamptz DEFAULT current_timestamp;"))
+    assert.equals("OR012", ids("ALTER TABLE t ADD COLUMN c timestamptz DEFAULT now(123);"))
+    assert.equals("OR012", ids("ALTER TABLE t ADD COLUMN c jsonb DEFAULT my_defaults();"))
+    assert.equals("OR012,OR030", ids("ALTER TABLE t ADD COLUMN n serial;"))
+  end)
+
+  it("takes a VALIDATE of a constraint added elsewhere, named after the column and NOT NULL, as proof", function()
+    assert.equals("", ids("ALTER TABLE orders VALIDATE CONSTRAINT orders_email_not_null;\nALTER TABLE orders ALTER COLUMN email SET NOT NULL;", { transactional = false }))
+    assert.equals("OR007", ids("ALTER TABLE orders VALIDATE CONSTRAINT orders_email_not_null;\nALTER TABLE orders ALTER COLUMN phone SET NOT NULL;", { transactional = false }))
+    assert.equals("OR007", ids("ALTER TABLE orders VALIDATE CONSTRAINT orders_amount_positive;\nALTER TABLE orders ALTER COLUMN amount SET NOT NULL;", { transactional = false }))
+    assert.equals("OR007", ids("ALTER TABLE orders VALIDATE CONSTRAINT orders_email_not_null;\nALTER TABLE orders ALTER COLUMN email SET NOT NULL;", { transactional = false, pg_version = 11 }))
+  end)
+
+  it("lints a project's files each on its own, but keeps what their constraints proved", function()
+    local project = { versioned = {
+      { lang = "sql", path = "V1__a.sql", text = "CREATE TABLE a (id bigint, email text);\n" },
+      { lang = "sql", path = "V2__b.sql", directives = { transaction = false },
+        text = "ALTER TABLE a ADD CONSTRAINT a_mail CHECK (email IS NOT NULL) NOT VALID;\nALTER TABLE a VALIDATE CONSTRAINT a_mail;\n" },
+      { lang = "sql", path = "V3__c.sql", text = "ALTER TABLE a ALTER COLUMN email SET NOT NULL;\nCREATE INDEX a_email ON a (email);\n" },
+    }, repeatable = {} }
+    local f = lint.run(project)
+    assert.equals(1, #f, lint.format(f))
+    assert.same({ "OR008", "V3__c.sql", 2 }, { f[1].rule, f[1].file, f[1].line })
+    -- as one release, the table is new for all of them
+    assert.equals(0, #lint.run(project, { project.versioned[1], project.versioned[2], project.versioned[3] }))
+  end)
+
+  it("flags domains with NOT NULL, but neither REINDEX SYSTEM nor renaming a domain", function()
+    assert.equals("OR027", ids("CREATE DOMAIN code AS text NOT NULL;"))
+    assert.equals("", ids("-- orch: transaction=false\nREINDEX SYSTEM app;"))
+    assert.equals("", ids("ALTER DOMAIN code RENAME TO short_code;"))
+  end)
+
+  it("knows how migrate runs a file: a lone CONCURRENTLY without a transaction, a plain BEGIN ... COMMIT around it all as its transaction", function()
+    assert.equals("", ids("CREATE INDEX CONCURRENTLY orders_placed ON orders (placed_at);"))
+    assert.equals("", ids("ALTER TYPE mood ADD VALUE 'meh';", { pg_version = 11 }))
+    assert.equals("", ids("BEGIN;\nCREATE TABLE t (id bigint);\nCREATE INDEX t_id ON t (id);\nCOMMIT;"))
+    assert.equals("OR024", ids("BEGIN;\nCREATE INDEX CONCURRENTLY orders_placed ON orders (placed_at);\nCOMMIT;"))
+    assert.equals("OR026", ids("SELECT 1;\nCOMMIT;"))
+    assert.equals("OR026", ids("BEGIN;\nSELECT 1;"))
+    assert.equals("OR026,OR026,OR026,OR026", ids("BEGIN;\nSELECT 1;\nCOMMIT;\nBEGIN;\nSELECT 2;\nCOMMIT;"))
+    assert.equals("OR026,OR026", ids("BEGIN ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\nCOMMIT;"))
+    -- without a transaction, BEGIN ... COMMIT is the file's own business
+    assert.equals("", ids("-- orch: transaction=false\nBEGIN;\nSELECT 1;\nCOMMIT;"))
+  end)
+
   it("does not take ALTER COLUMN ... DROP DEFAULT for a dropped column", function()
     assert.equals("", ids("ALTER TABLE tickets ALTER COLUMN region DROP DEFAULT;"))
     assert.equals("", ids("ALTER TABLE tickets ALTER region DROP DEFAULT, ALTER region SET DEFAULT 'eu';"))

@@ -8,7 +8,7 @@ local spec = args.spec({ "dir" }, {
   { name = "rules", type = "string", metavar = "FILE", path = true, complete = "file", help = "extra rules (default: orch.lint.lua in the project root, if present)" },
   { name = "strict", type = "boolean", help = "fail on warnings too, not only errors" },
   { name = "service", type = "list", metavar = "NAME", help = "only this service's migrations (repeatable)" },
-  { name = "pg-version", type = "string", metavar = "N", help = "the target server's major version (default: orch.lint.lua's pg_version, else 12): what is safe on 11+, 12+, 14+" },
+  { name = "pg-version", type = "string", metavar = "N", help = "the target server's major version (default: orch.lint.lua's pg_version, else 15): what is safe on 11+, 12+, 14+" },
 })
 
 return {
