@@ -1,0 +1,1 @@
+ALTER TABLE orders ADD COLUMN jitter float8 DEFAULT random();

@@ -1,0 +1,2 @@
+-- pg: 10
+ALTER TABLE orders ADD COLUMN priority int DEFAULT 3;

@@ -1,0 +1,1 @@
+ALTER TABLE orders ADD COLUMN priority int DEFAULT 3;

@@ -1,0 +1,1 @@
+ALTER TABLE orders ADD COLUMN state order_state DEFAULT 'new';

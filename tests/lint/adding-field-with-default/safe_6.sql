@@ -1,0 +1,2 @@
+ALTER TABLE orders ADD COLUMN note text;
+ALTER TABLE orders ALTER COLUMN note SET DEFAULT 'none';

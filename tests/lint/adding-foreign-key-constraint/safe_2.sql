@@ -1,0 +1,4 @@
+CREATE TABLE parcels (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  order_id bigint REFERENCES orders (id) ON DELETE CASCADE
+);

@@ -1,0 +1,1 @@
+ALTER TABLE customers ADD COLUMN tier int NOT NULL DEFAULT 1;

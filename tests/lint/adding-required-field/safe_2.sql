@@ -1,0 +1,1 @@
+ALTER TABLE customers ADD COLUMN region text NOT NULL DEFAULT 'eu';

@@ -1,0 +1,2 @@
+-- orch: transaction=false
+CREATE INDEX CONCURRENTLY orders_placed_at_idx ON orders (placed_at);

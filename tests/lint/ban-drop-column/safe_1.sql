@@ -1,0 +1,1 @@
+ALTER TABLE customers ALTER COLUMN fax_number DROP DEFAULT;

@@ -1,0 +1,1 @@
+DROP DATABASE legacy_reports;

@@ -1,0 +1,2 @@
+BEGIN;
+CREATE TABLE sessions (id bigint PRIMARY KEY);

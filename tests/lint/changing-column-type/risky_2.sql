@@ -1,0 +1,1 @@
+ALTER TABLE products ALTER COLUMN weight SET DATA TYPE numeric(10,3) USING weight::numeric;

@@ -1,0 +1,2 @@
+CREATE TABLE product_drafts (sku int);
+ALTER TABLE product_drafts ALTER COLUMN sku TYPE text;

@@ -1,0 +1,1 @@
+ALTER TABLE accounts ADD CONSTRAINT accounts_handle_key UNIQUE (handle);

@@ -1,0 +1,2 @@
+-- pg: 11
+ALTER TYPE order_state ADD VALUE 'on_hold';

@@ -1,0 +1,2 @@
+-- orch: transaction=false
+VACUUM FULL orders;

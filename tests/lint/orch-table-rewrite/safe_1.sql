@@ -1,0 +1,2 @@
+-- orch: transaction=false
+VACUUM (ANALYZE) orders;

@@ -1,0 +1,2 @@
+CREATE TABLE sessions_tmp (id bigint);
+TRUNCATE sessions_tmp;

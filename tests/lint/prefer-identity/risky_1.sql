@@ -1,0 +1,1 @@
+CREATE TABLE coupons (id serial, code text);

@@ -1,0 +1,1 @@
+CREATE TABLE visits (id bigint, seen_at timestamp);

@@ -1,0 +1,1 @@
+ALTER TABLE visits ADD COLUMN left_at timestamp without time zone;

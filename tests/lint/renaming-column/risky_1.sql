@@ -1,0 +1,1 @@
+ALTER TABLE customers RENAME COLUMN surname TO family_name;

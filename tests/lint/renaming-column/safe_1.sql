@@ -1,0 +1,1 @@
+ALTER TABLE customers RENAME CONSTRAINT customers_surname_check TO customers_family_name_check;

@@ -1,0 +1,1 @@
+CREATE UNIQUE INDEX orders_ref_idx ON orders (reference);

@@ -1,0 +1,2 @@
+-- orch: transaction=false
+CREATE INDEX CONCURRENTLY orders_customer_idx ON orders (customer_id);

@@ -1,0 +1,2 @@
+-- written the way squawk's own examples are: no orch directive, BEGIN/COMMIT kept
+CREATE INDEX CONCURRENTLY orders_placed_idx ON orders (placed_at);

@@ -1,0 +1,2 @@
+-- orch: transaction=false
+DROP INDEX CONCURRENTLY IF EXISTS orders_customer_idx;

@@ -1,0 +1,2 @@
+-- orch: transaction=false
+REINDEX INDEX CONCURRENTLY orders_customer_idx;

@@ -1,0 +1,2 @@
+-- orch: transaction=false
+REINDEX (CONCURRENTLY) TABLE orders;

@@ -1,0 +1,4 @@
+BEGIN;
+BEGIN;
+ALTER TABLE orders ADD COLUMN audited boolean;
+COMMIT;
