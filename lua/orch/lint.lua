@@ -733,10 +733,13 @@ function lint.check_sql(text, file, opts)
   if not ok then
     local msg = type(stmts) == "table" and stmts.message or tostring(stmts)
     local line, col, rest = msg:match("^line (%d+), column (%d+): (.*)$")
-    findings[1] = { rule = "OR000", name = "parse-error", severity = "error", file = file, line = tonumber(line) or 1,
-      column = tonumber(col), message = string.format("%s%s (PostgreSQL %d's parser)", rest or msg, col and (" at column " .. col) or "",
-        require("orch.pgquery").version // 10000),
-      hint = "fix the statement; migrate refuses a file that does not parse (orch reads SQL with libpg_query's PostgreSQL 15 grammar)" }
+    local grammar = require("orch.pgquery").version // 10000
+    -- a newer target server may know syntax the grammar does not: then it judges
+    local newer = pg_version > grammar
+    findings[1] = { rule = "OR000", name = "parse-error", severity = newer and "warning" or "error", file = file, line = tonumber(line) or 1,
+      column = tonumber(col), message = string.format("%s%s (PostgreSQL %d's parser)", rest or msg, col and (" at column " .. col) or "", grammar),
+      hint = newer and ("PostgreSQL " .. pg_version .. " may accept it (migrate lets a newer server judge), but orch cannot lint this file")
+        or "fix the statement; migrate refuses a file that does not parse (orch reads SQL with libpg_query's PostgreSQL 15 grammar)" }
     return findings
   end
 
@@ -808,6 +811,7 @@ function lint.load_rules(path)
       if k == "pg_version" then
         if math.type(v) ~= "integer" or v < 9 then error(path .. ": pg_version must be a PostgreSQL major version such as 12", 0) end
         lint.config.pg_version = v
+        lint.config.pg_version_chosen = true
       elseif k == "severity" then
         if type(v) ~= "table" then error(path .. ": severity must be a table such as { OR030 = \"off\" }", 0) end
         for id, lvl in pairs(v) do

@@ -868,12 +868,22 @@ local function run_lua(conn, project, e, fn, opts, in_tx)
   if not ok then error(migration_error(e, err, nil, nil, nil, "in the Lua migration's function"), 0) end
 end
 
+-- Is the server newer than the grammar orch parses with (PostgreSQL 15)?
+-- Then syntax the parser rejects may be the server's own: it is split with
+-- the scanner and the server judges it.
+local function newer_than_grammar(conn)
+  if not conn or conn:is_closed() then return false end
+  local ok, info = pcall(conn.info, conn)
+  return ok and (info.server_version_num or 0) // 10000 > require("orch.pgquery").version // 10000
+end
+
 -- The statements of a SQL file; in_tx: it runs in orch's transaction, so
 -- a script that wraps itself in BEGIN; ... COMMIT; runs without the wrapper
--- (one transaction, not a nested one; see files.unwrap_transaction).
-local function statements_of(project, e, text, in_tx)
+-- (one transaction, not a nested one; see files.unwrap_transaction). conn:
+-- the server, when one is there to judge what the grammar rejects.
+local function statements_of(project, e, text, in_tx, conn)
   text = files.placeholders(text, project.placeholders, e.path)
-  local stmts = files.split_sql(text, e.path)
+  local stmts = files.split_sql(text, e.path, { scanner = newer_than_grammar(conn) })
   if in_tx then stmts = files.unwrap_transaction(stmts, e.path) end
   return stmts
 end
@@ -881,9 +891,9 @@ end
 -- A file of one statement that cannot run in a transaction (a lone CREATE
 -- INDEX CONCURRENTLY) and no transaction directive runs without one: there
 -- is nothing for a transaction to hold together. Returns its kind, or nil.
-local function lone_no_tx(project, src)
+local function lone_no_tx(project, src, conn)
   if src.lang ~= "sql" or not src.text or (src.directives and src.directives.transaction ~= nil) then return nil end
-  local ok, stmts = pcall(statements_of, project, src, src.text)
+  local ok, stmts = pcall(statements_of, project, src, src.text, false, conn)
   if not ok or #stmts ~= 1 then return nil end
   return files.needs_no_transaction(stmts[1].sql)
 end
@@ -947,7 +957,7 @@ function M.run_verify(conn, project, e, opts)
 end
 
 local function apply_sql_tx(conn, project, e, text, opts, hist, verify)
-  local stmts = statements_of(project, e, text, true)
+  local stmts = statements_of(project, e, text, true, conn)
   for i, s in ipairs(stmts) do
     local kind = files.needs_no_transaction(s.sql)
     if kind then
@@ -966,7 +976,7 @@ local function apply_sql_tx(conn, project, e, text, opts, hist, verify)
 end
 
 local function apply_sql_notx(conn, project, e, text, opts, hist)
-  local stmts = statements_of(project, e, text)
+  local stmts = statements_of(project, e, text, false, conn)
   local started, t0 = sys.now(), sys.monotonic()
   set_timeouts(conn, e, opts)
   for i, s in ipairs(stmts) do
@@ -1021,7 +1031,7 @@ local function apply_one(conn, lc, project, e, opts, undo)
   local transactional = not (e.directives and e.directives.transaction == false)
   if undo and src.directives and src.directives.transaction == false then transactional = false end
   if transactional then
-    local kind = lone_no_tx(project, src)
+    local kind = lone_no_tx(project, src, conn)
     if kind then
       log.info("%s: its one statement, %s, cannot run inside a transaction: running it without one", src.name or e.name, kind)
       transactional = false
@@ -1108,7 +1118,10 @@ function M.groupable(plan)
       return false, e, string.format("%s is transaction=false", e.name)
     end
     if e.lang == "sql" and e.text then
-      for _, s in ipairs((files.unwrap_transaction(files.split_sql(e.text, e.path), e.path))) do
+      -- (a file the parser rejects was judged before: classify it by its tokens)
+      local ok, stmts = pcall(files.split_sql, e.text, e.path)
+      if not ok then stmts = files.split_sql(e.text, e.path, { scanner = true }) end
+      for _, s in ipairs((files.unwrap_transaction(stmts, e.path))) do
         local kind = files.needs_no_transaction(s.sql)
         if kind then return false, e, string.format("%s runs %s, which cannot run inside a transaction", e.name, kind) end
       end
@@ -1138,7 +1151,7 @@ local function apply_group(conn, lc, project, plan, opts, result)
         if e.lang == "lua" then
           run_lua(conn, project, e, e.module.up, opts, true)
         else
-          local stmts = statements_of(project, e, e.text, true)
+          local stmts = statements_of(project, e, e.text, true, conn)
           for j, s in ipairs(stmts) do
             local okx, xerr = pcall(run_statement, conn, s)
             if not okx then error(migration_error(e, xerr, s, j, #stmts), 0) end
@@ -1322,16 +1335,25 @@ end
 
 --- Raise before anything runs if a planned SQL file (or its undo, when
 -- undo is set) uses a placeholder that has no value, or does not parse
--- (PostgreSQL's parser: the error names file:line:column).
-function M.check_placeholders(project, plan, undo)
+-- (PostgreSQL's parser: the error names file:line:column). On a server
+-- newer than the parser's grammar (conn), a file it rejects is only
+-- warned about: the server judges its syntax.
+function M.check_placeholders(project, plan, undo, conn)
+  local grammar = require("orch.pgquery").version // 10000
   for _, e in ipairs(plan) do
     local src = undo and e.undo or e
     if src.text and src.lang == "sql" then
       local text = files.placeholders(src.text, project.placeholders, src.path)
       local ok, err = pcall(files.split_sql, text, src.path)
       if not ok then
-        fail(string.format("%s does not parse: %s; nothing was applied (orch reads migrations with PostgreSQL %s's grammar)",
-          src.name or src.path, tostring(type(err) == "table" and err.message or err), require("orch.pgquery").version // 10000))
+        local msg = tostring(type(err) == "table" and err.message or err)
+        if newer_than_grammar(conn) and pcall(files.split_sql, text, src.path, { scanner = true }) then
+          log.warn("%s: PostgreSQL %d's grammar rejects %s; the server is newer and judges it (statements split by tokens)",
+            src.name or src.path, grammar, msg)
+        else
+          fail(string.format("%s does not parse: %s; nothing was applied (orch reads migrations with PostgreSQL %d's grammar: " ..
+            "fix the statement)", src.name or src.path, msg, grammar))
+        end
       end
     end
   end
@@ -1392,7 +1414,7 @@ function M.up(conn, project, opts)
     M.check_non_empty(conn, project, opts)
     local plan = M.plan(conn, project, opts)
     check_flyway_services(conn, project, plan)
-    M.check_placeholders(project, plan)
+    M.check_placeholders(project, plan, nil, conn)
     return { applied = {}, planned = plan, dry_run = true }
   end
   local lc <close> = M.lock(conn, project, opts)
@@ -1400,7 +1422,7 @@ function M.up(conn, project, opts)
   M.ensure_history(conn, project)
   local plan = M.plan(conn, project, opts)
   check_flyway_services(conn, project, plan)
-  M.check_placeholders(project, plan)
+  M.check_placeholders(project, plan, nil, conn)
   local result = { applied = {}, planned = plan, run_id = opts.run_id }
   if opts.group and #plan > 0 then return apply_group(conn, lc, project, plan, opts, result) end
   for i, e in ipairs(plan) do
@@ -1495,7 +1517,7 @@ function M.undo(conn, project, opts)
         e.name, e.version_text, e.lang))
     end
   end
-  M.check_placeholders(project, chosen, true)
+  M.check_placeholders(project, chosen, true, conn)
   check_flyway_services(conn, project, chosen)
   if opts.dry_run then return { undone = {}, planned = chosen, dry_run = true } end
   local lc <close> = M.lock(conn, project, opts)

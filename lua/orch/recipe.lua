@@ -431,7 +431,13 @@ function R.step.plan(o)
       lint.load_rules("orch.lint.lua")
       local plan = migrate.plan(ctx:conn(), project)
       ctx.state.pending = plan
-      local findings = lint.run(project, plan)
+      -- the target is the server itself, unless orch.lint.lua chose a version
+      local pgv
+      if not lint.config.pg_version_chosen then
+        local okv, info = pcall(function() return ctx:conn():info() end)
+        pgv = okv and info.server_version_num and info.server_version_num // 10000 or nil
+      end
+      local findings = lint.run(project, plan, { pg_version = pgv })
       ctx.state.lint = findings
       local errors = 0
       for _, f in ipairs(findings) do if f.severity == "error" then errors = errors + 1 end end

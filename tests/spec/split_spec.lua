@@ -92,6 +92,17 @@ describe("orch.migrate.split", function()
     assert.equals(2, s[2].line)
   end)
 
+  it("splits by tokens where asked to, when the parser rejects the text (for servers newer than its grammar)", function()
+    local text = "SELECT 1;\nSELECT '{}' IS JSON;\nCOPY t FROM stdin;\n1\n\\.\nSELECT 2;"
+    assert.has_error(function() split.statements(text, "V1__j.sql") end)
+    local s = split.statements(text, "V1__j.sql", { scanner = true })
+    assert.equals(4, #s)
+    assert.same({ 1, 2, 3, 6 }, lines(s))
+    assert.equals('V1__j.sql:2:16: syntax error at or near "JSON"', s[2].unparsed)
+    assert.equals("1\n", s[3].copy)
+    assert.is_nil(s[4].unparsed)
+  end)
+
   it("gives the same statements with and without trees", function()
     local text = H.read("migrations/V4__tickets.sql")
     local a, b = split.statements(text), split.statements(text, nil, { trees = true })

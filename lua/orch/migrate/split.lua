@@ -122,8 +122,13 @@ end
 -- Text the parser rejects raises "path:line:column: message" (path may be
 -- nil); so does a COPY FROM STDIN without its "\." line. The statements are
 -- the same with or without trees (one grammar decides both).
+-- opts.scanner: where the parser rejects the text, split it with the
+-- scanner instead (tokens only: for servers newer than the grammar, which
+-- then judge the syntax themselves); such statements carry unparsed = the
+-- parser's "path:line:column: message". Without trees only.
 function split.statements(text, path, opts)
   local trees = opts and opts.trees
+  local scanner = opts and opts.scanner and not trees
   local masked = mask(text)
   local line_at = line_counter(text)
   local out = {}
@@ -135,6 +140,13 @@ function split.statements(text, path, opts)
     local part = cut and rest:sub(1, cut) or rest
     local got, msg, _, col, off
     if trees then got, msg, _, col, off = pq.parse(part) else got, msg, _, col, off = pq.split(part) end
+    local unparsed
+    if not got and scanner then
+      local where = path and string.format("%s:%d:%d", path, line_at(base + (off or 1)), col) or
+        string.format("line %d, column %d", line_at(base + (off or 1)), col)
+      unparsed = where .. ": " .. msg
+      got = pq.split(part, "scanner")
+    end
     if not got then
       -- the part starts on a line of its own: its columns are the text's
       fail(path, line_at(base + (off or 1)), col, msg)
@@ -148,7 +160,7 @@ function split.statements(text, path, opts)
       if text:sub(stop + 1, stop + 1) == ";" then stop = stop + 1 end
       local first = split.skip_blank(text, pos, stop)
       out[#out + 1] = { sql = text:sub(pos, stop), line = line_at(first), pos = pos,
-                        tree = trees and st.stmt or nil, base = trees and base or nil }
+                        tree = trees and st.stmt or nil, base = trees and base or nil, unparsed = unparsed }
     end
     if not cut then break end
     -- the COPY's data: from the line after its ";" up to a line "\."
