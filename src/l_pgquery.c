@@ -9,8 +9,8 @@
  *   parse_json(sql) -> the JSON text itself (or the same nil, ... on error)
  *   version      -> the grammar's PostgreSQL version number (150001)
  *
- * The parse tree's JSON is decoded by orch.json in Lua (policy: what a rule
- * reads is Lua). Lines are 1-based; columns are 1-based characters (UTF-8)
+ * The parse tree's JSON is turned into Lua tables here, in one pass (what a
+ * rule reads is Lua; decoding 20 MB of JSON in Lua took half a minute). Lines are 1-based; columns are 1-based characters (UTF-8)
  * within the line, as an editor shows them. libpg_query reports its cursor
  * as a 1-based character position in the whole text; it is turned into a
  * byte offset, a line and a column here, where the bytes are.
@@ -93,16 +93,159 @@ static int pq_parse_json(lua_State *L) {
     return 1;
 }
 
-/* parse(sql): the parse tree decoded with orch.json. */
+/* ------------------------------------------------------------ JSON -> Lua
+ * libpg_query's JSON turned into Lua tables right here: a parse tree is
+ * about six times the size of its SQL, and decoding it in Lua took 28 s for
+ * a 3.5 MB migration (this takes well under one). Objects become tables with
+ * string keys, arrays tables with 1..n, strings/numbers/booleans their Lua
+ * values, null nil. The text is libpg_query's own output: malformed input
+ * raises (a bug, not a user error). */
+
+typedef struct { const char *p, *end; lua_State *L; luaL_Buffer *b; int depth; } JP;
+
+static void jp_fail(JP *j, const char *what) {
+    luaL_error(j->L, "orch.pgquery: bad parse tree JSON at byte %d: %s", (int)(j->end - j->p), what);
+}
+
+static void jp_ws(JP *j) {
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\t' || *j->p == '\r')) j->p++;
+}
+
+static void jp_utf8(luaL_Buffer *b, unsigned long c) {
+    if (c < 0x80) luaL_addchar(b, (char)c);
+    else if (c < 0x800) { luaL_addchar(b, (char)(0xC0 | (c >> 6))); luaL_addchar(b, (char)(0x80 | (c & 0x3F))); }
+    else if (c < 0x10000) {
+        luaL_addchar(b, (char)(0xE0 | (c >> 12))); luaL_addchar(b, (char)(0x80 | ((c >> 6) & 0x3F)));
+        luaL_addchar(b, (char)(0x80 | (c & 0x3F)));
+    } else {
+        luaL_addchar(b, (char)(0xF0 | (c >> 18))); luaL_addchar(b, (char)(0x80 | ((c >> 12) & 0x3F)));
+        luaL_addchar(b, (char)(0x80 | ((c >> 6) & 0x3F))); luaL_addchar(b, (char)(0x80 | (c & 0x3F)));
+    }
+}
+
+static unsigned long jp_hex4(JP *j) {
+    unsigned long v = 0;
+    if (j->end - j->p < 4) jp_fail(j, "short \\u escape");
+    for (int i = 0; i < 4; i++) {
+        char c = *j->p++;
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned long)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned long)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned long)(c - 'A' + 10);
+        else jp_fail(j, "bad \\u escape");
+    }
+    return v;
+}
+
+/* Pushes the string starting after its opening quote. */
+static void jp_string(JP *j) {
+    const char *start = j->p;
+    while (j->p < j->end && *j->p != '"' && *j->p != '\\') j->p++;
+    if (j->p < j->end && *j->p == '"') {   /* no escapes: one copy */
+        lua_pushlstring(j->L, start, (size_t)(j->p - start));
+        j->p++;
+        return;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(j->L, &b);
+    luaL_addlstring(&b, start, (size_t)(j->p - start));
+    while (j->p < j->end && *j->p != '"') {
+        char c = *j->p++;
+        if (c != '\\') { luaL_addchar(&b, c); continue; }
+        if (j->p >= j->end) break;
+        c = *j->p++;
+        switch (c) {
+        case 'n': luaL_addchar(&b, '\n'); break;
+        case 't': luaL_addchar(&b, '\t'); break;
+        case 'r': luaL_addchar(&b, '\r'); break;
+        case 'b': luaL_addchar(&b, '\b'); break;
+        case 'f': luaL_addchar(&b, '\f'); break;
+        case 'u': {
+            unsigned long u = jp_hex4(j);
+            if (u >= 0xD800 && u < 0xDC00 && j->end - j->p >= 6 && j->p[0] == '\\' && j->p[1] == 'u') {
+                j->p += 2;
+                unsigned long lo = jp_hex4(j);
+                u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            jp_utf8(&b, u);
+            break;
+        }
+        default: luaL_addchar(&b, c);   /* \" \\ \/ */
+        }
+    }
+    if (j->p >= j->end) jp_fail(j, "unterminated string");
+    j->p++;
+    luaL_pushresult(&b);
+}
+
+static void jp_value(JP *j) {
+    jp_ws(j);
+    if (j->p >= j->end) jp_fail(j, "unexpected end");
+    if (++j->depth > 10000) jp_fail(j, "nested too deeply");
+    luaL_checkstack(j->L, 4, "parse tree too deep");
+    char c = *j->p;
+    if (c == '{') {
+        j->p++;
+        lua_newtable(j->L);
+        jp_ws(j);
+        if (j->p < j->end && *j->p == '}') { j->p++; j->depth--; return; }
+        for (;;) {
+            jp_ws(j);
+            if (j->p >= j->end || *j->p != '"') jp_fail(j, "object key expected");
+            j->p++;
+            jp_string(j);
+            jp_ws(j);
+            if (j->p >= j->end || *j->p != ':') jp_fail(j, "':' expected");
+            j->p++;
+            jp_value(j);
+            lua_rawset(j->L, -3);
+            jp_ws(j);
+            if (j->p < j->end && *j->p == ',') { j->p++; continue; }
+            if (j->p < j->end && *j->p == '}') { j->p++; break; }
+            jp_fail(j, "',' or '}' expected");
+        }
+    } else if (c == '[') {
+        j->p++;
+        lua_newtable(j->L);
+        lua_Integer i = 0;
+        jp_ws(j);
+        if (j->p < j->end && *j->p == ']') { j->p++; j->depth--; return; }
+        for (;;) {
+            jp_value(j);
+            lua_rawseti(j->L, -2, ++i);
+            jp_ws(j);
+            if (j->p < j->end && *j->p == ',') { j->p++; continue; }
+            if (j->p < j->end && *j->p == ']') { j->p++; break; }
+            jp_fail(j, "',' or ']' expected");
+        }
+    } else if (c == '"') {
+        j->p++;
+        jp_string(j);
+    } else if (c == 't' && j->end - j->p >= 4 && memcmp(j->p, "true", 4) == 0) {
+        j->p += 4; lua_pushboolean(j->L, 1);
+    } else if (c == 'f' && j->end - j->p >= 5 && memcmp(j->p, "false", 5) == 0) {
+        j->p += 5; lua_pushboolean(j->L, 0);
+    } else if (c == 'n' && j->end - j->p >= 4 && memcmp(j->p, "null", 4) == 0) {
+        j->p += 4; lua_pushnil(j->L);
+    } else {
+        const char *start = j->p;
+        while (j->p < j->end && strchr("+-0123456789.eE", *j->p)) j->p++;
+        if (j->p == start) jp_fail(j, "value expected");
+        lua_pushlstring(j->L, start, (size_t)(j->p - start));
+        if (!lua_stringtonumber(j->L, lua_tostring(j->L, -1))) jp_fail(j, "bad number");
+        lua_remove(j->L, -2);
+    }
+    j->depth--;
+}
+
+/* parse(sql): the parse tree as Lua tables. */
 static int pq_parse(lua_State *L) {
     int n = pq_parse_json(L);
     if (n != 1) return n;
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "orch.json");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "decode");
-    lua_pushvalue(L, -3);
-    lua_call(L, 1, 1);
+    size_t len;
+    const char *text = lua_tolstring(L, -1, &len);
+    JP j = { text, text + len, L, NULL, 0 };
+    jp_value(&j);
     return 1;
 }
 

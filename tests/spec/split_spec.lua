@@ -25,6 +25,16 @@ describe("orch.pgquery", function()
     assert.equals(15, pq.version // 10000)
   end)
 
+  it("hands over strings exactly: quotes, backslashes, control characters, non-ASCII", function()
+    local s = "a\"b\\c\nd\te\1f é☃😀"
+    local lit = s:gsub("\\", "\\\\"):gsub("\n", "\\n"):gsub("\t", "\\t"):gsub("\1", "\\x01")
+    local t = pq.parse("SELECT E'" .. lit .. "', 1.5, true")
+    local tl = t.stmts[1].stmt.SelectStmt.targetList
+    assert.equals(s, tl[1].ResTarget.val.A_Const.sval.sval)
+    assert.equals("1.5", tl[2].ResTarget.val.A_Const.fval.fval)
+    assert.is_true(tl[3].ResTarget.val.A_Const.boolval.boolval)
+  end)
+
   it("returns the parser's message with line, column (characters) and byte offset", function()
     local t, msg, line, col, off = pq.parse("SELECT 'é';\nSELECT 'ü' FRM x;")
     assert.is_nil(t)
