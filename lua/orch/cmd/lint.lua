@@ -8,6 +8,7 @@ local spec = args.spec({ "dir" }, {
   { name = "rules", type = "string", metavar = "FILE", path = true, complete = "file", help = "extra rules (default: orch.lint.lua in the project root, if present)" },
   { name = "strict", type = "boolean", help = "fail on warnings too, not only errors" },
   { name = "service", type = "list", metavar = "NAME", help = "only this service's migrations (repeatable)" },
+  { name = "list", type = "boolean", help = "list the rules (built-in and orch.lint.lua's): id, name, severity, what to do instead" },
   { name = "pg-version", type = "string", metavar = "N", help = "the target server's major version (default: orch.lint.lua's pg_version, else 15): what is safe on 11+, 12+, 14+" },
 })
 
@@ -22,6 +23,14 @@ return {
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "lint")
     local project = require "orch.project"
+    if opts.list then
+      lint.load_rules(opts.rules or "orch.lint.lua")
+      for _, r in ipairs(lint.rules) do
+        local lvl = lint.config.severity[r.id] or (r.name and lint.config.severity[r.name]) or r.severity
+        print(string.format("%-6s %-30s %-8s %s", r.id, r.name or "", lvl, r.hint or ""))
+      end
+      return 0
+    end
     if #rest == 0 and not opts.dir then project.need("orch lint", "name the files (orch lint FILE...) or pass --dir DIR") end
     for i, p in ipairs(rest) do rest[i] = project.from_cwd(p) end
     lint.load_rules(opts.rules or "orch.lint.lua")
