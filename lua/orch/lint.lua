@@ -470,7 +470,7 @@ add { id = "OR025", name = "validate-in-same-transaction", severity = "warning",
   end) }
 
 add { id = "OR026", name = "transaction-control", severity = "error",
-  hint = "orch runs each migration in its own transaction (or with '-- orch: transaction=false' statement by statement): remove BEGIN/COMMIT/ROLLBACK from the file (one plain BEGIN ... COMMIT around the whole file is fine)",
+  hint = "orch runs each migration in its own transaction (or with '-- orch: transaction=false' statement by statement): remove BEGIN/COMMIT/ROLLBACK from the file (one BEGIN ... COMMIT around the whole file is fine)",
   check = function(s, ctx)
     if s.kind == "TransactionStmt" and ctx.transactional and not ctx.wrapper[s.index] then
       local k = tostring(s.node.kind):gsub("^TRANS_STMT_", "")
@@ -745,11 +745,15 @@ function lint.check_sql(text, file, opts)
 
   local line_of = line_offsets(text)
   local tx = { not_valid = {}, explicit = false }
-  -- one plain BEGIN ... COMMIT around a transactional file: migrate skips both
-  local wrapper = {}
+  -- one BEGIN ... COMMIT around a transactional file is its transaction:
+  -- migrate runs what is between (files.unwrap_transaction), numbered so
+  local wrapper, number = {}, {}
   if transactional then
-    local b, c = require("orch.migrate.split").wrapper(stmts)
-    if b then wrapper[b], wrapper[c] = true, true end
+    local okw, inner, wrapped = pcall(files.unwrap_transaction, stmts, file)
+    if okw and wrapped then
+      wrapper[1], wrapper[#stmts] = true, true
+      for i, st in ipairs(inner) do number[st] = i end
+    end
   end
   for idx, st in ipairs(stmts) do
     local kind = kind_of(st.tree)
@@ -784,7 +788,7 @@ function lint.check_sql(text, file, opts)
         for _, f in ipairs(list_) do
           findings[#findings + 1] = { rule = rule.id, name = rule.name, severity = level, file = file,
             line = f.location and ctx.line_of(f.location) or st.line, message = f.message, hint = rule.hint,
-            statement = s.norm:sub(1, 120), statement_index = idx }
+            statement = s.norm:sub(1, 120), statement_index = number[st] or idx }
         end
       end
     end
@@ -829,11 +833,13 @@ end
 
 --- Lint a project (from orch.migrate.load), or only the given entries.
 -- SQL files are linted with placeholders left as written. With entries
--- (a release: migrate's plan), a table created by an earlier entry is new
--- for the later ones; without, each file stands alone. Returns findings.
+-- (a release: migrate's plan; opts.release = false for a mere selection),
+-- a table created by an earlier entry is new for the later ones; without,
+-- each file stands alone. Returns findings.
 function lint.run(project, entries, opts)
   opts = opts or {}
-  local release = entries ~= nil and #entries > 0
+  local release = opts.release
+  if release == nil then release = entries ~= nil and #entries > 0 end
   entries = entries or {}
   if #entries == 0 then
     for _, e in ipairs(project.versioned) do entries[#entries + 1] = e end

@@ -941,7 +941,7 @@ function M.run_verify(conn, project, e, opts)
   if v.lua_verify then
     ok, err = pcall(v.lua_verify, conn, { env = project.env, placeholders = project.placeholders, log = log, migration = e.name })
   else
-    local stmts = files.split_sql(files.placeholders(v.text, project.placeholders, v.path))
+    local stmts = files.split_sql(files.placeholders(v.text, project.placeholders, v.path), v.path)
     for i, st in ipairs(stmts) do
       ok, err = pcall(run_statement, conn, st)
       if not ok then err = migration_error(v, err, st, i, #stmts) break end

@@ -174,9 +174,12 @@ describe("migrate's errors from the same parse", function()
     }
     local r = H.orch { "migrate", "--db", url, "--dir", dir }
     assert.equals(1, r.code, r.stderr)
-    assert.matches("V2__wrapped_bad%.sql failed at .*V2__wrapped_bad%.sql:3 %(statement 3 of 4%)", r.stderr)
+    assert.matches("V2__wrapped_bad%.sql failed at .*V2__wrapped_bad%.sql:3 %(statement 2 of 2%)", r.stderr)
     assert.equals(1, c:value("SELECT count(*)::int FROM wrapped"))
     assert.is_false(c:value("SELECT to_regclass('later') IS NOT NULL"))   -- rolled back, COMMIT never ran
+    local f = lint.check_sql("BEGIN;\nCREATE TABLE later2 (id bigint);\nUPDATE tickets SET x = 1;\nCOMMIT;\n", "V3__w.sql")
+    assert.equals(1, #f, lint.format(f))
+    assert.same({ "OR016", 3, 2 }, { f[1].rule, f[1].line, f[1].statement_index })
     -- BEGIN and COMMIT anywhere else are still refused
     H.write(dir .. "/V2__wrapped_bad.sql", "CREATE TABLE later (id bigint);\nCOMMIT;\n")
     local again = H.orch { "migrate", "--db", url, "--dir", dir }
@@ -185,13 +188,13 @@ describe("migrate's errors from the same parse", function()
   end)
 
   it("runs a file of one CREATE INDEX CONCURRENTLY without a transaction", function()
-    c:exec("CREATE TABLE big (id bigint)")
-    local dir = project { ["V1__idx.sql"] = "-- build it online\nCREATE INDEX CONCURRENTLY big_id ON big (id);\n" }
+    local dir = project { ["V1__big.sql"] = "CREATE TABLE big (id bigint);\n",
+                          ["V2__idx.sql"] = "-- build it online\nCREATE INDEX CONCURRENTLY big_id ON big (id);\n" }
     local r = H.orch { "migrate", "--db", url, "--dir", dir }
     assert.is_true(r.ok, r.stderr)
     assert.matches("cannot run inside a transaction: running it without one", r.stderr .. r.stdout)
     assert.is_true(c:value("SELECT indisvalid FROM pg_index WHERE indexrelid = 'big_id'::regclass"))
-    assert.equals(0, #lint.check_sql(H.read(dir .. "/V1__idx.sql"), "V1__idx.sql"))
+    assert.equals(0, #lint.check_sql(H.read(dir .. "/V2__idx.sql"), "V2__idx.sql"))
   end)
 
   it("refuses a file the parser rejects with file:line:column, before anything is applied", function()

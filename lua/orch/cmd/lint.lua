@@ -59,7 +59,7 @@ return {
           for _, e in ipairs(list) do if migrate.selected(project, e.service) then entries[#entries + 1] = e end end
         end
       end
-      findings = lint.run(project, entries)
+      findings = lint.run(project, entries, { release = false })
     end
     local errors, warnings = 0, 0
     for _, f in ipairs(findings) do

@@ -183,39 +183,6 @@ function split.statements(text, path, opts)
   return out
 end
 
--- The words of a statement, lower-cased, its comments and ";" left out.
-local function words(sql)
-  local k = split.skip_blank(sql, 1)
-  local w = {}
-  for x in sql:sub(k, k + 200):lower():gsub(";%s*$", ""):gmatch("[%a_]+") do w[#w + 1] = x end
-  return w
-end
-
-local function plain_begin(w)
-  return (w[1] == "begin" and (#w == 1 or (#w == 2 and (w[2] == "work" or w[2] == "transaction"))))
-    or (w[1] == "start" and w[2] == "transaction" and #w == 2)
-end
-local function plain_commit(w)
-  return (w[1] == "commit" or w[1] == "end") and (#w == 1 or (#w == 2 and (w[2] == "work" or w[2] == "transaction")))
-end
-local function tx_control(w)
-  return w[1] == "begin" or w[1] == "commit" or w[1] == "end" or w[1] == "abort"
-    or (w[1] == "start" and w[2] == "transaction") or (w[1] == "rollback" and w[2] ~= "to")
-end
-
---- Is the script wrapped in one plain BEGIN ... COMMIT (as psql scripts and
--- Django's sqlmigrate write them), with no other transaction control? Then
--- it is one transaction either way: returns the indexes of the BEGIN and
--- the COMMIT (migrate runs what is between them in its own transaction).
-function split.wrapper(stmts)
-  if #stmts < 2 then return nil end
-  if not (plain_begin(words(stmts[1].sql)) and plain_commit(words(stmts[#stmts].sql))) then return nil end
-  for i = 2, #stmts - 1 do
-    if tx_control(words(stmts[i].sql)) then return nil end
-  end
-  return 1, #stmts
-end
-
 --- The statement kind of a tree node: "AlterTableStmt", "CreateStmt", ...
 function split.kind(tree)
   return tree and next(tree)
