@@ -392,6 +392,32 @@ function cli.main(...)
   local i, lead = 1, {}
   while argv[i] and argv[i]:match("^%-.") and argv[i] ~= "--" do lead[#lead + 1] = argv[i]; i = i + 1 end
   if argv[i] == "--" then i = i + 1 end
+  -- a command's option before the command (orch --env prod migrate) is named as such, with where it goes
+  local long, short = {}, {}
+  for _, o in ipairs(cli.global_options) do long[o.name] = true; if o.short then short[o.short] = true end end
+  for _, a in ipairs(lead) do
+    local name = a:match("^%-%-([^=]+)")
+    local bad = name and not long[name] and ("--" .. name)
+    if not name then
+      for ch in a:sub(2):gmatch(".") do if not short[ch] then bad = "-" .. ch break end end
+    end
+    local known = false   -- an option some command has?
+    if bad then
+      for _, n in ipairs(cli.commands()) do
+        local ok, c = pcall(cli.command, n)
+        for _, o in ipairs(ok and c and cli.spec_of(c) or {}) do
+          if "--" .. o.name == bad or (o.short and "-" .. o.short == bad) then known = true end
+        end
+      end
+      local word = "COMMAND"   -- the command further on, past the option's value
+      for j = i, #argv do
+        if argv[j]:match("%.lua$") or cli.command(argv[j]) then word = argv[j] break end
+      end
+      if not known then args.usage_error(nil, string.format("unknown option %s%s", bad, bad ~= a and (" in " .. a) or "")) end
+      args.usage_error(nil, string.format("%s is not a global option: a command's options go after the command " ..
+        "(orch %s %s ...); before it only -h, -V, -v, -q and --json", bad, word, a))
+    end
+  end
   local g = args.parse(lead, cli.global_options, nil)
   local first = argv[i]
   local rest = table.move(argv, i + 1, #argv, 1, {})

@@ -161,6 +161,22 @@ return R.run { name = "quiet", opts = opts, env = env, steps = { R.step.lua { na
       -- without --json the same error is text
       assert.matches("^orch: migration V2__bad%.sql failed", orch { "migrate", "--db", fresh("cli_terr"), "--dir", dir }.stderr)
     end)
+
+    it("a command's own refusals are error objects too: notify without webhooks, check with nothing to check", function()
+      local p = project()
+      H.write(p .. "/orch.env.lua", "return { dev = { database = { local_cluster = true } },\n" ..
+        "  bare = { database = { env = 'CLI_BARE_URL' } } }\n")
+      local n = orch({ "notify", "--json" }, { cwd = p })
+      assert.equals(1, n.code, n.stderr)
+      assert.equals("", n.stdout)
+      local ne = json.decode(n.stderr)
+      assert.equals(1, ne.exit_code)
+      assert.matches("environment dev has no webhooks", ne.error)
+      local c = orch({ "check", "--env", "bare", "--only", "http", "--json" }, { cwd = p, env = { CLI_BARE_URL = "postgresql://x@127.0.0.1:1/x", DATABASE_URL = false } })
+      assert.equals(1, c.code, c.stdout .. c.stderr)
+      assert.equals("", c.stdout)
+      assert.matches("nothing to check: environment bare has no HTTP checks", json.decode(c.stderr).error)
+    end)
   end)
 
   describe("colour and control codes", function()
@@ -249,6 +265,12 @@ return R.run { name = "quiet", opts = opts, env = env, steps = { R.step.lua { na
       assert.matches("option %-%-only takes db or http, not 'disk'", orch { "check", "--only", "disk" }.stderr)
       assert.equals(2, orch { "--bogus" }.code)
       assert.equals(2, orch { "frobnicate" }.code)
+      -- a command's option before the command: named, with where it goes
+      local before = orch { "--env", "prod", "status" }
+      assert.equals(2, before.code)
+      assert.matches("%-%-env is not a global option: a command's options go after the command %(orch status %-%-env", before.stderr)
+      assert.matches("unknown option %-%-bogus\n", orch { "--bogus", "status" }.stderr)
+      assert.matches("%-Z is not a global option", orch { "-Z0", "backup" }.stderr)
     end)
 
     it("-Z0 is honoured as -Z 0 (an uncompressed archive), not ignored", function()

@@ -1,8 +1,9 @@
 -- Installing orch: `cmake --install` into a temporary prefix, the installed
 -- binary run from /, the generated man pages rendered by man and groff, the
 -- bash, zsh and fish completions run by their shells, and the Debian
--- package cpack builds (its files and its dependencies; dpkg -i is not run
--- here, it would change the machine).
+-- package cpack builds: its files, its dependencies (every library the
+-- binary links belongs to one), and dpkg -i / -r into a scratch root whose
+-- dpkg database holds only those dependencies (this machine is not changed).
 local H = require "helper"
 local sys = require "orch.sys"
 local cli = require "orch.cli"
@@ -156,33 +157,107 @@ printf '%%s\n' "${COMPREPLY[@]}"
   end)
 end)
 
+local deb_file   -- one package for the whole describe
+local function deb()
+  if deb_file then return deb_file end
+  local out = H.tmpdir()
+  local r = run({ "cpack", "-G", "DEB", "-B", out, "--config", build .. "/CPackConfig.cmake" }, { timeout = 600 })
+  assert(r.code == 0, "cpack failed: " .. r.stdout .. r.stderr)
+  for _, f in ipairs(sys.listdir(out)) do if f:match("%.deb$") then deb_file = out .. "/" .. f end end
+  assert(deb_file, "no .deb in " .. out)
+  return deb_file
+end
+
+local function depends(file)
+  local d = run { "dpkg-deb", "-f", file, "Depends" }
+  assert(d.code == 0, d.stderr)
+  local names = {}
+  for item in d.stdout:gmatch("[^,]+") do names[#names + 1] = item:match("^%s*([%w%.%+%-]+)") end
+  return names, d.stdout
+end
+
 describe("cpack -G DEB", function()
   it("builds a Debian package with orch's files and the libraries it links as dependencies", function()
-    local out = H.tmpdir()
-    local r = run({ "cpack", "-G", "DEB", "-B", out, "--config", build .. "/CPackConfig.cmake" }, { timeout = 600 })
-    assert.equals(0, r.code, r.stdout .. r.stderr)
-    local deb
-    for _, f in ipairs(sys.listdir(out)) do if f:match("%.deb$") then deb = out .. "/" .. f end end
-    assert.truthy(deb, "no .deb in " .. out)
-    assert.matches("orch_" .. package.orch_version:gsub("%.", "%%.") .. "_amd64%.deb$", deb)
-    local c = run { "dpkg-deb", "-c", deb }
+    local file = deb()
+    assert.matches("orch_" .. package.orch_version:gsub("%.", "%%.") .. "_amd64%.deb$", file)
+    local c = run { "dpkg-deb", "-c", file }
     assert.equals(0, c.code, c.stderr)
     for _, f in ipairs { "./usr/bin/orch", "./usr/share/man/man1/orch.1", "./usr/share/man/man1/orch-migrate.1",
                          "./usr/share/bash-completion/completions/orch", "./usr/share/zsh/vendor-completions/_orch",
                          "./usr/share/fish/vendor_completions.d/orch.fish", "./usr/share/orch/recipes/dev.lua" } do
       assert.truthy(c.stdout:find(f, 1, true), f .. " in the package")
     end
-    local deps = run { "dpkg-deb", "-f", deb, "Depends" }
-    assert.equals(0, deps.code)
+    local _, deps = depends(file)
     for _, lib in ipairs { "libc6", "libpq5", "liblua5.4-0", "libcurl4", "zlib1g", "liblz4-1", "libzstd1" } do
-      assert.matches("%f[%w]" .. lib:gsub("%p", "%%%0") .. " %(>=", deps.stdout, nil, lib)
+      assert.matches("%f[%w]" .. lib:gsub("%p", "%%%0") .. " %(>=", deps, nil, lib)
     end
-    assert.matches("postgresql", run({ "dpkg-deb", "-f", deb, "Recommends" }).stdout)
+    assert.matches("postgresql", run({ "dpkg-deb", "-f", file, "Recommends" }).stdout)
     -- the packaged (stripped) binary runs
     local x = H.tmpdir()
-    assert.is_true(run({ "dpkg-deb", "-x", deb, x }).ok)
+    assert.is_true(run({ "dpkg-deb", "-x", file, x }).ok)
     local v = run { x .. "/usr/bin/orch", "--version" }
     assert.equals(0, v.code, v.stderr)
     assert.matches("^orch " .. package.orch_version:gsub("%.", "%%."), v.stdout)
+  end)
+
+  it("every library the packaged binary links comes from a package its Depends names", function()
+    local file = deb()
+    local x = H.tmpdir()
+    assert.is_true(run({ "dpkg-deb", "-x", file, x }).ok)
+    local names = depends(file)
+    local named = {}
+    for _, n in ipairs(names) do named[n] = true end
+    local needed = run { "readelf", "-d", x .. "/usr/bin/orch" }
+    assert.equals(0, needed.code, needed.stderr)
+    local ldd = run { "ldd", x .. "/usr/bin/orch" }
+    assert.equals(0, ldd.code, ldd.stderr)
+    local count = 0
+    for lib in needed.stdout:gmatch("%(NEEDED%)%s+Shared library: %[([^%]]+)%]") do
+      count = count + 1
+      local path = ldd.stdout:match("\t" .. lib:gsub("%p", "%%%0") .. " => (%S+)")
+      assert.truthy(path, lib .. " is not found by ldd")
+      local owner = run { "dpkg", "-S", path }
+      if owner.code ~= 0 then owner = run { "dpkg", "-S", "/usr" .. path } end   -- /lib is /usr/lib (usrmerge)
+      assert.equals(0, owner.code, lib .. ": no package owns " .. path)
+      local pkg = owner.stdout:match("^([^:,%s]+)")
+      assert.is_true(named[pkg] == true, string.format("%s (%s, package %s) is not in Depends: %s", lib, path, pkg,
+        table.concat(names, ", ")))
+    end
+    assert.is_true(count >= 7, "readelf found " .. count .. " NEEDED libraries")
+  end)
+
+  it("dpkg -i installs it into a root that has only its dependencies; orch runs from there; dpkg -r removes every file", function()
+    local file = deb()
+    -- a scratch dpkg root whose database holds exactly the packages Depends names (as this machine has
+    -- them): dpkg configures orch only when each one is present in a version that satisfies it
+    local root = H.tmpdir()
+    for _, d in ipairs { "/var/lib/dpkg/info", "/var/lib/dpkg/updates", "/var/lib/dpkg/triggers" } do
+      assert.is_true(run({ "mkdir", "-p", root .. d }).ok)
+    end
+    local status = {}
+    for _, n in ipairs(depends(file)) do
+      local q = run { "dpkg-query", "-s", n }
+      assert.equals(0, q.code, n .. " is not installed here: " .. q.stderr)
+      status[#status + 1] = q.stdout:gsub("\n*$", "\n")
+    end
+    H.write(root .. "/var/lib/dpkg/status", table.concat(status, "\n"))
+    H.write(root .. "/var/lib/dpkg/available", "")
+    local i = run { "dpkg", "--root=" .. root, "--log=/dev/null", "-i", file }
+    assert.equals(0, i.code, i.stdout .. i.stderr)
+    assert.matches("Status: install ok installed", run({ "dpkg", "--root=" .. root, "-s", "orch" }).stdout)
+    local help = run { root .. "/usr/bin/orch", "--help" }
+    assert.equals(0, help.code, help.stderr)
+    assert.matches("^orch %- PostgreSQL", help.stdout)
+    local man = run({ "man", "-l", root .. "/usr/share/man/man1/orch-migrate.1" }, { env = { MANPAGER = "cat", LANG = "C" } })
+    assert.equals(0, man.code, man.stderr)
+    local r = run { "dpkg", "--root=" .. root, "--log=/dev/null", "-r", "orch" }
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local left = run { "find", root, "-path", root .. "/var", "-prune", "-o", "-type", "f", "-print" }
+    assert.equals("", left.stdout, "files left after dpkg -r")
+    -- without one of them (libpq5) dpkg refuses to configure it, naming it
+    H.write(root .. "/var/lib/dpkg/status", ((table.concat(status, "\n") .. "\n"):gsub("Package: libpq5\n.-\n\n", "")))
+    local nodep = run { "dpkg", "--root=" .. root, "--log=/dev/null", "-i", file }
+    assert.is_not.equals(0, nodep.code)
+    assert.matches("libpq5", nodep.stderr)
   end)
 end)

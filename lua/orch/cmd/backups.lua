@@ -27,7 +27,9 @@ return {
     local opts, rest = args.parse(argv, spec, "backups")
     local name = opts.env or os.getenv("ORCH_ENV")
     if name == "" then name = nil end
-    local conf = envmod.backups(name)   -- directory and retention of the environment (--env, else ORCH_ENV)
+    -- directory and retention of the environment (--env, else ORCH_ENV), else of the one orch backup
+    -- writes into without --env (the project's dev): orch backup, then orch backups list, shows it
+    local conf = name and envmod.backups(name) or envmod.for_command(opts).backups
     local dir = opts.dir or conf.dir
     if dir:sub(1, 1) ~= "/" then require("orch.project").need("orch backups", "name the directory with --dir DIR") end
     local action = rest[1] or "list"

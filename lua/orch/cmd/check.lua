@@ -76,9 +76,9 @@ Exit status: 0 every check passes, 1 a check fails (or warns, unless --allow-war
       sys.sleep(interval)
     end
     if #report.checks == 0 then
-      io.stderr:write(string.format("nothing to check: environment %s has no %schecks (see orch help check)\n", env.name,
-        opts.only == "http" and "HTTP " or opts.only == "db" and "database " or ""))
-      return 1
+      -- raised, so that --json makes it an error object like every other
+      require("orch.sys").error(string.format("nothing to check: environment %s has no %schecks (see orch help check)", env.name,
+        opts.only == "http" and "HTTP " or opts.only == "db" and "database " or ""), 1)
     end
     if opts.json then
       io.stdout:write(json.encode(health.to_json(report, { description = "orch check for environment " .. env.name,

@@ -21,8 +21,8 @@ return {
     local env = envmod.load(opts.env)
     local targets, missing = notify.targets(env)
     if #targets == 0 and #missing == 0 then
-      io.stderr:write(string.format("environment %s has no webhooks: add webhooks = { { url_env = \"VAR\", kind = \"slack\" } } to orch.env.lua\n", env.name))
-      return 1
+      -- raised, so that --json makes it an error object like every other
+      require("orch.sys").error(string.format("environment %s has no webhooks: add webhooks = { { url_env = \"VAR\", kind = \"slack\" } } to orch.env.lua", env.name), 1)
     end
     local results = notify.send(targets, "test", { recipe = "notify", env = env.name, run_id = "test",
       message = opts.message, outcome = "test" })
