@@ -237,6 +237,20 @@ function args.describe(o)
   return h
 end
 
+--- A spec as data (orch help --json): each option's name, short name, type,
+-- value name, default, allowed values and help, and whether it is global.
+function args.data(spec)
+  local out = {}
+  for _, o in ipairs(spec) do
+    local d = { name = o.name, short = o.short, type = o.type, help = o.help, global = o.global or false }
+    if o.type ~= "boolean" then d.metavar = o.metavar or o.name:upper() end
+    if type(o.default) ~= "table" and type(o.default) ~= "function" then d.default = o.default end
+    if type(o.choices) == "table" then d.choices = o.choices end
+    out[#out + 1] = d
+  end
+  return out
+end
+
 --- Format the option list of a spec for --help: its own options, one per
 -- line (wrapped), then the global options on one line.
 function args.help(spec)

@@ -243,6 +243,27 @@ function cli.command_help(name, c)
   return table.concat(out, "\n")
 end
 
+--- orch help --json: the commands, the global options and the exit codes as data.
+function cli.help_data()
+  local cmds = {}
+  for _, n in ipairs(cli.commands()) do
+    local ok, c = pcall(require, "orch.cmd." .. n)
+    cmds[#cmds + 1] = { name = n, summary = ok and c.summary or "(failed to load)" }
+  end
+  local codes = {}
+  for _, e in ipairs(cli.exit_codes) do codes[#codes + 1] = { code = e[1], meaning = e[2] } end
+  return { commands = cmds, global_options = args.data(cli.global_options), exit_codes = codes }
+end
+
+--- orch help COMMAND --json: a command's help as data, from the table --help prints.
+function cli.command_data(name, c)
+  local o = c.operands or { max = 0 }
+  return { command = name, summary = c.summary, usage = c.usage or ("usage: orch " .. name .. " [options]"),
+           description = c.description, options = args.data(cli.spec_of(c)),
+           operands = { max = o.max or 0, min = o.min or 0, name = o.name, words = o.words },
+           examples = c.examples or {} }
+end
+
 -- ------------------------------------------------------------ global options
 
 --- Apply the global options a parse found (args.parse calls this): the log
@@ -423,7 +444,10 @@ function cli.main(...)
   local rest = table.move(argv, i + 1, #argv, 1, {})
   if g.version then return cli.print_version() end
   if g.help then
-    if not first then print(cli.help()) return 0 end
+    if not first then
+      if cli.json then io.stdout:write(require("orch.json").encode(cli.help_data(), { indent = "  " }), "\n") return 0 end
+      print(cli.help()) return 0
+    end
     rest, first = { first }, "help"
   end
   if not first then
@@ -439,7 +463,10 @@ function cli.main(...)
     local function global(name)
       for _, s in ipairs(spec) do if s.name == name then return s.global and opts[name] end end
     end
-    if global("help") then print(cli.command_help(first, c)) return 0 end
+    if global("help") then
+      if cli.json then io.stdout:write(require("orch.json").encode(cli.command_data(first, c), { indent = "  " }), "\n") return 0 end
+      print(cli.command_help(first, c)) return 0
+    end
     if global("version") then return cli.print_version() end
     check_operands(first, c, operands)
     local r = c.run(rest)

@@ -97,14 +97,27 @@ local function errtext(e)
 end
 
 --- Describe what a recipe declares (for orch help RECIPE).
-function R.describe(path)
+function R.describe(path, as_data)
   R._describing = true
   local cli = require "orch.cli"
   local chunk = cli.load_recipe(path, {})
   local ok, def = pcall(chunk)
   R._describing = false
   if not ok then error(def, 0) end
-  if type(def) ~= "table" or not def.steps then return path .. ": not an orch.recipe recipe (it does not return R.run{...})" end
+  if type(def) ~= "table" or not def.steps then
+    if as_data then return { recipe = path, orch_recipe = false } end
+    return path .. ": not an orch.recipe recipe (it does not return R.run{...})"
+  end
+  if as_data then
+    local function steps(list)
+      local out = {}
+      for _, s in ipairs(list or {}) do out[#out + 1] = { name = s.name, about = s.about } end
+      return out
+    end
+    return { recipe = path, orch_recipe = true, name = def.name or path, summary = R._summary or def.summary,
+             usage = "usage: orch " .. path .. " [options]", options = R._spec and args.data(R._spec) or {},
+             steps = steps(def.steps), on_failure = steps(def.on_failure), always = steps(def.always) }
+  end
   local out = { string.format("%s — %s", def.name or path, R._summary or def.summary or ""), "", "usage: orch " .. path .. " [options]" }
   if R._spec then out[#out + 1] = "\noptions:\n" .. args.help(R._spec) end
   out[#out + 1] = "\nsteps:"

@@ -222,6 +222,35 @@ return R.run { name = "quiet", opts = opts, env = env, steps = { R.step.lua { na
       assert.equals(orch { "help", "migrate" }.stdout, orch { "--help", "migrate" }.stdout)
     end)
 
+    it("--json gives the same help as data: the commands, a command's options and examples, a recipe's steps", function()
+      local cli = require "orch.cli"
+      local top = orch { "help", "--json" }
+      assert.equals(0, top.code, top.stderr)
+      local t = json.decode(top.stdout)
+      local names = {}
+      for i, c in ipairs(t.commands) do names[i] = c.name end
+      assert.same(cli.commands(), names)
+      assert.equals(#cli.global_options, #t.global_options)
+      assert.equals(130, t.exit_codes[#t.exit_codes].code)
+      assert.same(t, json.decode(orch({ "--json", "--help" }).stdout))
+      local b = json.decode(orch({ "help", "backup", "--json" }).stdout)
+      assert.equals("backup", b.command)
+      assert.same(cli.command("backup").examples, b.examples)
+      local compress
+      for _, o in ipairs(b.options) do if o.name == "compress" then compress = o end end
+      assert.equals("Z", compress.short)
+      assert.equals(false, compress.global)
+      assert.same(b, json.decode(orch({ "backup", "--help", "--json" }).stdout))
+      local dir = H.tmpdir()
+      H.recipe("dev", dir)
+      local d = orch({ "help", "recipes/dev.lua", "--json" }, { cwd = dir })
+      assert.equals(0, d.code, d.stderr)
+      local dj = json.decode(d.stdout)
+      assert.equals("dev", dj.name)
+      assert.equals("database", dj.steps[1].name)
+      assert.equals("summary", dj.always[1].name)
+    end)
+
     it("lists the global options from one table, in orch --help and in every command's help", function()
       local top = orch { "--help" }.stdout
       local cli = require "orch.cli"
