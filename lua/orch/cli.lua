@@ -319,7 +319,8 @@ end
 -- detail, migration, file, line, ...).
 function cli.format_error(e, code, where, traceback)
   local text = log.error_text(e)
-  if code ~= 130 and where and text:sub(1, #where) ~= where then text = where .. ": " .. text end
+  -- a usage error is about the command line, not the recipe line that parsed it (the JSON keeps where)
+  if code ~= 130 and code ~= 2 and where and text:sub(1, #where) ~= where then text = where .. ": " .. text end
   local verbose = cli.verbose or (os.getenv("ORCH_VERBOSE") or "0") ~= "0" and os.getenv("ORCH_VERBOSE") ~= ""
   if cli.json then
     local obj = {}
@@ -482,6 +483,7 @@ function cli.main(...)
       local real = sys.realpath(abs)
       path = (abs:sub(1, #root) == root and abs:sub(#root + 1)) or (real and real:sub(1, #root) == root and real:sub(#root + 1)) or abs
     end
+    require("orch.recipe")._invoked = first   -- its usage errors say: see 'orch FIRST --help'
     return cli.run_recipe(path, rest)
   end
   args.usage_error(nil, string.format("unknown command '%s' (and no recipe file of that name)", first))

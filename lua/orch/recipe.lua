@@ -37,14 +37,25 @@ R.EXIT = { ok = 0, failed = 1, usage = 2, restored = 3, human = 4, interrupted =
 R.common_options = { "db", "dir", "env", "yes", "dry_run" }
 
 --- Parse a recipe's arguments and load its environment.
--- Returns opts, env. With --help prints the recipe's help and exits 0.
+-- Returns opts, env, operands. With --help prints the recipe's help and exits 0.
 -- A recipe runs in its project (orch.project): outside any project it
--- stops here, before anything is written (exit 2).
-function R.setup(argv, default_env, extra, summary)
+-- stops here, before anything is written (exit 2). A word that is not an
+-- option is a usage error, unless the recipe takes some: how = { operands =
+-- { max = N, name = "FILE..." } } (max = math.huge for any number).
+function R.setup(argv, default_env, extra, summary, how)
   local spec = args.spec(R.common_options, extra)
   R._spec, R._summary = spec, summary
-  if R._describing then return {}, { name = default_env, backups = {}, database = {}, health = {}, webhooks = {}, placeholders = {} } end
-  local opts = args.parse(argv, spec, "recipe")
+  if R._describing then return {}, { name = default_env, backups = {}, database = {}, health = {}, webhooks = {}, placeholders = {} }, {} end
+  -- usage errors point at this recipe's own help: orch recipes/dev.lua --help
+  local me = R._invoked or "RECIPE.lua"
+  local opts, operands = args.parse(argv, spec, me)
+  local o = (how or {}).operands or { max = 0 }
+  if #operands > (o.max or 0) then
+    local words = {}
+    for i = (o.max or 0) + 1, #operands do words[#words + 1] = "'" .. operands[i] .. "'" end
+    args.usage_error(me, string.format("unexpected argument%s %s: %s", #words == 1 and "" or "s", table.concat(words, " "),
+      (o.max or 0) == 0 and "this recipe takes options only" or ("this recipe takes " .. (o.name or (o.max .. " argument(s)")))))
+  end
   if opts.help then
     print((summary or "") .. "\n\noptions:\n" .. args.help(spec))
     os.exit(0)
@@ -58,7 +69,7 @@ function R.setup(argv, default_env, extra, summary)
   end
   require("orch.project").need("a recipe", "run it from inside a project")
   local env = envmod.load(opts.env or default_env)
-  return opts, env
+  return opts, env, operands
 end
 
 function R.new_run_id()

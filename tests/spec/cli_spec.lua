@@ -294,6 +294,17 @@ return R.run { name = "quiet", opts = opts, env = env, steps = { R.step.lua { na
       assert.matches("option %-%-only takes db or http, not 'disk'", orch { "check", "--only", "disk" }.stderr)
       assert.equals(2, orch { "--bogus" }.code)
       assert.equals(2, orch { "frobnicate" }.code)
+      -- a recipe's too: an extra word, an unknown option, each pointing at the recipe's own help
+      local rp = project()
+      H.recipe("dev", rp)
+      for _, argv in ipairs { { "recipes/dev.lua", "extra" }, { "recipes/dev.lua", "--bogus" }, { "recipes/dev.lua", "--keep=maybe" } } do
+        local r = orch(argv, { cwd = rp })
+        assert.equals(2, r.code, table.concat(argv, " ") .. ": " .. r.stdout .. r.stderr)
+        assert.matches("^orch: [^\n]+\nsee 'orch recipes/dev%.lua %-%-help'\n$", r.stderr)
+        assert.equals("", r.stdout)
+      end
+      assert.matches("unexpected argument 'extra': this recipe takes options only", orch({ "recipes/dev.lua", "extra" }, { cwd = rp }).stderr)
+      assert.is_nil(sys.stat(rp .. "/.orch"), "nothing started for a refused command line")
       -- a command's option before the command: named, with where it goes
       local before = orch { "--env", "prod", "status" }
       assert.equals(2, before.code)
