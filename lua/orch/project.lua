@@ -93,7 +93,8 @@ function P.enter(opts)
   opts = opts or {}
   P.cwd = sys.realpath(".") or os.getenv("PWD") or "."
   local root
-  if opts.recipe then root = P.find(dirname(P.absolute(opts.recipe))) end
+  P.recipe_dir = opts.recipe and dirname(P.absolute(opts.recipe)) or nil
+  if P.recipe_dir then root = P.find(P.recipe_dir) end
   root = root or P.find(P.cwd)
   if root then
     -- the root by its real path, so that "am I there already" compares equal
@@ -140,8 +141,11 @@ end
 -- do instead (e.g. "pass --dir DIR").
 function P.need(what, how)
   if P.root then return P.root end
-  sys.error(string.format("%s needs a project, and %s is not inside one (no orch.env.lua or migrations/ directory there or " ..
-    "in any directory above it): run it inside your project%s", what or "this", P.cwd or sys.realpath(".") or ".",
+  local here = P.cwd or sys.realpath(".") or "."
+  local where = here .. " is not"
+  if P.recipe_dir and P.recipe_dir ~= here then where = "neither the recipe's directory " .. P.recipe_dir .. " nor " .. here .. " is" end
+  sys.error(string.format("%s needs a project, and %s inside one (no orch.env.lua or migrations/ directory there or " ..
+    "in any directory above it): run it inside your project%s", what or "this", where,
     how and (", or " .. how) or ""), 2)
 end
 

@@ -67,7 +67,7 @@ function R.setup(argv, default_env, extra, summary, how)
     require("orch.cli").print_version()
     os.exit(0)
   end
-  require("orch.project").need("a recipe", "run it from inside a project")
+  require("orch.project").need("a recipe", "keep the recipe in one (its directory is looked at first)")
   local env = envmod.load(opts.env or default_env)
   return opts, env, operands
 end

@@ -344,6 +344,15 @@ return R.run { name = "quiet", opts = opts, env = env, steps = { R.step.lua { na
         assert.matches("needs a project, and " .. nowhere:gsub("%p", "%%%0") .. " is not inside one", r.stderr)
       end
       assert.same({}, sys.listdir(nowhere))
+      -- a recipe kept outside any project, run from outside one: both places are named, nothing is written
+      local shelf = H.tmpdir()
+      H.write(shelf .. "/r.lua", H.read("recipes/dev.lua"))
+      local r = orch({ shelf .. "/r.lua" }, { cwd = nowhere })
+      assert.equals(2, r.code, r.stdout .. r.stderr)
+      assert.matches("a recipe needs a project, and neither the recipe's directory " .. shelf:gsub("%p", "%%%0") ..
+        " nor " .. nowhere:gsub("%p", "%%%0") .. " is inside one", r.stderr)
+      assert.same({}, sys.listdir(nowhere))
+      assert.same({ "r.lua" }, sys.listdir(shelf))
       -- given what they need, they work anywhere
       local url = fresh("cli_out")
       assert.equals(0, orch({ "status", "--db", url, "--dir", MIGRATIONS }, { cwd = nowhere }).code)
