@@ -2,11 +2,15 @@
 -- binary run from /, the generated man pages rendered by man and groff, the
 -- bash, zsh and fish completions run by their shells, and the Debian
 -- package cpack builds: its files, its dependencies (every library the
--- binary links belongs to one), and dpkg -i / -r into a scratch root whose
--- dpkg database holds only those dependencies (this machine is not changed).
+-- binary links belongs to one), a root holding only the package and the
+-- files of its dependency closure where orch (under chroot) backs up the
+-- test server and verifies the archive, and dpkg -i / -r into a scratch
+-- root whose dpkg database holds only those dependencies (this machine is
+-- not changed).
 local H = require "helper"
 local sys = require "orch.sys"
 local cli = require "orch.cli"
+local json = require "orch.json"
 
 local build = H.orch_bin:match("^(.*)/[^/]+$")
 
@@ -224,6 +228,72 @@ describe("cpack -G DEB", function()
         table.concat(names, ", ")))
     end
     assert.is_true(count >= 7, "readelf found " .. count .. " NEEDED libraries")
+  end)
+
+  it("on a machine that has only the package and what its Depends bring in, orch backs up a real server and verifies it", function()
+    local file = deb()
+    -- the installed packages Depends names and, through their own Depends, everything those need
+    local want, seen, closure = depends(file), {}, {}
+    while #want > 0 do
+      local name = table.remove(want, 1)
+      if not seen[name] then
+        seen[name] = true
+        local q = run { "dpkg-query", "-W", "-f", "${Status}\t${Depends}, ${Pre-Depends}", name }
+        if q.code == 0 and q.stdout:match("^install ok installed\t") then
+          closure[#closure + 1] = name
+          for item in q.stdout:match("\t(.*)$"):gmatch("[^,]+") do
+            for alt in item:gmatch("[^|]+") do   -- the first alternative installed here
+              local n = alt:match("^%s*([%w%.%+%-]+)")
+              if n and run({ "dpkg-query", "-W", "-f", "${Status}", n }).stdout == "install ok installed" then
+                want[#want + 1] = n
+                break
+              end
+            end
+          end
+        end
+      end
+    end
+    assert.is_true(#closure >= 7, table.concat(closure, " "))
+    -- a root of those packages' files only (usrmerge's links first, as Debian 12 has them), then the .deb
+    local root = H.tmpdir()
+    for _, d in ipairs { "usr/bin", "usr/lib", "usr/lib64", "usr/sbin", "tmp" } do assert.is_true(run({ "mkdir", "-p", root .. "/" .. d }).ok) end
+    for _, d in ipairs { "bin", "lib", "lib64", "sbin" } do assert.is_true(run({ "ln", "-s", "usr/" .. d, root .. "/" .. d }).ok) end
+    for _, name in ipairs(closure) do
+      local list = { "cp", "-a", "--parents" }
+      for f in run({ "dpkg", "-L", name }).stdout:gmatch("[^\n]+") do
+        local st = sys.stat(f)   -- followed: /lib itself (a link to usr/lib here) is a directory too
+        if st and st.type ~= "directory" then list[#list + 1] = f end
+      end
+      list[#list + 1] = root .. "/"
+      if #list > 4 then
+        local c = run(list)
+        assert.equals(0, c.code, name .. ": " .. c.stderr)
+      end
+    end
+    assert.is_true(run({ "dpkg-deb", "-x", file, root }).ok)
+    assert.is_false(sys.exists(root .. "/usr/lib/postgresql"), "no server, no client programs in the root")
+    local chroot = sys.getuid and sys.getuid() ~= 0 and { "unshare", "-r", "chroot", root } or { "chroot", root }
+    local function inside(argv)
+      local a = {}
+      for i, x in ipairs(chroot) do a[i] = x end
+      for _, x in ipairs(argv) do a[#a + 1] = x end
+      return run(a)
+    end
+    local v = inside { "/usr/bin/orch", "--version" }
+    assert.equals(0, v.code, v.stderr)
+    assert.matches("^orch " .. package.orch_version:gsub("%.", "%%."), v.stdout)
+    local url, dbname = H.fresh_db("install_root")
+    local c <close> = require("orch.db").connect(url)
+    c:exec("CREATE TABLE t (id int PRIMARY KEY, note text); INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 500) g")
+    local b = inside { "/usr/bin/orch", "backup", "--db", url, "-o", "/tmp/t.dump", "--json" }
+    assert.equals(0, b.code, b.stderr)
+    assert.equals(dbname, json.decode(b.stdout).database)
+    local ver = inside { "/usr/bin/orch", "verify", "/tmp/t.dump" }
+    assert.equals(0, ver.code, ver.stderr)
+    assert.matches("sha256 matches the manifest", ver.stdout)
+    assert.is_true(sys.exists(root .. "/tmp/t.dump"))
+    c:close()
+    H.drop_db(dbname)
   end)
 
   it("dpkg -i installs it into a root that has only its dependencies; orch runs from there; dpkg -r removes every file", function()
