@@ -211,9 +211,26 @@ function Cluster:major()
   return self._major
 end
 
+--- When postmaster.pid names another data directory (this one was copied
+-- from a cluster that was running: cp -a of a project), the directory it
+-- names; nil when the file is absent or this directory's own. Its pid is
+-- that other cluster's server: never this one's, never to be signalled.
+function Cluster:foreign_pidfile()
+  local f = io.open(self.data .. "/postmaster.pid")
+  if not f then return nil end
+  f:read("l")
+  local named = f:read("l")
+  f:close()
+  if not named or named == "" then return nil end
+  local mine = sys.realpath(self.data) or self.data
+  if named == self.data or named == mine or sys.realpath(named) == mine then return nil end
+  return named
+end
+
 --- Is a server running on this data directory?
 function Cluster:running()
   if not self:initialized() then return false end
+  if self:foreign_pidfile() then return false end
   local r = self:_run("pg_ctl", { "status", "-D", self.data }, { timeout = 30 })
   return r.ok
 end
@@ -223,6 +240,13 @@ end
 function Cluster:start()
   self:init()
   if self:running() then return self end
+  local other = self:foreign_pidfile()
+  if other then
+    -- copied from a running cluster: the lock file is the other one's, and would stop this server starting
+    require("orch.log").info("the cluster in %s is a copy of %s, made while that one ran: its postmaster.pid is that " ..
+      "server's and was removed (this copy gets a port of its own)", self.dir, other)
+    os.remove(self.data .. "/postmaster.pid")
+  end
   if not self.port or sys.port_open(self.port) then self.port = sys.free_port() end
   self:_write_conf()
   local r = self:_run("pg_ctl", { "start", "-D", self.data, "-l", self.logfile, "-w", "-t", "60" },
@@ -267,6 +291,7 @@ end
 
 --- The postmaster's pid when the server runs (from postmaster.pid), else nil.
 function Cluster:pid()
+  if self:foreign_pidfile() then return nil end
   local f = io.open(self.data .. "/postmaster.pid")
   if not f then return nil end
   local pid = tonumber(f:read("l") or "")

@@ -139,9 +139,9 @@ describe("the project root", function()
 end)
 
 describe("orch local: the project's throwaway cluster", function()
-  local a, b
+  local a, b, orig_proj, copy
   teardown(function()
-    for _, p in ipairs { a, b } do
+    for _, p in ipairs { a, b, orig_proj, copy } do
       if p then pcall(function() localpg.open(p .. "/.orch/localpg"):destroy() end) end
     end
   end)
@@ -168,6 +168,52 @@ describe("orch local: the project's throwaway cluster", function()
     assert.is_nil(ca:value("SELECT 1 FROM pg_tables WHERE tablename = 'only_b'"))
     assert.equals(1, cb:value("SELECT 1 FROM pg_tables WHERE tablename = 'only_b'"))
     assert.is_nil(cb:value("SELECT 1 FROM pg_tables WHERE tablename = 'tickets'"))
+  end)
+
+  it("a project copied while its cluster runs (cp -a) gets a cluster of its own, and never stops the original's", function()
+    -- a project the server's user can reach (else the cluster lives under /tmp, keyed by the project's path,
+    -- and a copy of the project has none to share)
+    orig_proj = project { ["V1__only_b.sql"] = "CREATE TABLE only_b (id int);\n" }
+    sys.chmod(orig_proj, 493)
+    local b = orig_proj
+    local up = orch({ "local", "start" }, b)
+    assert.equals(0, up.code, up.stdout .. up.stderr)
+    assert.equals(0, orch({ "migrate" }, b).code)
+    local orig = status_of(b)
+    assert.is_true(orig.running)
+    assert.equals(sys.realpath(b) .. "/.orch/localpg", orig.dir)
+    local parent = H.tmpdir()
+    sys.chmod(parent, 493)
+    copy = parent .. "/copy"
+    local cp = sys.spawn { "cp", "-a", b, copy }
+    assert.is_true(cp.ok, cp.stderr)
+    -- the copy's postmaster.pid is the original server's: the copy is not running, and says whose it is
+    local st, r = status_of(copy)
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    assert.is_false(st.running)
+    assert.equals(sys.realpath(b) .. "/.orch/localpg/data", st.copy_of)
+    assert.matches("copied     from " .. st.copy_of:gsub("%p", "%%%0"), orch({ "local", "status" }, copy).stdout)
+    -- destroy in the copy removes the copy only
+    local d = orch({ "local", "destroy" }, copy)
+    assert.equals(0, d.code, d.stdout .. d.stderr)
+    assert.is_true(alive(orig.pid), "the original's server still runs")
+    assert.is_nil(sys.stat(copy .. "/.orch/localpg"))
+    -- copied again, the copy starts a server of its own on a port of its own, with the copied data
+    assert.is_true(sys.spawn({ "cp", "-a", b .. "/.orch/localpg", copy .. "/.orch/localpg" }).ok)
+    local start = orch({ "local", "start" }, copy)
+    assert.equals(0, start.code, start.stdout .. start.stderr)
+    assert.matches("is a copy of", start.stdout .. start.stderr)
+    local mine = status_of(copy)
+    assert.is_true(mine.running)
+    assert.are_not.equal(orig.port, mine.port)
+    assert.are_not.equal(orig.pid, mine.pid)
+    local c <close> = require("orch.db").connect(mine.url)
+    assert.equals(1, c:value("SELECT 1 FROM pg_tables WHERE tablename = 'only_b'"))
+    assert.equals(c:value("SHOW data_directory"), sys.realpath(copy .. "/.orch/localpg/data"))
+    c:close()
+    assert.equals(0, orch({ "local", "stop" }, copy).code)
+    assert.is_true(alive(orig.pid), "stopping the copy left the original running")
+    assert.equals(0, orch({ "local", "status" }, b).code)
   end)
 
   it("status, stop, start and destroy; destroy stops the server first and removes nothing it cannot stop", function()

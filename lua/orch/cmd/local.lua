@@ -17,7 +17,7 @@ local ACTIONS = { "status", "start", "stop", "destroy" }
 local function describe(pg, env, dbname)
   local info = { project = project.root, env = env.name, dir = pg.dir, initialized = pg:initialized(), running = false,
                  database = dbname }
-  if info.initialized then info.running = pg:running() end
+  if info.initialized then info.running = pg:running(); info.copy_of = pg:foreign_pidfile() end
   if info.running then
     info.host, info.port, info.pid = pg.host, pg.port, pg:pid()
     local ok, c = pcall(pg.connect, pg, "postgres", { connect_timeout = 5 })
@@ -49,6 +49,9 @@ local function show(info)
     print("  url        " .. info.url)
     print("stop it with 'orch local stop', remove it with 'orch local destroy'")
   else
+    if info.copy_of then
+      print("  copied     from " .. info.copy_of .. " while that server ran (its server is not this one's; 'orch local start' gives this copy its own)")
+    end
     print("start it with 'orch local start', remove it with 'orch local destroy'")
   end
 end
