@@ -102,6 +102,13 @@ describe("the project root", function()
     assert.same({ "here.dump", "here.manifest.json" }, tree(sub))
     assert.equals(0, orch({ "verify", "here.dump" }, sub).code)
     assert.equals(0, orch({ "restore", "here.dump", "--list" }, sub).code)
+    -- orch new writes into the project's migrations/ and names the files so that they are found from here
+    local n = orch({ "new", "from", "sub" }, sub)
+    assert.equals(0, n.code, n.stderr)
+    local made = n.stdout:match("created (%S+)")
+    assert.matches("^" .. proj:gsub("%p", "%%%0") .. "/migrations/V%d+__from_sub%.sql$", made)
+    assert.is_true(sys.exists(made))
+    assert.same({ "here.dump", "here.manifest.json" }, tree(sub))
     H.drop_db(name)
   end)
 

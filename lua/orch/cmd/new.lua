@@ -21,6 +21,8 @@ return {
     if not rest[1] then args.usage_error("new", "missing NAME, e.g. orch new add_ticket_priority") end
     if not opts.dir then require("orch.project").need("orch new", "pass --dir DIR") end
     local created = migrate.new(opts.dir or "migrations", table.concat(rest, "_"), { service = opts.service, lua = opts.lua, folder = opts.folder })
+    -- named so that they can be found from where orch was run (absolute when that is not the project root)
+    for i, p in ipairs(created) do created[i] = require("orch.project").path(p) end
     if opts.json then
       io.stdout:write(require("orch.json").encode({ created = created }, { indent = "  " }), "\n")
     else
