@@ -129,6 +129,7 @@ local KINDS = {
   { name = "extended_statistics_target", schema = "et", shows = { "ALTER STATISTICS et.s_high SET STATISTICS 500",
     "ALTER STATISTICS et.s_off SET STATISTICS 0" } },
   { name = "extended_statistics_expressions", schema = "ee", shows = { "ON (a * 2), date_trunc(", "ON a, lower(c) FROM ee.t" } },
+  { name = "no_columns", schema = "nc", shows = { "CREATE TABLE nc.marks (\n);", "CREATE TABLE nc.emptied (\n);" } },
   { name = "generated_virtual", schema = "gv" },
   { name = "notnull_named", schema = "nn" },
   { name = "not_enforced", schema = "ne" },

@@ -474,7 +474,8 @@ local function tables(cat, ctx, r)
     if root then into, defn = root, "-- load via partition root " .. root .. "\n" end
     cat:add { key = "data:" .. key, kind = "table_data", desc = "TABLE DATA", section = "data", tag = r.relname, namespace = r.nspname,
       owner = r.owner, deps = { key }, defn = defn, data = { table_key = key, name = name, oid = r.oid,
-        copy_out = string.format("COPY %s (%s) TO STDOUT", name, list),
+        -- (a table without columns has rows all the same: COPY takes no empty column list)
+        copy_out = #copycols > 0 and string.format("COPY %s (%s) TO STDOUT", name, list) or string.format("COPY %s TO STDOUT", name),
         copy_in = #copycols > 0 and string.format("COPY %s (%s) FROM stdin;\n", into, list) or string.format("COPY %s  FROM stdin;\n", into) } }
   end
 end
