@@ -80,6 +80,7 @@ local KINDS = {
   { name = "inheritance", schema = "ih", shows = { "INHERITS (ih.base, ih.other)", "CHECK ((id > 0)) NO INHERIT",
     "ALTER TABLE ONLY ih.nodefault ALTER COLUMN kind SET DEFAULT NULL", "ALTER TABLE ONLY ih.child ALTER COLUMN note SET NOT NULL",
     "CHECK ((kind <> 'bad'::text)) NOT VALID" } },
+  { name = "inheritance_merged", schema = "im", shows = { "kind text DEFAULT NULL", "kind text DEFAULT 'own'::text" } },
   { name = "typed_tables", schema = "tt", shows = { "CREATE TABLE tt.people OF tt.person", "CREATE TABLE tt.bare OF tt.person" } },
   { name = "replica_identity", schema = "ri", shows = { "REPLICA IDENTITY FULL", "REPLICA IDENTITY NOTHING",
     "REPLICA IDENTITY USING INDEX index_t_code", "REPLICA IDENTITY USING INDEX pkey_t_alt_key" } },

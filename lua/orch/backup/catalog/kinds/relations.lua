@@ -296,6 +296,13 @@ local function tables(cat, ctx, r)
             "(%s) that CREATE TABLE ... INHERITS cannot give it; the backup was not taken. --skip table leaves every table out", name, qcol, a.def), 1)
         end
       end
+    elseif printed and not partition then
+      -- a column of its own, merged with a parent's that has a default: CREATE TABLE ... INHERITS would give
+      -- it that default, so its "no default" is written as DEFAULT NULL (ATTACH PARTITION copies no default)
+      for _, p in ipairs(pars) do
+        local pc = parent_column(ctx, p.inhparent, a.attname)
+        if pc and pc.def and pc.attgenerated == "" then col.null_default = true break end
+      end
     elseif not printed then
       -- an inherited column without the default a parent has: the child's own "no default"
       for _, p in ipairs(pars) do
@@ -431,7 +438,8 @@ local function tables(cat, ctx, r)
         if a.collation and not r.oftype then s = s .. " COLLATE " .. a.collation end
         if a.attgenerated == "s" then s = s .. " GENERATED ALWAYS AS (" .. a.def .. ") STORED"
         elseif a.attgenerated == "v" then s = s .. " GENERATED ALWAYS AS (" .. a.def .. ")"
-        elseif with_default then s = s .. " DEFAULT " .. a.def end
+        elseif with_default then s = s .. " DEFAULT " .. a.def
+        elseif c.null_default then s = s .. " DEFAULT NULL" end
         if c.notnull then s = s .. c.notnull end
         if a.attidentity ~= "" and a.identity_seq then
           s = s .. string.format(" GENERATED %s AS IDENTITY (\n    %s\n)", a.attidentity == "a" and "ALWAYS" or "BY DEFAULT", a.identity_seq)
