@@ -162,6 +162,39 @@ describe("orch backup and restore", function()
     assert.equals("verified", json.decode(l.stdout)[1].status)
   end)
 
+  it("backs up SQL_ASCII and LATIN1 databases: verify --deep and both restores give back names and rows that are not UTF-8, byte for byte", function()
+    local admin <close> = H.connect("postgres")
+    for _, enc in ipairs { "SQL_ASCII", "LATIN1" } do
+      local made = {}
+      local function create(name)
+        admin:exec(string.format("CREATE DATABASE %s ENCODING '%s' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0", admin:quote_ident(name), enc))
+        made[#made + 1] = name
+        return url_of(name)
+      end
+      local src = "bk_enc_" .. enc:lower()
+      local c = db.connect(create(src))
+      c:exec("SET client_encoding = '" .. enc .. "'")
+      -- e9 and ef are letters in LATIN1; in SQL_ASCII they are bytes the server keeps as they are
+      c:exec("CREATE TABLE \"caf\xe9\" (id int, \"na\xefve\" text); INSERT INTO \"caf\xe9\" VALUES (1, 'r\xe9sum\xe9 \xff');" ..
+        "COMMENT ON TABLE \"caf\xe9\" IS 'd\xe9j\xe0'")
+      c:close()
+      local path = work .. "/enc_" .. enc .. ".dump"
+      local b = H.orch { "backup", "--db", url_of(src), "--output", path }
+      assert.is_true(b.ok, b.stderr)
+      local v = H.orch { "verify", path, "--deep", "--db", url_of("postgres") }
+      assert.is_true(v.ok, enc .. ": " .. v.stderr)
+      assert.matches("contents match", v.stdout)
+      local ourl = create(src .. "_orch")
+      local r = H.orch { "restore", path, "--db", ourl }
+      assert.is_true(r.ok, r.stderr)
+      create(src .. "_pg")
+      local p = H.pgtool("pg_restore", { "-d", src .. "_pg", "--exit-on-error", path })
+      assert.is_true(p.ok, p.stderr)
+      for _, d in ipairs { src .. "_orch", src .. "_pg" } do same_database(src, d) end
+      for _, d in ipairs(made) do H.drop_db(d) end
+    end
+  end)
+
   describe("bad archives are refused by verify and restore, and the target is left untouched", function()
     local good, dir
     setup(function()

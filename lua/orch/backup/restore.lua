@@ -1204,7 +1204,18 @@ end
 function R.deep_check(conn, path, on_progress)
   local scratch = ("orch_verify_" .. sys.getpid() .. "_" .. math.floor(sys.now())):sub(1, 63)
   local m = path ~= "-" and backup.read_manifest(path) or nil
-  conn:exec("CREATE DATABASE " .. conn:quote_ident(scratch) .. " TEMPLATE template0")
+  -- made as the archive's database was (encoding, locale): an SQL_ASCII or LATIN1 database's names and rows do not
+  -- go into a UTF8 one; the server's defaults when it refuses them (a locale it does not have)
+  local created = false
+  if path ~= "-" then
+    local a <close> = pgarchive.open(path)
+    local dbe = dbprops.of_archive(a:entries())
+    if dbe.database and dbe.database.defn then
+      local create, named = dbprops.retarget(dbprops.statements(dbe.database.defn)[1] or "", conn:quote_ident(scratch))
+      if named then created = pcall(conn.exec, conn, create) end
+    end
+  end
+  if not created then conn:exec("CREATE DATABASE " .. conn:quote_ident(scratch) .. " TEMPLATE template0") end
   local ok, counts, checks = pcall(function()
     local sc <close> = conn:clone { dbname = scratch }
     R.run { archive = path, conn = sc, no_owner = true, skip_manifest_check = true,
