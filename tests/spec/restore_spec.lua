@@ -393,3 +393,50 @@ describe("restores that check before they write", function()
     end)
   end)
 end)
+
+describe("restore -t TABLE", function()
+  it("brings the chosen tables with what hangs on them only: a partition attached with its index, nothing that needs a table left out", function()
+    local url, src = H.fresh_db("rs_pick")
+    local c = db.connect(url)
+    c:exec([[CREATE TABLE runs (id bigint NOT NULL, part int NOT NULL, name text) PARTITION BY LIST (part);
+      CREATE TABLE runs_1 (id bigint NOT NULL, part int NOT NULL, name text);
+      ALTER TABLE runs ATTACH PARTITION runs_1 FOR VALUES IN (1);
+      CREATE TABLE runs_2 PARTITION OF runs FOR VALUES IN (2);
+      ALTER TABLE runs ADD PRIMARY KEY (id, part);
+      CREATE INDEX runs_name ON ONLY runs (name);
+      CREATE INDEX runs_1_name ON runs_1 (name);
+      CREATE INDEX runs_2_name ON runs_2 (name);
+      ALTER INDEX runs_name ATTACH PARTITION runs_1_name;
+      ALTER INDEX runs_name ATTACH PARTITION runs_2_name;
+      CREATE TABLE kinds (id int PRIMARY KEY);
+      CREATE TABLE steps (id int PRIMARY KEY, kind int REFERENCES kinds, note text);
+      CREATE INDEX steps_note ON steps (note);
+      COMMENT ON INDEX runs_1_name IS 'by name';
+      INSERT INTO runs SELECT g, 1 + g % 2, 'r' || g FROM generate_series(1, 10) g;
+      INSERT INTO kinds VALUES (7);
+      INSERT INTO steps VALUES (1, 7, 'n')]])
+    c:close()
+    local work = H.tmpdir()
+    local archives = { orch = work .. "/orch.dump", pg = work .. "/pg.dump" }
+    assert(H.orch({ "backup", "--db", url, "--output", archives.orch }).ok)
+    assert(H.pgtool("pg_dump", { "-Fc", "-f", archives.pg, "-d", src }).ok)
+    for how, path in pairs(archives) do
+      local durl, dst = H.fresh_db("rs_pick_" .. how)
+      local r = H.orch { "restore", path, "--db", durl, "-t", "runs", "-t", "runs_1", "-t", "steps" }
+      assert.is_true(r.ok, how .. ": " .. r.stderr)
+      local d <close> = H.connect(dst)
+      assert.equals(5, d:value("SELECT count(*) FROM runs"), how)
+      assert.equals("runs", d:value("SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = 'runs_1'::regclass"), how)
+      assert.is_nil(d:value("SELECT to_regclass('runs_2')"), how)
+      assert.equals("runs_name", d:value([[SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = 'runs_1_name'::regclass]]), how)
+      assert.equals("by name", d:value("SELECT obj_description('runs_1_name'::regclass, 'pg_class')"), how)
+      -- steps' row, key and index come; its foreign key to kinds, which is not restored, does not
+      assert.equals(1, d:value("SELECT count(*) FROM steps"), how)
+      assert.equals("p", d:value("SELECT string_agg(contype::text, '') FROM pg_constraint WHERE conrelid = 'steps'::regclass"), how)
+      assert.is_truthy(d:value("SELECT to_regclass('steps_note')"), how)
+      assert.is_nil(d:value("SELECT to_regclass('kinds')"), how)
+      H.drop_db(dst)
+    end
+    H.drop_db(src)
+  end)
+end)

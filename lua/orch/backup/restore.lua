@@ -55,19 +55,39 @@ local function selected(entries, opts)
   for _, t in ipairs(opts.tables or {}) do tables[t] = true end
   local use_s, use_t = next(schemas) ~= nil, next(tables) ~= nil
   if not use_s and not use_t then return function() return true end end
-  local table_ids = {}
+  local table_ids, by_id = {}, {}
   for _, e in ipairs(entries) do
+    by_id[e.id] = e
     if e.desc == "TABLE" and tables[e.tag] and (not use_s or schemas[e.namespace]) then table_ids[e.id] = true end
+  end
+  -- what hangs on the chosen tables (data, indexes, constraints, triggers, their comments and privileges):
+  -- an entry that needs something chosen and nothing left out — another table, or what hangs on one (the
+  -- ATTACH of a partition's index, a foreign key to a table not restored) — until nothing more is taken
+  local taken = {}
+  for id in pairs(table_ids) do taken[id] = true end
+  local function hangs(e)
+    return e.desc == "TABLE DATA" or e.desc == "TABLE ATTACH" or e.section == "post-data" or e.desc == "COMMENT" or e.desc == "ACL"
+  end
+  local function left_out(d)
+    local de = by_id[d]
+    return de ~= nil and not taken[d] and (de.desc == "TABLE" or hangs(de))
+  end
+  local grew = use_t
+  while grew do
+    grew = false
+    for _, e in ipairs(entries) do
+      if not taken[e.id] and hangs(e) then
+        local needs, blocked = false, false
+        for _, d in ipairs(e.deps or {}) do
+          if taken[d] then needs = true elseif left_out(d) then blocked = true end
+        end
+        if needs and not blocked then taken[e.id] = true grew = true end
+      end
+    end
   end
   return function(e)
     if SPECIAL[e.desc] then return true end
-    if use_t then
-      if table_ids[e.id] then return true end
-      for _, d in ipairs(e.deps or {}) do
-        if table_ids[d] and (e.desc == "TABLE DATA" or e.section == "post-data" or e.desc == "COMMENT" or e.desc == "ACL") then return true end
-      end
-      return false
-    end
+    if use_t then return taken[e.id] == true end
     if e.desc == "SCHEMA" then return schemas[e.tag] == true end
     return e.namespace ~= nil and schemas[e.namespace] == true
   end
