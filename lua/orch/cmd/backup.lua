@@ -122,7 +122,8 @@ return {
         max_age = require("orch.args").seconds(env.backups.max_age, "backups.max_age") })
       m.pruned = pruned
     end
-    if opts.json then io.stdout:write(json.encode(m, { indent = "  " }), "\n")
+    -- (names as the manifest holds them: an SQL_ASCII database's, byte for byte)
+    if opts.json then io.stdout:write(json.encode(m, { indent = "  ", bytes = true }), "\n")
     elseif opts.output ~= "-" then
       print(string.format("backup %s: %d tables, %d rows, %.1f MiB%s, sha256 %s", m.path, (function() local n = 0 for _ in pairs(m.tables) do n = n + 1 end return n end)(),
         m.rows, m.size / 1048576, (m.jobs or 1) > 1 and string.format(", %d connections", m.jobs) or "", m.sha256))
