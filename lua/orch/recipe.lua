@@ -97,7 +97,8 @@ local function event(ctx, ev)
   ev.time = os.date("!%Y-%m-%dT%H:%M:%SZ")
   ev.run_id = ctx.run_id
   if ctx.runlog then
-    ctx.runlog:write(log.redact(json.encode(ev)), "\n")
+    -- (a name or server message from an SQL_ASCII database may hold bytes that are not UTF-8: written as they are)
+    ctx.runlog:write(log.redact(json.encode(ev, { bytes = true })), "\n")
     ctx.runlog:flush()
   end
 end
