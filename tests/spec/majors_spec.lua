@@ -67,6 +67,28 @@ for _, major in ipairs(H.test_majors()) do
       assert.is_not_nil(rows["shop.orders"])
     end)
 
+    it("a database owner who is not a superuser backs up and restores the database (PostgreSQL 12 hides pg_subscription.oid from it)", function()
+      local pg = H.cluster(major)
+      local admin <close> = H.connect("postgres", major)
+      if not admin:value("SELECT 1 FROM pg_roles WHERE rolname = 'orch_major_owner'") then admin:exec("CREATE ROLE orch_major_owner LOGIN") end
+      local _, own = H.fresh_db("major_own", major)
+      local _, dst = H.fresh_db("major_own_dst", major)
+      finally(function() H.drop_db(own, major) H.drop_db(dst, major) end)
+      for _, d in ipairs { own, dst } do admin:exec("ALTER DATABASE " .. admin:quote_ident(d) .. " OWNER TO orch_major_owner") end
+      local as_owner = function(d) return (pg:url(d):gsub("//" .. pg.user .. "@", "//orch_major_owner@", 1)) end
+      assert.matches("//orch_major_owner@", as_owner(own))
+      local c <close> = require("orch.db").connect(as_owner(own))
+      assert.is_false(c:value("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
+      c:exec(SCHEMA)
+      local dump = work .. "/owner.dump"
+      local b = H.orch { "backup", "--db", as_owner(own), "--output", dump }
+      assert(b.ok, "orch backup by the owner on PostgreSQL " .. major .. " failed:\n" .. b.stderr .. b.stdout)
+      local r = H.orch { "restore", dump, "--db", as_owner(dst) }
+      assert(r.ok, "orch restore by the owner on PostgreSQL " .. major .. " failed:\n" .. r.stderr .. r.stdout)
+      assert.equals("", H.catalog_diff(H.catalog_of(own, major), H.catalog_of(dst, major)))
+      assert.same(H.contents_of(own, major), H.contents_of(dst, major))
+    end)
+
     it("measures what was written since a backup (orch.backup.writes), as the recovery ladder does", function()
       local pg = H.cluster(major)
       local dump = work .. "/writes.dump"

@@ -67,11 +67,14 @@ local TWO_PHASE_OFF = "d"
 
 local function subscriptions(cat)
   local here = "s.subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database())"
-  local names = cat:query("SELECT s.oid, s.subname FROM pg_catalog.pg_subscription s WHERE " .. here .. " ORDER BY s.subname")
+  -- (PostgreSQL 12 grants everyone its columns but oid and subconninfo: a database owner backing up reads the names)
+  local oid = cat.conn:value("SELECT pg_catalog.has_column_privilege('pg_catalog.pg_subscription', 'oid', 'SELECT')")
+    and "s.oid" or "NULL::pg_catalog.oid AS oid"
+  local names = cat:query("SELECT " .. oid .. ", s.subname FROM pg_catalog.pg_subscription s WHERE " .. here .. " ORDER BY s.subname")
   if #names == 0 then return end
   if cat:skipping("subscription") then
     for _, r in ipairs(names) do
-      cat.skipped[#cat.skipped + 1] = { key = "pg_subscription:" .. r.oid, kind = "subscription", desc = "SUBSCRIPTION", tag = r.subname }
+      cat.skipped[#cat.skipped + 1] = { key = "pg_subscription:" .. (r.oid or r.subname), kind = "subscription", desc = "SUBSCRIPTION", tag = r.subname }
     end
     return
   end
