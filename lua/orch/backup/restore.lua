@@ -718,6 +718,16 @@ UNION ALL
 SELECT 'pg_largeobject:' || oid::int8, 11, 'large object', oid::text, oid::text, NULL FROM pg_largeobject_metadata
 ORDER BY 2, 1]]
 
+-- GLOBALS as conn may read it: PostgreSQL 12 grants no one but a superuser pg_subscription.oid, and only a
+-- superuser can create a subscription there, so a database owner's restore leaves subscriptions out
+local function globals(conn)
+  if conn:value("SELECT pg_catalog.has_column_privilege('pg_catalog.pg_subscription', 'oid', 'SELECT')") then return GLOBALS end
+  local sql = GLOBALS:gsub("\n      UNION ALL SELECT 'pg_subscription'::regclass, oid, 2, subname::text, NULL FROM pg_subscription\n" ..
+    "        WHERE subdbid = %(SELECT oid FROM pg_database WHERE datname = current_database%(%)%)", "")
+  assert(sql ~= GLOBALS, "restore.lua: GLOBALS no longer has its pg_subscription branch")
+  return sql
+end
+
 -- ALTER DEFAULT PRIVILEGES object words by pg_default_acl.defaclobjtype,
 -- and what the built-in default gives PUBLIC (an entry equal to the
 -- built-in default is removed by the server)
@@ -756,12 +766,12 @@ end
 --- Drop every database-wide object of GLOBALS that keep (a set of keys) does not hold.
 local function drop_globals(conn, keep)
   local los = {}
-  for _, r in ipairs(conn:query(GLOBALS)) do
+  for _, r in ipairs(conn:query(globals(conn))) do
     if keep[r.key] then
       if r.type == "large object" then los[#los + 1] = r.name end
     elseif r.type ~= "large object" then
       -- gone already when a CASCADE took it along
-      if conn:value(string.format("SELECT count(*) FROM (%s) x WHERE x.key = $1", GLOBALS), r.key) > 0 then drop_global(conn, r) end
+      if conn:value(string.format("SELECT count(*) FROM (%s) x WHERE x.key = $1", globals(conn)), r.key) > 0 then drop_global(conn, r) end
     end
   end
   -- large objects in one statement: there may be many thousands
@@ -778,7 +788,7 @@ local function snapshot(conn)
   for _, r in ipairs(conn:query("SELECT extname FROM pg_extension")) do s.extensions[r.extname] = true end
   for _, r in ipairs(conn:query(OBJECTS)) do s.objects[r.key] = true end
   s.globals = {}
-  for _, r in ipairs(conn:query(GLOBALS)) do s.globals[r.key] = true end
+  for _, r in ipairs(conn:query(globals(conn))) do s.globals[r.key] = true end
   s.public = conn:query([[SELECT pg_get_userbyid(nspowner) AS owner, nspacl::text AS acl, obj_description(oid, 'pg_namespace') AS comment
     FROM pg_namespace WHERE nspname = 'public']])[1]
   return s
@@ -793,7 +803,7 @@ local function put_back(conn, s)
   if conn:info().in_transaction then conn:exec("ROLLBACK") end
   local q = function(x) return conn:quote_ident(x) end
   -- a restored event trigger could stop the drops below: those go first
-  for _, r in ipairs(conn:query(GLOBALS)) do
+  for _, r in ipairs(conn:query(globals(conn))) do
     if r.type == "event trigger" and not s.globals[r.key] then drop_global(conn, r) end
   end
   for _, r in ipairs(conn:query("SELECT nspname FROM pg_namespace WHERE " .. SYSTEM_SCHEMA .. " ORDER BY 1")) do
