@@ -24,6 +24,14 @@ end
 local function check_secrets(t, path, where)
   for k, v in pairs(t) do
     local here = where .. "." .. tostring(k)
+    local lk = type(k) == "string" and k:lower() or ""
+    -- object storage settings: only from the standard variables, never from a file
+    if lk:match("^aws_") or lk:match("access_key") or lk:match("secret_key") or lk:match("session_token")
+      or (where:match("%.backups$") and (lk == "endpoint" or lk == "region" or lk == "credentials" or lk == "endpoint_url")) then
+      sys.error(string.format("%s: %s is not read from orch.env.lua: the endpoint, region and credentials of s3:// backups come only " ..
+        "from the environment variables AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and " ..
+        "AWS_SESSION_TOKEN; remove it from the file and set those instead", path, here), 1)
+    end
     if type(v) == "table" then check_secrets(v, path, here)
     elseif looks_secret(v) or (type(k) == "string" and k:lower():match("password") and type(v) == "string") then
       sys.error(string.format("%s: %s holds a secret; keep secrets out of files: name an environment variable instead " ..

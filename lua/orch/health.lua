@@ -491,6 +491,9 @@ function H.db.backup_room(conn, opts)
   opts = opts or {}
   local dir = opts.dir or "backups"
   local size = conn:value("SELECT pg_database_size(current_database())")
+  -- backups in object storage need no local room to be taken, but a restore spools the archive
+  -- to local disk first: that is the room measured
+  if require("orch.storage").is_remote(dir) then dir = require("orch.storage").spool_base() end
   -- the directory may not exist yet: measure the nearest one that does (checking creates nothing)
   local probe = dir
   while not sys.exists(probe) and probe:match("/") do probe = probe:match("^(.*)/[^/]*$") end

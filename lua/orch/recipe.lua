@@ -83,7 +83,7 @@ local function duration(s) return s < 1 and string.format("%dms", math.floor(s *
 
 local function runlog_open(ctx)
   if ctx.dry_run then return nil end
-  local dir = ctx.env.backups.dir .. "/runs"
+  local dir = require("orch.storage").runs_base(ctx.env.backups.dir) .. "/runs"
   if not sys.mkdir_p(dir, 448) then return nil end
   ctx.runlog_path = string.format("%s/%s.jsonl", dir, ctx.run_id)
   -- 0600 like the archives: a run log names databases, tables and errors

@@ -13,6 +13,7 @@ local catalog = require "orch.backup.catalog"
 local pgarchive = require "orch.pgarchive"
 local manifest_m = require "orch.backup.manifest"
 local retention = require "orch.backup.retention"
+local storage = require "orch.storage"
 
 local B = {}
 
@@ -145,9 +146,22 @@ function B.create(conn, opts)
   local started = sys.now()
   local info = conn:info()
   local to_stdout = opts.output == "-"
-  local dir, final, tmp, candidates
+  local dir, final, tmp, candidates, remote
   if to_stdout then
     tmp = "-"
+  elseif storage.is_remote(opts.output or opts.dir) then
+    if opts.output then
+      local name
+      remote, name = storage.split(opts.output)
+      final = name:match("([^/]*)$")
+    else
+      remote = require("orch.storage.s3").open(opts.dir)
+      local stamp = os.date("!%Y%m%dT%H%M%SZ", math.floor(started))
+      local rid = opts.run_id and opts.run_id:gsub("[^%w_-]", "")
+      local base = rid and rid:sub(1, #stamp - 2) == stamp:sub(1, #stamp - 2) and string.format("%s-%s", info.dbname, rid)
+        or string.format("%s-%s%s", info.dbname, stamp, rid and ("-" .. rid) or "")
+      candidates = function(n) return n == 1 and (base .. ".dump") or string.format("%s-%d.dump", base, n) end
+    end
   else
     if opts.output then
       final = opts.output
@@ -172,6 +186,22 @@ function B.create(conn, opts)
     if not candidates and sys.exists(final) then fail("refusing to overwrite the existing backup " .. final) end
     tmp = string.format("%s/.%s.partial-%d", dir, final:match("([^/]*)$"), sys.getpid())
   end
+  local upload
+  -- whatever ends this function by an error (also a Ctrl-C that lands as pcall below returns, which
+  -- no pcall catches) aborts the upload: no object is left. abort() after finish() does nothing.
+  local _ <close> = setmetatable({}, { __close = function(_, err) if err ~= nil and upload then upload.abort() end end })
+  if remote then
+    -- S3: the archive streams into a multipart upload while it is written (nothing on local disk);
+    -- the name is the first free one (HEAD of the archive and of its manifest)
+    for n = 1, 1000 do
+      local name = candidates and candidates(n):match("([^/]*)$") or final
+      if not (remote.head(remote.key(name)) or remote.head(remote.key(storage.manifest_name(name)))) then final = name break end
+      if not candidates then fail("refusing to overwrite the existing backup " .. remote.url_of(remote.key(name))) end
+      if n == 1000 then fail("no free backup name in " .. remote.url) end
+    end
+    upload = remote.upload(remote.key(final))
+    tmp = upload.path()
+  end
   local w
   local workers = {}
   local ok, result = pcall(function()
@@ -194,7 +224,7 @@ function B.create(conn, opts)
     if n > 1 then open_workers(conn, n, timezone, lock_timeout, workers) end
     -- the compression threads are shared out between the connections
     local threads = math.max(1, math.floor((opts.threads or 2) / n + 0.5))
-    w = pgarchive.writer(tmp, { compression = opts.compression, level = opts.level or -1, threads = threads, dbname = toc.dbname,
+    w = pgarchive.writer(tmp, { overwrite = remote ~= nil, compression = opts.compression, level = opts.level or -1, threads = threads, dbname = toc.dbname,
       server_version = toc.server_version, dumper_version = "orch " .. package.orch_version })
     for _, e in ipairs(toc.entries) do w:entry(e) end
     w:write_toc()
@@ -258,6 +288,16 @@ function B.create(conn, opts)
     if w then pcall(w.close, w) end
     for _, wc in ipairs(workers) do pcall(wc.close, wc) end
     if not conn:is_closed() and conn:info().in_transaction then pcall(conn.exec, conn, "ROLLBACK") end
+    if remote then
+      -- the upload is aborted (its parts removed): no object is left. When the upload failed on
+      -- its own (the writer then saw its pipe close), that failure is what to report.
+      local why = upload.abort()
+      if why and not (type(result) == "table" and result.interrupted) then
+        fail(why .. "; the backup was stopped and its multipart upload aborted" ..
+          (upload.parts_removed and "" or " (the parts could not be removed: see the warning above)") .. ": no object was left in " .. remote.url)
+      end
+      error(result, 0)
+    end
     if tmp ~= "-" then sys.unlink(tmp) end
     if type(result) == "string" and result:match("writing the archive failed") then
       -- a full disk (or a file size limit): name the file, not a position in orch's source
@@ -286,6 +326,25 @@ function B.create(conn, opts)
     jobs = result.jobs,
   }
   if to_stdout then return manifest end
+  if remote then
+    -- the object completes (and is read back: size and ETag) before its manifest is written
+    local info = upload.finish()
+    if info.bytes ~= manifest.size then
+      pcall(remote.delete, remote.key(final))
+      fail(string.format("the upload of %s carried %d bytes, the archive writer wrote %d; the object was deleted", final, info.bytes, manifest.size))
+    end
+    manifest.sha256 = info.sha256
+    manifest.file = final
+    local url = remote.url_of(remote.key(final))
+    local okm, merr = pcall(storage.write_manifest, url, manifest)
+    if not okm then
+      fail("the archive " .. url .. " was uploaded but its manifest could not be written: " ..
+        tostring(type(merr) == "table" and merr.message or merr) .. " (the backup counts as incomplete)")
+    end
+    manifest.path = url
+    manifest.upload = { parts = #info.parts, retries = info.retries, etag = info.etag, part_size = remote.cfg.part_size }
+    return manifest
+  end
   local sum = sys.sha256_file(tmp)
   manifest.sha256 = sum
   -- into place without ever replacing a file: link() fails on a name that exists, so a
@@ -328,6 +387,25 @@ end
 -- Raises with a clear message when anything is wrong.
 function B.verify(path, opts)
   opts = opts or {}
+  if storage.is_remote(path) then
+    -- an object is streamed down into a spool file (its SHA-256 computed on the way), checked there
+    -- like a file, and the result recorded in the remote manifest
+    local f = storage.fetch(path)
+    local ok, r = pcall(B.verify, f.path, setmetatable({ keep_manifest = true }, { __index = opts }))
+    if ok and r.manifest then
+      local m = manifest_m.read(f.path)
+      local okw, err = pcall(storage.write_manifest, path, m)
+      if not okw then storage.release(f) error(err, 0) end
+    end
+    storage.release(f)
+    if not ok then
+      if type(r) == "string" then r = r:gsub(f.path:gsub("%p", "%%%0"), path) end
+      if type(r) == "table" and type(r.message) == "string" then r.message = r.message:gsub(f.path:gsub("%p", "%%%0"), path) end
+      error(r, 0)
+    end
+    r.path = path
+    return r
+  end
   local st = sys.stat(path)
   if not st then fail("no backup file " .. path) end
   local m, merr = manifest_m.read(path)

@@ -37,6 +37,14 @@ end
 
 --- The archive's entries as pg_restore -l would list them.
 function R.list(path)
+  if require("orch.storage").is_remote(path) then
+    local storage = require "orch.storage"
+    local f = storage.fetch(path)
+    local ok, res = pcall(R.list, f.path)
+    storage.release(f)
+    if not ok then error(res, 0) end
+    return res
+  end
   local a <close> = pgarchive.open(path)
   local h = a:header()
   local out = { string.format(";\n; Archive created by %s\n; dbname: %s\n; TOC entries: %d\n; Format: CUSTOM %s\n; Compression: %s\n;\n",
@@ -1075,6 +1083,22 @@ end
 -- Returns { mode, entries, target, old_database (swap), proof, dropped_leftovers }.
 function R.run(opts)
   local path = opts.archive
+  if require("orch.storage").is_remote(path) then
+    -- an object is streamed down into a spool file with its manifest, then restored from there
+    -- under the same rules as a file: proven whole (the manifest's SHA-256) before the target is touched
+    local storage = require "orch.storage"
+    local f = storage.fetch(path)
+    local ok, res = pcall(R.run, setmetatable({ archive = f.path }, { __index = opts }))
+    storage.release(f)
+    if not ok then
+      local from = f.path:gsub("%p", "%%%0")
+      if type(res) == "table" and type(res.message) == "string" then res.message = res.message:gsub(from, path) end
+      if type(res) == "string" then res = res:gsub(from, path) end
+      error(res, 0)
+    end
+    res.proof = res.proof .. string.format("; streamed from %s into a local spool file first (%.1f MiB)", path, f.bytes / 1048576)
+    return res
+  end
   local mode = opts.mode or "empty"
   local m
   if path ~= "-" then

@@ -10,6 +10,7 @@ local B = {}
 -- manifest, or the temporary file (.NAME.partial-PID) of a backup that is
 -- being written or whose process died (note says which).
 function B.list(dir)
+  if require("orch.storage").is_remote(dir) then return require("orch.storage").list(dir) end
   local out = {}
   for _, f in ipairs(sys.listdir(dir) or {}) do
     local partial_of, pid = f:match("^%.(.+)%.partial%-(%d+)$")
@@ -73,8 +74,12 @@ function B.retain(dir, opts)
         end
       end
       if (too_many or too_old) and b.path ~= newest_verified[k] then
-        sys.unlink(b.path)
-        sys.unlink(manifest.path(b.path))
+        if require("orch.storage").is_remote(dir) then
+          require("orch.storage").delete(b.path)
+        else
+          sys.unlink(b.path)
+          sys.unlink(manifest.path(b.path))
+        end
         deleted[#deleted + 1] = b.path
       end
     end
@@ -111,7 +116,8 @@ end
 function B.retain_runs(dir, opts)
   opts = opts or {}
   local keep = opts.keep or 100
-  local rdir = dir .. "/runs"
+  -- run logs are written on local disk, never into object storage (orch.storage.runs_base)
+  local rdir = require("orch.storage").runs_base(dir) .. "/runs"
   local ids = B.run_ids(rdir)
   local keep_id = { [opts.current or ""] = true }
   for _, b in ipairs(B.list(dir)) do
