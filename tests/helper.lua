@@ -438,4 +438,123 @@ function H.recipe(name, dir)
   return path
 end
 
+-- ---------------------------------------------------------------------------
+-- S3-compatible storage: s3rver (npm, .orch/test-tools/s3rver, installed by
+-- scripts/install-deps) on a free loopback port, behind tests/s3proxy.py,
+-- which checks every request's SigV4 signature with botocore and injects
+-- faults on demand. boto3 is the independent client that reads and writes
+-- what orch must (srv:boto(code)).
+
+local S3 = {}
+S3.__index = S3
+
+local function proxy_call(self, method, path, body)
+  local code = string.format([[
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode() if sys.argv[2] else None, method=sys.argv[3])
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+sys.stdout.write(opener.open(req, timeout=30).read().decode())
+]])
+  local r = sys.spawn { "python3", "-c", code, self.endpoint .. path, body or "", method, timeout = 60 }
+  if not r.ok then error("the S3 test proxy did not answer " .. path .. ": " .. (r.stderr or ""), 3) end
+  return r.stdout
+end
+
+--- The requests the proxy saw, in order: {method, path, query, status, faulted, signature}.
+function S3:log() return require("orch.json").decode(proxy_call(self, "GET", "/__log")) end
+--- Add fault rules (a list of {method, query, path, status, times, delay}).
+function S3:faults(rules) proxy_call(self, "POST", "/__faults", require("orch.json").encode(rules)) end
+--- Forget the log and the rules.
+function S3:reset() proxy_call(self, "POST", "/__reset", "{}") end
+
+--- Run Python code with a boto3 client `s3` on s3rver itself (not through the proxy) and the
+-- bucket name in `bucket`; returns its stdout (raises when it fails).
+function S3:boto(code)
+  local prelude = string.format([[
+import boto3, json, sys
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url=%q, aws_access_key_id="S3RVER", aws_secret_access_key="S3RVER",
+                  region_name="us-east-1", config=Config(s3={"addressing_style": "path"}))
+bucket = %q
+]], self.direct, self.bucket)
+  local r = sys.spawn { "python3", "-c", prelude .. code, timeout = 120 }
+  if not r.ok then error("boto3 failed: " .. (r.stderr or "") .. (r.stdout or ""), 2) end
+  return r.stdout
+end
+
+--- The keys in the bucket (boto3's list_objects_v2), sorted.
+function S3:keys(prefix)
+  local out = self:boto(string.format([[
+keys = []
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=%q):
+    keys += [o["Key"] for o in page.get("Contents", [])]
+print(json.dumps(sorted(keys)))
+]], prefix or ""))
+  return require("orch.json").decode(out)
+end
+
+--- The environment variables that point orch at the proxy (merged with extra).
+function S3:env(extra)
+  local e = { AWS_ENDPOINT_URL = self.endpoint, AWS_ACCESS_KEY_ID = "S3RVER", AWS_SECRET_ACCESS_KEY = self.secret,
+              AWS_REGION = "us-east-1", ORCH_S3_BACKOFF = "0.05", ORCH_SPOOL_DIR = self.dir }
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
+function S3:stop()
+  if self.stopped then return end
+  self.stopped = true
+  for _, pid in ipairs { self.proxy_pid, self.s3rver_pid } do
+    if pid then sys.kill(pid) end
+  end
+  sys.sleep(0.1)
+  for _, pid in ipairs { self.proxy_pid, self.s3rver_pid } do
+    if pid and alive(pid) then sys.kill(pid, 9) end
+  end
+end
+
+--- Start s3rver with one bucket (opts.bucket, default "orch") and the proxy in front of it;
+-- both exit when this orch process does. Returns srv: srv.endpoint (the proxy: what orch is
+-- given), srv.direct (s3rver itself), srv.bucket, srv.secret, srv.dir (its data and spool),
+-- srv:env(), srv:log(), srv:faults(), srv:reset(), srv:boto(code), srv:keys(prefix), srv:stop().
+function H.s3(opts)
+  opts = opts or {}
+  local bin = sys.realpath(".orch/test-tools/s3rver/node_modules/.bin/s3rver")
+  if not bin then error("s3rver is not installed: run scripts/install-deps (it runs tests/tools/install-s3rver)", 2) end
+  local dir = H.tmpdir()
+  local bucket = opts.bucket or "orch"
+  assert(sys.mkdir_p(dir .. "/data", 448))
+  local me = math.tointeger(sys.getpid())
+  -- a watchdog ends the server when this orch process is gone, whatever happens to the spec
+  local function background(cmd, out)
+    local script = string.format("(%s > %s 2>&1 & pid=$!; echo $pid > %s.pid; while kill -0 %d 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; kill $pid 2>/dev/null) > /dev/null 2>&1 &",
+      cmd, shq(out), shq(out), me)
+    local r = sys.spawn { "sh", "-c", script, timeout = 30 }
+    if not r.ok then error("could not start " .. cmd .. ": " .. (r.stderr or ""), 3) end
+  end
+  local function wait_for(what, file, pattern, pidfile)
+    local deadline = sys.monotonic() + 20
+    while true do
+      local text = H.read(file) or ""
+      local v = text:match(pattern)
+      local pid = tonumber((H.read(pidfile) or ""):match("%d+"))
+      if v and pid then return v, pid end
+      if sys.monotonic() > deadline then error(what .. " did not start within 20 s:\n" .. text, 3) end
+      sys.sleep(0.05)
+    end
+  end
+  background(string.format("exec %s -d %s -a 127.0.0.1 -p 0 --configure-bucket %s", shq(bin), shq(dir .. "/data"), shq(bucket)), dir .. "/s3rver.log")
+  local sport, spid = wait_for("s3rver", dir .. "/s3rver.log", "listening on 127%.0%.0%.1:(%d+)", dir .. "/s3rver.log.pid")
+  local srv = setmetatable({ dir = dir, bucket = bucket, secret = "orch-test-secret-4f9a", s3rver_pid = spid,
+    direct = "http://127.0.0.1:" .. sport }, S3)
+  local script = sys.realpath("tests/s3proxy.py")
+  background(string.format("exec python3 %s --upstream %s --secret orch-test-secret-4f9a --port-file %s --parent %d", shq(script), srv.direct,
+    shq(dir .. "/proxy.port"), me), dir .. "/proxy.log")
+  local ok, pport, ppid = pcall(wait_for, "the S3 test proxy", dir .. "/proxy.port", "^(%d+)\n", dir .. "/proxy.log.pid")
+  if not ok then srv:stop() error(pport .. (H.read(dir .. "/proxy.log") or ""), 2) end
+  srv.proxy_pid = ppid
+  srv.endpoint = "http://127.0.0.1:" .. pport
+  return srv
+end
+
 return H

@@ -1,0 +1,261 @@
+-- Backups in S3-compatible storage, against a real server: s3rver (npm)
+-- behind tests/s3proxy.py, which checks every request's SigV4 signature with
+-- botocore and fails requests on purpose when a test asks. boto3 is the
+-- independent judge of what is in the bucket; the stock pg_restore restores
+-- what boto3 downloads.
+local H = require "helper"
+local sys = require "orch.sys"
+local db = require "orch.db"
+local json = require "orch.json"
+local s3 = require "orch.s3"
+
+describe("SigV4 signing", function()
+  -- the examples of AWS's "Signature Calculations for the Authorization Header" (S3 API reference)
+  local base = { region = "us-east-1", time = "20130524T000000Z", access_key = "AKIAIOSFODNN7EXAMPLE",
+    secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" }
+  local E = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+  local function sign(t) for k, v in pairs(base) do t[k] = v end return (s3.sign(t)) end
+  local function sig(auth) return auth:match("Signature=(%x+)$") end
+
+  it("matches AWS's published GET Object example (Range header)", function()
+    local auth, canonical = s3.sign(setmetatable({ method = "GET", path = "/test.txt", headers = { host = "examplebucket.s3.amazonaws.com",
+      range = "bytes=0-9", ["x-amz-content-sha256"] = E, ["x-amz-date"] = "20130524T000000Z" } }, { __index = base }))
+    assert.equals("GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\nrange:bytes=0-9\nx-amz-content-sha256:" .. E ..
+      "\nx-amz-date:20130524T000000Z\n\nhost;range;x-amz-content-sha256;x-amz-date\n" .. E, canonical)
+    assert.equals("AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, " ..
+      "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41", auth)
+  end)
+
+  it("matches the PUT Object, GET Bucket Lifecycle and GET Bucket (list objects) examples", function()
+    local body = "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072"
+    assert.equals("98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd", sig(sign { method = "PUT", path = "/test%24file.text",
+      payload_hash = body, headers = { host = "examplebucket.s3.amazonaws.com", date = "Fri, 24 May 2013 00:00:00 GMT",
+        ["x-amz-date"] = "20130524T000000Z", ["x-amz-storage-class"] = "REDUCED_REDUNDANCY", ["x-amz-content-sha256"] = body } }))
+    assert.equals("fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543", sig(sign { method = "GET", path = "/", query = "lifecycle=",
+      headers = { host = "examplebucket.s3.amazonaws.com", ["x-amz-date"] = "20130524T000000Z", ["x-amz-content-sha256"] = E } }))
+    assert.equals("34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7", sig(sign { method = "GET", path = "/",
+      query = "max-keys=2&prefix=J", headers = { host = "examplebucket.s3.amazonaws.com", ["x-amz-date"] = "20130524T000000Z", ["x-amz-content-sha256"] = E } }))
+  end)
+end)
+
+describe("backups in S3 (s3rver, boto3 as judge)", function()
+  local srv, src, src_url, work
+  local SECRET, TOKEN = "orch-test-secret-4f9a", "orch-test-session-token-77c1"
+
+  setup(function()
+    srv = H.s3()
+    work = H.tmpdir()
+    src_url, src = H.fresh_db("s3src")
+    local c <close> = db.connect(src_url)
+    -- about 2 MiB of archive that compresses little: many parts of 256 KiB
+    c:exec([[CREATE TABLE items (id int PRIMARY KEY, payload text NOT NULL, at timestamptz DEFAULT now());
+      INSERT INTO items (id, payload) SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series(1, 40000) g;
+      CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text);
+      INSERT INTO notes (body) SELECT 'note ' || g FROM generate_series(1, 500) g;
+      CREATE INDEX items_payload ON items (payload);]])
+  end)
+  teardown(function()
+    if srv then srv:stop() end
+    if src then H.drop_db(src) end
+  end)
+  before_each(function() srv:reset() end)
+
+  -- orch with the proxy's endpoint and credentials (and a session token, which botocore checks is signed)
+  local function orch(argv, env)
+    local e = { AWS_SESSION_TOKEN = TOKEN }
+    for k, v in pairs(env or {}) do e[k] = v end
+    local r = H.orch(argv, { env = srv:env(e) })
+    for _, out in ipairs { r.stdout or "", r.stderr or "" } do
+      assert.is_nil(out:find(SECRET, 1, true), "the secret key appeared in orch's output")
+      assert.is_nil(out:find(TOKEN, 1, true), "the session token appeared in orch's output")
+    end
+    return r
+  end
+  local function backup(prefix, env, extra)
+    local argv = { "backup", "--db", src_url, "--dir", "s3://" .. srv.bucket .. "/" .. prefix, "--json" }
+    for _, a in ipairs(extra or {}) do argv[#argv + 1] = a end
+    local r = orch(argv, env)
+    assert.is_true(r.ok, r.stderr)
+    return json.decode(r.stdout), r
+  end
+  local function bad_signatures()
+    local bad = {}
+    for _, e in ipairs(srv:log()) do if e.signature then bad[#bad + 1] = e.method .. " " .. e.path .. ": " .. e.signature end end
+    return bad
+  end
+  local function count(pred)
+    local n = 0
+    for _, e in ipairs(srv:log()) do if pred(e) then n = n + 1 end end
+    return n
+  end
+  local function is_part(e) return e.method == "PUT" and e.query:match("partNumber=") ~= nil end
+
+  it("streams a multipart backup (several parts) that boto3 reads, pg_restore restores and orch restore s3:// round-trips", function()
+    local m = backup("roundtrip", { ORCH_S3_PART_SIZE = "256KiB" })
+    local key = "roundtrip/" .. m.file
+    assert.equals("s3://" .. srv.bucket .. "/" .. key, m.path)
+    assert.is_true(m.upload.parts >= 4, "only " .. tostring(m.upload.parts) .. " parts")
+    assert.equals(m.upload.parts, count(function(e) return is_part(e) and e.status == 200 end))
+    assert.same({}, bad_signatures())
+    -- the manifest is the last object written
+    local writes = {}
+    for _, e in ipairs(srv:log()) do if e.method == "PUT" or e.method == "POST" then writes[#writes + 1] = e end end
+    assert.equals("PUT", writes[#writes].method)
+    assert.matches("%.manifest%.json$", writes[#writes].path)
+    assert.equals("POST", writes[#writes - 1].method)   -- CompleteMultipartUpload, just before
+    assert.matches("^uploadId=", writes[#writes - 1].query)
+    assert.same({ key, (key:gsub("%.dump$", ".manifest.json")) }, srv:keys("roundtrip/"))
+    -- boto3 downloads the archive: its SHA-256 and size are the manifest's
+    local file = work .. "/boto.dump"
+    local got = json.decode(srv:boto(string.format([[
+import hashlib
+s3.download_file(bucket, %q, %q)
+man = json.loads(s3.get_object(Bucket=bucket, Key=%q)["Body"].read())
+print(json.dumps({"sha256": hashlib.sha256(open(%q, "rb").read()).hexdigest(), "manifest": man}))
+]], key, file, (key:gsub("%.dump$", ".manifest.json")), file)))
+    assert.equals(m.sha256, got.sha256)
+    assert.equals(m.sha256, got.manifest.sha256)
+    assert.equals(m.size, sys.stat(file).size)
+    -- the stock pg_restore restores what boto3 downloaded
+    local _, judge = H.fresh_db("s3judge")
+    local r = H.pgtool("pg_restore", { "-d", judge, "--exit-on-error", file })
+    assert.is_true(r.ok, r.stderr)
+    assert.same(H.contents_of(src), H.contents_of(judge))
+    H.drop_db(judge)
+    -- orch restore streams it down (into a spool file, proven by the manifest's SHA-256 first)
+    local url, target = H.fresh_db("s3restored")
+    srv:reset()
+    r = orch({ "restore", m.path, "--db", url })
+    assert.is_true(r.ok, r.stderr)
+    assert.matches("SHA%-256 matches the manifest; streamed from s3://", r.stdout)
+    assert.same(H.contents_of(src), H.contents_of(target))
+    assert.same({}, bad_signatures())
+    H.drop_db(target)
+    -- the spool is gone afterwards
+    for _, f in ipairs(sys.listdir(srv.dir) or {}) do assert.is_nil(f:match("^orch%-spool%-"), f) end
+    -- list and verify work on the object
+    r = orch({ "verify", m.path })
+    assert.is_true(r.ok, r.stderr)
+    assert.matches("sha256 matches the manifest", r.stdout)
+    r = orch({ "backups", "list", "--dir", "s3://" .. srv.bucket .. "/roundtrip", "--json" })
+    assert.is_true(r.ok, r.stderr)
+    local list = json.decode(r.stdout)
+    assert.equals(1, #list)
+    assert.equals("verified", list[1].status)
+    assert.equals(m.path, list[1].path)
+  end)
+
+  it("retries a part upload that fails twice with 503, and the object is whole", function()
+    srv:faults { { method = "PUT", query = "partNumber=2&", status = 503, times = 2 } }
+    local m, r = backup("retry", { ORCH_S3_PART_SIZE = "256KiB" })
+    assert.equals(2, m.upload.retries)
+    local tries = {}
+    for _, e in ipairs(srv:log()) do if is_part(e) and e.query:match("partNumber=2&") then tries[#tries + 1] = e.status end end
+    assert.same({ 503, 503, 200 }, tries)
+    local sum = srv:boto(string.format([[
+import hashlib
+print(hashlib.sha256(s3.get_object(Bucket=bucket, Key=%q)["Body"].read()).hexdigest())
+]], "retry/" .. m.file))
+    assert.equals(m.sha256, sum:match("%x+"))
+  end)
+
+  it("explains a wrong secret key (SignatureDoesNotMatch), retries nothing and leaves nothing", function()
+    local r = orch({ "backup", "--db", src_url, "--dir", "s3://" .. srv.bucket .. "/badkey" }, { AWS_SECRET_ACCESS_KEY = "not-the-secret-91x" })
+    assert.equals(1, r.code)
+    assert.matches("SignatureDoesNotMatch", r.stderr)
+    assert.matches("AWS_SECRET_ACCESS_KEY does not belong to AWS_ACCESS_KEY_ID", r.stderr)
+    assert.matches("Not retried", r.stderr)
+    assert.is_nil(r.stderr:find("not-the-secret-91x", 1, true))
+    -- one request (and the GET that asks why a HEAD was refused), no retries
+    local log = srv:log()
+    assert.is_true(#log <= 2, json.encode(log))
+    assert.same({}, srv:keys("badkey/"))
+  end)
+
+  it("does not retry a 403 on a part: the upload is aborted and no object is left", function()
+    srv:faults { { method = "PUT", query = "partNumber=2&", status = 403, times = 5 } }
+    local r = orch({ "backup", "--db", src_url, "--dir", "s3://" .. srv.bucket .. "/denied" }, { ORCH_S3_PART_SIZE = "256KiB" })
+    assert.equals(1, r.code)
+    assert.matches("uploading part 2 of s3://orch/denied/.-HTTP 403.-access denied", r.stderr)
+    assert.matches("multipart upload aborted.-: no object was left", r.stderr)
+    assert.equals(1, count(function(e) return is_part(e) and e.query:match("partNumber=2&") end))
+    -- AbortMultipartUpload is sent (s3rver 3.7.1 does not implement it and answers 405; S3 removes the parts)
+    assert.equals(1, count(function(e) return e.method == "DELETE" and e.query:match("^uploadId=") end))
+    assert.same({}, srv:keys("denied/"))
+  end)
+
+  for _, sig in ipairs { "INT", "KILL" } do
+    it("leaves no object and no manifest when the backup is interrupted (SIG" .. sig .. ") mid-upload", function()
+      -- each part waits a while at the server, so the backup is still uploading when the signal comes
+      srv:faults { { method = "PUT", query = "partNumber=", delay = 0.4, times = 1000 } }
+      local env = srv:env { ORCH_S3_PART_SIZE = "128KiB", AWS_SESSION_TOKEN = TOKEN }
+      local exports = {}
+      for k, v in pairs(env) do exports[#exports + 1] = k .. "='" .. v .. "'" end
+      local dir = H.tmpdir()
+      local script = string.format("env %s %s backup --db '%s' --dir s3://%s/killed > %s/out 2> %s/err & pid=$!; " ..
+        "for i in $(seq 200); do grep -q partNumber=2 %s/proxy-seen 2>/dev/null && break; " ..
+        "python3 -c 'import urllib.request,sys; sys.stdout.write(urllib.request.build_opener(urllib.request.ProxyHandler({})).open(\"%s/__log\").read().decode())' > %s/proxy-seen; sleep 0.1; done; " ..
+        "kill -%s $pid; wait $pid; echo $?", table.concat(exports, " "), H.orch_bin, src_url, srv.bucket, dir, dir, dir, srv.endpoint, dir, sig)
+      local r = sys.spawn { "sh", "-c", script, timeout = 120 }
+      local code = tonumber(r.stdout:match("(%d+)%s*$"))
+      assert.equals(sig == "INT" and 130 or 137, code, H.read(dir .. "/err"))
+      assert.matches("partNumber=2", H.read(dir .. "/proxy-seen"))
+      assert.same({}, srv:keys("killed/"))
+      if sig == "INT" then
+        -- Ctrl-C aborts the multipart upload: its parts are removed too
+        assert.equals(1, count(function(e) return e.method == "DELETE" and e.query:match("^uploadId=") end))
+        assert.matches("interrupted", H.read(dir .. "/err"))
+      end
+      -- and orch sees no backup there
+      local l = orch({ "backups", "list", "--dir", "s3://" .. srv.bucket .. "/killed" })
+      assert.is_true(l.ok, l.stderr)
+      assert.matches("no backups in s3://orch/killed", l.stdout)
+    end)
+  end
+
+  it("prunes on S3 by the environment's retention (backups.dir = s3://...), never the newest verified", function()
+    local envfile = H.write(work .. "/orch.env.lua", string.format([[
+return { s3env = { database = { env = "S3_SRC_URL" }, backups = { dir = "s3://%s/retain", keep = 2 } } }
+]], srv.bucket))
+    local env = { ORCH_ENV_FILE = envfile, S3_SRC_URL = src_url }
+    local paths = {}
+    for i = 1, 3 do
+      local r = orch({ "backup", "--env", "s3env", "--json", "--no-prune" }, env)
+      assert.is_true(r.ok, r.stderr)
+      paths[i] = json.decode(r.stdout).path
+      if i == 1 then assert.is_true(orch({ "verify", paths[1] }, env).ok) end
+    end
+    local r = orch({ "backups", "prune", "--env", "s3env", "--keep", "1", "--json" }, env)
+    assert.is_true(r.ok, r.stderr)
+    -- the newest stays, and the oldest because it is the newest verified one
+    assert.same({ paths[2] }, json.decode(r.stdout).deleted)
+    local keys = srv:keys("retain/")
+    assert.equals(4, #keys)
+    for _, p in ipairs { paths[1], paths[3] } do
+      local k = p:gsub("^s3://orch/", "")
+      assert.is_truthy(table.concat(keys, " "):find(k, 1, true), k)
+    end
+    -- a backup with the environment's own keep = 2 prunes by itself: once the newest is verified,
+    -- the older verified one is an ordinary old backup
+    assert.is_true(orch({ "verify", paths[3] }, env).ok)
+    r = orch({ "backup", "--env", "s3env", "--json" }, env)
+    assert.is_true(r.ok, r.stderr)
+    assert.same({ paths[1] }, json.decode(r.stdout).pruned)
+    assert.equals(4, #srv:keys("retain/"))
+  end)
+
+  it("refuses S3 credentials, endpoints and regions in orch.env.lua", function()
+    for _, bad in ipairs { 'access_key = "AKIAEXAMPLE"', 'endpoint = "http://127.0.0.1:9000"', 'region = "eu-west-1"', 'aws_secret_access_key = "x"' } do
+      local envfile = H.write(work .. "/bad.env.lua", string.format('return { p = { backups = { dir = "s3://orch/p", %s } } }', bad))
+      local r = orch({ "backups", "list", "--env", "p" }, { ORCH_ENV_FILE = envfile })
+      assert.equals(1, r.code, bad)
+      assert.matches("come only from the environment variables AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID", r.stderr)
+    end
+  end)
+
+  it("names the variables when credentials are missing", function()
+    local r = H.orch({ "backups", "list", "--dir", "s3://orch/x" }, { env = srv:env { AWS_ACCESS_KEY_ID = false, AWS_SECRET_ACCESS_KEY = false } })
+    assert.equals(1, r.code)
+    assert.matches("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", r.stderr)
+  end)
+end)
