@@ -12,17 +12,18 @@
  *                body = s | body_file = p, to_file = p, region, access_key, secret_key, token,
  *                timeout, connect_timeout, cleanup = true (runs even after Ctrl-C) }
  *     --> { status, headers = { lower-case = value }, body, bytes, sha256 } | nil, message, kind
- *   local u = s3.uploader { endpoint, host, path, region, access_key, secret_key, token,
+ *   local u = s3.uploader { endpoint, host, path, region, access_key, secret_key, token,   -- 2 x part_size of memory
  *                           upload_id, part_size, attempts, backoff, timeout, connect_timeout }
  *   u:path()     -- "/dev/fd/N": the pipe the archive writer writes into
  *   u:finish()   -- end of data: waits for the last part; --> { parts = { { number, etag } },
  *                --   bytes, sha256, md5, parts_md5, retries } | nil, { message, status, code, kind, part }
  *   u:abort()    -- stops the upload thread (the Lua side then aborts the multipart upload)
  *
- * The uploader holds at most one part in memory: a thread reads the pipe
- * into the part buffer, and sends each full part (retried on 5xx, 429,
+ * The uploader holds at most two parts in memory: a reader thread fills one
+ * part buffer from the pipe while a sender thread uploads the other, so the
+ * backup keeps running during an upload. Each part is retried on 5xx, 429,
  * timeouts and connection failures with exponential backoff; any other
- * status is final). When it fails for good it closes the pipe, so the writer
+ * status is final. When it fails for good the pipe is closed, so the writer
  * fails with EPIPE and the backup stops; u:finish() then says why.
  *
  * Secrets: the secret key never leaves this file except as a signature, and
@@ -578,9 +579,15 @@ typedef struct Uploader {
     int attempts;
     double backoff;
     int rfd, wfd;
-    pthread_t thread;
+    pthread_t reader, sender;
     int started, joined;
     volatile int stop;
+    /* two part buffers: the reader fills one while the sender uploads the other */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *bufs[2];
+    size_t lens[2];
+    int nums[2], full[2], eof;
     /* results, owned by the thread until joined */
     Part *parts;
     int nparts, capparts;
@@ -589,8 +596,7 @@ typedef struct Uploader {
     Sha256 sha;
     EVP_MD_CTX *md5;           /* the whole object */
     EVP_MD_CTX *md5parts;      /* MD5 of the concatenated part MD5s (S3's multipart ETag) */
-    char *buf;
-    int failed;
+    volatile int failed;
     long fail_status;
     int fail_part;
     char fail_kind[24];
@@ -624,15 +630,15 @@ static void sleep_interruptible(Uploader *u, double secs) {
     }
 }
 
-/* Send part number n (len bytes of u->buf), retrying what may pass. 0 ok, -1 failed for good. */
-static int send_part(Uploader *u, int n, size_t len) {
+/* Send part number n (len bytes at buf), retrying what may pass. 0 ok, -1 failed for good. */
+static int send_part(Uploader *u, int n, const char *buf, size_t len) {
     char query[512], ph[65], md5b64[32];
     unsigned char md5[16];
     unsigned int mlen = 16;
     Hdr extra[1];
-    EVP_Digest(u->buf, len, md5, &mlen, EVP_md5(), NULL);
+    EVP_Digest(buf, len, md5, &mlen, EVP_md5(), NULL);
     base64(md5, 16, md5b64);
-    sha256_hex_of(u->buf, len, ph);
+    sha256_hex_of(buf, len, ph);
     {
         char *q = curl_easy_escape(NULL, u->upload_id, 0);
         if (!q) { snprintf(u->fail_msg, sizeof u->fail_msg, "out of memory"); return -1; }
@@ -646,7 +652,7 @@ static int send_part(Uploader *u, int n, size_t len) {
         long status = 0;
         CURLcode rc;
         memset(&x, 0, sizeof x);
-        x.body = u->buf;
+        x.body = buf;
         x.body_len = len;
         x.stop = &u->stop;
         if (xfer_setup(&x, &u->t, "PUT", query, extra, 1, ph) < 0) {
@@ -711,47 +717,90 @@ static int send_part(Uploader *u, int n, size_t len) {
     }
 }
 
-static void *upload_main(void *ud) {
+/* Record a failure (the first one wins) and wake the other thread. */
+static void set_failed(Uploader *u) {
+    pthread_mutex_lock(&u->mu);
+    u->failed = 1;
+    pthread_cond_broadcast(&u->cv);
+    pthread_mutex_unlock(&u->mu);
+}
+
+/* The reader: fills the two buffers in turn from the pipe, numbering the parts and
+ * hashing the whole object in order. On failure (its own or the sender's) it closes
+ * the pipe, so the archive writer gets EPIPE and the backup stops. */
+static void *reader_main(void *ud) {
     Uploader *u = (Uploader *)ud;
-    int n = 0;
+    int n = 0, i = 0;
     for (;;) {
         size_t len = 0;
         int eof = 0;
+        pthread_mutex_lock(&u->mu);
+        while (u->full[i] && !u->stop && !u->failed) pthread_cond_wait(&u->cv, &u->mu);
+        int quit = u->stop || u->failed;
+        pthread_mutex_unlock(&u->mu);
+        if (quit) break;
+        char *buf = u->bufs[i];
         while (len < u->part_size) {
             struct pollfd pf = { u->rfd, POLLIN, 0 };
-            if (u->stop) break;
+            if (u->stop || u->failed) break;
             if (poll(&pf, 1, 100) == 0) continue;
-            ssize_t k = read(u->rfd, u->buf + len, u->part_size - len);
+            ssize_t k = read(u->rfd, buf + len, u->part_size - len);
             if (k < 0) {
                 if (errno == EINTR) continue;
                 snprintf(u->fail_kind, sizeof u->fail_kind, "io");
                 snprintf(u->fail_msg, sizeof u->fail_msg, "reading the archive stream failed: %s", strerror(errno));
-                u->failed = 1;
+                set_failed(u);
                 goto out;
             }
             if (k == 0) { eof = 1; break; }
             len += (size_t)k;
         }
-        if (u->stop) { snprintf(u->fail_kind, sizeof u->fail_kind, "interrupted"); u->failed = 1; goto out; }
-        if (len > 0 || n == 0) {
-            n++;
-            if (n > 10000) {
+        if (u->failed) break;
+        if (u->stop) { snprintf(u->fail_kind, sizeof u->fail_kind, "interrupted"); set_failed(u); break; }
+        int has = len > 0 || n == 0;
+        if (has) {
+            if (++n > 10000) {
                 snprintf(u->fail_kind, sizeof u->fail_kind, "too_large");
-                snprintf(u->fail_msg, sizeof u->fail_msg, "the archive needs more than 10000 parts of %zu bytes", u->part_size);
-                u->failed = 1;
-                goto out;
+                snprintf(u->fail_msg, sizeof u->fail_msg, "the archive needs more than 10000 parts of %zu bytes: "
+                         "set ORCH_S3_PART_SIZE larger", u->part_size);
+                set_failed(u);
+                break;
             }
-            sha256_update(&u->sha, u->buf, len);
-            EVP_DigestUpdate(u->md5, u->buf, len);
+            sha256_update(&u->sha, buf, len);
+            EVP_DigestUpdate(u->md5, buf, len);
             u->bytes += (long long)len;
-            if (send_part(u, n, len) < 0) { u->failed = 1; goto out; }
         }
+        pthread_mutex_lock(&u->mu);
+        if (has) { u->lens[i] = len; u->nums[i] = n; u->full[i] = 1; }
+        if (eof) u->eof = 1;
+        pthread_cond_broadcast(&u->cv);
+        pthread_mutex_unlock(&u->mu);
         if (eof) break;
+        i ^= 1;
     }
 out:
-    /* the writer sees EPIPE from now on: a failed upload stops the backup */
     close(u->rfd);
     u->rfd = -1;
+    return NULL;
+}
+
+/* The sender: uploads the buffers in turn as the reader fills them. */
+static void *sender_main(void *ud) {
+    Uploader *u = (Uploader *)ud;
+    int i = 0;
+    for (;;) {
+        pthread_mutex_lock(&u->mu);
+        while (!u->full[i] && !u->eof && !u->stop && !u->failed) pthread_cond_wait(&u->cv, &u->mu);
+        int quit = u->stop || u->failed || (!u->full[i] && u->eof);
+        pthread_mutex_unlock(&u->mu);
+        if (quit) break;
+        if (send_part(u, u->nums[i], u->bufs[i], u->lens[i]) < 0) { set_failed(u); break; }
+        pthread_mutex_lock(&u->mu);
+        u->full[i] = 0;
+        pthread_cond_broadcast(&u->cv);
+        pthread_mutex_unlock(&u->mu);
+        i ^= 1;
+    }
     return NULL;
 }
 
@@ -759,7 +808,16 @@ static Uploader *check_uploader(lua_State *L) { return (Uploader *)luaL_checkuda
 
 static void uploader_join(Uploader *u) {
     if (u->wfd >= 0) { close(u->wfd); u->wfd = -1; }
-    if (u->started && !u->joined) { pthread_join(u->thread, NULL); u->joined = 1; }
+    if (u->started && !u->joined) {
+        if (u->stop) {
+            pthread_mutex_lock(&u->mu);
+            pthread_cond_broadcast(&u->cv);
+            pthread_mutex_unlock(&u->mu);
+        }
+        pthread_join(u->reader, NULL);
+        pthread_join(u->sender, NULL);
+        u->joined = 1;
+    }
 }
 
 static int u_release(lua_State *L) {
@@ -770,7 +828,8 @@ static int u_release(lua_State *L) {
     target_free(&u->t);
     free(u->upload_id); u->upload_id = NULL;
     free(u->parts); u->parts = NULL;
-    free(u->buf); u->buf = NULL;
+    free(u->bufs[0]); free(u->bufs[1]); u->bufs[0] = u->bufs[1] = NULL;
+    if (u->started) { pthread_mutex_destroy(&u->mu); pthread_cond_destroy(&u->cv); u->started = 0; }
     if (u->md5) { EVP_MD_CTX_free(u->md5); u->md5 = NULL; }
     if (u->md5parts) { EVP_MD_CTX_free(u->md5parts); u->md5parts = NULL; }
     return 0;
@@ -792,10 +851,11 @@ static int s_uploader(lua_State *L) {
     lua_pop(L, 1);
     if (u->part_size < 1024) return luaL_error(L, "s3: part_size must be at least 1024 bytes");
     if (u->attempts < 1) u->attempts = 1;
-    u->buf = malloc(u->part_size);
+    u->bufs[0] = malloc(u->part_size);
+    u->bufs[1] = malloc(u->part_size);
     u->md5 = EVP_MD_CTX_new();
     u->md5parts = EVP_MD_CTX_new();
-    if (!u->buf || !u->md5 || !u->md5parts) return luaL_error(L, "s3: out of memory for a part of %d bytes", (int)u->part_size);
+    if (!u->bufs[0] || !u->bufs[1] || !u->md5 || !u->md5parts) return luaL_error(L, "s3: out of memory for a part of %d bytes", (int)u->part_size);
     EVP_DigestInit_ex(u->md5, EVP_md5(), NULL);
     EVP_DigestInit_ex(u->md5parts, EVP_md5(), NULL);
     sha256_init(&u->sha);
@@ -805,9 +865,19 @@ static int s_uploader(lua_State *L) {
     /* signals stay with the main thread (Ctrl-C cancels there; the thread polls the flag) */
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc = pthread_create(&u->thread, NULL, upload_main, u);
+    pthread_mutex_init(&u->mu, NULL);
+    pthread_cond_init(&u->cv, NULL);
+    int rc = pthread_create(&u->reader, NULL, reader_main, u);
+    if (rc == 0 && (rc = pthread_create(&u->sender, NULL, sender_main, u)) != 0) {
+        u->stop = 1;
+        pthread_join(u->reader, NULL);
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) return luaL_error(L, "s3: cannot start the upload thread: %s", strerror(rc));
+    if (rc != 0) {
+        pthread_mutex_destroy(&u->mu);
+        pthread_cond_destroy(&u->cv);
+        return luaL_error(L, "s3: cannot start the upload threads: %s", strerror(rc));
+    }
     u->started = 1;
     return 1;
 }
