@@ -244,6 +244,45 @@ return { s3env = { database = { env = "S3_SRC_URL" }, backups = { dir = "s3://%s
     assert.equals(4, #srv:keys("retain/"))
   end)
 
+  it("runs the staging and emergency restore recipes with backups.dir in S3 (run logs stay local)", function()
+    local dir = H.tmpdir()
+    sys.mkdir_p(dir .. "/migrations")
+    for _, f in ipairs(sys.listdir("migrations")) do
+      if f:match("^[VU]%d+__") then H.write(dir .. "/migrations/" .. f, H.read("migrations/" .. f)) end
+    end
+    H.write(dir .. "/orch.env.lua", string.format('return { stg = { database = { env = "S3_STG_URL" }, backups = { dir = "s3://%s/stg", keep = 5 } } }', srv.bucket))
+    local url, name = H.fresh_db("s3stg")
+    local env = srv:env { S3_STG_URL = url, DATABASE_URL = false, AWS_SESSION_TOKEN = TOKEN }
+    local function recipe(file, argv)
+      local a = { sys.realpath("recipes/" .. file) }
+      for _, x in ipairs(argv) do a[#a + 1] = x end
+      local r = H.orch(a, { cwd = dir, env = env })
+      assert.is_nil((r.stdout .. r.stderr):find(SECRET, 1, true))
+      return r
+    end
+    local r = recipe("staging.lua", { "--env", "stg", "--yes" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("ok %d+m?s  s3://orch/stg/[^ ]+%.dump %(.-verified%)", r.stdout)
+    local keys = srv:keys("stg/")
+    assert.equals(2, #keys)
+    assert.is_false(sys.exists(dir .. "/backups"))
+    local runs = sys.listdir(dir .. "/.orch/s3/orch/stg/runs") or {}
+    assert.equals(1, #runs)
+    -- the emergency restore: the backup chosen from S3, verified, a safety backup into S3, restored by swap
+    r = recipe("restore.lua", { "--env", "stg", "--yes" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    assert.matches("safety backup", r.stdout)
+    keys = srv:keys("stg/")
+    assert.equals(4, #keys)
+    assert.matches("%-safety%.dump", table.concat(keys, " "))
+    assert.equals(2, #sys.listdir(dir .. "/.orch/s3/orch/stg/runs"))
+    -- the backup was taken before staging migrated: the restored database has no migrations
+    local c <close> = db.connect(url)
+    assert.is_false(c:value("SELECT to_regclass('public.orch_schema_history') IS NOT NULL"))
+    c:close()
+    for _, d in ipairs(H.connect("postgres"):query("SELECT datname FROM pg_database WHERE datname LIKE $1", name .. "%")) do H.drop_db(d.datname) end
+  end)
+
   it("refuses S3 credentials, endpoints and regions in orch.env.lua", function()
     for _, bad in ipairs { 'access_key = "AKIAEXAMPLE"', 'endpoint = "http://127.0.0.1:9000"', 'region = "eu-west-1"', 'aws_secret_access_key = "x"' } do
       local envfile = H.write(work .. "/bad.env.lua", string.format('return { p = { backups = { dir = "s3://orch/p", %s } } }', bad))
