@@ -276,6 +276,11 @@ return { s3env = { database = { env = "S3_SRC_URL" }, backups = { dir = "s3://%s
     assert.equals(4, #keys)
     assert.matches("%-safety%.dump", table.concat(keys, " "))
     assert.equals(2, #sys.listdir(dir .. "/.orch/s3/orch/stg/runs"))
+    for _, f in ipairs(sys.listdir(dir .. "/.orch/s3/orch/stg/runs")) do
+      local text = H.read(dir .. "/.orch/s3/orch/stg/runs/" .. f)
+      assert.is_nil(text:find(SECRET, 1, true), "the secret key is in the run log " .. f)
+      assert.is_nil(text:find(TOKEN, 1, true), "the session token is in the run log " .. f)
+    end
     -- the backup was taken before staging migrated: the restored database has no migrations
     local c <close> = db.connect(url)
     assert.is_false(c:value("SELECT to_regclass('public.orch_schema_history') IS NOT NULL"))

@@ -127,7 +127,7 @@ function S.explain(status, code, message, what)
   elseif code == "RequestTimeTooSkewed" then
     why = "this machine's clock is too far from the server's. Not retried: fix the clock (NTP)"
   elseif code == "NoSuchBucket" then
-    why = "the bucket does not exist: create it, or fix the s3:// location"
+    why = "the bucket does not exist: create it, or fix the s3:// location (and AWS_ENDPOINT_URL)"
   elseif code == "AccessDenied" or status == 403 then
     why = "access denied: the credentials may not do this on that bucket (check the bucket policy and the key's permissions). Not retried"
   elseif code == "NoSuchUpload" then
@@ -203,14 +203,17 @@ function S.open(url)
   --- GET into memory (small objects: manifests). nil when there is none.
   function L.get(key)
     local res = request(cfg, req("GET", key), where("GET", key))
-    if res.status == 404 then return nil end
+    if res.status == 404 and xml_field(res.body, "Code") ~= "NoSuchBucket" then return nil end
     return expect_ok(res, where("GET", key)).body
   end
 
   --- GET streamed into a local file; returns { bytes, sha256 }.
   function L.download(key, file)
     local res = request(cfg, req("GET", key, { to_file = file }), where("GET", key))
-    if res.status == 404 then fail(string.format("no object s3://%s/%s", bucket, key)) end
+    if res.status == 404 and xml_field(res.body, "Code") ~= "NoSuchBucket" then
+      fail(string.format("no object s3://%s/%s: list the backups there with orch backups list --dir s3://%s/%s", bucket, key, bucket,
+        key:match("^(.*)/[^/]*$") or ""))
+    end
     expect_ok(res, where("GET", key))
     return { bytes = res.bytes, sha256 = res.sha256 }
   end
@@ -319,7 +322,13 @@ function S.open(url)
       local etag = (h.etag or ""):gsub('"', "")
       -- an ETag is the MD5 of the object, or S3's multipart form (MD5 of the parts' MD5s, "-N")
       if etag ~= info.md5 and etag ~= info.multipart_etag then
-        drop(string.format("its ETag %s matches neither the MD5 of the bytes sent (%s) nor their multipart checksum (%s)", etag, info.md5, info.multipart_etag))
+        -- an ETag that is no MD5 (SSE-KMS encrypted buckets): read the object back whole instead
+        local got = L.download(key, "/dev/null")
+        if got.sha256 ~= info.sha256 or got.bytes ~= info.bytes then
+          drop(string.format("reading it back gives %d bytes with SHA-256 %s, but %d bytes with SHA-256 %s were sent",
+            got.bytes, got.sha256, info.bytes, info.sha256))
+        end
+        log.info("s3://%s/%s: its ETag is not an MD5 (an encrypted bucket?): read back whole, its SHA-256 matches", bucket, key)
       end
       info.etag = etag
       return info
