@@ -9,7 +9,8 @@ does not do itself:
   403 SignatureDoesNotMatch, as S3 answers;
 * it fails requests on purpose when told to (POST /__faults with a JSON list
   of rules {method, query (a substring of the query string), status, times,
-  delay (seconds before forwarding)}), e.g. the first 2 part uploads with 503.
+  delay (seconds before forwarding), stall (seconds of silence, then the
+  connection is dropped unanswered)}), e.g. the first 2 part uploads with 503.
 
 GET /__log returns the requests seen so far as JSON: {method, path, query,
 status, headers (names only), faulted}. POST /__reset clears log and rules.
@@ -114,6 +115,13 @@ class Handler(BaseHTTPRequestHandler):
         if rule:
             if rule.get("delay"):
                 time.sleep(rule["delay"])
+            if rule.get("stall"):
+                # no answer at all for a while, then the connection is dropped (the client's timeout)
+                entry["status"] = 0
+                entry["faulted"] = True
+                time.sleep(rule["stall"])
+                self.close_connection = True
+                return
             if rule.get("status"):
                 entry["status"] = rule["status"]
                 entry["faulted"] = True

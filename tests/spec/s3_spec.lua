@@ -159,6 +159,21 @@ print(hashlib.sha256(s3.get_object(Bucket=bucket, Key=%q)["Body"].read()).hexdig
     assert.equals(m.sha256, sum:match("%x+"))
   end)
 
+  it("retries a part that times out and a part answered 429 (slow down)", function()
+    srv:faults { { method = "PUT", query = "partNumber=1&", stall = 4, times = 1 },
+                 { method = "PUT", query = "partNumber=3&", status = 429, times = 1 } }
+    local m = backup("slow", { ORCH_S3_PART_SIZE = "256KiB", ORCH_S3_TIMEOUT = "2" })
+    assert.equals(2, m.upload.retries)
+    local seen = {}
+    for _, e in ipairs(srv:log()) do
+      local n = is_part(e) and e.query:match("partNumber=(%d+)&")
+      if n == "1" or n == "3" then seen[#seen + 1] = n .. ":" .. e.status end
+    end
+    table.sort(seen)
+    assert.same({ "1:0", "1:200", "3:200", "3:429" }, seen)
+    assert.same({ "slow/" .. m.file, "slow/" .. m.file:gsub("%.dump$", ".manifest.json") }, srv:keys("slow/"))
+  end)
+
   it("explains a wrong secret key (SignatureDoesNotMatch), retries nothing and leaves nothing", function()
     local r = orch({ "backup", "--db", src_url, "--dir", "s3://" .. srv.bucket .. "/badkey" }, { AWS_SECRET_ACCESS_KEY = "not-the-secret-91x" })
     assert.equals(1, r.code)

@@ -9,7 +9,9 @@
 -- bucket is addressed on AWS itself (https://bucket.s3.REGION.amazonaws.com).
 -- Tuning: ORCH_S3_PART_SIZE (bytes, or 8MiB / 512KiB; default 16MiB),
 -- ORCH_S3_ATTEMPTS (tries per request, default 5), ORCH_S3_BACKOFF
--- (seconds before the first retry, doubled each time, default 1).
+-- (seconds before the first retry, doubled each time, default 1),
+-- ORCH_S3_TIMEOUT (seconds one request or part may take, default 300; a
+-- transfer silent for 60 s is a timeout too).
 --
 -- Requests that fail with 5xx, 429, 408, a timeout or a broken connection
 -- are retried with backoff; any other answer is final and explained (a 403
@@ -62,7 +64,8 @@ function S.config()
   local cfg = { access_key = ak, secret_key = sk, token = env("AWS_SESSION_TOKEN"), region = region,
     part_size = size_setting("ORCH_S3_PART_SIZE", 16 * 1048576),
     attempts = math.tointeger(tonumber(env("ORCH_S3_ATTEMPTS") or "5")) or fail("ORCH_S3_ATTEMPTS must be a whole number"),
-    backoff = tonumber(env("ORCH_S3_BACKOFF") or "1") or fail("ORCH_S3_BACKOFF must be a number of seconds") }
+    backoff = tonumber(env("ORCH_S3_BACKOFF") or "1") or fail("ORCH_S3_BACKOFF must be a number of seconds"),
+    timeout = math.tointeger(tonumber(env("ORCH_S3_TIMEOUT") or "300")) or fail("ORCH_S3_TIMEOUT must be a whole number of seconds") }
   if endpoint then
     local scheme, host = endpoint:match("^(https?)://([^/]+)/?$")
     if not scheme or host:match(":$") then fail(string.format("AWS_ENDPOINT_URL=%s: write the server's URL, e.g. http://127.0.0.1:9000 (no path)", endpoint)) end
@@ -96,7 +99,7 @@ end
 
 -- The request fields for bucket/key (key may be nil: the bucket itself).
 local function target(cfg, bucket, key)
-  local t = { access_key = cfg.access_key, secret_key = cfg.secret_key, token = cfg.token, region = cfg.region }
+  local t = { access_key = cfg.access_key, secret_key = cfg.secret_key, token = cfg.token, region = cfg.region, timeout = cfg.timeout }
   local kpath = key and key ~= "" and ("/" .. encode(key, true)) or ""
   if cfg.path_style then
     t.endpoint, t.host, t.path = cfg.endpoint, cfg.host, "/" .. encode(bucket) .. (kpath ~= "" and kpath or "/")
