@@ -18,6 +18,8 @@
  *   u:finish()   -- end of data: waits for the last part; --> { parts = { { number, etag } },
  *                --   bytes, sha256, md5, parts_md5, retries } | nil, { message, status, code, kind, part }
  *   u:abort()    -- stops the upload thread (the Lua side then aborts the multipart upload)
+ *   s3.download_ranges { endpoint, host, path, ..., to_file, size, jobs, chunk, attempts, backoff }
+ *     --> { bytes, retries } | nil, { message, status, code, kind }   -- jobs threads, one range each at a time
  *
  * The uploader holds at most two parts in memory: a reader thread fills one
  * part buffer from the pipe while a sender thread uploads the other, so the
@@ -270,6 +272,8 @@ typedef struct Xfer {
     size_t body_len, body_off;
     FILE *body_file;
     FILE *out;                 /* response body to a file (2xx only) */
+    int out_fd;                /* or: into this descriptor at out_off (ranged downloads; -1 = none) */
+    long long out_off;
     Buf resp, head;
     long long bytes;
     Sha256 sha;
@@ -298,6 +302,22 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
         curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &code);
         x->status_checked = 1;
         x->to_file_ok = code >= 200 && code < 300;
+    }
+    if (x->out_fd >= 0 && !x->status_checked) {
+        long code = 0;
+        curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &code);
+        x->status_checked = 1;
+        x->to_file_ok = code == 206;
+    }
+    if (x->out_fd >= 0 && x->to_file_ok) {
+        size_t done = 0;
+        while (done < len) {
+            ssize_t k = pwrite(x->out_fd, p + done, len - done, (off_t)(x->out_off + x->bytes));
+            if (k < 0) { if (errno == EINTR) continue; x->write_err = errno; return 0; }
+            done += (size_t)k;
+            x->bytes += k;
+        }
+        return len;
     }
     if (x->out && x->to_file_ok) {
         if (fwrite(p, 1, len, x->out) != len) { x->write_err = errno ? errno : EIO; return 0; }
@@ -477,6 +497,7 @@ static int s_request(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     ReqUd *r = (ReqUd *)lua_newuserdatauv(L, sizeof *r, 0);   /* index 2 */
     memset(r, 0, sizeof *r);
+    r->x.out_fd = -1;
     lua_newtable(L);
     lua_pushcfunction(L, requd_gc);
     lua_setfield(L, -2, "__gc");
@@ -568,6 +589,187 @@ static int s_request(lua_State *L) {
     return 1;
 }
 
+/* ================================================================ ranged download */
+
+static void xml_field(const char *body, const char *tag, char *out, size_t cap);
+
+typedef struct Ranged {
+    Target t;
+    int fd, attempts;
+    double backoff;
+    long long size, chunk, next;
+    pthread_mutex_t mu;
+    volatile int stop;
+    int failed, retries;
+    long fail_status;
+    char fail_kind[24], fail_code[64], fail_msg[512];
+} Ranged;
+
+/* One range [off, off+len) into rg->fd, retried like a part. 0 ok, -1 failed for good. */
+static int get_range(Ranged *rg, long long off, long long len) {
+    char range[64];
+    Hdr extra[1];
+    snprintf(range, sizeof range, "bytes=%lld-%lld", off, off + len - 1);
+    strcpy(extra[0].name, "range");
+    extra[0].value = range;
+    double wait = rg->backoff;
+    for (int attempt = 1;; attempt++) {
+        Xfer x;
+        long status = 0;
+        CURLcode rc;
+        memset(&x, 0, sizeof x);
+        x.out_fd = rg->fd;
+        x.out_off = off;
+        x.stop = &rg->stop;
+        if (xfer_setup(&x, &rg->t, "GET", "", extra, 1, EMPTY_SHA256) < 0) { xfer_free(&x); return -1; }
+        rc = curl_easy_perform(x.curl);
+        if (rc == CURLE_OK) curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &status);
+        long long got = x.bytes;
+        int write_err = x.write_err;
+        if (rc == CURLE_OK && status == 206 && got == len) { xfer_free(&x); return 0; }
+        int retry;
+        pthread_mutex_lock(&rg->mu);
+        if (write_err) {
+            retry = 0;
+            snprintf(rg->fail_kind, sizeof rg->fail_kind, "io");
+            snprintf(rg->fail_msg, sizeof rg->fail_msg, "writing the spool file failed: %s", strerror(write_err));
+        } else if (rc != CURLE_OK) {
+            retry = rc != CURLE_ABORTED_BY_CALLBACK;
+            snprintf(rg->fail_kind, sizeof rg->fail_kind, "%s", kind_of(rc));
+            snprintf(rg->fail_msg, sizeof rg->fail_msg, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc));
+        } else if (status == 206) {
+            retry = 1;
+            snprintf(rg->fail_kind, sizeof rg->fail_kind, "connection");
+            snprintf(rg->fail_msg, sizeof rg->fail_msg, "range %s gave %lld bytes", range, got);
+        } else {
+            retry = status >= 500 || status == 429 || status == 408;
+            snprintf(rg->fail_kind, sizeof rg->fail_kind, "http");
+            rg->fail_status = status;
+            xml_field(x.resp.p, "Code", rg->fail_code, sizeof rg->fail_code);
+            xml_field(x.resp.p, "Message", rg->fail_msg, sizeof rg->fail_msg);
+            if (status == 200) { retry = 0; snprintf(rg->fail_msg, sizeof rg->fail_msg, "the server ignored the Range header (answered 200)"); }
+        }
+        pthread_mutex_unlock(&rg->mu);
+        xfer_free(&x);
+        if (!retry || attempt >= rg->attempts || rg->stop || orch_interrupted()) return -1;
+        pthread_mutex_lock(&rg->mu);
+        rg->retries++;
+        pthread_mutex_unlock(&rg->mu);
+        for (double w = wait; w > 0 && !rg->stop && !orch_interrupted(); w -= 0.05) {
+            struct timespec ts = { 0, 50 * 1000000L };
+            nanosleep(&ts, NULL);
+        }
+        if (wait < 30) wait *= 2;
+    }
+}
+
+static void *ranged_main(void *ud) {
+    Ranged *rg = (Ranged *)ud;
+    for (;;) {
+        pthread_mutex_lock(&rg->mu);
+        long long off = rg->next;
+        int quit = rg->failed || rg->stop || off >= rg->size;
+        if (!quit) rg->next += rg->chunk;
+        pthread_mutex_unlock(&rg->mu);
+        if (quit) break;
+        long long len = rg->size - off < rg->chunk ? rg->size - off : rg->chunk;
+        if (get_range(rg, off, len) < 0) {
+            pthread_mutex_lock(&rg->mu);
+            rg->failed = 1;
+            pthread_mutex_unlock(&rg->mu);
+            break;
+        }
+    }
+    return NULL;
+}
+
+typedef struct RangedUd { Ranged rg; int fd_open; } RangedUd;
+
+static int ranged_gc(lua_State *L) {
+    RangedUd *r = (RangedUd *)lua_touserdata(L, 1);
+    target_free(&r->rg.t);
+    if (r->fd_open) { close(r->rg.fd); r->fd_open = 0; }
+    return 0;
+}
+
+/* s3.download_ranges{ target..., to_file, size, jobs, chunk, attempts, backoff }: the object's
+ * size bytes fetched as ranges by jobs threads into to_file (created, mode 0600).
+ * --> { bytes, retries } | nil, { message, status, code, kind } */
+static int s_download_ranges(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    RangedUd *r = (RangedUd *)lua_newuserdatauv(L, sizeof *r, 0);
+    memset(r, 0, sizeof *r);
+    lua_newtable(L);
+    lua_pushcfunction(L, ranged_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    Ranged *rg = &r->rg;
+    target_read(L, 1, &rg->t);
+    lua_getfield(L, 1, "to_file");
+    const char *file = luaL_checkstring(L, -1);
+    rg->size = numfield(L, 1, "size", -1);
+    int jobs = (int)numfield(L, 1, "jobs", 4);
+    rg->chunk = numfield(L, 1, "chunk", 8 * 1024 * 1024);
+    rg->attempts = (int)numfield(L, 1, "attempts", 5);
+    if (lua_getfield(L, 1, "backoff") == LUA_TNUMBER) rg->backoff = lua_tonumber(L, -1); else rg->backoff = 1.0;
+    if (rg->size < 0) return luaL_error(L, "s3.download_ranges: size is required");
+    if (jobs < 1) jobs = 1;
+    if (jobs > 64) jobs = 64;
+    if (rg->chunk < 65536) rg->chunk = 65536;
+    rg->fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (rg->fd < 0) {
+        lua_pushnil(L);
+        lua_createtable(L, 0, 2);
+        lua_pushfstring(L, "cannot create %s: %s", file, strerror(errno));
+        lua_setfield(L, -2, "message");
+        lua_pushliteral(L, "io");
+        lua_setfield(L, -2, "kind");
+        return 2;
+    }
+    r->fd_open = 1;
+    pthread_mutex_init(&rg->mu, NULL);
+    pthread_t th[64];
+    int started = 0;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (int i = 0; i < jobs; i++) {
+        if (pthread_create(&th[i], NULL, ranged_main, rg) != 0) break;
+        started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (started == 0) ranged_main(rg);
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&rg->mu);
+    if (orch_interrupted() && rg->failed) return orch_raise_interrupt(L);
+    if (!rg->failed && fsync(rg->fd) != 0) {
+        rg->failed = 1;
+        snprintf(rg->fail_kind, sizeof rg->fail_kind, "io");
+        snprintf(rg->fail_msg, sizeof rg->fail_msg, "fsync of %s failed: %s", file, strerror(errno));
+    }
+    if (rg->failed) {
+        lua_pushnil(L);
+        lua_createtable(L, 0, 5);
+        lua_pushstring(L, rg->fail_msg);
+        lua_setfield(L, -2, "message");
+        lua_pushinteger(L, rg->fail_status);
+        lua_setfield(L, -2, "status");
+        lua_pushstring(L, rg->fail_code);
+        lua_setfield(L, -2, "code");
+        lua_pushstring(L, rg->fail_kind);
+        lua_setfield(L, -2, "kind");
+        lua_pushinteger(L, rg->retries);
+        lua_setfield(L, -2, "retries");
+        return 2;
+    }
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, rg->size);
+    lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, rg->retries);
+    lua_setfield(L, -2, "retries");
+    return 1;
+}
+
 /* ================================================================ multipart uploader */
 
 typedef struct Part { int number; char etag[80]; } Part;
@@ -652,6 +854,7 @@ static int send_part(Uploader *u, int n, const char *buf, size_t len) {
         long status = 0;
         CURLcode rc;
         memset(&x, 0, sizeof x);
+        x.out_fd = -1;
         x.body = buf;
         x.body_len = len;
         x.stop = &u->stop;
@@ -962,7 +1165,8 @@ static const luaL_Reg uploader_methods[] = {
     {"path", u_path}, {"finish", u_finish}, {"abort", u_abort}, {NULL, NULL}
 };
 
-static const luaL_Reg funcs[] = { {"sign", s_sign}, {"request", s_request}, {"uploader", s_uploader}, {NULL, NULL} };
+static const luaL_Reg funcs[] = { {"sign", s_sign}, {"request", s_request}, {"uploader", s_uploader},
+    {"download_ranges", s_download_ranges}, {NULL, NULL} };
 
 int luaopen_orch_s3(lua_State *L);
 int luaopen_orch_s3(lua_State *L) {

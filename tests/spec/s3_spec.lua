@@ -131,6 +131,18 @@ print(json.dumps({"sha256": hashlib.sha256(open(%q, "rb").read()).hexdigest(), "
     assert.same(H.contents_of(src), H.contents_of(target))
     assert.same({}, bad_signatures())
     H.drop_db(target)
+    -- --jobs 3: ranges of ORCH_S3_PART_SIZE downloaded at once, one of them answered 503 and retried
+    url, target = H.fresh_db("s3ranges")
+    srv:reset()
+    srv:faults { { method = "GET", path = ".dump", status = 503, times = 1 } }
+    r = orch({ "restore", m.path, "--db", url, "--jobs", "3" }, { ORCH_S3_PART_SIZE = "256KiB" })
+    assert.is_true(r.ok, r.stderr)
+    assert.matches("3 ranges at once", r.stdout)
+    assert.same(H.contents_of(src), H.contents_of(target))
+    local ranges = count(function(e) return e.method == "GET" and e.path:match("%.dump$") and e.status == 206 end)
+    assert.equals(math.ceil(m.size / 262144), ranges)
+    assert.equals(1, count(function(e) return e.faulted end))
+    H.drop_db(target)
     -- the spool is gone afterwards
     for _, f in ipairs(sys.listdir(srv.dir) or {}) do assert.is_nil(f:match("^orch%-spool%-"), f) end
     -- list and verify work on the object

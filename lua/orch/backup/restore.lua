@@ -1087,7 +1087,7 @@ function R.run(opts)
     -- an object is streamed down into a spool file with its manifest, then restored from there
     -- under the same rules as a file: proven whole (the manifest's SHA-256) before the target is touched
     local storage = require "orch.storage"
-    local f = storage.fetch(path)
+    local f = storage.fetch(path, { jobs = opts.jobs })
     local ok, res = pcall(R.run, setmetatable({ archive = f.path }, { __index = opts }))
     storage.release(f)
     if not ok then
@@ -1096,7 +1096,8 @@ function R.run(opts)
       if type(res) == "string" then res = res:gsub(from, path) end
       error(res, 0)
     end
-    res.proof = res.proof .. string.format("; streamed from %s into a local spool file first (%.1f MiB)", path, f.bytes / 1048576)
+    res.proof = res.proof .. string.format("; streamed from %s into a local spool file first (%.1f MiB%s)", path, f.bytes / 1048576,
+      f.ranges and string.format(", %d ranges at once", opts.jobs) or "")
     return res
   end
   local mode = opts.mode or "empty"

@@ -9,7 +9,8 @@ local log = require "orch.log"
 local spec = args.spec({ "db", "env", "yes" }, {
   { name = "jobs", short = "j", type = "integer", min = 1, default = 1, metavar = "N",
     help = "restore on N connections, as pg_restore -j: pre-data in order, then data, indexes, constraints and triggers " ..
-           "in parallel as their dependencies allow, post-data last (a file only: standard input and --single-transaction use one)" },
+           "in parallel as their dependencies allow, post-data last (a file only: standard input and --single-transaction use one); " ..
+           "an s3:// archive is also downloaded in N ranges at once" },
   { name = "swap", type = "boolean", help = "restore into a new database, then swap it in by rename (the old one is kept)" },
   { name = "drop-existing", type = "boolean", help = "drop everything in the target first (asks for confirmation)" },
   { name = "single-transaction", short = "1", type = "boolean", help = "all or nothing: one transaction" },

@@ -86,7 +86,8 @@ end
 -- its manifest (when there is one) and the archive, streamed to disk with its SHA-256 computed
 -- on the way. Returns { path = local archive, dir = spool dir, manifest, sha256, bytes }; the
 -- caller removes dir (M.release). Raises when the object is missing.
-function M.fetch(url)
+function M.fetch(url, opts)
+  opts = opts or {}
   local loc, name = M.split(url)
   local dir = sys.mkdtemp(M.spool_base() .. "/orch-spool-")
   local ok, res = pcall(function()
@@ -96,8 +97,9 @@ function M.fetch(url)
       local okw, err = sys.write_atomic(dir .. "/" .. manifest_name(name), m, 384)
       if not okw then error("cannot write the spool copy of the manifest: " .. tostring(err), 0) end
     end
-    local got = loc.download(loc.key(name), path)
-    return { path = path, dir = dir, manifest = m ~= nil, sha256 = got.sha256, bytes = got.bytes }
+    -- one stream (its SHA-256 computed on the way), or opts.jobs ranges at once (the reader proves it after)
+    local got = (opts.jobs or 1) > 1 and loc.download_ranges(loc.key(name), path, opts.jobs) or loc.download(loc.key(name), path)
+    return { path = path, dir = dir, manifest = m ~= nil, sha256 = got.sha256, bytes = got.bytes, ranges = (opts.jobs or 1) > 1 }
   end)
   if not ok then sys.rmtree(dir) error(res, 0) end
   return res

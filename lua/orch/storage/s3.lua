@@ -221,6 +221,21 @@ function S.open(url)
     return { bytes = res.bytes, sha256 = res.sha256 }
   end
 
+  --- GET in `jobs` ranges at once (ORCH_S3_PART_SIZE each) into a local file; returns { bytes, retries }.
+  function L.download_ranges(key, file, jobs)
+    local h = L.head(key)
+    if not h then fail(string.format("no object s3://%s/%s", bucket, key)) end
+    local size = math.tointeger(tonumber(h["content-length"]))
+    if not size then fail(string.format("HEAD s3://%s/%s: the answer has no Content-Length", bucket, key)) end
+    local got, f = s3c.download_ranges(merge(target(cfg, bucket, key), { to_file = file, size = size, jobs = jobs,
+      chunk = cfg.part_size, attempts = cfg.attempts, backoff = cfg.backoff }))
+    if not got then
+      local what = string.format("downloading s3://%s/%s in ranges", bucket, key)
+      fail(f.kind == "http" and S.explain(f.status, f.code, f.message, what) or string.format("%s failed: %s (%s)", what, f.message, f.kind))
+    end
+    return got
+  end
+
   --- PUT a small object from a string.
   function L.put(key, body, content_type)
     expect_ok(request(cfg, req("PUT", key, { body = body, headers = { ["content-type"] = content_type or "application/octet-stream" } }),
