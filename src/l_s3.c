@@ -18,6 +18,8 @@
  *   u:finish()   -- end of data: waits for the last part; --> { parts = { { number, etag } },
  *                --   bytes, sha256, md5, parts_md5, retries } | nil, { message, status, code, kind, part }
  *   u:abort()    -- stops the upload thread (the Lua side then aborts the multipart upload)
+ *   local d = s3.downloader { endpoint, host, path, ..., attempts, backoff }   -- a GET down a pipe
+ *   d:path() ("/dev/fd/N" to read), d:finish() --> { bytes, sha256 } | nil, failure; d:abort()
  *   s3.download_ranges { endpoint, host, path, ..., to_file, size, jobs, chunk, attempts, backoff }
  *     --> { bytes, retries } | nil, { message, status, code, kind }   -- jobs threads, one range each at a time
  *
@@ -274,6 +276,7 @@ typedef struct Xfer {
     FILE *out;                 /* response body to a file (2xx only) */
     int out_fd;                /* or: into this descriptor at out_off (ranged downloads; -1 = none) */
     long long out_off;
+    int pipe_fd;               /* or: down a pipe, hashed on the way (streamed downloads; 0 = none) */
     Buf resp, head;
     long long bytes;
     Sha256 sha;
@@ -317,6 +320,23 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud) {
             done += (size_t)k;
             x->bytes += k;
         }
+        return len;
+    }
+    if (x->pipe_fd > 0 && !x->status_checked) {
+        long code = 0;
+        curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &code);
+        x->status_checked = 1;
+        x->to_file_ok = code >= 200 && code < 300;
+    }
+    if (x->pipe_fd > 0 && x->to_file_ok) {
+        size_t done = 0;
+        while (done < len) {
+            ssize_t k = write(x->pipe_fd, p + done, len - done);
+            if (k < 0) { if (errno == EINTR) continue; x->write_err = errno; return 0; }
+            done += (size_t)k;
+        }
+        sha256_update(&x->sha, p, len);
+        x->bytes += (long long)len;
         return len;
     }
     if (x->out && x->to_file_ok) {
@@ -770,6 +790,174 @@ static int s_download_ranges(lua_State *L) {
     return 1;
 }
 
+/* ================================================================ streamed download */
+
+typedef struct Downloader {
+    Target t;
+    int rfd, wfd, attempts;
+    double backoff;
+    pthread_t thread;
+    int started, joined;
+    volatile int stop;
+    long long bytes;
+    char sha[65];
+    int failed;
+    long fail_status;
+    char fail_kind[24], fail_code[64], fail_msg[512];
+} Downloader;
+
+#define DOWNLOADER_MT "orch.s3.downloader"
+
+/* One GET down the pipe. Retried only while nothing has gone down it (a reader cannot rewind). */
+static void *download_main(void *ud) {
+    Downloader *d = (Downloader *)ud;
+    double wait = d->backoff;
+    for (int attempt = 1;; attempt++) {
+        Xfer x;
+        long status = 0;
+        CURLcode rc;
+        memset(&x, 0, sizeof x);
+        x.out_fd = -1;
+        x.pipe_fd = d->wfd;
+        x.stop = &d->stop;
+        sha256_init(&x.sha);
+        if (xfer_setup(&x, &d->t, "GET", "", NULL, 0, EMPTY_SHA256) < 0) {
+            snprintf(d->fail_msg, sizeof d->fail_msg, "out of memory");
+            d->failed = 1;
+            xfer_free(&x);
+            break;
+        }
+        rc = curl_easy_perform(x.curl);
+        if (rc == CURLE_OK) curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &status);
+        if (rc == CURLE_OK && status >= 200 && status < 300) {
+            unsigned char dg[32];
+            sha256_final(&x.sha, dg);
+            hex(dg, 32, d->sha);
+            d->bytes = x.bytes;
+            xfer_free(&x);
+            break;
+        }
+        int retry;
+        if (x.write_err) {
+            retry = 0;
+            snprintf(d->fail_kind, sizeof d->fail_kind, "reader");
+            snprintf(d->fail_msg, sizeof d->fail_msg, "the reader stopped reading: %s", strerror(x.write_err));
+        } else if (rc != CURLE_OK) {
+            retry = rc != CURLE_ABORTED_BY_CALLBACK && x.bytes == 0;
+            snprintf(d->fail_kind, sizeof d->fail_kind, "%s", kind_of(rc));
+            snprintf(d->fail_msg, sizeof d->fail_msg, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc));
+        } else {
+            retry = status >= 500 || status == 429 || status == 408;
+            snprintf(d->fail_kind, sizeof d->fail_kind, "http");
+            d->fail_status = status;
+            xml_field(x.resp.p, "Code", d->fail_code, sizeof d->fail_code);
+            xml_field(x.resp.p, "Message", d->fail_msg, sizeof d->fail_msg);
+        }
+        xfer_free(&x);
+        if (!retry || attempt >= d->attempts || d->stop || orch_interrupted()) { d->failed = 1; break; }
+        for (double w = wait; w > 0 && !d->stop && !orch_interrupted(); w -= 0.05) {
+            struct timespec ts = { 0, 50 * 1000000L };
+            nanosleep(&ts, NULL);
+        }
+        if (wait < 30) wait *= 2;
+    }
+    /* end of stream (or of a failed one): the reader sees EOF */
+    close(d->wfd);
+    d->wfd = -1;
+    return NULL;
+}
+
+static Downloader *check_downloader(lua_State *L) { return (Downloader *)luaL_checkudata(L, 1, DOWNLOADER_MT); }
+
+static void downloader_join(Downloader *d, int drain) {
+    if (d->rfd >= 0 && drain) {
+        /* what the reader left unread (it stopped at the last block) still has to pass */
+        char sink[65536];
+        for (;;) {
+            ssize_t k = read(d->rfd, sink, sizeof sink);
+            if (k > 0) continue;
+            if (k < 0 && errno == EINTR) continue;
+            break;
+        }
+    }
+    if (d->rfd >= 0) { close(d->rfd); d->rfd = -1; }   /* the thread's writes fail with EPIPE from now on */
+    if (d->started && !d->joined) { pthread_join(d->thread, NULL); d->joined = 1; }
+}
+
+static int d_release(lua_State *L) {
+    Downloader *d = check_downloader(L);
+    d->stop = 1;
+    downloader_join(d, 0);
+    target_free(&d->t);
+    return 0;
+}
+
+/* s3.downloader{ target..., attempts, backoff }: a GET streamed down a pipe by a thread. */
+static int s_downloader(lua_State *L) {
+    int fds[2];
+    sigset_t all, old;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    Downloader *d = (Downloader *)lua_newuserdatauv(L, sizeof *d, 0);
+    memset(d, 0, sizeof *d);
+    d->rfd = d->wfd = -1;
+    luaL_setmetatable(L, DOWNLOADER_MT);
+    target_read(L, 1, &d->t);
+    d->attempts = (int)numfield(L, 1, "attempts", 5);
+    if (lua_getfield(L, 1, "backoff") == LUA_TNUMBER) d->backoff = lua_tonumber(L, -1); else d->backoff = 1.0;
+    lua_pop(L, 1);
+    if (pipe2(fds, O_CLOEXEC) < 0) return luaL_error(L, "s3: pipe: %s", strerror(errno));
+    d->rfd = fds[0];
+    d->wfd = fds[1];
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&d->thread, NULL, download_main, d);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) return luaL_error(L, "s3: cannot start the download thread: %s", strerror(rc));
+    d->started = 1;
+    return 1;
+}
+
+static int d_path(lua_State *L) {
+    Downloader *d = check_downloader(L);
+    if (d->rfd < 0) return luaL_error(L, "attempt to use a finished downloader");
+    lua_pushfstring(L, "/dev/fd/%d", d->rfd);
+    return 1;
+}
+
+/* d:finish(): drain, wait --> { bytes, sha256 } | nil, { message, status, code, kind } */
+static int d_finish(lua_State *L) {
+    Downloader *d = check_downloader(L);
+    downloader_join(d, 1);
+    if (d->failed) {
+        lua_pushnil(L);
+        lua_createtable(L, 0, 4);
+        lua_pushstring(L, d->fail_msg[0] ? d->fail_msg : "the download failed");
+        lua_setfield(L, -2, "message");
+        lua_pushinteger(L, d->fail_status);
+        lua_setfield(L, -2, "status");
+        lua_pushstring(L, d->fail_code);
+        lua_setfield(L, -2, "code");
+        lua_pushstring(L, d->fail_kind[0] ? d->fail_kind : "error");
+        lua_setfield(L, -2, "kind");
+        return 2;
+    }
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, d->bytes);
+    lua_setfield(L, -2, "bytes");
+    lua_pushstring(L, d->sha);
+    lua_setfield(L, -2, "sha256");
+    return 1;
+}
+
+static int d_abort(lua_State *L) {
+    Downloader *d = check_downloader(L);
+    d->stop = 1;
+    downloader_join(d, 0);
+    return 0;
+}
+
+static const luaL_Reg downloader_methods[] = { {"path", d_path}, {"finish", d_finish}, {"abort", d_abort}, {NULL, NULL} };
+
 /* ================================================================ multipart uploader */
 
 typedef struct Part { int number; char etag[80]; } Part;
@@ -1166,7 +1354,7 @@ static const luaL_Reg uploader_methods[] = {
 };
 
 static const luaL_Reg funcs[] = { {"sign", s_sign}, {"request", s_request}, {"uploader", s_uploader},
-    {"download_ranges", s_download_ranges}, {NULL, NULL} };
+    {"download_ranges", s_download_ranges}, {"downloader", s_downloader}, {NULL, NULL} };
 
 int luaopen_orch_s3(lua_State *L);
 int luaopen_orch_s3(lua_State *L) {
@@ -1182,6 +1370,15 @@ int luaopen_orch_s3(lua_State *L) {
     lua_pushcfunction(L, u_release);
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, u_release);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, DOWNLOADER_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, downloader_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, d_release);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, d_release);
     lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
     luaL_newlib(L, funcs);

@@ -157,6 +157,33 @@ print(json.dumps({"sha256": hashlib.sha256(open(%q, "rb").read()).hexdigest(), "
     assert.equals(m.path, list[1].path)
   end)
 
+  it("verify streams the object (no spool) and finds a damaged one; restore refuses it before touching the target", function()
+    local m = backup("damaged")
+    local r = orch({ "verify", m.path, "--json" })
+    assert.is_true(r.ok, r.stderr)
+    assert.is_true(json.decode(r.stdout).streamed)
+    for _, f in ipairs(sys.listdir(srv.dir) or {}) do assert.is_nil(f:match("^orch%-spool%-"), f) end
+    -- boto3 flips one byte in the middle of the archive, keeping the manifest
+    srv:boto(string.format([[
+key = %q
+data = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+data[len(data) // 2] ^= 0x40
+s3.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+]], "damaged/" .. m.file))
+    r = orch({ "verify", m.path })
+    assert.equals(1, r.code)
+    assert.matches("s3://orch/damaged/", r.stderr)
+    assert.matches("damaged", r.stderr)
+    local url, target = H.fresh_db("s3damaged")
+    r = orch({ "restore", m.path, "--db", url })
+    assert.equals(1, r.code)
+    assert.matches("s3://orch/damaged/", r.stderr)
+    local c <close> = db.connect(url)
+    assert.equals(0, c:value("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"))
+    c:close()
+    H.drop_db(target)
+  end)
+
   it("retries a part upload that fails twice with 503, and the object is whole", function()
     srv:faults { { method = "PUT", query = "partNumber=2&", status = 503, times = 2 } }
     local m, r = backup("retry", { ORCH_S3_PART_SIZE = "256KiB" })

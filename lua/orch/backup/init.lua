@@ -387,9 +387,49 @@ end
 -- Raises with a clear message when anything is wrong.
 function B.verify(path, opts)
   opts = opts or {}
+  if storage.is_remote(path) and not opts.deep then
+    -- an object is streamed through the reader (nothing on local disk; its SHA-256 computed on the
+    -- way by the download), then compared with the manifest; the result goes into the remote manifest
+    local m, merr = storage.read_manifest(path)
+    if merr then fail(merr) end
+    if not m and not opts.no_manifest then
+      fail(string.format("backup %s has no manifest: it is incomplete or not an orch backup; " ..
+        "use --no-manifest to check only the archive itself", path))
+    end
+    local loc, name = storage.split(path)
+    local st = loc.stream(loc.key(name))
+    local okr, v, compression = pcall(function()
+      local r <close> = pgarchive.open(st.path())
+      return r:verify(), r:header().compression
+    end)
+    if not okr then
+      -- the download's own failure (no object, access denied) says more than the reader's
+      local why = st.failure()
+      if why then fail(why) end
+      if type(v) == "table" and type(v.message) == "string" then v.message = v.message:gsub("/dev/fd/%d+", path) end
+      if type(v) == "string" then v = v:gsub("/dev/fd/%d+", path) end
+      error(v, 0)
+    end
+    local got = st.finish()
+    if m then
+      if got.sha256 ~= m.sha256 then
+        fail(string.format("backup %s is damaged: its SHA-256 is %s, the manifest says %s", path, got.sha256, tostring(m.sha256)))
+      end
+      if got.bytes ~= m.size then fail(string.format("backup %s is %d bytes, the manifest says %d", path, got.bytes, m.size)) end
+    end
+    local result = { path = path, blocks = v.blocks, bytes = v.bytes, sha256 = m and m.sha256, manifest = m ~= nil,
+      compression = compression, proven = m ~= nil or v.unchecked_streams == 0, unchecked_streams = v.unchecked_streams,
+      large_objects = v.large_objects, streamed = true }
+    if m then
+      m.verified_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
+      m.verified_deep = false
+      storage.write_manifest(path, m)
+    end
+    return result
+  end
   if storage.is_remote(path) then
-    -- an object is streamed down into a spool file (its SHA-256 computed on the way), checked there
-    -- like a file, and the result recorded in the remote manifest
+    -- --deep restores the archive: it is streamed down into a spool file first (SHA-256 on the
+    -- way), checked there like a file, and the result recorded in the remote manifest
     local f = storage.fetch(path)
     local ok, r = pcall(B.verify, f.path, setmetatable({ keep_manifest = true }, { __index = opts }))
     if ok and r.manifest then

@@ -236,6 +236,32 @@ function S.open(url)
     return got
   end
 
+  --- GET streamed down a pipe by a thread, for a reader that goes through it once: returns
+  -- { path() (what to open), finish() -> { bytes, sha256 } (raises explained), failure() (the
+  -- download's own failure, explained, or nil), abort() }.
+  function L.stream(key)
+    local d = s3c.downloader(merge(target(cfg, bucket, key), { attempts = cfg.attempts, backoff = cfg.backoff }))
+    local D = {}
+    local function explain(f)
+      local what = where("GET", key)
+      if f.kind == "http" and f.status == 404 and f.code ~= "NoSuchBucket" then return string.format("no object s3://%s/%s", bucket, key) end
+      return f.kind == "http" and S.explain(f.status, f.code, f.message, what) or string.format("%s failed: %s (%s)", what, f.message, f.kind)
+    end
+    function D.path() return d:path() end
+    function D.failure()
+      local got, f = d:finish()
+      if got then D.got = got return nil end
+      return explain(f)
+    end
+    function D.finish()
+      local got, f = d:finish()
+      if not got then fail(explain(f)) end
+      return got
+    end
+    function D.abort() d:abort() end
+    return D
+  end
+
   --- PUT a small object from a string.
   function L.put(key, body, content_type)
     expect_ok(request(cfg, req("PUT", key, { body = body, headers = { ["content-type"] = content_type or "application/octet-stream" } }),
