@@ -26,8 +26,10 @@ local function check_secrets(t, path, where)
     local here = where .. "." .. tostring(k)
     local lk = type(k) == "string" and k:lower() or ""
     -- object storage settings: only from the standard variables, never from a file
-    if lk:match("^aws_") or lk:match("access_key") or lk:match("secret_key") or lk:match("session_token")
-      or (where:match("%.backups$") and (lk == "endpoint" or lk == "region" or lk == "credentials" or lk == "endpoint_url")) then
+    local in_backups = where:match("%.backups$") ~= nil
+    if lk == "aws_access_key_id" or lk == "aws_secret_access_key" or lk == "aws_session_token"
+      or (in_backups and (lk:match("^aws_") or lk:match("access_key") or lk:match("secret") or lk:match("session_token")
+        or lk == "endpoint" or lk == "endpoint_url" or lk == "region" or lk == "credentials")) then
       sys.error(string.format("%s: %s is not read from orch.env.lua: the endpoint, region and credentials of s3:// backups come only " ..
         "from the environment variables AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and " ..
         "AWS_SESSION_TOKEN; remove it from the file and set those instead", path, here), 1)
