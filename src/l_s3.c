@@ -363,6 +363,7 @@ static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, cu
 }
 
 static void xfer_free(Xfer *x) {
+    sha256_free(&x->sha);
     if (x->curl) curl_easy_cleanup(x->curl);
     if (x->hl) curl_slist_free_all(x->hl);
     free(x->resp.p);
@@ -566,7 +567,7 @@ static int s_request(lua_State *L) {
             return 3;
         }
         r->x.out = r->out;
-        sha256_init(&r->x.sha);
+        if (sha256_init(&r->x.sha) < 0) return luaL_error(L, "s3: cannot start SHA-256 (libcrypto)");
     }
     lua_getfield(L, 1, "cleanup");
     r->x.cleanup = lua_toboolean(L, -1);
@@ -1221,6 +1222,7 @@ static int u_release(lua_State *L) {
     free(u->parts); u->parts = NULL;
     free(u->bufs[0]); free(u->bufs[1]); u->bufs[0] = u->bufs[1] = NULL;
     if (u->started) { pthread_mutex_destroy(&u->mu); pthread_cond_destroy(&u->cv); u->started = 0; }
+    sha256_free(&u->sha);
     if (u->md5) { EVP_MD_CTX_free(u->md5); u->md5 = NULL; }
     if (u->md5parts) { EVP_MD_CTX_free(u->md5parts); u->md5parts = NULL; }
     return 0;
@@ -1249,7 +1251,7 @@ static int s_uploader(lua_State *L) {
     if (!u->bufs[0] || !u->bufs[1] || !u->md5 || !u->md5parts) return luaL_error(L, "s3: out of memory for a part of %d bytes", (int)u->part_size);
     EVP_DigestInit_ex(u->md5, EVP_md5(), NULL);
     EVP_DigestInit_ex(u->md5parts, EVP_md5(), NULL);
-    sha256_init(&u->sha);
+    if (sha256_init(&u->sha) < 0) return luaL_error(L, "s3: cannot start SHA-256 (libcrypto)");
     if (pipe2(fds, O_CLOEXEC) < 0) return luaL_error(L, "s3: pipe: %s", strerror(errno));
     u->rfd = fds[0];
     u->wfd = fds[1];
@@ -1307,7 +1309,13 @@ static int u_finish(lua_State *L) {
         push_failure(L, u);
         return 2;
     }
-    sha256_final(&u->sha, d);
+    if (sha256_final(&u->sha, d) < 0) {
+        lua_pushnil(L);
+        snprintf(u->fail_kind, sizeof u->fail_kind, "error");
+        snprintf(u->fail_msg, sizeof u->fail_msg, "libcrypto failed computing the SHA-256 of the upload");
+        push_failure(L, u);
+        return 2;
+    }
     hex(d, 32, hx);
     EVP_DigestFinal_ex(u->md5, m, &ml);
     hex(m, 16, mh);

@@ -116,8 +116,11 @@ end
 --- A path the user typed (relative to where they stand) that orch can
 -- open from the project root: absolute when orch moved there; "-" and
 -- absolute paths as they are.
+-- A URL (s3://bucket/prefix) is no path: it stays as it is.
+local function is_url(p) return p:match("^%a[%w+.-]*://") ~= nil end
+
 function P.from_cwd(path)
-  if type(path) ~= "string" or path == "-" or path == "" or path:sub(1, 1) == "/" or not P.moved() then return path end
+  if type(path) ~= "string" or path == "-" or path == "" or path:sub(1, 1) == "/" or is_url(path) or not P.moved() then return path end
   return P.absolute(path, P.cwd)
 end
 
@@ -125,7 +128,7 @@ end
 -- uses it: as it is when orch runs in the root it was started in, else
 -- absolute, so that messages name files the user can find from there.
 function P.path(rel)
-  if type(rel) ~= "string" or rel:sub(1, 1) == "/" or not P.moved() then return rel end
+  if type(rel) ~= "string" or rel:sub(1, 1) == "/" or is_url(rel) or not P.moved() then return rel end
   return P.root .. "/" .. rel
 end
 

@@ -155,6 +155,15 @@ print(json.dumps({"sha256": hashlib.sha256(open(%q, "rb").read()).hexdigest(), "
     assert.equals(1, #list)
     assert.equals("verified", list[1].status)
     assert.equals(m.path, list[1].path)
+    -- an s3:// location is no path: from a project's subdirectory it is not made relative to it
+    assert(sys.mkdir_p(work .. "/proj/sub", 448))
+    H.write(work .. "/proj/orch.env.lua", "return {}\n")
+    local e = srv:env { AWS_SESSION_TOKEN = TOKEN }
+    r = H.orch({ "backups", "list", "--dir", "s3://" .. srv.bucket .. "/roundtrip", "--json" }, { env = e, cwd = work .. "/proj/sub" })
+    assert.is_true(r.ok, r.stderr)
+    assert.equals(m.path, json.decode(r.stdout)[1].path)
+    r = H.orch({ "verify", m.path }, { env = e, cwd = work .. "/proj/sub" })
+    assert.is_true(r.ok, r.stderr)
   end)
 
   it("verify streams the object (no spool) and finds a damaged one; restore refuses it before touching the target", function()
@@ -308,7 +317,7 @@ return { s3env = { database = { env = "S3_SRC_URL" }, backups = { dir = "s3://%s
     local url, name = H.fresh_db("s3stg")
     local env = srv:env { S3_STG_URL = url, DATABASE_URL = false, AWS_SESSION_TOKEN = TOKEN }
     local function recipe(file, argv)
-      local a = { sys.realpath("recipes/" .. file) }
+      local a = { H.recipe(file:gsub("%.lua$", ""), dir) }
       for _, x in ipairs(argv) do a[#a + 1] = x end
       local r = H.orch(a, { cwd = dir, env = env })
       assert.is_nil((r.stdout .. r.stderr):find(SECRET, 1, true))

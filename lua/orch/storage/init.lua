@@ -111,7 +111,7 @@ end
 function M.runs_base(dir)
   if not s3.is(dir) then return dir end
   local bucket, prefix = s3.parse(dir)
-  return ".orch/s3/" .. bucket .. (prefix ~= "" and ("/" .. prefix) or "")
+  return require("orch.project").path(".orch/s3/" .. bucket .. (prefix ~= "" and ("/" .. prefix) or ""))
 end
 
 --- The local directory a restore or verify of a remote backup spools into.
