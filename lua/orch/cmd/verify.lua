@@ -16,7 +16,7 @@ return {
     "is damaged or unproven (no manifest and uncompressed: structure read, but nothing can vouch for its bytes).\n" ..
     "--deep restores into a scratch database on the server of --db, else of the environment's\n" ..
     "database (--env NAME or ORCH_ENV, from orch.env.lua), and drops it afterwards.",
-  usage = "usage: orch verify FILE [--deep] [--env NAME | --db URL]",
+  usage = "usage: orch verify FILE|s3://BUCKET/KEY [--deep] [--env NAME | --db URL]",
   operands = { max = 1, min = 1, name = "FILE", complete = "file" },
   spec = spec,
   run = function(argv)
