@@ -140,6 +140,25 @@ describe("conveniences", function()
     r = H.orch({ "backup", "--db", "postgresql://postgres@127.0.0.1:1/x", "--output", H.tmpdir() .. "/x.dump", "--wait", "1s" }, { cwd = H.tmpdir() })
     assert.equals(1, r.code)
     assert.matches("the server did not accept connections within 1s", r.stderr)
+    -- and so do restore and verify --deep, which connect on their own later; with a server that
+    -- answers, the backup of a live database restores and verifies with --wait
+    local work = H.tmpdir()
+    local b = H.orch({ "backup", "--db", url, "--output", work .. "/w.dump", "--wait", "5s" }, { cwd = work })
+    assert.is_true(b.ok, b.stderr)
+    for _, argv in ipairs {
+      { "restore", work .. "/w.dump", "--db", "postgresql://postgres@127.0.0.1:1/x", "--wait", "1s" },
+      { "verify", work .. "/w.dump", "--deep", "--db", "postgresql://postgres@127.0.0.1:1/x", "--wait", "1s" },
+    } do
+      r = H.orch(argv, { cwd = work })
+      assert.equals(1, r.code, argv[1] .. ": " .. r.stdout .. r.stderr)
+      assert.matches("the server did not accept connections within 1s %(%d+ attempts%)", r.stderr)
+    end
+    local rurl, rname = H.fresh_db("cv_wait")
+    r = H.orch({ "restore", work .. "/w.dump", "--db", rurl, "--wait", "5s" }, { cwd = work })
+    assert.is_true(r.ok, r.stderr)
+    r = H.orch({ "verify", work .. "/w.dump", "--deep", "--db", rurl, "--wait", "5s" }, { cwd = work })
+    assert.is_true(r.ok, r.stderr)
+    H.drop_db(rname)
   end)
 
   it("writes a schema snapshot after migrate with orch's own catalog code, and orch drift names each difference", function()

@@ -21,6 +21,7 @@ local spec = args.spec({ "db", "env", "yes" }, {
   { name = "no-tablespaces", type = "boolean", help = "ignore the archive's tablespaces: everything goes to the target's default" },
   { name = "no-manifest", type = "boolean", help = "restore an orch archive whose manifest is missing" },
   { name = "force", type = "boolean", help = "--drop-existing with an archive that cannot be proven (no manifest, uncompressed)" },
+  { name = "wait", type = "duration", metavar = "DURATION", help = "wait up to this long for the server to accept connections (retries with backoff; default: the environment's database.wait, else none)" },
 })
 
 return {
@@ -80,6 +81,8 @@ return {
         if not (a and a:lower():match("^y")) then sys.error("restore cancelled; nothing was changed", 1) end
       end
     end
+    opts.env_loaded = env
+    require("orch.migrate.cli").wait_for_server(opts)
     local t0 = sys.monotonic()
     local bar = require("orch.progress").new { unit = "entries", quiet = opts.quiet or opts.json }
     local r = restore.run { archive = path, db = url, mode = mode, single_transaction = opts.single_transaction,

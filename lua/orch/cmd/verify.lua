@@ -7,6 +7,7 @@ local json = require "orch.json"
 local spec = args.spec({ "db", "env" }, {
   { name = "deep", type = "boolean", help = "also restore into a scratch database (on --db's server) and compare row counts and every table's contents" },
   { name = "no-manifest", type = "boolean", help = "check an archive that has no manifest (e.g. from pg_dump)" },
+  { name = "wait", type = "duration", metavar = "DURATION", help = "wait up to this long for the server to accept connections, for --deep (retries with backoff; default: the environment's database.wait, else none)" },
 })
 
 return {
@@ -27,7 +28,8 @@ return {
     local deep
     if opts.deep then
       deep = function(path, on_progress)
-        local c <close> = require("orch.db").connect(envmod.command_database(env, opts))
+        opts.env_loaded = env
+        local c <close> = require("orch.migrate.cli").connect(opts, { create = false })
         return require("orch.backup.restore").deep_check(c, path, on_progress)
       end
     end

@@ -104,6 +104,8 @@ function C.connect(opts, how)
     local ok, c = pcall(db.connect, target, { connect_timeout = opts.connect_timeout })
     if ok then return c end
     local missing = tostring(type(c) == "table" and c.message or c):match('database "(.-)" does not exist')
+    -- how.probe: only waiting for the server; a missing database means it is up
+    if missing and how and how.probe then return nil end
     if missing and create then
       local admin <close> = db.connect(with_dbname(target, "postgres"), { connect_timeout = opts.connect_timeout })
       admin:exec("CREATE DATABASE " .. admin:quote_ident(missing))
@@ -124,6 +126,16 @@ function C.connect(opts, how)
     if attempt == 1 then log.info("waiting for the server (%s)", log.redact(tostring(c.message or c):gsub("\n.*", ""))) end
     sys.sleep(pause)
   end
+end
+
+--- Wait for the command's server when --wait (or the environment's
+-- database.wait) says so, for commands that connect later on their own
+-- (restore, verify --deep); without a wait, nothing is tried here.
+function C.wait_for_server(opts)
+  local env = opts.env_loaded or envmod.for_command(opts)
+  if not (opts.wait or (env.database and env.database.wait)) then return end
+  local c = C.connect(opts, { create = false, probe = true })
+  if c then c:close() end
 end
 
 --- A change to a protected environment needs approval: --yes, or y on a
