@@ -610,19 +610,6 @@ local function file_disabled(text)
   return set, all
 end
 
-local function line_offsets(text)
-  local at, line = 1, 1
-  return function(pos)
-    if pos < at then at, line = 1, 1 end
-    while true do
-      local nl = text:find("\n", at, true)
-      if not nl or nl >= pos then break end
-      line, at = line + 1, nl + 1
-    end
-    return line
-  end
-end
-
 --- A fresh state shared by the files of one release (tables created, NOT
 -- NULL proven by validated CHECKs). lint.run uses one per release.
 function lint.new_state()
@@ -743,7 +730,7 @@ function lint.check_sql(text, file, opts)
     return findings
   end
 
-  local line_of = line_offsets(text)
+  local line_of = require("orch.migrate.split").line_counter(text)
   local tx = { not_valid = {}, explicit = false }
   -- one BEGIN ... COMMIT around a transactional file is its transaction:
   -- migrate runs what is between (files.unwrap_transaction), numbered so

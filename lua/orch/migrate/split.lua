@@ -57,9 +57,10 @@ local function mask(text)
   end))
 end
 
--- Newlines counted forward from a remembered place: the lines of statements
--- that come in order cost one pass over the text in all.
-local function line_counter(text)
+--- A function pos -> line number in text. Newlines are counted forward from
+-- a remembered place: the lines of statements that come in order cost one
+-- pass over the text in all (lint's findings use it too).
+function split.line_counter(text)
   local at, line = 1, 1
   return function(pos)
     if pos < at then at, line = 1, 1 end
@@ -130,7 +131,7 @@ function split.statements(text, path, opts)
   local trees = opts and opts.trees
   local scanner = opts and opts.scanner and not trees
   local masked = mask(text)
-  local line_at = line_counter(text)
+  local line_at = split.line_counter(text)
   local out = {}
   local base = 0 -- 0-based offset of the part being parsed
   local n = #text
