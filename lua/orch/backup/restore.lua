@@ -771,15 +771,27 @@ local function drop_global(conn, r)
   end
 end
 
+--- Does the object of key "classid:objid" (OBJECTS', GLOBALS' keys) still
+-- exist? A CASCADE may have taken it along: one look at its own catalog, not
+-- the whole listing again. names caches catalog names by classid.
+local function still_there(conn, key, names)
+  local classid, objid = key:match("^(%d+):(%d+)$")
+  local catalog = names[classid]
+  if not catalog then
+    catalog = conn:value("SELECT $1::pg_catalog.oid::pg_catalog.regclass::text", classid)
+    names[classid] = catalog
+  end
+  return conn:value(string.format("SELECT count(*) FROM pg_catalog.%s WHERE oid = $1::pg_catalog.oid", catalog), objid) > 0
+end
+
 --- Drop every database-wide object of GLOBALS that keep (a set of keys) does not hold.
 local function drop_globals(conn, keep)
-  local los = {}
+  local los, names = {}, {}
   for _, r in ipairs(conn:query(globals(conn))) do
     if keep[r.key] then
       if r.type == "large object" then los[#los + 1] = r.name end
     elseif r.type ~= "large object" then
-      -- gone already when a CASCADE took it along
-      if conn:value(string.format("SELECT count(*) FROM (%s) x WHERE x.key = $1", globals(conn)), r.key) > 0 then drop_global(conn, r) end
+      if still_there(conn, r.key, names) then drop_global(conn, r) end
     end
   end
   -- large objects in one statement: there may be many thousands
@@ -822,13 +834,12 @@ local function put_back(conn, s)
   end
   -- relations first: their types, sequences and functions often go with them
   local rows = conn:query(OBJECTS .. " ORDER BY (o.classid <> 'pg_class'::regclass), 1")
+  local names = {}
   for _, r in ipairs(rows) do
     local kind = DROP_KIND[r.type]
     if kind == nil then kind = r.type:upper() end
-    if kind and not s.objects[r.key] then
-      -- gone already when a CASCADE took it along
-      local still = conn:value(string.format("SELECT count(*) FROM (%s) x WHERE x.key = $1", OBJECTS), r.key) > 0
-      if still then conn:exec(string.format("DROP %s IF EXISTS %s CASCADE", kind, r.identity)) end
+    if kind and not s.objects[r.key] and still_there(conn, r.key, names) then
+      conn:exec(string.format("DROP %s IF EXISTS %s CASCADE", kind, r.identity))
     end
   end
   drop_globals(conn, s.globals)
