@@ -11,24 +11,34 @@ M.SUFFIX = ".manifest.json"
 --- The manifest path of an archive path (x.dump -> x.manifest.json).
 function M.path(archive) return (archive:gsub("%.dump$", "")) .. M.SUFFIX end
 
+--- A manifest's text. Table names go in as the server gave them: a
+-- SQL_ASCII or LATIN1 database's are not UTF-8, and they are written byte
+-- for byte (json's bytes option), so that verify and restore compare them
+-- with the database's own. On disk and in object storage alike.
+function M.encode(m)
+  return json.encode(m, { indent = "  ", bytes = true }) .. "\n"
+end
+
+--- A manifest from its text (where: its path, for the message): the table,
+-- or nil, message (not JSON).
+function M.decode(text, where)
+  local ok, m = pcall(json.decode, text, { bytes = true })
+  if not ok then return nil, "manifest " .. where .. " is not valid JSON: " .. tostring(m) end
+  return m
+end
+
 --- Read an archive's manifest: the table, or nil (none), or nil, message (not JSON).
 function M.read(path)
   local f = io.open(M.path(path), "rb")
   if not f then return nil end
   local text = f:read("a")
   f:close()
-  -- a SQL_ASCII or LATIN1 database's names are kept byte for byte (see M.write)
-  local ok, m = pcall(json.decode, text, { bytes = true })
-  if not ok then return nil, "manifest " .. M.path(path) .. " is not valid JSON: " .. tostring(m) end
-  return m
+  return M.decode(text, M.path(path))
 end
 
 --- Write (atomically, mode 0600) the manifest of an archive; returns ok, err.
--- Table names go in as the server gave them: a SQL_ASCII or LATIN1
--- database's are not UTF-8, and they are written byte for byte (json's
--- bytes option), so that verify and restore compare them with the database's own.
 function M.write(path, m)
-  return sys.write_atomic(M.path(path), json.encode(m, { indent = "  ", bytes = true }) .. "\n", 384)
+  return sys.write_atomic(M.path(path), M.encode(m), 384)
 end
 
 return M

@@ -25,16 +25,29 @@ function B.list(dir)
       elseif not m then
         note = "no manifest: the backup did not finish, or its manifest was removed"
       end
-      out[#out + 1] = { path = path, file = f, manifest = m, size = st and st.size, note = note, partial = partial_of ~= nil,
-        status = not m and "incomplete" or (m.verified_at and "verified" or "complete"),
-        time = m and m.started_at or "", mtime = st and st.mtime or 0 }
+      out[#out + 1] = B.entry { path = path, file = f, manifest = m, size = st and st.size, note = note, partial = partial_of ~= nil,
+        mtime = st and st.mtime or 0 }
     end
   end
-  table.sort(out, function(a, b)
+  return B.newest_first(out)
+end
+
+--- A listed backup e (path, file, manifest, size, note, partial, mtime) with
+-- its status and time, on disk and in object storage alike.
+function B.entry(e)
+  local m = e.manifest
+  e.status = not m and "incomplete" or (m.verified_at and "verified" or "complete")
+  e.time = m and m.started_at or ""
+  return e
+end
+
+--- Sort listed backups newest first: by the manifest's start, then the file's mtime.
+function B.newest_first(list)
+  table.sort(list, function(a, b)
     if a.time ~= b.time then return a.time > b.time end
     return a.mtime > b.mtime
   end)
-  return out
+  return list
 end
 
 -- Which series a backup belongs to: retention counts each database (and

@@ -5,12 +5,12 @@
 -- proven (the manifest's SHA-256, computed while it streams down) before
 -- anything reads it.
 local sys = require "orch.sys"
-local json = require "orch.json"
+local manifest = require "orch.backup.manifest"
 local s3 = require "orch.storage.s3"
 
 local M = {}
 
-M.SUFFIX = ".manifest.json"
+M.SUFFIX = manifest.SUFFIX
 
 --- Is path remote (s3://)?
 function M.is_remote(path) return s3.is(path) end
@@ -32,6 +32,7 @@ end
 --- The backups in an s3:// location, newest first, as orch.backup.retention.list gives
 -- them for a directory: { path, file, manifest, size, status, note, time }.
 function M.list(url)
+  local retention = require "orch.backup.retention"   -- it lists s3:// locations through this module
   local loc = s3.open(url)
   local objects, by_name = loc.list(), {}
   for _, o in ipairs(objects) do by_name[o.name] = o end
@@ -40,22 +41,16 @@ function M.list(url)
     if o.name:match("%.dump$") then
       local m, note
       if by_name[manifest_name(o.name)] then
-        local body = loc.get(loc.key(manifest_name(o.name)))
-        local ok, v = pcall(json.decode, body or "")
-        if ok and type(v) == "table" then m = v else note = "its manifest is not valid JSON" end
+        local v = manifest.decode(loc.get(loc.key(manifest_name(o.name))) or "", o.name)
+        if type(v) == "table" then m = v else note = "its manifest is not valid JSON" end
       else
         note = "no manifest: the backup did not finish, or its manifest was removed"
       end
-      out[#out + 1] = { path = loc.url_of(o.key), file = o.name, manifest = m, size = o.size, note = note, partial = false,
-        status = not m and "incomplete" or (m.verified_at and "verified" or "complete"),
-        time = m and m.started_at or "", mtime = o.last_modified or "" }
+      out[#out + 1] = retention.entry { path = loc.url_of(o.key), file = o.name, manifest = m, size = o.size, note = note, partial = false,
+        mtime = o.last_modified or "" }
     end
   end
-  table.sort(out, function(a, b)
-    if a.time ~= b.time then return a.time > b.time end
-    return a.mtime > b.mtime
-  end)
-  return out
+  return retention.newest_first(out)
 end
 
 --- Delete a backup: the manifest first, so that a delete cut short leaves an incomplete
@@ -71,15 +66,13 @@ function M.read_manifest(url)
   local loc, name = M.split(url)
   local body = loc.get(loc.key(manifest_name(name)))
   if not body then return nil end
-  local ok, v = pcall(json.decode, body)
-  if not ok then return nil, "manifest " .. url:gsub("%.dump$", "") .. M.SUFFIX .. " is not valid JSON: " .. tostring(v) end
-  return v
+  return manifest.decode(body, url:gsub("%.dump$", "") .. M.SUFFIX)
 end
 
 --- Write a remote backup's manifest (JSON).
 function M.write_manifest(url, m)
   local loc, name = M.split(url)
-  loc.put(loc.key(manifest_name(name)), json.encode(m, { indent = "  " }) .. "\n", "application/json")
+  loc.put(loc.key(manifest_name(name)), manifest.encode(m), "application/json")
 end
 
 --- Fetch a remote backup into a new spool directory (ORCH_SPOOL_DIR, else TMPDIR, else /tmp):
