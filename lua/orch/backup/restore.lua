@@ -101,8 +101,6 @@ local function selected(entries, opts)
   end
 end
 
--- Run every chosen entry of the archive against conn, in pg_restore's
--- three passes. Returns counts; raises on the first error with the entry.
 -- Large objects as pg_dump writes them: BLOB entries (archives <= 1.15,
 -- one per object, defn lo_create), BLOB METADATA (1.16: defn lists the
 -- oids), BLOBS data blocks (the contents), COMMENT/ACL on LARGE OBJECT
@@ -391,16 +389,22 @@ local function raise_at(e, err, done)
   error(err, 0)
 end
 
--- Run every chosen entry of the archive against conn, in pg_restore's
--- three passes. Returns counts; raises on the first error with the entry.
-local function apply(conn, a, opts)
+-- What both ways of applying start with: the chosen entries (ctx), the
+-- session as pg_restore sets it up, the owners checked, the entries to
+-- restore (items) and the progress meter (m, or nil).
+local function begin(conn, a, opts)
   local ctx = prepare(conn, a, opts)
-  -- the session as pg_restore sets it up
   session_of(conn, ctx)
   check_owners(conn, ctx, opts)
   local items = {}
   for _, e in ipairs(ctx.entries) do if ctx.restorable(e) then items[#items + 1] = e end end
-  local m = meter(ctx, opts, items)
+  return ctx, items, meter(ctx, opts, items)
+end
+
+-- Run every chosen entry of the archive against conn, in pg_restore's
+-- three passes. Returns counts; raises on the first error with the entry.
+local function apply(conn, a, opts)
+  local ctx, items, m = begin(conn, a, opts)
   local done = 0
   local state = { loaded = {}, single_transaction = opts.single_transaction, move_data = opts.archive ~= "-" }
   for pass = 1, 3 do
@@ -424,12 +428,7 @@ end
 -- TRUNCATE + COPY ... FREEZE in one transaction. The first failure cancels
 -- what runs, waits for it, and is raised with its entry.
 local function apply_parallel(conn, a, opts, jobs)
-  local ctx = prepare(conn, a, opts)
-  session_of(conn, ctx)
-  check_owners(conn, ctx, opts)
-  local items = {}
-  for _, e in ipairs(ctx.entries) do if ctx.restorable(e) then items[#items + 1] = e end end
-  local m = meter(ctx, opts, items)
+  local ctx, items, m = begin(conn, a, opts)
   local done, state = 0, { loaded = {} }
   -- pre-data (and what has no section before the first data entry), in order, on the leader
   local first_rest
