@@ -288,6 +288,46 @@ function H.read(path)
   return s
 end
 
+--- The connection URL of database `name` on the test run's cluster.
+function H.url_of(name) return H.cluster():url(name) end
+
+--- Asserts two databases hold the same schema (pg_dump text) and the same
+-- contents (per-table row checksums, sequence values).
+function H.same_database(a, b)
+  local assert = require "luassert"
+  assert.equals(H.schema_of(a), H.schema_of(b))
+  assert.same(H.contents_of(a), H.contents_of(b))
+end
+
+--- Creates the roles the backup fixtures grant to (orch_owner_t,
+-- orch_reader_t) unless they exist; roles are cluster-wide.
+function H.setup_roles()
+  local c <close> = H.connect("postgres")
+  for _, r in ipairs { "orch_owner_t", "orch_reader_t" } do
+    if not c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then c:exec("CREATE ROLE " .. r) end
+  end
+end
+
+--- A new temporary project directory holding `layout` ({ ["sub/file"] =
+-- text, ... }, subdirectories made as needed); returns its path.
+function H.project_dir(layout)
+  local dir = H.tmpdir()
+  for path, text in pairs(layout) do
+    local sub = path:match("^(.*)/[^/]+$")
+    if sub then sys.mkdir_p(dir .. "/" .. sub) end
+    H.write(dir .. "/" .. path, text)
+  end
+  return dir
+end
+
+--- Runs `orch ... --db url --dir dir` in an empty directory of its own (no
+-- orch.env.lua but the one a test writes); returns H.orch's result.
+function H.orch_project(url, dir, ...)
+  local argv = { ... }
+  for _, a in ipairs { "--db", url, "--dir", dir } do argv[#argv + 1] = a end
+  return H.orch(argv, { cwd = H.tmpdir() })
+end
+
 -- ---------------------------------------------------------------------------
 -- A real local HTTP(S) server (tests/httpd.py; its docstring lists the routes).
 

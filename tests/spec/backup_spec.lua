@@ -8,17 +8,7 @@ local json = require "orch.json"
 
 local schema_of, contents_of = H.schema_of, H.contents_of
 
-local function same_database(a, b)
-  assert.equals(schema_of(a), schema_of(b))
-  assert.same(contents_of(a), contents_of(b))
-end
-
-local function setup_roles()
-  local c <close> = H.connect("postgres")
-  for _, r in ipairs { "orch_owner_t", "orch_reader_t" } do
-    if not c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then c:exec("CREATE ROLE " .. r) end
-  end
-end
+local same_database, setup_roles = H.same_database, H.setup_roles
 
 describe("orch backup and restore", function()
   local work
@@ -39,7 +29,7 @@ describe("orch backup and restore", function()
     sys.rmtree(work)
   end)
 
-  local function url_of(name) return H.cluster():url(name) end
+  local url_of = H.url_of
 
   local function take(src, dir, extra)
     local argv = { "backup", "--db", url_of(src), "--dir", dir, "--json" }

@@ -11,22 +11,9 @@ local files = require "orch.migrate.files"
 
 local FIX = sys.realpath("tests/fixtures/layouts")
 
-local function project_dir(layout)
-  local dir = H.tmpdir()
-  for path, text in pairs(layout) do
-    local sub = path:match("^(.*)/[^/]+$")
-    if sub then sys.mkdir_p(dir .. "/" .. sub) end
-    H.write(dir .. "/" .. path, text)
-  end
-  return dir
-end
+local project_dir = H.project_dir
 
--- orch in an empty directory of its own (no orch.env.lua but the one a test writes)
-local function run(url, dir, ...)
-  local argv = { ... }
-  for _, a in ipairs { "--db", url, "--dir", dir } do argv[#argv + 1] = a end
-  return H.orch(argv, { cwd = H.tmpdir() })
-end
+local run = H.orch_project
 
 local function read(path)
   local f = assert(io.open(path, "rb"))

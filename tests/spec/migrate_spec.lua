@@ -6,15 +6,7 @@ local db = require "orch.db"
 local migrate = require "orch.migrate"
 local files = require "orch.migrate.files"
 
-local function project_dir(layout)
-  local dir = H.tmpdir()
-  for path, text in pairs(layout) do
-    local sub = path:match("^(.*)/[^/]+$")
-    if sub then sys.mkdir_p(dir .. "/" .. sub) end
-    H.write(dir .. "/" .. path, text)
-  end
-  return dir
-end
+local project_dir = H.project_dir
 
 local function run(url, dir, ...)
   local argv = { ... }

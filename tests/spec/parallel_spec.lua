@@ -7,21 +7,9 @@ local sys = require "orch.sys"
 local db = require "orch.db"
 local json = require "orch.json"
 
-local schema_of, contents_of = H.schema_of, H.contents_of
+local contents_of = H.contents_of
 
-local function same_database(a, b)
-  assert.equals(schema_of(a), schema_of(b))
-  assert.same(contents_of(a), contents_of(b))
-end
-
-local function url_of(name) return H.cluster():url(name) end
-
-local function setup_roles()
-  local c <close> = H.connect("postgres")
-  for _, r in ipairs { "orch_owner_t", "orch_reader_t" } do
-    if not c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then c:exec("CREATE ROLE " .. r) end
-  end
-end
+local same_database, url_of, setup_roles = H.same_database, H.url_of, H.setup_roles
 
 describe("orch backup --jobs", function()
   local work
