@@ -2433,6 +2433,16 @@ static int protected_read(lua_State *L) {
     return 1;
 }
 
+/* After PQputCopyEnd: read every remaining result; the first that is not
+ * COMMAND_OK is returned (the caller clears it), the rest are cleared. */
+static PGresult *copy_end_results(PGconn *pg) {
+    PGresult *err = NULL, *x;
+    while ((x = PQgetResult(pg)) != NULL) {
+        if (PQresultStatus(x) != PGRES_COMMAND_OK && !err) err = x; else PQclear(x);
+    }
+    return err;
+}
+
 /* r:copy_into(conn, id, copy_sql [, progress]) -> bytes. Runs copy_sql
  * (COPY ... FROM stdin) and streams the block into it; progress(n) is
  * called with the bytes of the block read so far, every 1 MiB (its errors
@@ -2476,10 +2486,7 @@ static int r_copy_into(lua_State *L) {
     }
     if (PQputCopyEnd(pg, NULL) != 1) return orch_raise_pgerror(L, pg, NULL, sql);
     {
-        PGresult *err = NULL, *x;
-        while ((x = PQgetResult(pg)) != NULL) {
-            if (PQresultStatus(x) != PGRES_COMMAND_OK && !err) err = x; else PQclear(x);
-        }
+        PGresult *err = copy_end_results(pg);
         if (err) return orch_raise_pgerror(L, pg, err, sql);
     }
     lua_pushinteger(L, n);
@@ -2701,10 +2708,7 @@ static int rw_copy(RWorker *k) {
     }
     if (PQputCopyEnd(pg, NULL) != 1) return rw_pgfail(k, NULL, k->sql);
     {
-        PGresult *err = NULL, *x;
-        while ((x = PQgetResult(pg)) != NULL) {
-            if (PQresultStatus(x) != PGRES_COMMAND_OK && !err) err = x; else PQclear(x);
-        }
+        PGresult *err = copy_end_results(pg), *x;
         if (err) {
             rw_pgfail(k, err, k->sql);
             if (k->before && PQtransactionStatus(pg) != PQTRANS_IDLE) { x = PQexec(pg, "ROLLBACK"); PQclear(x); }
@@ -3032,35 +3036,27 @@ static const luaL_Reg pool_methods[] = {
 };
 static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {"pool", a_pool}, {NULL, NULL} };
 
-int luaopen_orch_pgarchive(lua_State *L) {
-    luaL_newmetatable(L, WRITER_MT);
-    luaL_newlib(L, writer_methods);
+/* A metatable for a userdata class: methods as __index, fin as both __gc and __close. */
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction fin) {
+    luaL_newmetatable(L, name);
+    lua_newtable(L);                 /* luaL_newlib needs an array, not a pointer, for its size hint */
+    luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, w_gc);
+    lua_pushcfunction(L, fin);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, w_gc);
+    lua_pushcfunction(L, fin);
     lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
+}
+
+int luaopen_orch_pgarchive(lua_State *L) {
+    new_class(L, WRITER_MT, writer_methods, w_gc);
     luaL_newmetatable(L, PAR_MT);
     lua_pushcfunction(L, par_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
-    luaL_newmetatable(L, POOL_MT);
-    luaL_newlib(L, pool_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, pool_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, pool_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, READER_MT);
-    luaL_newlib(L, reader_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, r_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, r_close);
-    lua_setfield(L, -2, "__close");
-    lua_pop(L, 1);
+    new_class(L, POOL_MT, pool_methods, pool_gc);
+    new_class(L, READER_MT, reader_methods, r_close);
     luaL_newlib(L, funcs);
     return 1;
 }
