@@ -627,6 +627,21 @@ typedef struct Ranged {
 } Ranged;
 
 /* One range [off, off+len) into rg->fd, retried like a part. 0 ok, -1 failed for good. */
+/* Sleep about wait seconds in 50 ms steps, stopping early once *stop is set or orch is interrupted. */
+static void backoff_sleep(double wait, volatile int *stop) {
+    for (double w = wait; w > 0 && !*stop && !orch_interrupted(); w -= 0.05) {
+        struct timespec ts = { 0, 50 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* opts.backoff at index idx: the first retry's wait in seconds (1 when not a number). */
+static double backoff_field(lua_State *L, int idx) {
+    double b = lua_getfield(L, idx, "backoff") == LUA_TNUMBER ? lua_tonumber(L, -1) : 1.0;
+    lua_pop(L, 1);
+    return b;
+}
+
 static int get_range(Ranged *rg, long long off, long long len) {
     char range[64];
     Hdr extra[1];
@@ -676,10 +691,7 @@ static int get_range(Ranged *rg, long long off, long long len) {
         pthread_mutex_lock(&rg->mu);
         rg->retries++;
         pthread_mutex_unlock(&rg->mu);
-        for (double w = wait; w > 0 && !rg->stop && !orch_interrupted(); w -= 0.05) {
-            struct timespec ts = { 0, 50 * 1000000L };
-            nanosleep(&ts, NULL);
-        }
+        backoff_sleep(wait, &rg->stop);
         if (wait < 30) wait *= 2;
     }
 }
@@ -856,10 +868,7 @@ static void *download_main(void *ud) {
         }
         xfer_free(&x);
         if (!retry || attempt >= d->attempts || d->stop || orch_interrupted()) { d->failed = 1; break; }
-        for (double w = wait; w > 0 && !d->stop && !orch_interrupted(); w -= 0.05) {
-            struct timespec ts = { 0, 50 * 1000000L };
-            nanosleep(&ts, NULL);
-        }
+        backoff_sleep(wait, &d->stop);
         if (wait < 30) wait *= 2;
     }
     /* end of stream (or of a failed one): the reader sees EOF */
@@ -904,8 +913,7 @@ static int s_downloader(lua_State *L) {
     luaL_setmetatable(L, DOWNLOADER_MT);
     target_read(L, 1, &d->t);
     d->attempts = (int)numfield(L, 1, "attempts", 5);
-    if (lua_getfield(L, 1, "backoff") == LUA_TNUMBER) d->backoff = lua_tonumber(L, -1); else d->backoff = 1.0;
-    lua_pop(L, 1);
+    d->backoff = backoff_field(L, 1);
     if (pipe2(fds, O_CLOEXEC) < 0) return luaL_error(L, "s3: pipe: %s", strerror(errno));
     d->rfd = fds[0];
     d->wfd = fds[1];
@@ -1014,11 +1022,7 @@ static void xml_field(const char *body, const char *tag, char *out, size_t cap) 
 }
 
 static void sleep_interruptible(Uploader *u, double secs) {
-    while (secs > 0 && !u->stop && !orch_interrupted()) {
-        struct timespec ts = { 0, 50 * 1000000L };
-        nanosleep(&ts, NULL);
-        secs -= 0.05;
-    }
+    backoff_sleep(secs, &u->stop);
 }
 
 /* Send part number n (len bytes at buf), retrying what may pass. 0 ok, -1 failed for good. */
@@ -1240,8 +1244,7 @@ static int s_uploader(lua_State *L) {
     u->upload_id = dupfield(L, 1, "upload_id", 1);
     u->part_size = (size_t)numfield(L, 1, "part_size", 16 * 1024 * 1024);
     u->attempts = (int)numfield(L, 1, "attempts", 5);
-    if (lua_getfield(L, 1, "backoff") == LUA_TNUMBER) u->backoff = lua_tonumber(L, -1); else u->backoff = 1.0;
-    lua_pop(L, 1);
+    u->backoff = backoff_field(L, 1);
     if (u->part_size < 1024) return luaL_error(L, "s3: part_size must be at least 1024 bytes");
     if (u->attempts < 1) u->attempts = 1;
     u->bufs[0] = malloc(u->part_size);
