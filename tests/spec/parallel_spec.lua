@@ -137,26 +137,31 @@ describe("orch backup --jobs", function()
   it("names the session queued for an exclusive lock that keeps a worker from locking its table", function()
     local url, name = H.fresh_db("par_lock")
     local c <close> = db.connect(url)
+    -- tables big enough that the leader is still on its first when the worker asks for its own
     c:exec("CREATE TABLE a1 (id int); CREATE TABLE a2 (id int); CREATE TABLE zz_gate (id int)")
-    c:exec("INSERT INTO a1 SELECT generate_series(1, 1000); INSERT INTO a2 SELECT generate_series(1, 1000)")
+    c:exec("INSERT INTO a1 SELECT generate_series(1, 200000); INSERT INTO a2 SELECT generate_series(1, 200000)")
     local gate = db.connect(url)
     gate:exec("BEGIN; LOCK TABLE zz_gate IN ACCESS EXCLUSIVE MODE")
     local out = work .. "/lock.err"
     assert.is_true(sys.spawn { "sh", "-c", string.format("(%s backup --db %s --dir %s/lock --jobs 2 --lock-timeout 10s > /dev/null 2> %s; echo $? > %s.code) > /dev/null 2>&1 &",
       H.orch_bin, url, work, out, out) }.ok)
-    -- the backup holds a1 and a2 and waits for zz_gate: sessions queue for exclusive locks behind it
-    for _ = 1, 300 do
-      if c:value("SELECT count(*) FROM pg_locks WHERE relation = 'zz_gate'::regclass AND NOT granted") > 0 then break end
-      sys.sleep(0.05)
+    local function waiting(sql, n)
+      for _ = 1, 600 do
+        if c:value(sql) >= n then return true end
+        sys.sleep(0.05)
+      end
+      return false
     end
-    for _, t in ipairs { "a1", "a2" } do
+    -- the backup holds a1 and a2 and waits for zz_gate
+    assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation = 'zz_gate'::regclass AND NOT granted", 1), "the backup waits for zz_gate")
+    -- sessions queue for exclusive locks behind the backup's on every table, zz_gate too (behind
+    -- the backup's own request): whichever table the worker takes, its ACCESS SHARE queues behind one
+    for _, t in ipairs { "a1", "a2", "zz_gate" } do
       assert.is_true(sys.spawn { "sh", "-c", string.format("%s/psql -h %s -p %d -U postgres -d %s -XAtc 'BEGIN; SET lock_timeout = 20000; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE; COMMIT' >/dev/null 2>&1 &",
         require("orch.localpg").bindir(), H.cluster().host, H.cluster().port, name, t) }.ok)
     end
-    for _ = 1, 300 do
-      if c:value("SELECT count(*) FROM pg_locks WHERE relation IN ('a1'::regclass, 'a2'::regclass) AND NOT granted") >= 2 then break end
-      sys.sleep(0.05)
-    end
+    assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation IN ('a1'::regclass, 'a2'::regclass) AND NOT granted", 2), "sessions queue on a1 and a2")
+    assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation = 'zz_gate'::regclass AND NOT granted", 2), "a session queues on zz_gate")
     gate:exec("COMMIT")
     gate:close()
     for _ = 1, 600 do
@@ -165,7 +170,7 @@ describe("orch backup --jobs", function()
     end
     local err = H.read(out)
     assert.equals("1", H.read(out .. ".code"):match("%d+"), err)
-    assert.matches("could not lock table public%.a[12] for the backup %(on its connection 2%) within 10s: pid %d+ is waiting for AccessExclusiveLock", err)
+    assert.matches("could not lock table public%.[%w_]+ for the backup %(on its connection 2%) within 10s: pid %d+ is waiting for AccessExclusiveLock", err)
     assert.matches("queued behind this backup's own lock", err, 1, true)
     c:exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
     c:close()
