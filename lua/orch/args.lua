@@ -43,6 +43,8 @@ args.common = {
   dir = { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory",
           help = "migrations directory (default: migrations/ in the project root)" },
   env = { name = "env", type = "string", metavar = "NAME", complete = "env", help = "environment from orch.env.lua (default: ORCH_ENV or dev)" },
+  fleet_target = { name = "fleet-target", type = "string", metavar = "NAME", complete = "target",
+             help = "one target of the environment's fleet (see orch fleet): its database, its backups (backups.dir/NAME) and run logs, its variables" },
   yes = { name = "yes", short = "y", type = "boolean", help = "answer yes to confirmations (for automation)" },
   dry_run = { name = "dry-run", type = "boolean", help = "show what would happen; change nothing" },
 }

@@ -386,6 +386,35 @@ function cli.run_recipe(path, argv)
   return 0
 end
 
+-- ------------------------------------------------------------ completion
+
+--- orch __complete env | target [ENV]: the words the shell completions
+-- offer for --env (the environments of the project's orch.env.lua) and
+-- --fleet-target (the targets of ENV's fleet, else of ORCH_ENV's), one a line.
+-- Not a command (never in --help): the completion scripts call it, and it
+-- never fails loudly nor connects anywhere (a fleet read by a query has no
+-- names to offer).
+function cli.complete_words(rest)
+  local ok = pcall(function()
+    project.enter {}
+    local envmod = require "orch.env"
+    if rest[1] == "env" then
+      local envs = envmod.all()
+      local names = {}
+      for n in pairs(envs) do if type(n) == "string" then names[#names + 1] = n end end
+      table.sort(names)
+      for _, n in ipairs(names) do print(n) end
+    elseif rest[1] == "target" then
+      local name = rest[2] ~= "" and rest[2] or os.getenv("ORCH_ENV")
+      local e = envmod.load(name)
+      if type(e.targets) == "table" and e.targets.query == nil then
+        for _, t in ipairs(require("orch.fleet.targets").load(e)) do print(t.name) end
+      end
+    end
+  end)
+  return ok and 0 or 1
+end
+
 -- ------------------------------------------------------------ main
 
 local function check_operands(name, c, operands)
@@ -456,6 +485,7 @@ function cli.main(...)
     io.stderr:write(cli.help(), "\n")
     return 2
   end
+  if first == "__complete" then return cli.complete_words(rest) end
   local c = cli.command(first)
   if c then
     project.enter {}

@@ -156,6 +156,42 @@ function E.load(name, path)
   return e
 end
 
+--- E.load narrowed to one target of the environment's fleet when target
+-- (a command's --fleet-target) is given; see E.select_target.
+function E.load_target(name, path, target)
+  local e = E.load(name, path)
+  if not e.target and target and target ~= "" then E.select_target(e, target) end
+  return e
+end
+
+--- Narrow environment e to one target of its fleet (--fleet-target NAME),
+-- as orch fleet runs it: the target's database, its backup
+-- namespace (backups.dir/NAME: backups, run logs, retention) and its
+-- variables as placeholders. A name the fleet does not have, or an
+-- environment without targets, is a usage error (exit 2) naming the ones
+-- it has. Resolving a query-based fleet connects to its directory database.
+function E.select_target(e, name)
+  local args = require "orch.args"
+  if e.targets == nil then
+    args.usage_error(nil, string.format("--fleet-target %s: environment %s has no targets (it is not a fleet); drop --fleet-target, or add targets = { ... } to it in %s",
+      name, e.name, os.getenv("ORCH_ENV_FILE") or "orch.env.lua"))
+  end
+  local list = require("orch.fleet.targets").load(e)
+  local names = {}
+  for _, t in ipairs(list) do
+    if t.name == name then
+      e.target = { name = t.name, vars = t.vars }
+      e.database = { conn = t.conn }
+      e.backups.dir = e.backups.dir .. "/" .. t.name
+      for k, v in pairs(t.vars or {}) do e.placeholders[k] = v end
+      return e
+    end
+    if #names < 8 then names[#names + 1] = t.name end
+  end
+  args.usage_error(nil, string.format("--fleet-target %s: environment %s has no target of that name (it has %d: %s%s)", name, e.name, #list,
+    table.concat(names, ", "), #list > #names and ", ..." or ""))
+end
+
 --- In a run that orch fleet started for one of its targets (the variables
 -- below are set by orch.fleet, for this environment only), the environment
 -- is the target's: its database, its own backup namespace (backups.dir/NAME,
@@ -186,10 +222,10 @@ end
 function E.for_command(opts, path)
   local name = opts and opts.env or os.getenv("ORCH_ENV")
   if name == "" then name = nil end
-  if name then return E.load(name, path) end
+  if name then return E.load_target(name, path, opts and opts.fleet_target) end
   local envs, file = E.all(path)
   if envs.dev or not sys.exists(file) then
-    local e = E.load("dev", path)
+    local e = E.load_target("dev", path, opts and opts.fleet_target)
     e.implicit = true
     return e
   end
@@ -201,11 +237,11 @@ end
 -- table (dir, keep, max_age, keep_runs); a name orch.env.lua does not have
 -- is an error (exit 2). Without orch.env.lua the name is only a label:
 -- { dir = "backups/<name>" }; without a name { dir = "backups/default" }.
-function E.backups(name, path)
+function E.backups(name, path, target)
   local P = require "orch.project"
   if not name then return { dir = P.path("backups/default") } end
   local _, file = E.all(path)
-  if sys.exists(file) then return E.load(name, path).backups end
+  if sys.exists(file) then return E.load_target(name, path, target).backups end
   return { dir = P.path("backups/" .. name) }
 end
 
@@ -343,6 +379,8 @@ function E.database(e, opts)
     end
   end
   if (not t or t == "") and d.service then t = "service=" .. d.service end
+  -- (--fleet-target: the fleet target's own connection)
+  if (not t or t == "") and d.conn then t = d.conn end
   if not t or t == "" then t = os.getenv("DATABASE_URL") end
   if t == "" then t = nil end
   if t then log.secret(t:match("://[^:/@]*:([^@]+)@")) end

@@ -34,7 +34,7 @@ R.EXIT = { ok = 0, failed = 1, usage = 2, restored = 3, human = 4, interrupted =
 -- ================================================================ setup
 
 -- (and the global options: --verbose, --quiet, --json, --help, --version)
-R.common_options = { "db", "dir", "env", "yes", "dry_run" }
+R.common_options = { "db", "dir", "env", "fleet_target", "yes", "dry_run" }
 
 --- Parse a recipe's arguments and load its environment.
 -- Returns opts, env, operands. With --help prints the recipe's help and exits 0.
@@ -68,7 +68,7 @@ function R.setup(argv, default_env, extra, summary, how)
     os.exit(0)
   end
   require("orch.project").need("a recipe", "keep the recipe in one (its directory is looked at first)")
-  local env = envmod.load(opts.env or default_env)
+  local env = envmod.load_target(opts.env or default_env, nil, opts.fleet_target)
   return opts, env, operands
 end
 

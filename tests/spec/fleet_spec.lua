@@ -317,6 +317,51 @@ return R.run { name = "who", opts = opts, env = env, steps = {
     drop_all(names)
   end)
 
+  it("--fleet-target NAME narrows a command or recipe to one target: its database, backups, run logs; a name the fleet lacks is exit 2", function()
+    local names = databases("fl_tgt", 2)
+    local dir = project(TWO, list(names))
+    local r = fleet(dir, { "light.lua", "--env", "fleet", "--yes" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local function orch(argv)
+      return H.orch(argv, { cwd = dir, env = { TEST_FLEET_SERVER = server(), DATABASE_URL = false, ORCH_ENV = false } })
+    end
+    -- the target's own backup namespace, not the environment's base directory
+    local b = orch { "backups", "list", "--env", "fleet", "--fleet-target", names[2], "--json" }
+    assert.equals(0, b.code, b.stderr)
+    local listed = json.decode(b.stdout)
+    assert.equals(1, #listed)
+    assert.equals(dir .. "/backups/" .. names[2], listed[1].path:match("^(.*)/[^/]+$"))
+    assert.equals(names[2], listed[1].manifest.database)
+    local runs = orch { "runs", "--env", "fleet", "--fleet-target", names[1], "--json" }
+    assert.equals(0, runs.code, runs.stderr)
+    assert.equals(1, #json.decode(runs.stdout))
+    -- a migration command reaches the target's database
+    do
+      local c <close> = H.cluster():connect(names[2])
+      c:exec("DROP TABLE public.orch_schema_history, t")
+    end
+    local function applied(name)
+      local st = orch { "status", "--env", "fleet", "--fleet-target", name, "--json" }
+      assert.equals(0, st.code, st.stderr)
+      return json.decode(st.stdout).summary.applied or 0
+    end
+    assert.equals(2, applied(names[1]))
+    assert.equals(0, applied(names[2]))
+    -- a recipe takes it too (its dry run names the target's database)
+    local dry = orch { "light.lua", "--env", "fleet", "--fleet-target", names[2], "--dry-run" }
+    assert.equals(0, dry.code, dry.stderr)
+    assert.matches(names[2], dry.stdout, 1, true)
+    assert.is_nil(dry.stdout:find(names[1], 1, true))
+    local bad = orch { "status", "--env", "fleet", "--fleet-target", "nosuch" }
+    assert.equals(2, bad.code)
+    assert.matches("--fleet-target nosuch: environment fleet has no target of that name (it has 2: " .. names[1] .. ", " .. names[2] .. ")", bad.stderr, 1, true)
+    H.write(dir .. "/orch.env.lua", H.read(dir .. "/orch.env.lua"):gsub("\n}$", "\n  plain = { database = { env = \"TEST_FLEET_SERVER\" } },\n}"))
+    local notfleet = orch { "backups", "list", "--env", "plain", "--fleet-target", names[1] }
+    assert.equals(2, notfleet.code, notfleet.stderr)
+    assert.matches("environment plain has no targets (it is not a fleet)", notfleet.stderr, 1, true)
+    drop_all(names)
+  end)
+
   it("--dry-run shows each target's plan and changes nothing: no history, no backup, no run log", function()
     local names = databases("fl_dry", 3)
     local dir = project(TWO, list(names))

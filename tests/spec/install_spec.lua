@@ -106,7 +106,7 @@ end)
 
 describe("the shell completions", function()
   -- what bash's completion function offers for a command line (the word under the cursor last)
-  local function bash(words)
+  local function bash(words, cwd)
     local p = installed()
     local script = string.format([[source %q
 COMP_WORDS=(%s)
@@ -116,7 +116,8 @@ printf '%%s\n' "${COMPREPLY[@]}"
 ]], p .. "/share/bash-completion/completions/orch",
       table.concat((function() local t = {} for i, w in ipairs(words) do t[i] = string.format("%q", w) end return t end)(), " "),
       #words - 1)
-    local r = run({ "bash", "--norc", "--noprofile", "-c", script }, { cwd = H.tmpdir() })
+    local r = run({ "bash", "--norc", "--noprofile", "-c", script },
+      { cwd = cwd or H.tmpdir(), env = { PATH = p .. "/bin:" .. os.getenv("PATH"), ORCH_ENV = false } })
     assert.equals(0, r.code, r.stderr)
     local out = {}
     for l in r.stdout:gmatch("[^\n]+") do out[#out + 1] = l end
@@ -139,6 +140,32 @@ printf '%%s\n' "${COMPREPLY[@]}"
     assert.same({ "db", "http" }, bash { "orch", "check", "--only", "" })
     assert.same({ "migrate" }, bash { "orch", "help", "mi" })
     assert.same({ "--dry-run" }, bash { "orch", "recipes/dev.lua", "--dry" })
+  end)
+
+  it("bash and fish complete --env with the project's environments and --fleet-target with the fleet's targets", function()
+    local dir = H.tmpdir()
+    H.write(dir .. "/orch.env.lua", [[return {
+  dev = {}, staging = { protected = true },
+  tenants = { targets = { "tenant_a", "tenant_b", { name = "eu", service = "tickets_eu" } } },
+}]])
+    sys.mkdir_p(dir .. "/sub")
+    assert.same({ "dev", "staging", "tenants" }, bash({ "orch", "migrate", "--env", "" }, dir))
+    assert.same({ "staging" }, bash({ "orch", "backups", "--env", "st" }, dir .. "/sub"))
+    assert.same({ "dev", "staging", "tenants" }, bash({ "orch", "recipes/prod.lua", "--env", "" }, dir))
+    assert.same({ "eu", "tenant_a", "tenant_b" }, bash({ "orch", "status", "--env", "tenants", "--fleet-target", "" }, dir))
+    assert.same({ "tenant_b" }, bash({ "orch", "backups", "list", "--env=tenants", "--fleet-target", "tenant_b" }, dir))
+    -- an environment without targets, or no project: nothing to offer, and no error on the terminal
+    assert.same({}, bash({ "orch", "status", "--env", "staging", "--fleet-target", "" }, dir))
+    assert.same({}, bash({ "orch", "status", "--env", "" }, H.tmpdir()))
+    local fish = installed() .. "/share/fish/vendor_completions.d/orch.fish"
+    local r = run({ "fish", "--no-config", "-c", string.format("source %q; complete -C %q", fish, "orch status --env tenants --fleet-target ten") },
+      { cwd = dir, env = { HOME = H.tmpdir(), PATH = installed() .. "/bin:" .. os.getenv("PATH"), ORCH_ENV = false } })
+    assert.equals(0, r.code, r.stderr)
+    assert.matches("^tenant_a\t", r.stdout)
+    assert.matches("\ntenant_b\t", r.stdout)
+    r = run({ "fish", "--no-config", "-c", string.format("source %q; complete -C %q", fish, "orch migrate --env sta") },
+      { cwd = dir, env = { HOME = H.tmpdir(), PATH = installed() .. "/bin:" .. os.getenv("PATH"), ORCH_ENV = false } })
+    assert.matches("^staging", r.stdout)
   end)
 
   it("zsh and fish load their scripts; fish completes commands and options", function()

@@ -6,7 +6,7 @@ local json = require "orch.json"
 local log = require "orch.log"
 local sys = require "orch.sys"
 
-local spec = args.spec({ "db", "env" }, {
+local spec = args.spec({ "db", "env", "fleet_target" }, {
   { name = "output", short = "o", type = "string", metavar = "FILE|-", path = true, complete = "file", help = "write to FILE, or - for stdout (no manifest)" },
   { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "backups directory, or s3://BUCKET/PREFIX (AWS_* variables; default: the environment's backups.dir, else backups/<env>)" },
   { name = "compress", short = "Z", type = "string", metavar = "METHOD[:LEVEL]|N",

@@ -6,7 +6,7 @@ local backup = require "orch.backup"
 local envmod = require "orch.env"
 local json = require "orch.json"
 
-local spec = args.spec({ "env" }, {
+local spec = args.spec({ "env", "fleet_target" }, {
   { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "backups directory, or s3://BUCKET/PREFIX (AWS_* variables; default: the environment's backups.dir, else backups/<env>)" },
   { name = "keep", type = "integer", min = 1, metavar = "N", help = "prune: keep the newest N complete backups (default: the environment's backups.keep)" },
   { name = "max-age", type = "duration", metavar = "AGE", help = "prune: delete backups older than this, e.g. 14d, 12h (default: backups.max_age)" },
@@ -29,7 +29,7 @@ return {
     if name == "" then name = nil end
     -- directory and retention of the environment (--env, else ORCH_ENV), else of the one orch backup
     -- writes into without --env (the project's dev): orch backup, then orch backups list, shows it
-    local conf = name and envmod.backups(name) or envmod.for_command(opts).backups
+    local conf = name and envmod.backups(name, nil, opts.fleet_target) or envmod.for_command(opts).backups
     local dir = opts.dir or conf.dir
     if dir:sub(1, 1) ~= "/" then require("orch.project").need("orch backups", "name the directory with --dir DIR") end
     local action = rest[1] or "list"

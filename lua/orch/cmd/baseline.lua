@@ -2,7 +2,7 @@
 local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 
-local spec = C.spec({ "db", "dir", "env", "json", "yes" }, {
+local spec = C.spec({ "db", "dir", "env", "fleet_target", "json", "yes" }, {
   { name = "version", type = "string", default = "1", help = "the version the database is already at" },
   { name = "description", type = "string", help = "description of the baseline" },
   { name = "adopt", type = "string", metavar = "TOOL", help = "instead: take over another tool's history: flyway (flyway_schema_history), knex (knex_migrations), dbmate or golang-migrate (schema_migrations), alembic (alembic_version), migration_history (brief 002's runner)" },

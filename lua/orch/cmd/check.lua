@@ -9,7 +9,7 @@ local json = require "orch.json"
 local log = require "orch.log"
 local sys = require "orch.sys"
 
-local spec = args.spec({ "db", "dir", "env" }, {
+local spec = args.spec({ "db", "dir", "env", "fleet_target" }, {
   { name = "wait", type = "duration", metavar = "DURATION", help = "retry until every check passes or DURATION passes (e.g. 2m)" },
   { name = "interval", type = "duration", metavar = "DURATION", default = "2s", help = "pause between tries with --wait" },
   { name = "only", type = "string", metavar = "db|http", choices = { "db", "http" }, help = "run only the database or only the HTTP checks" },
@@ -48,7 +48,7 @@ Exit status: 0 every check passes, 1 a check fails (or warns, unless --allow-war
   run = function(argv)
     local opts = args.parse(argv, spec, "check")
     if opts.only and opts.only ~= "db" and opts.only ~= "http" then args.usage_error("check", "--only takes db or http, not '" .. opts.only .. "'") end
-    local env = envmod.load(opts.env)
+    local env = envmod.load_target(opts.env, nil, opts.fleet_target)
     for _, u in ipairs(opts.url or {}) do
       env.health.http = env.health.http or {}
       table.insert(env.health.http, { name = "url:" .. log.redact(u):gsub("%?.*", ""), url = u })

@@ -3,7 +3,7 @@ local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 local sys = require "orch.sys"
 
-local spec = C.spec({ "db", "dir", "env", "json", "yes" })
+local spec = C.spec({ "db", "dir", "env", "fleet_target", "json", "yes" })
 
 return {
   summary = "drop every object in the database (refused unless the environment allows it)",

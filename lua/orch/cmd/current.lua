@@ -3,7 +3,7 @@ local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 local json = require "orch.json"
 
-local spec = C.spec({ "db", "dir", "env", "json" })
+local spec = C.spec({ "db", "dir", "env", "fleet_target", "json" })
 
 return {
   summary = "print the version the database is at, one line (per service: SERVICE:VERSION)",

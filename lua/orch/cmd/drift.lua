@@ -3,7 +3,7 @@ local C = require "orch.migrate.cli"
 local snapshot = require "orch.migrate.snapshot"
 local log = require "orch.log"
 
-local spec = C.spec({ "db", "dir", "env", "json" }, {
+local spec = C.spec({ "db", "dir", "env", "fleet_target", "json" }, {
   { name = "schema-file", type = "string", metavar = "PATH", help = "the snapshot to compare with (default: the environment's schema_file, else DIR/schema.sql)" },
 })
 

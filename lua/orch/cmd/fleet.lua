@@ -101,6 +101,9 @@ return {
     "terminal orch shows the plan per target (a dry run of each) and asks once; a protected environment\n" ..
     "without a terminal needs --yes. Ctrl-C: no new target starts, running ones finish (their recovery\n" ..
     "included) and the report is printed; a second Ctrl-C interrupts them; a third ends orch at once.\n" ..
+    "One target by hand (a restore, a status, a re-run): any command or recipe with --env NAME --fleet-target\n" ..
+    "TARGET works on that target's database, backups and run logs, e.g. orch recipes/restore.lua --env NAME\n" ..
+    "--fleet-target TARGET.\n" ..
     "Webhooks: fleet_started and fleet_succeeded / fleet_failed / fleet_interrupted for the rollout;\n" ..
     "the targets' own run notifications only when the environment sets fleet = { notify_targets = true }.\n" ..
     "The report (also backups.dir/fleet/FLEET_ID.json) gives each target's outcome, exit code, duration,\n" ..

@@ -3,7 +3,7 @@ local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 local log = require "orch.log"
 
-local spec = C.spec({ "db", "dir", "env", "dry_run", "yes" }, {
+local spec = C.spec({ "db", "dir", "env", "fleet_target", "dry_run", "yes" }, {
   { name = "target", type = "string", metavar = "[SERVICE:]VERSION", help = "migrate up to this version only (SERVICE:VERSION: that service's)" },
   { name = "lock-timeout", type = "duration", metavar = "DURATION", help = "lock_timeout for every migration (default: the environment's lock_timeout, else 5s)" },
   { name = "retries", type = "integer", min = 0, metavar = "N", help = "retries when a lock is not available (55P03) (default: the environment's retries, else 5)" },

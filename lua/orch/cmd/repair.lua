@@ -3,7 +3,7 @@ local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 local sys = require "orch.sys"
 
-local spec = C.spec({ "db", "dir", "env", "json", "yes" }, {
+local spec = C.spec({ "db", "dir", "env", "fleet_target", "json", "yes" }, {
   { name = "accept-changed", type = "boolean", help = "store the current checksum of edited applied files" },
   { name = "forget-missing", type = "boolean", help = "mark applied migrations whose file is gone as undone" },
 })

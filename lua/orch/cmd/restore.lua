@@ -6,7 +6,7 @@ local json = require "orch.json"
 local sys = require "orch.sys"
 local log = require "orch.log"
 
-local spec = args.spec({ "db", "env", "yes" }, {
+local spec = args.spec({ "db", "env", "fleet_target", "yes" }, {
   { name = "jobs", short = "j", type = "integer", min = 1, default = 1, metavar = "N",
     help = "restore on N connections, as pg_restore -j: pre-data in order, then data, indexes, constraints and triggers " ..
            "in parallel as their dependencies allow, post-data last (a file only: standard input and --single-transaction use one); " ..

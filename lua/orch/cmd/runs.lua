@@ -8,7 +8,7 @@ local envmod = require "orch.env"
 local json = require "orch.json"
 local sys = require "orch.sys"
 
-local spec = args.spec({ "env" }, {
+local spec = args.spec({ "env", "fleet_target" }, {
   { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "the run log directory (default: the environment's backups dir + /runs)" },
   { name = "last", type = "integer", min = 1, metavar = "N", default = 20, help = "list the newest N runs" },
 })
@@ -103,7 +103,7 @@ return {
       args.usage_error("runs", string.format("unexpected argument '%s': orch runs %s takes no run id (orch runs show RUN_ID does)", rest[2], rest[1]))
     end
     local dir = opts.dir
-    if not dir then dir = require("orch.storage").runs_base(envmod.load(opts.env).backups.dir) .. "/runs" end
+    if not dir then dir = require("orch.storage").runs_base(envmod.load_target(opts.env, nil, opts.fleet_target).backups.dir) .. "/runs" end
     if dir:sub(1, 1) ~= "/" then require("orch.project").need("orch runs", "name the run log directory with --dir DIR") end
     if rest[1] == "show" then return show(dir, rest[2], opts) end
     local out = {}

@@ -2,7 +2,7 @@
 local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 
-local spec = C.spec({ "db", "dir", "env", "json" })
+local spec = C.spec({ "db", "dir", "env", "fleet_target", "json" })
 
 return {
   summary = "show applied, pending, failed, changed and missing migrations",

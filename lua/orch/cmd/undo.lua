@@ -3,7 +3,7 @@ local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 local sys = require "orch.sys"
 
-local spec = C.spec({ "db", "dir", "env", "json", "dry_run", "yes" }, {
+local spec = C.spec({ "db", "dir", "env", "fleet_target", "json", "dry_run", "yes" }, {
   { name = "count", type = "integer", min = 1, metavar = "N", default = 1, help = "undo the last N migrations" },
   { name = "target", type = "string", metavar = "[SERVICE:]VERSION", help = "undo every migration above VERSION (0 = all); SERVICE:VERSION for one service's" },
   { name = "run-id", type = "string", help = "tie the history rows to this run id" },

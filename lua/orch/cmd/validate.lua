@@ -2,7 +2,7 @@
 local C = require "orch.migrate.cli"
 local migrate = require "orch.migrate"
 
-local spec = C.spec({ "db", "dir", "env", "json" }, {
+local spec = C.spec({ "db", "dir", "env", "fleet_target", "json" }, {
   { name = "verify", type = "boolean", help = "also run every applied migration's verify script (V3__x.verify.sql or a Lua verify function), changing nothing" },
 })
 

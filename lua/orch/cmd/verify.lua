@@ -4,7 +4,7 @@ local backup = require "orch.backup"
 local envmod = require "orch.env"
 local json = require "orch.json"
 
-local spec = args.spec({ "db", "env" }, {
+local spec = args.spec({ "db", "env", "fleet_target" }, {
   { name = "deep", type = "boolean", help = "also restore into a scratch database (on --db's server) and compare row counts and every table's contents" },
   { name = "no-manifest", type = "boolean", help = "check an archive that has no manifest (e.g. from pg_dump)" },
   { name = "wait", type = "duration", metavar = "DURATION", help = "wait up to this long for the server to accept connections, for --deep (retries with backoff; default: the environment's database.wait, else none)" },

@@ -378,7 +378,8 @@ function F.format(rep)
   end
   if rep.stopped and rep.stopped.text then out[#out + 1] = "  stopped: " .. rep.stopped.text end
   if not rep.dry_run then
-    out[#out + 1] = string.format("  each target's runs: orch runs --dir %s/TARGET/runs; its output: %s/TARGET.log", rep.env_backups_dir or "backups", rep.logdir)
+    out[#out + 1] = string.format("  each target's runs: orch runs --env %s --fleet-target TARGET (backups: orch backups list --env %s --fleet-target TARGET); its output: %s/TARGET.log",
+      rep.env, rep.env, rep.logdir)
     if rep.report_path then out[#out + 1] = "  report: " .. rep.report_path end
   end
   out[#out + 1] = string.format("  exit %d%s", rep.exit_code, rep.exit_code == 0 and "" or " (the worst of the targets')")
