@@ -249,7 +249,7 @@ end
 -- own keys. Anything else is refused by name, so a typo ("protect = true")
 -- is an error, not a silently unprotected production.
 local SHAPE = {
-  name = "string", protected = "boolean", allow_clean = "boolean", lock_timeout = "duration", retries = "count",
+  name = "string", protected = "boolean", allow_clean = "boolean", allow_non_empty = "boolean", lock_timeout = "duration", retries = "count",
   schema_file = "string",
   database = { env = "string", service = "string", local_cluster = "boolean", dbname = "string", dir = "string",
                create = "boolean", wait = "duration" },

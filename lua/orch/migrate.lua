@@ -1393,9 +1393,9 @@ function M.check_non_empty(conn, project, opts)
   fail(string.format("the database is not empty (%s%s) but has no migration history in %s: the migrations would run over " ..
     "whatever made those objects. If it is already at a version, record that first: orch baseline --version VERSION " ..
     "(or take over another tool's history: orch baseline --adopt flyway|knex|dbmate|golang-migrate|alembic|migration_history); " ..
-    "to migrate it as it is, pass --allow-non-empty. Nothing was changed",
+    "to migrate it as it is, %s. Nothing was changed",
     table.concat(names, ", "), objs[1].n > #objs and string.format(" and %d more", objs[1].n - #objs) or "",
-    M.history_name(conn, project)))
+    M.history_name(conn, project), opts.override or "pass --allow-non-empty"))
 end
 
 --- Apply pending migrations. opts: target, dry_run, run_id, lock_timeout,

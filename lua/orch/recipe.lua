@@ -437,6 +437,21 @@ function R.step.preflight(o)
 end
 
 --- Plan and lint: the pending migrations; lint errors stop the run.
+-- Whether this run refuses a database that has objects but no migration
+-- history (as orch migrate and Flyway do): unless the recipe's migrate step
+-- says allow_non_empty = true or the environment sets allow_non_empty.
+local function refuses_non_empty(ctx)
+  if ctx.env.allow_non_empty then return false end
+  for _, s in ipairs(ctx.def and ctx.def.steps or {}) do
+    if s.release_options and s.release_options.allow_non_empty then return false end
+  end
+  return true
+end
+
+local function non_empty_override(ctx)
+  return string.format("set allow_non_empty = true in environment %s (%s)", ctx.env.name, os.getenv("ORCH_ENV_FILE") or "orch.env.lua")
+end
+
 function R.step.plan(o)
   o = o or {}
   return { name = "plan and lint", about = "pending migrations and lint findings",
@@ -444,6 +459,10 @@ function R.step.plan(o)
       local migrate = require "orch.migrate"
       local ok, p = pcall(migrate.plan, ctx:conn(), migrate_project(ctx))
       if not ok then return "would stop: " .. errtext(p) end
+      if #p > 0 then
+        local okn, err = pcall(migrate.check_non_empty, ctx:conn(), migrate_project(ctx), { refuse_non_empty = refuses_non_empty(ctx), override = non_empty_override(ctx) })
+        if not okn then return "would stop: " .. errtext(err) end
+      end
       local names = {}
       for _, e in ipairs(p) do names[#names + 1] = e.name end
       if #names == 0 then return "nothing to migrate" end
@@ -456,6 +475,8 @@ function R.step.plan(o)
       lint.load_rules("orch.lint.lua")
       local plan = migrate.plan(ctx:conn(), project)
       ctx.state.pending = plan
+      -- before the approval and the backup: migrations never run over a schema something else made
+      if #plan > 0 then migrate.check_non_empty(ctx:conn(), project, { refuse_non_empty = refuses_non_empty(ctx), override = non_empty_override(ctx) }) end
       -- the target is the server itself, unless orch.lint.lua chose a version
       local pgv
       if not lint.config.pg_version_chosen then
@@ -622,6 +643,7 @@ function R.step.migrate(o)
       local by_key = {}
       for _, e in ipairs(plan) do by_key[e.key] = e end
       local ok, r = pcall(migrate.up, c, project, { run_id = ctx.run_id, group = mode.atomic, before_commit = before_commit,
+        refuse_non_empty = refuses_non_empty(ctx), override = non_empty_override(ctx),
         lock_timeout = o.lock_timeout or ctx.env.lock_timeout, retries = o.retries or ctx.env.retries,
         on_progress = function(ev)
           if ev.event == "done" then

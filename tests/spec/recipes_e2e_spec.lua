@@ -32,6 +32,40 @@ local function run_recipe(dir, recipe, url, argv, env)
 end
 
 describe("recipes", function()
+  it("prod refuses a database that has objects but no migration history, before the approval and the backup; allow_non_empty lets it run", function()
+    local url, name = H.fresh_db("prod_nonempty")
+    do
+      local c <close> = db.connect(url)
+      c:exec("CREATE TABLE legacy_users (id int PRIMARY KEY, email text)")
+    end
+    local dir = project(2)
+    local r = run_recipe(dir, "prod.lua", url, { "--yes" })
+    assert.equals(1, r.code, r.stdout .. r.stderr)
+    local out = r.stdout .. r.stderr
+    assert.matches("the database is not empty (public.legacy_users) but has no migration history", out, 1, true)
+    assert.matches("orch baseline --version VERSION", out, 1, true)
+    assert.matches("set allow_non_empty = true in environment prod (orch.env.lua)", out, 1, true)
+    -- nothing was done: no backup, no history table
+    assert.is_false(sys.exists(dir .. "/backups/prod") and #(function()
+      local n = {} for _, f in ipairs(sys.listdir(dir .. "/backups/prod")) do if f:match("%.dump$") then n[#n + 1] = f end end return n end)() > 0)
+    do
+      local c <close> = db.connect(url)
+      assert.is_false(c:value("SELECT to_regclass('public.orch_schema_history') IS NOT NULL"))
+    end
+    -- the dry run says it would stop
+    local dry = run_recipe(dir, "prod.lua", url, { "--dry-run" })
+    assert.matches("would stop: the database is not empty", dry.stdout .. dry.stderr, 1, true)
+    -- told so, it migrates over the existing objects
+    H.write(dir .. "/orch.env.lua", H.read(dir .. "/orch.env.lua"):gsub("protected = true,", "protected = true, allow_non_empty = true,", 1))
+    local ok = run_recipe(dir, "prod.lua", url, { "--yes" })
+    assert.equals(0, ok.code, ok.stdout .. ok.stderr)
+    do
+      local c <close> = db.connect(url)
+      assert.equals(2, c:value("SELECT count(*) FROM public.orch_schema_history WHERE success"))
+    end
+    H.drop_db(name)
+  end)
+
   it("prod: a failing migration rolls the whole release back (one transaction); the database is as before the run (exit 1)", function()
     local url, name = H.fresh_db("prod_fail")
     -- production runs V1..V4 already, with data
