@@ -164,7 +164,7 @@ describe("orch fleet", function()
     c:exec("CREATE TABLE t2 (id int)")
     c:close()
     local dir = project({ ["V1__t.sql"] = "CREATE TABLE t (id int);\n", ["U1__t.sql"] = "DROP TABLE t;\n",
-                          ["V2__t2.sql"] = "CREATE TABLE t2 (id int);\n" }, list(names), "release = { atomic = false }")
+                          ["V2__t2.sql"] = "CREATE TABLE t2 (id int);\n" }, list(names), "release = { atomic = false }, allow_non_empty = true")
     local r = fleet(dir, { PROD(dir), "--env", "fleet", "--parallel", "3", "--yes", "--json" })
     assert.equals(3, r.code, r.stdout .. r.stderr)
     local doc, by = report(r)
