@@ -259,7 +259,7 @@ local SHAPE = {
   health = "table", webhooks = "table", placeholders = "table",
   -- orch fleet: the databases (orch.fleet.targets checks the entries) and the rollout's defaults
   targets = "table",
-  fleet = { parallel = "count", canary = "count", max_failures = "count", notify_targets = "boolean" },
+  fleet = { parallel = "count", canary = "count", max_failures = "count", notify_targets = "boolean", timeout = "duration" },
 }
 
 local WANT_TEXT = { string = "a string", boolean = "true or false", table = "a table", duration = "a duration such as \"3s\" (or seconds)",

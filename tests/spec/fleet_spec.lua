@@ -362,6 +362,31 @@ return R.run { name = "who", opts = opts, env = env, steps = {
     drop_all(names)
   end)
 
+  it("--timeout interrupts a target that runs too long (its release rolls back) and reports it TIMED OUT; the others stand", function()
+    local names = databases("fl_slow", 3)
+    local targets = string.format([[{ { name = "a", dbname = %q, vars = { nap = "0" } }, { name = "slow", dbname = %q, vars = { nap = "300" } },
+      { name = "c", dbname = %q, vars = { nap = "0" } } }]], names[1], names[2], names[3])
+    local dir = project({ ["V1__t.sql"] = "CREATE TABLE t (id int);\nSELECT pg_sleep(${nap});\n" }, targets)
+    -- the quick targets have 20 s for a backup and one migration, whatever the machine's load
+    local r = fleet(dir, { "light.lua", "--env", "fleet", "--parallel", "3", "--timeout", "20s", "--yes", "--json" })
+    assert.equals(130, r.code, r.stdout .. r.stderr)
+    local doc, by = report(r)
+    assert.equals(0, by.a.exit_code, r.stderr)
+    assert.equals(0, by.c.exit_code, r.stderr)
+    assert.equals(130, by.slow.exit_code, r.stderr)
+    assert.is_true(by.slow.timed_out)
+    assert.matches("^TIMED OUT after 20%.0s %(%-%-timeout%)", by.slow.outcome)
+    assert.matches("still running after --timeout 20.0s: interrupted", by.slow.cause, 1, true)
+    assert.is_true(by.slow.seconds < 20 + require("orch.fleet").TIMEOUT_GRACE, "interrupted, not waited for")
+    assert.matches("slow: still running after --timeout 20.0s: interrupting it", r.stderr, 1, true)
+    -- its release was rolled back; the others' stand
+    assert.is_true(has_history(names[1]))
+    assert.is_true(has_history(names[3]))
+    local c <close> = H.connect(names[2])
+    assert.is_nil(c:value("SELECT to_regclass('public.t')"))
+    drop_all(names)
+  end)
+
   it("--dry-run shows each target's plan and changes nothing: no history, no backup, no run log", function()
     local names = databases("fl_dry", 3)
     local dir = project(TWO, list(names))

@@ -15,6 +15,8 @@ local spec = args.spec({ "env", "yes", "dry_run", "json", "verbose" }, {
   { name = "max-failures", type = "integer", min = 0, metavar = "N",
     help = "start no new target after N have failed; the rest are reported as not started (default: fleet.max_failures, else no limit)" },
   { name = "only", type = "list", metavar = "NAME[,NAME...]", help = "only these targets (repeatable), in the fleet's order" },
+  { name = "timeout", type = "duration", metavar = "DURATION",
+    help = "a target still running after this long is interrupted as Ctrl-C would (its recovery runs; killed if it has not ended 60 s later) and counts as failed (default: fleet.timeout, else none)" },
 })
 
 local function count_option(v, name, min, max)
@@ -132,6 +134,9 @@ return {
     local canary = count_option(opts.canary, "canary", 0) or settings.canary or 0
     local max_failures = count_option(opts.max_failures, "max-failures", 0) or settings.max_failures
     if max_failures == 0 then max_failures = nil end
+    local timeout = opts.timeout or settings.timeout
+    timeout = timeout and args.seconds(timeout, "timeout") or nil
+    if timeout and timeout <= 0 then args.usage_error("fleet", "--timeout must be more than 0") end
     local all = T.load(env)
     local targets = T.only(all, opts.only)
     -- the targets on the environment's server share its connections: say so when --parallel would not fit
@@ -155,10 +160,11 @@ return {
     local function say(line)
       if opts.json then io.stderr:write(line, "\n") io.stderr:flush() else print(line) io.stdout:flush() end
     end
-    say(string.format("orch fleet %s — environment %s%s, %d target%s%s, parallel %d%s%s%s", recipe, env.name,
+    say(string.format("orch fleet %s — environment %s%s, %d target%s%s, parallel %d%s%s%s%s", recipe, env.name,
       env.protected and " (protected)" or "", #targets, #targets == 1 and "" or "s",
       #targets < #all and string.format(" (--only: %d of %d)", #targets, #all) or "", parallel,
       (canary > 0 and not opts.dry_run) and string.format(", canary %d", canary) or "", max_failures and string.format(", max failures %d", max_failures) or "",
+      (timeout and not opts.dry_run) and string.format(", timeout %s per target", fleet.duration(timeout)) or "",
       opts.dry_run and "  [DRY RUN: nothing will change]" or ""))
     local function finish(rep)
       rep.env_backups_dir = env.backups.dir
@@ -209,7 +215,7 @@ return {
       message = string.format("rollout of %s over %d target(s), parallel %d", recipe, #targets, parallel) }
     fleet.notify(env, "fleet_started", info)
     local rep = fleet.rollout { recipe = recipe, env = env, targets = targets, parallel = parallel, canary = canary,
-      max_failures = max_failures, recipe_args = recipe_args, say = say, fleet_id = fleet_id }
+      max_failures = max_failures, timeout = timeout, recipe_args = recipe_args, say = say, fleet_id = fleet_id }
     -- the record of the rollout, beside the targets' namespaces
     rep.report_path = string.format("%s/fleet/%s.json", env.backups.dir, fleet_id)
     local okw, werr = pcall(sys.write_atomic, rep.report_path, json.encode(fleet.to_json(rep), { indent = "  " }) .. "\n", 384)

@@ -30,8 +30,10 @@ F.MAX_PARALLEL = 64
 -- connections one target's run holds at most at once (its session and the
 -- advisory lock's; measured by tests/bench/fleet_200.sh)
 F.CONNECTIONS_PER_RUN = 2
-local SIGINT = 2
+local SIGINT, SIGKILL = 2, 9
 local POLL = 0.05
+-- how long a target interrupted by --timeout has to end (its recovery) before it is killed
+F.TIMEOUT_GRACE = 60
 
 -- How bad an exit code is, for the fleet's overall code ("the worst"):
 -- 0 < 1 (nothing changed) < 2 (usage) < 3 (recovered) < 130 (interrupted) < 4 (a human).
@@ -46,6 +48,7 @@ local function duration(s)
   if not s then return "" end
   return s < 1 and string.format("%dms", math.floor(s * 1000)) or string.format("%.1fs", s)
 end
+F.duration = duration
 
 local function read(path)
   local f = io.open(path, "rb")
@@ -191,6 +194,13 @@ function F.rollout(o)
       rec.recovery = res.recovery
       if o.dry_run then rec.plan = plan_of(res) end
     end
+    if rec.timed_out and rec.exit_code == 0 then
+      rec.outcome = rec.outcome .. " (it ended as --timeout's interrupt came)"
+    elseif rec.timed_out then
+      rec.outcome = string.format("TIMED OUT after %s (--timeout), then %s", duration(o.timeout), rec.outcome)
+      rec.cause = string.format("still running after --timeout %s: interrupted%s", duration(o.timeout), rec.killed and " and killed" or "") ..
+        (rec.cause and ("; " .. rec.cause) or "")
+    end
     if rec.exit_code ~= 0 and not rec.cause then rec.cause = last_error(rec.log_path) end
     rec.status = "done"
     done = done + 1
@@ -257,6 +267,18 @@ function F.rollout(o)
         table.remove(running, i)
       else
         i = i + 1
+        -- --timeout: interrupted as Ctrl-C would (its recovery runs), killed when that does not end it in time
+        local now = sys.monotonic()
+        if o.timeout and not rec.timed_out and now - rec.started_at > o.timeout then
+          rec.timed_out = now
+          say(log.paint("warn", string.format("%s: still running after --timeout %s: interrupting it (its recovery runs; killed if it has not ended in %ds)",
+            rec.name, duration(o.timeout), F.TIMEOUT_GRACE)))
+          rec.spec.proc:signal(SIGINT)
+        elseif rec.timed_out and not rec.killed and now - rec.timed_out > F.TIMEOUT_GRACE then
+          rec.killed = true
+          say(log.paint("error", string.format("%s: did not end %ds after it was interrupted: killed", rec.name, F.TIMEOUT_GRACE)))
+          rec.spec.proc:signal(SIGKILL)
+        end
       end
     end
     if #running > 0 then sys.sleep(POLL) end
@@ -319,7 +341,7 @@ function F.to_json(rep)
       exit_code = r.exit_code, outcome = r.outcome, seconds = r.seconds, run_id = r.run_id, backup = r.backup,
       failed_step = r.failed_step, cause = r.cause, recovery = r.recovery, run_log = r.run_log, log = r.log_path,
       backups_dir = r.backups_dir, canary = r.canary or nil, plan = r.plan, not_started_because = r.not_started_because,
-      signal = r.signal, maxrss_kb = r.maxrss_kb,
+      signal = r.signal, maxrss_kb = r.maxrss_kb, timed_out = r.timed_out and true or nil,
       -- seconds from the rollout's start: when it started (the schedule can be checked from the report)
       started = r.started_at and rep.t0 and (r.started_at - rep.t0) or nil,
     }
