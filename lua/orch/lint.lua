@@ -61,6 +61,23 @@ local function typename(tn)
   return n[#n], #n > 1 and n[1] or nil
 end
 
+-- The integer type modifiers of a TypeName: varchar(20) -> { 20 }.
+local function typmods(tn)
+  local out = {}
+  for _, m in ipairs(list(tn and tn.typmods)) do
+    local c = m.A_Const
+    if c and c.ival then out[#out + 1] = c.ival.ival or 0 end
+  end
+  return out
+end
+
+-- A column's type as lint remembers it: { name, schema, mods, array }.
+local function coltype(tn)
+  if not tn then return nil end
+  local t, schema = typename(tn)
+  return { name = t, schema = schema, mods = typmods(tn), array = tn.arrayBounds ~= nil }
+end
+
 local function constraints_of(coldef)
   local out = {}
   for _, c in ipairs(list(coldef and coldef.constraints)) do
@@ -185,9 +202,13 @@ local add = lint.add_rule
 
 -- Each command of an ALTER TABLE on an existing table: fn(cmd) returns a
 -- message (or message, location) for the findings.
-local function per_cmd(fn)
+-- With also_columns, ALTER FOREIGN TABLE and ALTER TYPE (a composite
+-- type's attributes) count too: what running code reads of them is the same.
+local column_owners = { OBJECT_FOREIGN_TABLE = true, OBJECT_TYPE = true }
+local function per_cmd(fn, also_columns)
   return function(s, ctx)
-    if not is_table_alter(s) or not ctx.is_existing(relname(s.node.relation)) then return nil end
+    local owner = also_columns and s.kind == "AlterTableStmt" and column_owners[s.node.objtype]
+    if not (is_table_alter(s) or owner) or not ctx.is_existing(relname(s.node.relation)) then return nil end
     local out = {}
     for _, c in ipairs(cmds(s)) do
       local msg, loc = fn(c, s, ctx)
@@ -215,8 +236,12 @@ add { id = "OR001", name = "drop-table", severity = "warning",
 add { id = "OR002", name = "drop-column", severity = "warning",
   hint = "deploy code that no longer uses the column first (expand/contract), then drop it in a later migration",
   check = per_cmd(function(c, s)
-    if c.subtype == "AT_DropColumn" then return "drops column " .. tostring(c.name) .. " of " .. reltext(s.node.relation) .. " and its data" end
-  end) }
+    if c.subtype == "AT_DropColumn" then
+      if s.node.objtype == "OBJECT_TYPE" then return "drops attribute " .. tostring(c.name) .. " of type " .. reltext(s.node.relation) end
+      local what = s.node.objtype == "OBJECT_FOREIGN_TABLE" and "foreign table " or ""
+      return "drops column " .. tostring(c.name) .. " of " .. what .. reltext(s.node.relation) .. " and its data"
+    end
+  end, true) }
 
 add { id = "OR003", name = "rename-column", severity = "error",
   hint = "running code still uses the old name: add the new column, write both, backfill, switch reads, then drop the old one",
@@ -240,15 +265,65 @@ add { id = "OR004", name = "rename-table", severity = "error",
     return string.format("renames %s %s to %s while running code may still use the old name", what, old, s.node.newname)
   end }
 
+-- Built-in types by their catalog names (pg_catalog.varchar, or varchar written as such).
+local function builtin(ct, ...)
+  if not ct or (ct.schema and ct.schema ~= "pg_catalog") or ct.array then return false end
+  for _, n in ipairs({ ... }) do if ct.name == n then return true end end
+  return false
+end
+
+-- Does changing a column of type old to type new leave every stored value
+-- as it is (PostgreSQL 9.2+ then rewrites neither the table nor its indexes)?
+-- Only the binary-compatible widenings: varchar(n) to varchar(m >= n), to
+-- varchar or to text; text to varchar; numeric(p, s) to numeric(q >= p, s)
+-- or numeric; varbit(n) to varbit(m >= n) or varbit; cidr to inet; and no
+-- change at all. A USING other than the column itself (or cast to the new
+-- type) computes every value again.
+local function keeps_values(old, new, using, col)
+  if using then
+    local k, v = kind_of(using)
+    if k == "TypeCast" then k, v = kind_of(v.arg) end
+    local f = k == "ColumnRef" and names(v.fields) or {}
+    if k ~= "ColumnRef" or f[#f] ~= col then return false end
+  end
+  if not old or not new then return false end
+  local function wider(o, n) -- n's modifier allows everything o's does
+    if #n.mods == 0 then return true end
+    if #o.mods == 0 then return false end
+    return n.mods[1] >= o.mods[1]
+  end
+  if old.name == new.name and (old.schema or "pg_catalog") == (new.schema or "pg_catalog") and old.array == new.array then
+    if #old.mods == #new.mods then
+      local same = true
+      for i = 1, #old.mods do if old.mods[i] ~= new.mods[i] then same = false end end
+      if same then return true end
+    end
+  end
+  if builtin(old, "varchar") and builtin(new, "text") then return true end
+  if builtin(old, "varchar") and builtin(new, "varchar") then return wider(old, new) end
+  if builtin(old, "text") and builtin(new, "varchar") then return #new.mods == 0 end
+  if builtin(old, "varbit") and builtin(new, "varbit") then return wider(old, new) end
+  if builtin(old, "numeric") and builtin(new, "numeric") then
+    if #new.mods == 0 then return true end
+    if #old.mods == 0 then return false end
+    return new.mods[1] >= old.mods[1] and (new.mods[2] or 0) == (old.mods[2] or 0)
+  end
+  if builtin(old, "cidr") and builtin(new, "inet") then return true end
+  return false
+end
+
 add { id = "OR005", name = "change-column-type", severity = "warning",
   hint = "most type changes rewrite the table and its indexes under an ACCESS EXCLUSIVE lock: add a new column, backfill it in batches (a Lua migration with ctx.batch), then switch",
-  check = per_cmd(function(c, s)
+  check = per_cmd(function(c, s, ctx)
     if c.subtype == "AT_AlterColumnType" then
       local d = coldef(c)
-      local t = d and typename(d.typeName)
-      -- to text or an unlimited varchar rewrites nothing when the column was varchar/text; orch does not know what it was
-      return string.format("changes the type of column %s of %s to %s (a rewrite unless binary compatible)", tostring(c.name), reltext(s.node.relation), tostring(t)),
-        d and d.location
+      local new = d and coltype(d.typeName)
+      local old = ctx.column_type(relname(s.node.relation), c.name)
+      -- varchar(n) to text or a wider varchar keeps every value: no rewrite (9.2+)
+      if keeps_values(old, new, d and d.raw_default, c.name) then return nil end
+      local was = old and (" from " .. old.name .. (#old.mods > 0 and ("(" .. table.concat(old.mods, ",") .. ")") or "")) or ""
+      return string.format("changes the type of column %s of %s%s to %s (a rewrite unless binary compatible)", tostring(c.name), reltext(s.node.relation),
+        was, tostring(new and new.name)), d and d.location
     end
   end) }
 
@@ -423,11 +498,17 @@ add { id = "OR020", name = "truncate-cascade", severity = "error",
   hint = "TRUNCATE ... CASCADE also empties every table that references this one, however far: truncate the tables you mean by name",
   check = function(s) if s.kind == "TruncateStmt" and s.node.behavior == "DROP_CASCADE" then return "TRUNCATE CASCADE empties every referencing table too" end end }
 
+local drop_not_null = per_cmd(function(c, s)
+  if c.subtype == "AT_DropNotNull" then return "drops NOT NULL from column " .. tostring(c.name) .. " of " .. reltext(s.node.relation) end
+end, true)
 add { id = "OR021", name = "drop-not-null", severity = "warning",
   hint = "code that reads the column may assume it is never NULL: make readers handle NULL first, then drop the constraint",
-  check = per_cmd(function(c, s)
-    if c.subtype == "AT_DropNotNull" then return "drops NOT NULL from column " .. tostring(c.name) .. " of " .. reltext(s.node.relation) end
-  end) }
+  check = function(s, ctx)
+    if s.kind == "AlterDomainStmt" and s.node.subtype == "N" then
+      return "drops NOT NULL from domain " .. qualified(s.node.typeName) .. " (every column using it may then hold NULL)"
+    end
+    return drop_not_null(s, ctx)
+  end }
 
 add { id = "OR022", name = "reindex-not-concurrent", severity = "warning",
   hint = "REINDEX blocks writes (and reads using the index) while it runs: REINDEX ... CONCURRENTLY (PostgreSQL 12+, in a transaction=false file)",
@@ -458,7 +539,10 @@ add { id = "OR024", name = "concurrently-in-transaction", severity = "error",
   check = function(s, ctx)
     local k = concurrent_kind(s)
     -- a file of this one statement runs without a transaction (migrate sees to it)
-    if k and ((ctx.transactional and not ctx.lone) or ctx.in_explicit_tx) then return k .. " cannot run inside a transaction" end
+    -- after a COMMIT of its own the file runs outside a transaction until its next BEGIN
+    -- (migrate refuses that COMMIT: OR026 says so)
+    local in_tx = (ctx.transactional and not ctx.lone and not ctx.left_tx) or ctx.in_explicit_tx
+    if k and in_tx then return k .. " cannot run inside a transaction" end
   end }
 
 add { id = "OR025", name = "validate-in-same-transaction", severity = "warning",
@@ -493,8 +577,11 @@ add { id = "OR027", name = "domain-with-constraint", severity = "warning",
   end }
 
 add { id = "OR028", name = "alter-domain-add-constraint", severity = "warning",
-  hint = "ALTER DOMAIN ... ADD CONSTRAINT scans every column of every table using the domain; add it NOT VALID and VALIDATE later, or constrain the tables",
+  hint = "ALTER DOMAIN ... ADD CONSTRAINT and SET NOT NULL scan every column of every table using the domain under a SHARE lock (writes wait); add a CHECK NOT VALID and VALIDATE it later, or constrain the tables",
   check = function(s)
+    if s.kind == "AlterDomainStmt" and s.node.subtype == "O" then
+      return "sets NOT NULL on domain " .. qualified(s.node.typeName) .. " (every row of every column using it is checked)"
+    end
     if s.kind == "AlterDomainStmt" and s.node.subtype == "C" then
       local k = s.node.def and s.node.def.Constraint
       if not (k and k.skip_validation) then return "adds a constraint to domain " .. qualified(s.node.typeName) .. " (checked against every row using it)" end
@@ -548,12 +635,31 @@ add { id = "OR031", name = "prefer-timestamptz", severity = "warning",
 
 add { id = "OR032", name = "prefer-text-over-char", severity = "warning",
   hint = "char(n) pads with blanks and is no faster: use text (with a CHECK on length if needed)",
-  check = typed_columns(function(t, schema) if t == "bpchar" and schema == "pg_catalog" then return "is char(n)" end end) }
+  check = typed_columns(function(t, schema, d)
+    -- char, character and char(n) are pg_catalog.bpchar; bpchar written as such
+    -- is the same type. ("char" is a one-byte type of its own, but "char"(n) or
+    -- "character"(n) can only mean char(n).)
+    local quoted_char = not schema and (t == "character" or (t == "char" and #typmods(d.typeName) > 0))
+    if (t == "bpchar" and (schema == "pg_catalog" or not schema)) or quoted_char then return "is char(n)" end
+  end) }
 
-local small_ints = { int4 = "integer", int2 = "smallint", serial = "serial", serial4 = "serial", smallserial = "smallserial", serial2 = "smallserial" }
-add { id = "OR033", name = "prefer-bigint-key", severity = "warning",
-  hint = "an integer key runs out at 2^31 and changing it later rewrites the table and every referencing one: use bigint",
-  check = function(s)
+local int4s = { int4 = "integer", serial = "serial", serial4 = "serial", integer = "integer" }
+local int2s = { int2 = "smallint", smallserial = "smallserial", serial2 = "smallserial", smallint = "smallint" }
+local counters = { serial = true, serial4 = true, smallserial = true, serial2 = true }
+-- A column that holds a key: the primary key, one named id or ..._id (what
+-- references a key is named so), one with REFERENCES, an identity column.
+local function key_like(d, pk)
+  if pk[d.colname] then return true end
+  local n = tostring(d.colname):lower()
+  if n == "id" or n:match("_id$") then return true end
+  for _, k in ipairs(constraints_of(d)) do
+    if k.contype == "CONSTR_PRIMARY" or k.contype == "CONSTR_FOREIGN" or k.contype == "CONSTR_IDENTITY" then return true end
+  end
+  return false
+end
+-- Key and counter columns of one of the given types (int4s, int2s).
+local function small_keys(small_ints)
+  return function(s)
     local out = {}
     local pk = {}
     if s.kind == "CreateStmt" then
@@ -563,15 +669,20 @@ add { id = "OR033", name = "prefer-bigint-key", severity = "warning",
       end
     end
     for _, d in ipairs(columns(s)) do
-      local t = typename(d.typeName)
-      local is_pk = pk[d.colname]
-      for _, k in ipairs(constraints_of(d)) do if k.contype == "CONSTR_PRIMARY" then is_pk = true end end
-      if is_pk and small_ints[t] then
-        out[#out + 1] = { message = "primary key column " .. tostring(d.colname) .. " is " .. small_ints[t], location = d.location }
+      local t, schema = typename(d.typeName)
+      local int = small_ints[t] and (not schema or schema == "pg_catalog")
+      if int and (counters[t] or key_like(d, pk)) then
+        local what = counters[t] and "counter column " or "key column "
+        out[#out + 1] = { message = what .. tostring(d.colname) .. " is " .. small_ints[t], location = d.location }
       end
     end
     return out
-  end }
+  end
+end
+
+add { id = "OR033", name = "prefer-bigint-key", severity = "warning",
+  hint = "an integer key (or serial counter) runs out at 2^31 and changing it later rewrites the table and every referencing one: use bigint",
+  check = small_keys(int4s) }
 
 add { id = "OR034", name = "detach-partition-locks", severity = "warning",
   hint = "DETACH PARTITION takes ACCESS EXCLUSIVE on the parent; on PostgreSQL 14+ use DETACH PARTITION ... CONCURRENTLY in a transaction=false file",
@@ -582,6 +693,10 @@ add { id = "OR034", name = "detach-partition-locks", severity = "warning",
       if p and not p.concurrent then return "detaches a partition of " .. reltext(s.node.relation) .. " without CONCURRENTLY" end
     end
   end }
+
+add { id = "OR035", name = "prefer-bigint-over-smallint-key", severity = "warning",
+  hint = "a smallint key (or smallserial counter) runs out at 32767 and changing it later rewrites the table and every referencing one: use bigint",
+  check = small_keys(int2s) }
 
 -- ================================================================ linting
 
@@ -613,7 +728,7 @@ end
 --- A fresh state shared by the files of one release (tables created, NOT
 -- NULL proven by validated CHECKs). lint.run uses one per release.
 function lint.new_state()
-  return { created = {}, checked = {}, check_names = {}, validated_names = {} }
+  return { created = {}, checked = {}, check_names = {}, validated_names = {}, coltypes = {} }
 end
 
 -- Does a constraint validated without its definition in sight look like a
@@ -629,10 +744,11 @@ local function named_not_null(name, col)
 end
 
 -- Remember what a statement leaves behind for the statements after it.
-local function learn(s, state, tx)
+local function learn(s, state, tx, wrapper)
   local k, n = s.kind, s.node
   if k == "CreateStmt" then state.created[relname(n.relation) or "?"] = true
     for _, e in ipairs(list(n.tableElts)) do
+      if e.ColumnDef then state.coltypes[(relname(n.relation) or "?") .. "." .. tostring(e.ColumnDef.colname)] = coltype(e.ColumnDef.typeName) end
       local c = e.Constraint
       local col = c and c.contype == "CONSTR_CHECK" and not_null_column(c.raw_expr)
       if col then state.checked[relname(n.relation) .. "." .. col] = true end
@@ -650,6 +766,10 @@ local function learn(s, state, tx)
     local t = relname(n.relation) or "?"
     for _, c in ipairs(cmds(s)) do
       local ct = c.def and c.def.Constraint
+      local d = c.def and c.def.ColumnDef
+      if c.subtype == "AT_AddColumn" and d then state.coltypes[t .. "." .. tostring(d.colname)] = coltype(d.typeName)
+      elseif c.subtype == "AT_AlterColumnType" and d then state.coltypes[t .. "." .. tostring(c.name)] = coltype(d.typeName)
+      elseif c.subtype == "AT_DropColumn" then state.coltypes[t .. "." .. tostring(c.name)] = nil end
       if c.subtype == "AT_AddConstraint" and ct and ct.contype == "CONSTR_CHECK" then
         local col = not_null_column(ct.raw_expr)
         if ct.conname then state.check_names[t .. "." .. ct.conname] = col or false end
@@ -670,9 +790,16 @@ local function learn(s, state, tx)
     end
   elseif k == "RenameStmt" and n.renameType == "OBJECT_TABLE" and n.relation then
     if state.created[relname(n.relation)] then state.created[n.newname] = true end
-  elseif k == "TransactionStmt" then
-    if n.kind == "TRANS_STMT_BEGIN" or n.kind == "TRANS_STMT_START" then tx.explicit = true
-    elseif n.kind == "TRANS_STMT_COMMIT" or n.kind == "TRANS_STMT_ROLLBACK" then tx.explicit = false; tx.not_valid = {} end
+    local old = relname(n.relation) .. "."
+    for key, v in pairs(state.coltypes) do
+      if key:sub(1, #old) == old then state.coltypes[n.newname .. "." .. key:sub(#old + 1)] = v end
+    end
+  elseif k == "RenameStmt" and n.renameType == "OBJECT_COLUMN" and n.relation then
+    local t = relname(n.relation) .. "."
+    state.coltypes[t .. tostring(n.newname)], state.coltypes[t .. tostring(n.subname)] = state.coltypes[t .. tostring(n.subname)], nil
+  elseif k == "TransactionStmt" and not wrapper then
+    if n.kind == "TRANS_STMT_BEGIN" or n.kind == "TRANS_STMT_START" then tx.explicit = true; tx.left = false
+    elseif n.kind == "TRANS_STMT_COMMIT" or n.kind == "TRANS_STMT_ROLLBACK" then tx.explicit = false; tx.not_valid = {}; tx.left = true end
   end
 end
 
@@ -713,6 +840,7 @@ function lint.check_sql(text, file, opts)
   local pg_version = opts.pg_version or lint.config.pg_version or 15
   local state = opts.state or lint.new_state()
   state.validated_names = state.validated_names or {}
+  state.coltypes = state.coltypes or {}
   local off_in_file, all_off = file_disabled(text)
   if all_off then return findings end
 
@@ -742,21 +870,36 @@ function lint.check_sql(text, file, opts)
       for i, st in ipairs(inner) do number[st] = i end
     end
   end
+  -- constraints the file drops (table.name): a NOT NULL helper CHECK is
+  -- validated, used by SET NOT NULL, then dropped
+  local dropped = {}
+  for _, st in ipairs(stmts) do
+    local k, n = kind_of(st.tree)
+    if k == "AlterTableStmt" then
+      for _, c in ipairs(list(n.cmds)) do
+        local a = c.AlterTableCmd
+        if a and a.subtype == "AT_DropConstraint" and a.name then dropped[tostring(relname(n.relation)) .. "." .. a.name] = true end
+      end
+    end
+  end
   for idx, st in ipairs(stmts) do
     local kind = kind_of(st.tree)
     local s = { sql = st.sql, norm = files.normalize(st.sql), line = st.line, index = idx, tree = st.tree, kind = kind,
                 node = kind and st.tree[kind] or {}, copy = st.copy }
     local ctx = {
-      file = file, transactional = transactional, in_explicit_tx = tx.explicit and not wrapper[1], pg_version = pg_version,
+      file = file, transactional = transactional, in_explicit_tx = tx.explicit, left_tx = tx.left, pg_version = pg_version,
       lone = #stmts == 1, wrapper = wrapper,
+      column_type = function(t, c) return state.coltypes[tostring(t) .. "." .. tostring(c)] end,
       created = state.created, tx_not_valid = tx.not_valid,
       is_new = function(t) return t ~= nil and state.created[t] == true end,
       is_existing = function(t) return t ~= nil and not state.created[t] end,
       not_null_checked = function(t, c)
         if state.checked[tostring(t) .. "." .. tostring(c)] then return true end
+        -- a constraint validated without its definition in sight proves it only
+        -- when its name says so and the file drops it after use (a helper CHECK)
         for k in pairs(state.validated_names) do
           local tt, name = k:match("^(.-)%.(.*)$")
-          if tt == tostring(t) and named_not_null(name, tostring(c)) then return true end
+          if tt == tostring(t) and dropped[k] and named_not_null(name, tostring(c)) then return true end
         end
         return false
       end,
@@ -779,7 +922,7 @@ function lint.check_sql(text, file, opts)
         end
       end
     end
-    learn(s, state, tx)
+    learn(s, state, tx, wrapper[idx])
     -- without a transaction each statement commits on its own
     if not transactional and not tx.explicit then tx.not_valid = {} end
   end
@@ -841,7 +984,9 @@ function lint.run(project, entries, opts)
       local tx = not (e.directives and e.directives.transaction == false)
       local state = shared
       if not release then
-        state = { created = {}, checked = shared.checked, check_names = shared.check_names, validated_names = shared.validated_names }
+        -- (and a column keeps the type an earlier file gave it)
+        state = { created = {}, checked = shared.checked, check_names = shared.check_names, validated_names = shared.validated_names,
+                  coltypes = shared.coltypes }
       end
       local o = { transactional = tx, pg_version = opts.pg_version, severity = opts.severity, state = state }
       for _, f in ipairs(lint.check_sql(e.text, e.path, o)) do all[#all + 1] = f end

@@ -5,11 +5,14 @@
 -- documented rule examples. A first line "-- pg: N" sets the target server
 -- for both tools (default 15).
 --
---   build/orch tests/bench/lint_compare.lua [--verbose] [--squawk PATH]
+--   build/orch tests/bench/lint_compare.lua [--verbose] [--squawk PATH] [--root DIR]
+--
+-- --root DIR reads another corpus of the same layout (DIR/<rule>/{risky,safe}_N.sql),
+-- such as one made from squawk's own rule tests outside the repository.
 --
 -- Prints, per tool: risky cases caught and safe cases flagged, counted two
 -- ways: "rule" counts only findings of the rule(s) that answer the case's
--- squawk rule (the table below); "any" counts every lock/safety finding
+-- squawk rule (tests/lint/answers.lua); "any" counts every lock/safety finding
 -- (style rules count only in the style cases; squawk's timeout, robustness,
 -- text-field and naming rules never: orch sets lock_timeout itself). squawk
 -- runs twice: as it comes, and with --assume-in-transaction (how orch runs a
@@ -20,61 +23,29 @@ local lint = require "orch.lint"
 
 local argv = { ... }
 local verbose, squawk = false, ".orch/test-tools/squawk/node_modules/.bin/squawk"
+local root = "tests/lint"
 local i = 1
 while argv[i] do
   if argv[i] == "--verbose" then verbose = true
   elseif argv[i] == "--squawk" then i = i + 1; squawk = argv[i]
-  else error("unknown argument " .. argv[i] .. " (usage: lint_compare.lua [--verbose] [--squawk PATH])", 0) end
+  elseif argv[i] == "--root" then i = i + 1; root = argv[i]
+  else error("unknown argument " .. argv[i] .. " (usage: lint_compare.lua [--verbose] [--squawk PATH] [--root DIR])", 0) end
   i = i + 1
 end
-local root = "tests/lint"
+if not root or not sys.exists(root) then error("no corpus directory " .. tostring(root) .. " (--root DIR: DIR/<rule>/{risky,safe}_N.sql)", 0) end
 
--- squawk rule -> the orch rules that answer it
-local map = {
-  ["adding-field-with-default"] = { "OR012", "OR019" },
-  ["adding-foreign-key-constraint"] = { "OR009" },
-  ["adding-not-nullable-field"] = { "OR007" },
-  ["adding-required-field"] = { "OR006" },
-  ["adding-serial-primary-key-field"] = { "OR011", "OR012" },
-  ["ban-alter-domain-with-add-constraint"] = { "OR028" },
-  ["ban-char-field"] = { "OR032" },
-  ["ban-concurrent-index-creation-in-transaction"] = { "OR024" },
-  ["ban-create-domain-with-constraint"] = { "OR027" },
-  ["ban-drop-column"] = { "OR002" },
-  ["ban-drop-database"] = { "OR023" },
-  ["ban-drop-not-null"] = { "OR021" },
-  ["ban-drop-table"] = { "OR001" },
-  ["ban-truncate-cascade"] = { "OR020" },
-  ["ban-uncommitted-transaction"] = { "OR026" },
-  ["changing-column-type"] = { "OR005" },
-  ["constraint-missing-not-valid"] = { "OR009", "OR010", "OR011", "OR025" },
-  ["disallowed-unique-constraint"] = { "OR011" },
-  ["prefer-bigint-over-int"] = { "OR033" },
-  ["prefer-identity"] = { "OR030" },
-  ["prefer-timestamptz"] = { "OR031" },
-  ["renaming-column"] = { "OR003" },
-  ["renaming-table"] = { "OR004" },
-  ["require-concurrent-index-creation"] = { "OR008" },
-  ["require-concurrent-index-deletion"] = { "OR017" },
-  ["require-concurrent-partition-detach"] = { "OR034" },
-  ["require-concurrent-reindex"] = { "OR022" },
-  ["transaction-nesting"] = { "OR026" },
-  ["orch-unbatched-update"] = { "OR016" },
-  ["orch-table-rewrite"] = { "OR015" },
-  ["orch-lock-table"] = { "OR013" },
-  ["orch-truncate"] = { "OR014" },
-  ["orch-enum-value-in-transaction"] = { "OR029" },
-}
+-- corpus directory -> the orch rules that answer it, orch's style rules
+local answers = dofile("tests/lint/answers.lua")
+local map, style_orch, style_case = answers.map, answers.style, answers.style_case
 -- squawk's answer to orch's own cases, where it has one
 -- (and squawk 2.66's own name for prefer-timestamptz)
-local squawk_for = { ["orch-table-rewrite"] = { "prefer-repack" }, ["prefer-timestamptz"] = { "prefer-timestamptz", "prefer-timestamp-tz" } }
-local style_orch = { OR030 = true, OR031 = true, OR032 = true, OR033 = true }
+local squawk_for = { ["orch-table-rewrite"] = { "prefer-repack" }, ["prefer-timestamptz"] = { "prefer-timestamptz", "prefer-timestamp-tz" },
+  ["prefer-big-int"] = { "prefer-bigint-over-int", "prefer-bigint-over-smallint" } }
 local style_squawk = { ["prefer-bigint-over-int"] = true, ["prefer-bigint-over-smallint"] = true, ["prefer-identity"] = true,
   ["prefer-timestamptz"] = true, ["ban-char-field"] = true }
 local never_squawk = { ["require-lock-timeout"] = true, ["require-statement-timeout"] = true, ["require-timeout-settings"] = true,
   ["prefer-robust-stmts"] = true, ["prefer-text-field"] = true, ["identifier-too-long"] = true, ["require-table-schema"] = true,
   ["require-enum-value-ordering"] = true }
-local style_case = { ["prefer-bigint-over-int"] = true, ["prefer-identity"] = true, ["prefer-timestamptz"] = true, ["ban-char-field"] = true }
 
 local function set(list) local s = {} for _, v in ipairs(list or {}) do s[v] = true end return s end
 

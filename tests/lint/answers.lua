@@ -1,0 +1,47 @@
+-- What answers each directory of the lint corpus tests/lint/<dir>/{risky,safe}_N.sql:
+-- read by tests/spec/lint_spec.lua (every case of the corpus) and by
+-- tests/bench/lint_compare.lua (orch against squawk).
+return {
+  -- corpus directory (a squawk rule, or orch-* for what only orch checks) -> the orch rules that answer it
+  map = {
+    ["adding-field-with-default"] = { "OR012", "OR019" },
+    ["adding-foreign-key-constraint"] = { "OR009" },
+    ["adding-not-nullable-field"] = { "OR007" },
+    ["adding-required-field"] = { "OR006" },
+    ["adding-serial-primary-key-field"] = { "OR011", "OR012" },
+    ["ban-alter-domain-with-add-constraint"] = { "OR028" },
+    ["ban-char-field"] = { "OR032" },
+    ["ban-concurrent-index-creation-in-transaction"] = { "OR024" },
+    ["ban-create-domain-with-constraint"] = { "OR027" },
+    ["ban-drop-column"] = { "OR002" },
+    ["ban-drop-database"] = { "OR023" },
+    ["ban-drop-not-null"] = { "OR021" },
+    ["ban-drop-table"] = { "OR001" },
+    ["ban-truncate-cascade"] = { "OR020" },
+    ["ban-uncommitted-transaction"] = { "OR026" },
+    ["changing-column-type"] = { "OR005" },
+    ["constraint-missing-not-valid"] = { "OR009", "OR010", "OR011", "OR025" },
+    ["disallowed-unique-constraint"] = { "OR011" },
+    ["prefer-bigint-over-int"] = { "OR033" },
+    ["prefer-bigint-over-smallint"] = { "OR035" },
+    ["prefer-big-int"] = { "OR033", "OR035" },
+    ["prefer-identity"] = { "OR030" },
+    ["prefer-timestamptz"] = { "OR031" },
+    ["renaming-column"] = { "OR003" },
+    ["renaming-table"] = { "OR004" },
+    ["require-concurrent-index-creation"] = { "OR008" },
+    ["require-concurrent-index-deletion"] = { "OR017" },
+    ["require-concurrent-partition-detach"] = { "OR034" },
+    ["require-concurrent-reindex"] = { "OR022" },
+    ["transaction-nesting"] = { "OR026" },
+    ["orch-unbatched-update"] = { "OR016" },
+    ["orch-table-rewrite"] = { "OR015" },
+    ["orch-lock-table"] = { "OR013" },
+    ["orch-truncate"] = { "OR014" },
+    ["orch-enum-value-in-transaction"] = { "OR029" },
+  },
+  -- orch's style rules: a finding of theirs counts only in the style directories
+  style = { OR030 = true, OR031 = true, OR032 = true, OR033 = true, OR035 = true },
+  style_case = { ["prefer-bigint-over-int"] = true, ["prefer-bigint-over-smallint"] = true, ["prefer-big-int"] = true,
+    ["prefer-identity"] = true, ["prefer-timestamptz"] = true, ["ban-char-field"] = true },
+}

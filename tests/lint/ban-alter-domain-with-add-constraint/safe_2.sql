@@ -1,0 +1,1 @@
+ALTER DOMAIN order_ref SET DEFAULT 'none';

@@ -1,0 +1,1 @@
+CREATE TABLE airports (iata bpchar(3), name text);

@@ -1,0 +1,1 @@
+ALTER TYPE postal_address DROP ATTRIBUTE county;

@@ -1,0 +1,1 @@
+ALTER FOREIGN TABLE remote_orders DROP COLUMN legacy_code;

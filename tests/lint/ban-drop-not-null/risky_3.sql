@@ -1,0 +1,1 @@
+ALTER FOREIGN TABLE remote_orders ALTER COLUMN placed_at DROP NOT NULL;

@@ -1,0 +1,1 @@
+ALTER TABLE shipments ADD COLUMN order_id int REFERENCES orders (id);

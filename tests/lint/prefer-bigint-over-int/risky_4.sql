@@ -1,0 +1,1 @@
+CREATE TABLE tickets_seen (seq serial, seen_at timestamptz);

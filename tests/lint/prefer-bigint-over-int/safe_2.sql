@@ -1,0 +1,1 @@
+CREATE TABLE shipments (id bigint, parcels integer, weight_grams int);

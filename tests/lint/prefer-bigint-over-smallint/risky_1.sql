@@ -1,0 +1,1 @@
+CREATE TABLE regions (id smallint PRIMARY KEY, name text);

@@ -1,0 +1,1 @@
+CREATE TABLE countries (code text, region_id int2);

@@ -1,0 +1,1 @@
+CREATE TABLE regions (id bigint PRIMARY KEY, rank smallint);
