@@ -110,7 +110,9 @@ for f in ([[now transaction_timestamp statement_timestamp
   coalesce nullif greatest least to_char to_date to_timestamp to_number make_date make_time make_timestamp
   make_timestamptz make_interval date_trunc extract date_part abs round floor ceil ceiling trunc
   jsonb_build_object jsonb_build_array json_build_object json_build_array to_jsonb to_json array_fill
-  current_user session_user current_schema current_database inet cidr int4 int8 text numeric]]):gmatch("%S+") do
+  current_user session_user current_schema current_database inet cidr int4 int8 text numeric
+  pi version current_setting md5 sha256 encode decode convert_to convert_from
+  array_length cardinality jsonb_typeof to_tsvector]]):gmatch("%S+") do
   stable_funcs[f] = true
 end
 
@@ -130,7 +132,7 @@ local function row_constant(e)
     end
     return true
   end
-  if k == "TypeCast" then return row_constant(v.arg) end
+  if k == "TypeCast" or k == "CollateClause" or k == "NullTest" or k == "BooleanTest" then return row_constant(v.arg) end
   if k == "A_Expr" then
     local ok, why = row_constant(v.lexpr)
     if not ok then return false, why end
@@ -694,9 +696,14 @@ add { id = "OR034", name = "detach-partition-locks", severity = "warning",
     end
   end }
 
-add { id = "OR035", name = "prefer-bigint-over-smallint-key", severity = "warning",
+add { id = "OR035", name = "prefer-bigint-smallint-key", severity = "warning",
   hint = "a smallint key (or smallserial counter) runs out at 32767 and changing it later rewrites the table and every referencing one: use bigint",
   check = small_keys(int2s) }
+
+-- (found in Lua migrations by lint.check_lua, not in SQL statements)
+add { id = "OR036", name = "lua-sql-not-linted", severity = "info",
+  hint = "pass the SQL as a literal string where you can, and check what is built at run time by hand",
+  check = function() return nil end }
 
 -- ================================================================ linting
 
@@ -929,6 +936,152 @@ function lint.check_sql(text, file, opts)
   return findings
 end
 
+-- ================================================================ Lua migrations
+
+-- The SQL a Lua migration hands to the database as literal text:
+-- db:exec("..."), db:query [[...]], conn:value('...') and the like. Returns
+-- the literals ({ sql, line, stop_line }) and the calls whose SQL is built
+-- at run time ({ line, method }): a name, a concatenation, a format.
+local sql_methods = { exec = true, query = true, value = true }
+function lint.lua_sql(text)
+  local lits, dynamic = {}, {}
+  local line_at = require("orch.migrate.split").line_counter(text)
+  local n, i = #text, 1
+  -- the undo (down = function / rollback = function, up to the next key of
+  -- the table) is not what a release runs
+  local keys = {}
+  for pos, key in text:gmatch("()[%s,{;]([%a_]+)%s*=%s*function") do
+    if key == "up" or key == "apply" or key == "down" or key == "rollback" then keys[#keys + 1] = { pos = pos, undo = key == "down" or key == "rollback" } end
+  end
+  local function in_undo(pos)
+    local undo = false
+    for _, k in ipairs(keys) do if k.pos <= pos then undo = k.undo end end
+    return undo
+  end
+  -- a Lua string literal at position j: its value and the position after it, or nil
+  local function literal(j)
+    local c = text:sub(j, j)
+    if c == '"' or c == "'" then
+      local out, k = {}, j + 1
+      while k <= n do
+        local d = text:sub(k, k)
+        if d == c then return table.concat(out), k + 1 end
+        if d == "\\" then
+          local e = text:sub(k + 1, k + 1)
+          local map = { n = "\n", t = "\t", r = "\r", ["\\"] = "\\", ['"'] = '"', ["'"] = "'", ["\n"] = "\n" }
+          out[#out + 1] = map[e] or e
+          k = k + 2
+        elseif d == "\n" then return nil
+        else out[#out + 1] = d; k = k + 1 end
+      end
+      return nil
+    end
+    local eq = text:match("^%[(=*)%[", j)
+    if eq then
+      local open = j + #eq + 2
+      local close = text:find("]" .. eq .. "]", open, true)
+      if not close then return nil end
+      local body = text:sub(open, close - 1)
+      return body, close + #eq + 2, body:sub(1, 1) == "\n"
+    end
+  end
+  while i <= n do
+    -- skip Lua comments and strings that are no SQL argument
+    local two = text:sub(i, i + 1)
+    local c = text:sub(i, i)
+    if two == "--" then
+      local eq = text:match("^%-%-%[(=*)%[", i)
+      if eq then
+        local close = text:find("]" .. eq .. "]", i, true)
+        i = close and close + #eq + 2 or n + 1
+      else
+        i = (text:find("\n", i, true) or n) + 1
+      end
+    elseif c == '"' or c == "'" or text:match("^%[=*%[", i) then
+      local _, after = literal(i)
+      i = after or i + 1
+    else
+      local m, after = text:match("^[:.]([%a_][%w_]*)%s*()", i)
+      if m and sql_methods[m] and i > 1 and text:sub(i - 1, i - 1):match("[%w_%]%)]") then
+        local j, paren = after, false
+        if text:sub(j, j) == "(" then
+          paren = true
+          j = text:match("^%(%s*()", j)
+        end
+        local value, stop, skip_nl = literal(j)
+        local rest = stop and text:match("^%s*(.?.?)", stop) or ""
+        if in_undo(i) then
+          i = stop or after
+        elseif value and (not paren or rest:sub(1, 1) == ")" or rest:sub(1, 1) == ",") and rest ~= ".." then
+          local first = line_at(j)
+          if skip_nl then value = value:sub(2); first = first + 1 end
+          lits[#lits + 1] = { sql = value, line = first, stop = stop }
+          i = stop
+        elseif paren or value then
+          dynamic[#dynamic + 1] = { line = line_at(i), method = m }
+          i = after
+        else
+          i = after
+        end
+      else
+        i = i + 1
+      end
+    end
+  end
+  return lits, dynamic
+end
+
+--- Lint a Lua migration: its literal SQL, each on the lines where it is
+-- written, as one script (they run in the migration's transaction), and
+-- an info finding OR036 for each call whose SQL is built at run time (orch
+-- cannot see it). opts as for check_sql.
+function lint.check_lua(text, file, opts)
+  opts = opts or {}
+  -- -- orch:lint-disable lines of the Lua file count as in a SQL file
+  local off, all_off = file_disabled(text)
+  if all_off then return {} end
+  local lits, dynamic = lint.lua_sql(text)
+  local findings = {}
+  if #lits > 0 then
+    -- the literals on their own lines, blanks between: lines stay the Lua file's
+    local parts, line = {}, 1
+    for _, l in ipairs(lits) do
+      if l.line > line then parts[#parts + 1] = string.rep("\n", l.line - line); line = l.line end
+      local body = l.sql:gsub("%s*;?%s*$", "")
+      parts[#parts + 1] = body .. ";"
+      local _, nl = body:gsub("\n", "")
+      line = line + nl
+    end
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    -- the migration's table says transaction = false, or it runs in one
+    if o.transactional == nil then o.transactional = not text:match("[%s,{;]transaction%s*=%s*false") end
+    for _, f in ipairs(lint.check_sql(table.concat(parts), file, o)) do
+      if not (off[f.rule] or (f.name and off[f.name])) then findings[#findings + 1] = f end
+    end
+  end
+  local rule
+  for _, r in ipairs(lint.rules) do if r.id == "OR036" then rule = r end end
+  local level = rule_setting(rule, opts.severity or {}) or rule_setting(rule, lint.config.severity or {}) or rule.severity
+  if level ~= "off" and not off.OR036 and not off["lua-sql-not-linted"] then
+    for _, d in ipairs(dynamic) do
+      findings[#findings + 1] = { rule = "OR036", name = "lua-sql-not-linted", severity = level, file = file, line = d.line,
+        message = "the SQL of this " .. d.method .. "() is built at run time (a name or an expression): orch cannot lint it",
+        hint = rule.hint }
+    end
+  end
+  for k, f in ipairs(findings) do f.order = k end
+  table.sort(findings, function(a, b) if a.line ~= b.line then return a.line < b.line end return a.order < b.order end)
+  for _, f in ipairs(findings) do f.order = nil end
+  return findings
+end
+
+--- A file by its kind: .lua as a Lua migration, else SQL.
+function lint.check_file(text, file, opts)
+  if tostring(file):match("%.lua$") then return lint.check_lua(text, file, opts) end
+  return lint.check_sql(text, file, opts)
+end
+
 --- Load a project's lint configuration: a file returning a list of team
 -- rules (or calling lint.add_rule itself), optionally with keys pg_version
 -- and severity. Missing file: nothing happens. Returns the number of rules.
@@ -980,7 +1133,7 @@ function lint.run(project, entries, opts)
   -- constraints say (a CHECK validated in an earlier file is still validated)
   local shared = lint.new_state()
   for _, e in ipairs(entries) do
-    if e.lang == "sql" and e.text then
+    if (e.lang == "sql" or e.lang == "lua") and e.text then
       local tx = not (e.directives and e.directives.transaction == false)
       local state = shared
       if not release then
@@ -989,7 +1142,7 @@ function lint.run(project, entries, opts)
                   coltypes = shared.coltypes }
       end
       local o = { transactional = tx, pg_version = opts.pg_version, severity = opts.severity, state = state }
-      for _, f in ipairs(lint.check_sql(e.text, e.path, o)) do all[#all + 1] = f end
+      for _, f in ipairs(e.lang == "lua" and lint.check_lua(e.text, e.path, o) or lint.check_sql(e.text, e.path, o)) do all[#all + 1] = f end
     end
   end
   return all

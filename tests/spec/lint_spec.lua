@@ -347,3 +347,66 @@ describe("orch.lint on the corpus tests/lint", function()
     end
   end
 end)
+
+describe("orch.lint on Lua migrations", function()
+  local function ids_of(fs)
+    local out = {}
+    for _, f in ipairs(fs) do out[#out + 1] = f.rule end
+    table.sort(out)
+    return table.concat(out, ",")
+  end
+  local src = [==[
+-- backfill, then index
+local function tag_all(db) db:exec("UPDATE tickets SET region = 'eu'") end
+return {
+  up = function(db, ctx)
+    db:exec [[
+      ALTER TABLE tickets ADD COLUMN region text;
+      CREATE INDEX tickets_region ON tickets (region)
+    ]]
+    db:exec("ALTER TABLE tickets ADD COLUMN note text")
+    local t = "tickets"
+    db:exec("TRUNCATE " .. t)
+    db:query(string.format("SELECT * FROM %s", t))
+    ctx.batch { table = "tickets", key = "id", size = 1000, set = "region = 'eu'", where = "region IS NULL" }
+  end,
+  down = function(db)
+    db:exec("DROP TABLE tickets")
+  end,
+}
+]==]
+
+  it("lints the literal SQL of up (and of helpers) on the lines where it is written, not the undo", function()
+    local got = {}
+    for _, f in ipairs(lint.check_lua(src, "V3__x.lua")) do got[#got + 1] = f.rule .. ":" .. f.line end
+    assert.same({ "OR016:2", "OR008:7", "OR036:11", "OR036:12" }, got)
+  end)
+
+  it("names each call whose SQL is built at run time as info OR036, which can be turned off", function()
+    local f = lint.check_lua(src, "V3__x.lua")
+    assert.equals("info", f[3].severity)
+    assert.matches("exec%(%) is built at run time", f[3].message)
+    assert.matches("query%(%) is built at run time", f[4].message)
+    assert.equals(2, #lint.check_lua(src, "V3__x.lua", { severity = { OR036 = "off" } }))
+    assert.equals(0, #lint.check_lua("-- orch:lint-disable\n" .. src, "V3__x.lua"))
+  end)
+
+  it("runs the literals as one transaction, as migrate does, unless the migration says transaction = false", function()
+    local body = 'return { %s up = function(db)\n  db:exec("CREATE INDEX CONCURRENTLY i ON t (x)")\n  db:exec("ANALYZE t")\nend }\n'
+    assert.equals("OR024", ids_of(lint.check_lua(body:format(""), "V4__c.lua")))
+    assert.equals("", ids_of(lint.check_lua(body:format("transaction = false,"), "V4__c.lua")))
+  end)
+
+  it("is part of a project's lint, and of orch lint FILE.lua", function()
+    local project = { versioned = {
+      { lang = "sql", path = "V1__a.sql", text = "CREATE TABLE fresh (id bigint);\n" },
+      { lang = "lua", path = "V2__b.lua", text = 'return { up = function(db) db:exec("DROP TABLE old") end }\n' },
+    }, repeatable = {} }
+    local f = lint.run(project)
+    assert.same({ "OR001", "V2__b.lua", 1 }, { f[1].rule, f[1].file, f[1].line })
+    local dir = H.tmpdir()
+    H.write(dir .. "/V2__b.lua", project.versioned[2].text)
+    local r = H.orch({ "lint", dir .. "/V2__b.lua" })
+    assert.matches("V2__b%.lua:1: warning OR001 %(drop%-table%)", r.stdout)
+  end)
+end)

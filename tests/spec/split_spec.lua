@@ -113,6 +113,17 @@ describe("orch.migrate.split", function()
     assert.is_nil(s[4].unparsed)
   end)
 
+  it("keeps a routine's BEGIN ATOMIC ... END body one statement when it splits by tokens", function()
+    local text = "SELECT '{}' IS JSON;\n" ..
+      "CREATE OR REPLACE FUNCTION f(x int) RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n  SELECT CASE WHEN x > 0 THEN 'a;' END; -- end;\nEND;\n" ..
+      "CREATE PROCEDURE p() LANGUAGE sql AS $$ SELECT 1; $$;\nSELECT 3;"
+    local s = split.statements(text, "V1__a.sql", { scanner = true })
+    assert.equals(4, #s)
+    assert.same({ 1, 2, 7, 8 }, lines(s))
+    assert.matches("^%s*CREATE OR REPLACE FUNCTION.*BEGIN ATOMIC.*CASE.*END;.*\nEND;$", s[2].sql)
+    assert.matches("^%s*CREATE PROCEDURE p%(%) LANGUAGE sql AS %$%$ SELECT 1; %$%$;$", s[3].sql)
+  end)
+
   it("gives the same statements with and without trees", function()
     local text = H.read("migrations/V4__tickets.sql")
     local a, b = split.statements(text), split.statements(text, nil, { trees = true })

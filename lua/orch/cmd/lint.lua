@@ -47,7 +47,7 @@ return {
         local f = io.open(path, "rb")
         if not f then require("orch.sys").error("cannot read " .. path, 1) end
         local text = f:read("a"); f:close()
-        for _, x in ipairs(lint.check_sql(text, path)) do findings[#findings + 1] = x end
+        for _, x in ipairs(lint.check_file(text, path)) do findings[#findings + 1] = x end
       end
     else
       local project = migrate.load { dir = opts.dir or "migrations" }

@@ -57,6 +57,78 @@ local function mask(text)
   end))
 end
 
+-- The upper-cased words of SQL text s, without comments, quoted strings,
+-- quoted identifiers and dollar-quoted bodies (what the scanner counts as
+-- keywords).
+local function words(s)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c, two = s:sub(i, i), s:sub(i, i + 1)
+    if two == "--" then
+      i = (s:find("\n", i, true) or n) + 1
+    elseif two == "/*" then
+      local depth, k = 1, i + 2
+      while depth > 0 and k <= n do
+        local t = s:sub(k, k + 1)
+        if t == "/*" then depth, k = depth + 1, k + 2
+        elseif t == "*/" then depth, k = depth - 1, k + 2
+        else k = k + 1 end
+      end
+      i = k
+    elseif c == "'" or c == '"' then
+      local k = i + 1
+      while k <= n do
+        if s:sub(k, k) == c then
+          if s:sub(k + 1, k + 1) == c then k = k + 2 else break end
+        elseif c == "'" and s:sub(k, k) == "\\" then k = k + 2
+        else k = k + 1 end
+      end
+      i = k + 1
+    elseif c == "$" and s:match("^%$[%a_]?[%w_]*%$", i) then
+      local tag = s:match("^%$[%a_]?[%w_]*%$", i)
+      local close = s:find(tag, i + #tag, true)
+      i = close and close + #tag or n + 1
+    elseif c:match("[%a_\128-\255]") then
+      local w = s:match("^[%w_$\128-\255]+", i)
+      out[#out + 1] = w:upper()
+      i = i + #w
+    else
+      i = i + 1
+    end
+  end
+  return out
+end
+
+-- The scanner cuts at every ";" outside quotes, also inside a routine's
+-- BEGIN ATOMIC ... END body: join those pieces again. Like psql, inside the
+-- CREATE FUNCTION/PROCEDURE statement BEGIN (ATOMIC) and CASE open a level
+-- and END closes one; a range that leaves a level open goes on in the next.
+local function join_atomic(part, ranges)
+  local out, open = {}, nil
+  for _, r in ipairs(ranges) do
+    local w = words(part:sub(r.pos, r.pos + r.len - 1))
+    if not open then
+      local i = (w[1] == "CREATE" and w[2] == "OR" and w[3] == "REPLACE") and 4 or 2
+      if w[1] == "CREATE" and (w[i] == "FUNCTION" or w[i] == "PROCEDURE") then open = { pos = r.pos, depth = 0 } end
+    end
+    if open then
+      for k, x in ipairs(w) do
+        if x == "BEGIN" and w[k + 1] == "ATOMIC" then open.depth = open.depth + 1
+        elseif x == "CASE" and open.depth > 0 then open.depth = open.depth + 1
+        elseif x == "END" and open.depth > 0 then open.depth = open.depth - 1 end
+      end
+      if open.depth <= 0 then
+        out[#out + 1] = { pos = open.pos, len = r.pos + r.len - open.pos }
+        open = nil
+      end
+    else
+      out[#out + 1] = r
+    end
+  end
+  if open then out[#out + 1] = { pos = open.pos, len = #part - open.pos + 1 } end
+  return out
+end
+
 --- A function pos -> line number in text. Newlines are counted forward from
 -- a remembered place: the lines of statements that come in order cost one
 -- pass over the text in all (lint's findings use it too).
@@ -147,6 +219,7 @@ function split.statements(text, path, opts)
         string.format("line %d, column %d", line_at(base + (off or 1)), col)
       unparsed = where .. ": " .. msg
       got = pq.split(part, "scanner")
+      if got then got = join_atomic(part, got) end
     end
     if not got then
       -- the part starts on a line of its own: its columns are the text's
