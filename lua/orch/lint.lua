@@ -322,7 +322,8 @@ add { id = "OR005", name = "change-column-type", severity = "warning",
       local new = d and coltype(d.typeName)
       local old = ctx.column_type(relname(s.node.relation), c.name)
       -- varchar(n) to text or a wider varchar keeps every value: no rewrite (9.2+)
-      if keeps_values(old, new, d and d.raw_default, c.name) then return nil end
+      -- (a new collation keeps the values but rebuilds the column's indexes)
+      if keeps_values(old, new, d and d.raw_default, c.name) and not (d and d.collClause) then return nil end
       local was = old and (" from " .. old.name .. (#old.mods > 0 and ("(" .. table.concat(old.mods, ",") .. ")") or "")) or ""
       return string.format("changes the type of column %s of %s%s to %s (a rewrite unless binary compatible)", tostring(c.name), reltext(s.node.relation),
         was, tostring(new and new.name)), d and d.location
