@@ -526,7 +526,18 @@ add { id = "OR023", name = "drop-database", severity = "error",
   hint = "a migration should never drop a database: do it by hand, after a verified backup",
   check = function(s) if s.kind == "DropdbStmt" then return "drops database " .. tostring(s.node.dbname) end end }
 
+-- What PostgreSQL refuses inside a transaction block: the CONCURRENTLY
+-- forms, VACUUM, REINDEX of a schema, database or the system catalogs,
+-- CREATE/DROP DATABASE and TABLESPACE, ALTER SYSTEM, CREATE SUBSCRIPTION,
+-- DISCARD ALL.
+local reindex_no_tx = { REINDEX_OBJECT_SCHEMA = "REINDEX SCHEMA", REINDEX_OBJECT_DATABASE = "REINDEX DATABASE", REINDEX_OBJECT_SYSTEM = "REINDEX SYSTEM" }
+local no_tx_kinds = { CreatedbStmt = "CREATE DATABASE", DropdbStmt = "DROP DATABASE", AlterSystemStmt = "ALTER SYSTEM",
+  CreateTableSpaceStmt = "CREATE TABLESPACE", DropTableSpaceStmt = "DROP TABLESPACE", CreateSubscriptionStmt = "CREATE SUBSCRIPTION" }
 local function concurrent_kind(s)
+  if no_tx_kinds[s.kind] then return no_tx_kinds[s.kind] end
+  if s.kind == "VacuumStmt" and s.node.is_vacuumcmd then return "VACUUM" end
+  if s.kind == "DiscardStmt" and s.node.target == "DISCARD_ALL" then return "DISCARD ALL" end
+  if s.kind == "ReindexStmt" and reindex_no_tx[s.node.kind] then return reindex_no_tx[s.node.kind] end
   if s.kind == "IndexStmt" and s.node.concurrent then return "CREATE INDEX CONCURRENTLY" end
   if s.kind == "DropStmt" and s.node.concurrent then return "DROP INDEX CONCURRENTLY" end
   if s.kind == "ReindexStmt" and has_option(s.node.params, "concurrently") then return "REINDEX CONCURRENTLY" end
@@ -538,7 +549,7 @@ local function concurrent_kind(s)
 end
 
 add { id = "OR024", name = "concurrently-in-transaction", severity = "error",
-  hint = "PostgreSQL refuses this inside a transaction block (and migrate refuses the file): put it in a file of its own that starts with '-- orch: transaction=false'",
+  hint = "PostgreSQL refuses this inside a transaction block (CONCURRENTLY, VACUUM, REINDEX SCHEMA/DATABASE, CREATE/DROP DATABASE, ...) and migrate refuses the file: put it in a file of its own that starts with '-- orch: transaction=false'",
   check = function(s, ctx)
     local k = concurrent_kind(s)
     -- a file of this one statement runs without a transaction (migrate sees to it)
@@ -837,10 +848,11 @@ function lint.check_sql(text, file, opts)
   opts = opts or {}
   file = file or "(sql)"
   local findings = {}
-  local transactional = opts.transactional
+  local transactional, chosen = opts.transactional, opts.transaction_chosen
   if transactional == nil then
     local ok, d = pcall(files.directives, text, file)
     transactional = not (ok and d.transaction == false)
+    chosen = ok and d.transaction ~= nil
   end
   local settings = {}
   for k, v in pairs(lint.config.severity or {}) do settings[k] = v end
@@ -896,7 +908,8 @@ function lint.check_sql(text, file, opts)
                 node = kind and st.tree[kind] or {}, copy = st.copy }
     local ctx = {
       file = file, transactional = transactional, in_explicit_tx = tx.explicit, left_tx = tx.left, pg_version = pg_version,
-      lone = #stmts == 1, wrapper = wrapper,
+      -- migrate runs a file of one such statement without a transaction, unless the file chose one
+      lone = #stmts == 1 and not chosen, wrapper = wrapper,
       column_type = function(t, c) return state.coltypes[tostring(t) .. "." .. tostring(c)] end,
       created = state.created, tx_not_valid = tx.not_valid,
       is_new = function(t) return t ~= nil and state.created[t] == true end,
@@ -1142,7 +1155,8 @@ function lint.run(project, entries, opts)
         state = { created = {}, checked = shared.checked, check_names = shared.check_names, validated_names = shared.validated_names,
                   coltypes = shared.coltypes }
       end
-      local o = { transactional = tx, pg_version = opts.pg_version, severity = opts.severity, state = state }
+      local o = { transactional = tx, pg_version = opts.pg_version, severity = opts.severity, state = state,
+                  transaction_chosen = e.directives ~= nil and e.directives.transaction ~= nil }
       for _, f in ipairs(e.lang == "lua" and lint.check_lua(e.text, e.path, o) or lint.check_sql(e.text, e.path, o)) do all[#all + 1] = f end
     end
   end

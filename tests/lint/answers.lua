@@ -39,6 +39,7 @@ return {
     ["orch-lock-table"] = { "OR013" },
     ["orch-truncate"] = { "OR014" },
     ["orch-enum-value-in-transaction"] = { "OR029" },
+    ["orch-no-transaction-block"] = { "OR024" },
   },
   -- orch's style rules: a finding of theirs counts only in the style directories
   style = { OR030 = true, OR031 = true, OR032 = true, OR033 = true, OR035 = true },

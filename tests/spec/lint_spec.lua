@@ -194,6 +194,13 @@ describe("orch.lint", function()
     assert.equals("OR026", ids("BEGIN;\nSELECT 1;"))
     assert.equals("OR026,OR026,OR026,OR026", ids("BEGIN;\nSELECT 1;\nCOMMIT;\nBEGIN;\nSELECT 2;\nCOMMIT;"))
     assert.equals("", ids("BEGIN ISOLATION LEVEL SERIALIZABLE;\nSELECT 1;\nCOMMIT;"))   -- its modes become SET TRANSACTION
+    -- what else PostgreSQL refuses in a transaction block
+    assert.equals("", ids("VACUUM t;"))
+    assert.equals("OR024", ids("SELECT 1;\nVACUUM t;"))
+    assert.equals("OR024", ids("-- orch: transaction=true\nVACUUM t;"))
+    assert.equals("OR022,OR024", ids("SELECT 1;\nREINDEX SCHEMA app;"))
+    assert.equals("OR024", ids("SELECT 1;\nDISCARD ALL;"))
+    assert.equals("", ids("SELECT 1;\nANALYZE t;\nDISCARD PLANS;"))
     -- without a transaction, BEGIN ... COMMIT is the file's own business
     assert.equals("", ids("-- orch: transaction=false\nBEGIN;\nSELECT 1;\nCOMMIT;"))
   end)

@@ -1,0 +1,3 @@
+-- VACUUM cannot run inside the transaction migrate runs this file in
+ANALYZE orders;
+VACUUM orders;

@@ -1,0 +1,2 @@
+-- alone in its file: migrate runs it without a transaction
+VACUUM (ANALYZE) orders;

@@ -1,0 +1,3 @@
+-- orch: transaction=false
+VACUUM orders;
+ANALYZE orders;
