@@ -219,7 +219,7 @@ describe("cpack -G DEB", function()
       assert.truthy(c.stdout:find(f, 1, true), f .. " in the package")
     end
     local _, deps = depends(file)
-    for _, lib in ipairs { "libc6", "libpq5", "liblua5.4-0", "libcurl4", "zlib1g", "liblz4-1", "libzstd1", "libssl3" } do
+    for _, lib in ipairs { "libc6", "libpq5", "liblua5.4-0", "libcurl4", "zlib1g", "libdeflate0", "liblz4-1", "libzstd1", "libssl3" } do
       assert.matches("%f[%w]" .. lib:gsub("%p", "%%%0") .. " %(>=", deps, nil, lib)
     end
     assert.matches("postgresql", run({ "dpkg-deb", "-f", file, "Recommends" }).stdout)
