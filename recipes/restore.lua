@@ -5,7 +5,7 @@
 --   orch recipes/restore.lua --env prod --before "2026-11-23 05:00"
 -- 1. choose the backup  2. verify it (SHA-256, every block)  3. approval
 -- 4. a safety backup of the database as it is now  5. restore beside it and
--- swap by rename (the current database is kept, renamed)  6. verify: row
+-- swap by rename (the current database is kept, renamed; --jobs N: on N connections)  6. verify: row
 -- counts equal the backup's manifest, schema version, database health.
 -- If anything fails after the swap, the safety backup is swapped back in.
 -- 7. the application's endpoints are checked and reported, not acted on:
@@ -19,6 +19,9 @@ local opts, env = R.setup({ ... }, "prod", {
   { name = "backup", type = "string", metavar = "ID|PATH|RUN", help = "the backup: file name, path or run id (default: the latest verified)" },
   { name = "before", type = "string", metavar = "TIME", help = "the newest backup taken at or before TIME (UTC, e.g. 2026-11-23T05:00)" },
   { name = "no-safety-backup", type = "boolean", help = "skip the backup of the current state (when the database is too broken to dump)" },
+  { name = "jobs", short = "j", type = "integer", min = 1, default = 1, metavar = "N",
+    help = "restore (and put back) on N connections, as orch restore --jobs: data, indexes and constraints in parallel, " ..
+           "a big table's rows cut over the free connections (see orch restore --help)" },
 }, "emergency restore: choose a backup, verify it, keep a safety backup, restore by swap, verify")
 
 -- "2026-11-23 05:00" -> "2026-11-23T05:00:00Z" (manifests record UTC in this form)
@@ -54,6 +57,12 @@ local function choose(ctx)
   end
   for _, b in ipairs(usable) do if b.status == "verified" then return b, list end end
   return usable[1], list
+end
+
+local function jobs_of(ctx) return math.tointeger(ctx.opts.jobs) or 1 end
+local function jobs_note(ctx)
+  local n = jobs_of(ctx)
+  return n > 1 and string.format(", on %d connections (a table larger than one connection's share split at row ends)", n) or ""
 end
 
 local function describe_backup(b)
@@ -101,13 +110,15 @@ return R.run {
         return string.format("%s (%d rows, verified)", m.path, m.rows)
       end },
     R.step.lua { name = "restore", changes = true, about = "restore beside the database and swap it in by rename",
-      plan = function() return "would restore into a new database and swap it in by rename (the current one kept)" end,
+      plan = function(ctx) return "would restore into a new database and swap it in by rename (the current one kept)" .. jobs_note(ctx) end,
       run = function(ctx)
         ctx:close_conn()
-        local r = require("orch.backup.restore").run { archive = ctx.state.chosen.path, db = ctx.url, mode = "swap" }
+        local r = require("orch.backup.restore").run { archive = ctx.state.chosen.path, db = ctx.url, mode = "swap", jobs = jobs_of(ctx) }
         ctx.state.old_database = r.old_database
         ctx.project = nil
-        return string.format("restored %s into %s; the previous database is kept as %s", ctx.state.chosen.path, r.target, r.old_database)
+        return string.format("restored %s into %s%s; the previous database is kept as %s", ctx.state.chosen.path, r.target,
+          (r.jobs or 1) > 1 and string.format(" on %d connections%s", r.jobs, r.split and ("; split " .. table.concat(r.split, ", ")) or "") or "",
+          r.old_database)
       end },
     R.step.lua { name = "verify restore", about = "row counts equal the manifest's, schema version as backed up",
       plan = function() return "would compare every table's row count with the backup's manifest" end,
@@ -139,7 +150,7 @@ return R.run {
       run = function(ctx)
         if not ctx.state.backup then error("no safety backup was taken: the previous database is " .. tostring(ctx.state.old_database), 0) end
         ctx:close_conn()
-        local r = require("orch.backup.restore").run { archive = ctx.state.backup, db = ctx.url, mode = "swap" }
+        local r = require("orch.backup.restore").run { archive = ctx.state.backup, db = ctx.url, mode = "swap", jobs = jobs_of(ctx) }
         return "the database is back as it was before this procedure (" .. ctx.state.backup .. "); the failed restore is kept as " .. r.old_database
       end },
   },

@@ -2583,6 +2583,9 @@ static int r_restore_blobs(lua_State *L) {
  *   pool:run(slot, { id = n, copy = "COPY ... FROM stdin", before = "BEGIN; TRUNCATE ...",
  *                    after = "COMMIT" })               -- a TABLE DATA block
  *   pool:run(slot, { id = n, blobs = true, create = bool })   -- a BLOBS block, in a transaction
+ *   pool:split({ slot, slot, ... }, { id = n, copy = "COPY ... FROM stdin", before = "BEGIN", after = "COMMIT" })
+ *                                          -- one TABLE DATA block (COPY text) cut at row ends over several
+ *                                          -- connections' COPYs at once (see Split below)
  *   local slot, err = pool:wait(seconds)   -- a finished job (err nil when it worked), or nil on timeout
  *   pool:progress() -> { [slot] = bytes of its block read so far }
  *   pool:cancel()                          -- cancel what is running (Ctrl-C, a failure elsewhere)
@@ -2596,6 +2599,33 @@ static int r_restore_blobs(lua_State *L) {
 
 #define POOL_MT "orch.pgarchive.pool"
 
+/* A split COPY: the first slot of the group (the lead) reads and inflates
+ * the block once and cuts the text at row ends (in COPY's text format a
+ * raw newline always ends a row: a newline in a value is written as the two
+ * characters backslash, n); each cut piece goes to a queue the other slots
+ * (the followers) send from, or, when the queue is full, down the lead's
+ * own COPY. So every connection loads rows as fast as its server backend
+ * takes them, and memory stays a few pieces. pg_dump's end-of-data line
+ * (backslash, dot) is not sent: each COPY is ended by the protocol.
+ * Every part runs before (BEGIN), its COPY, then waits for the others: only
+ * when every part's COPY ended well does each run after (COMMIT), so a
+ * failure of any part (a killed connection, a damaged block, a cancel)
+ * rolls every part back. A part that stops because another failed reports
+ * "sibling" (the failing part reports the error itself). */
+#define SPLIT_PIECE (256 * 1024)
+
+typedef struct Split {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;          /* a piece queued or taken, the feed ended, a part ended or failed */
+    int parts, refs;
+    int feeding;                /* the lead is still reading the block */
+    int failed;                 /* some part failed: everyone stops, nobody commits */
+    int ended;                  /* parts whose COPY ended well */
+    int cap, head, count;       /* the queue: a ring of cap pieces */
+    char **buf;
+    size_t *len, *size;
+} Split;
+
 typedef struct RWorker {
     struct RPool *pool;
     int slot;
@@ -2607,8 +2637,12 @@ typedef struct RWorker {
     int started;
     /* the job (set by run(), cleared when wait() reports it) */
     int busy, done;
-    int kind;               /* 0 sql, 1 copy, 2 blobs */
+    int kind;               /* 0 sql, 1 copy, 2 blobs, 3 a part of a split COPY */
     int id, create;
+    Split *split;           /* kind 3: the group; lead = 1 for the slot that reads */
+    int lead;
+    char *piece;            /* a follower's piece in flight (swapped with a queue slot) */
+    size_t piece_size;
     char *sql, *before, *after;
     long long consumed;     /* atomic: bytes of the block read */
     PGresult *err;
@@ -2621,6 +2655,7 @@ typedef struct RPool {
     pthread_mutex_t mu;
     pthread_cond_t work, finished;
     int sync_ok, stop, closed;
+    int cancelled;          /* atomic: pool:cancel() was called (split parts stop feeding) */
     RWorker *w;
     int n;
 } RPool;
@@ -2746,6 +2781,271 @@ static int rw_blobs(RWorker *k) {
     return rw_exec(k, "COMMIT");
 }
 
+/* ---- split COPY (see Split above) */
+
+static Split *split_new(int parts) {
+    Split *q = (Split *)calloc(1, sizeof *q);
+    int i;
+    if (!q) return NULL;
+    q->parts = q->refs = parts;
+    q->feeding = 1;
+    q->cap = 2 * (parts > 1 ? parts - 1 : 1);
+    q->buf = (char **)calloc((size_t)q->cap, sizeof(char *));
+    q->len = (size_t *)calloc((size_t)q->cap, sizeof(size_t));
+    q->size = (size_t *)calloc((size_t)q->cap, sizeof(size_t));
+    if (!q->buf || !q->len || !q->size) { free(q->buf); free(q->len); free(q->size); free(q); return NULL; }
+    for (i = 0; i < q->cap; i++) q->buf[i] = NULL;
+    pthread_mutex_init(&q->mu, NULL);
+    pthread_cond_init(&q->cv, NULL);
+    return q;
+}
+
+/* Drop one part's reference; the last frees the group. */
+static void split_release(Split *q) {
+    int last, i;
+    pthread_mutex_lock(&q->mu);
+    last = --q->refs == 0;
+    pthread_mutex_unlock(&q->mu);
+    if (!last) return;
+    for (i = 0; i < q->cap; i++) free(q->buf[i]);
+    free(q->buf); free(q->len); free(q->size);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+    free(q);
+}
+
+static void split_fail(Split *q) {
+    pthread_mutex_lock(&q->mu);
+    q->failed = 1;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* The lead's sink: rows accumulate in acc and leave in pieces cut at a row end. */
+typedef struct SplitSink {
+    RWorker *k;
+    char *acc;
+    size_t len, size;
+    int stop;               /* 1 the own COPY failed, 2 interrupted, 3 a sibling failed or the pool was cancelled */
+    int ended;              /* the end-of-data line was seen: nothing after it is data */
+    long long start;
+} SplitSink;
+
+/* Where pg_dump's end-of-data line ("\." then a newline) starts in piece p
+ * (which begins at a row start), or n when it holds none. A row that
+ * begins with backslash, dot is that line: a value is never written so
+ * (a backslash in data is doubled). */
+static size_t end_marker(const char *p, size_t n) {
+    const char *m;
+    size_t at = 0;
+    if (n >= 3 && p[0] == '\\' && p[1] == '.' && (p[2] == '\n' || p[2] == '\r')) return 0;
+    while (at < n && (m = (const char *)memmem(p + at, n - at, "\n\\.", 3)) != NULL) {
+        size_t i = (size_t)(m - p);
+        if (i + 3 < n && (m[3] == '\n' || m[3] == '\r')) return i + 1;
+        if (i + 3 >= n) return i + 1;     /* "\." at the very end: the line is cut there */
+        at = i + 1;
+    }
+    return n;
+}
+
+/* Send one piece (whole rows): to the queue when it has room, else down the lead's own COPY. */
+static void split_dispatch(SplitSink *ss, const char *p, size_t n) {
+    RWorker *k = ss->k;
+    Split *q = k->split;
+    size_t cut;
+    if (ss->ended || ss->stop || n == 0) return;
+    cut = end_marker(p, n);
+    if (cut < n) { ss->ended = 1; n = cut; }
+    if (n == 0) return;
+    pthread_mutex_lock(&q->mu);
+    if (q->failed) { pthread_mutex_unlock(&q->mu); ss->stop = 3; return; }
+    if (q->count < q->cap && q->parts > 1) {
+        int slot = (q->head + q->count) % q->cap;
+        if (q->size[slot] < n) {
+            char *nb = (char *)realloc(q->buf[slot], n);
+            if (!nb) { pthread_mutex_unlock(&q->mu); rw_fail(k, "out of memory splitting a COPY"); ss->stop = 1; return; }
+            q->buf[slot] = nb;
+            q->size[slot] = n;
+        }
+        memcpy(q->buf[slot], p, n);
+        q->len[slot] = n;
+        q->count++;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        return;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (PQputCopyData(k->pg, p, (int)n) != 1) ss->stop = 1;
+}
+
+static int split_sink(lua_State *L, void *ud, const char *buf, size_t len) {
+    SplitSink *ss = (SplitSink *)ud;
+    RWorker *k = ss->k;
+    if (orch_interrupted()) ss->stop = 2;
+    if (__atomic_load_n(&k->pool->cancelled, __ATOMIC_RELAXED)) ss->stop = 3;
+    if (ss->stop) luaL_error(L, "split COPY stopped");   /* leaves read_block at once; the part reports why */
+    if (ss->ended) return 0;
+    if (ss->len + len > ss->size) {
+        size_t nsize = ss->size ? ss->size : SPLIT_PIECE + RAW_CHUNK;
+        char *nb;
+        while (nsize < ss->len + len) nsize *= 2;
+        if (!(nb = (char *)realloc(ss->acc, nsize))) { rw_fail(k, "out of memory splitting a COPY"); ss->stop = 1; luaL_error(L, "out of memory"); }
+        ss->acc = nb;
+        ss->size = nsize;
+    }
+    memcpy(ss->acc + ss->len, buf, len);
+    ss->len += len;
+    if (ss->len >= SPLIT_PIECE) {
+        const char *nl = (const char *)memrchr(ss->acc, '\n', ss->len);
+        if (nl) {
+            size_t n = (size_t)(nl - ss->acc) + 1;
+            split_dispatch(ss, ss->acc, n);
+            memmove(ss->acc, ss->acc + n, ss->len - n);
+            ss->len -= n;
+        }
+    }
+    if (k->r) {
+        if (ss->start < 0) {
+            REntry *e = find_entry(k->r, k->id);
+            ss->start = e && e->found >= 0 ? e->found : e && e->pos >= 0 ? e->pos : k->r->cur;
+        }
+        __atomic_store_n(&k->consumed, k->r->cur - ss->start > 0 ? k->r->cur - ss->start : 0, __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+static int rw_read_split(lua_State *Lp) {
+    RWorker *k = (RWorker *)lua_touserdata(Lp, 1);
+    SplitSink *ss = (SplitSink *)lua_touserdata(Lp, 2);
+    Sink s = { split_sink, NULL, NULL, ss };
+    read_block(Lp, k->r, k->id, &s, BLK_DATA);
+    if (!ss->stop) split_dispatch(ss, ss->acc, ss->len);   /* the last rows */
+    ss->len = 0;
+    return 0;
+}
+
+/* The lead feeds; a follower takes pieces until the feed ends. 0 when this
+ * part's rows all went down its COPY; -1 when this part failed (a reader's
+ * message or the interrupt is kept; else its connection has the error);
+ * -2 when it stopped because another part failed or the pool was cancelled. */
+static int split_feed(RWorker *k) {
+    Split *q = k->split;
+    if (k->lead) {
+        SplitSink ss;
+        int st;
+        memset(&ss, 0, sizeof ss);
+        ss.k = k;
+        ss.start = -1;
+        lua_settop(k->Lp, 0);
+        lua_pushcfunction(k->Lp, rw_read_split);
+        lua_pushlightuserdata(k->Lp, k);
+        lua_pushlightuserdata(k->Lp, &ss);
+        st = lua_pcall(k->Lp, 2, 0, 0);
+        if (st != LUA_OK && !ss.stop)
+            rw_fail(k, "%s", lua_tostring(k->Lp, -1) ? lua_tostring(k->Lp, -1) : "reading the archive failed");
+        lua_settop(k->Lp, 0);
+        free(ss.acc);
+        pthread_mutex_lock(&q->mu);
+        q->feeding = 0;
+        if (st != LUA_OK || ss.stop) q->failed = 1;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        if (ss.stop == 2) k->err_interrupt = 1;
+        if (ss.stop == 3) return -2;
+        return st != LUA_OK || ss.stop ? -1 : 0;
+    }
+    for (;;) {
+        size_t n;
+        pthread_mutex_lock(&q->mu);
+        while (q->count == 0 && q->feeding && !q->failed) pthread_cond_wait(&q->cv, &q->mu);
+        if (q->failed) { pthread_mutex_unlock(&q->mu); return -2; }
+        if (q->count == 0) { pthread_mutex_unlock(&q->mu); return 0; }   /* fed and drained */
+        {   /* take the piece: swap buffers with the queue slot */
+            char *b = q->buf[q->head];
+            size_t sz = q->size[q->head];
+            n = q->len[q->head];
+            q->buf[q->head] = k->piece;
+            q->size[q->head] = k->piece_size;
+            k->piece = b;
+            k->piece_size = sz;
+            q->head = (q->head + 1) % q->cap;
+            q->count--;
+        }
+        pthread_mutex_unlock(&q->mu);
+        if (orch_interrupted()) { k->err_interrupt = 1; return -1; }
+        if (PQputCopyData(k->pg, k->piece, (int)n) != 1) return -1;
+    }
+}
+
+/* Abandon this part's COPY and its transaction. record: this part's
+ * failure is the one to report (the server's error result when there is
+ * one, else the connection's message). */
+static void split_abandon(RWorker *k, int record) {
+    PGresult *err = NULL, *x;
+    PGTransactionStatusType ts;
+    if (PQputCopyEnd(k->pg, "aborted by orch: another part of this table's data failed") == 1)
+        while ((x = PQgetResult(k->pg)) != NULL) {
+            if (!err && PQresultStatus(x) == PGRES_FATAL_ERROR) err = x; else PQclear(x);
+        }
+    if (record && !orch_interrupted()) {
+        if (k->err) PQclear(k->err);
+        k->err = err;
+        err = NULL;
+        free(k->err_sql);
+        k->err_sql = strdup(k->sql ? k->sql : "");
+        k->err_pg = 1;
+    } else if (record) k->err_interrupt = 1;
+    if (err) PQclear(err);
+    ts = PQtransactionStatus(k->pg);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) { x = PQexec(k->pg, "ROLLBACK"); PQclear(x); }
+}
+
+static void rollback_if_open(PGconn *pg) {
+    PGTransactionStatusType ts = PQtransactionStatus(pg);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) { PGresult *x = PQexec(pg, "ROLLBACK"); PQclear(x); }
+}
+
+static int rw_split(RWorker *k) {
+    PGconn *pg = k->pg;
+    Split *q = k->split;
+    PGresult *res;
+    int r, failed;
+    if (k->before && rw_exec(k, k->before)) { split_fail(q); return -1; }
+    if (!PQsendQuery(pg, k->sql)) { rw_pgfail(k, NULL, k->sql); split_fail(q); rollback_if_open(pg); return -1; }
+    res = PQgetResult(pg);
+    if (!res || PQresultStatus(res) != PGRES_COPY_IN) {
+        rw_pgfail(k, res, k->sql);
+        split_fail(q);
+        rollback_if_open(pg);
+        return -1;
+    }
+    PQclear(res);
+    r = split_feed(k);
+    if (r == -2) { split_abandon(k, 0); rw_fail(k, "sibling"); return -1; }
+    if (r == -1) { split_fail(q); split_abandon(k, !k->errmsg[0] && !k->err_interrupt); return -1; }
+    if (PQputCopyEnd(pg, NULL) != 1) { split_fail(q); split_abandon(k, 1); return -1; }
+    if ((res = copy_end_results(pg)) != NULL) {
+        split_fail(q);
+        rw_pgfail(k, res, k->sql);
+        rollback_if_open(pg);
+        return -1;
+    }
+    /* every part's COPY must have ended well before any commits */
+    pthread_mutex_lock(&q->mu);
+    q->ended++;
+    pthread_cond_broadcast(&q->cv);
+    while (q->ended < q->parts && !q->failed) pthread_cond_wait(&q->cv, &q->mu);
+    failed = q->failed;
+    pthread_mutex_unlock(&q->mu);
+    if (failed) {
+        rollback_if_open(pg);
+        rw_fail(k, "sibling");
+        return -1;
+    }
+    if (k->after && rw_exec(k, k->after)) return -1;
+    return 0;
+}
+
 static void *rw_main(void *arg) {
     RWorker *k = (RWorker *)arg;
     RPool *p = k->pool;
@@ -2756,7 +3056,7 @@ static void *rw_main(void *arg) {
         if (p->stop) { pthread_mutex_unlock(&p->mu); break; }
         pthread_mutex_unlock(&p->mu);
         __atomic_store_n(&k->consumed, 0, __ATOMIC_RELAXED);
-        r = k->kind == 0 ? rw_exec(k, k->sql) : k->kind == 1 ? rw_copy(k) : rw_blobs(k);
+        r = k->kind == 0 ? rw_exec(k, k->sql) : k->kind == 1 ? rw_copy(k) : k->kind == 3 ? rw_split(k) : rw_blobs(k);
         (void)r;
         pthread_mutex_lock(&p->mu);
         k->done = 1;
@@ -2767,6 +3067,8 @@ static void *rw_main(void *arg) {
 }
 
 static void rw_clear_job(RWorker *k) {
+    if (k->split) { split_release(k->split); k->split = NULL; }
+    k->lead = 0;
     free(k->sql); free(k->before); free(k->after); free(k->err_sql);
     k->sql = k->before = k->after = k->err_sql = NULL;
     if (k->err) PQclear(k->err);
@@ -2798,6 +3100,8 @@ static void pool_stop(RPool *p) {
     for (i = 0; p->w && i < p->n; i++) {
         RWorker *k = &p->w[i];
         rw_clear_job(k);
+        free(k->piece);
+        k->piece = NULL;
         if (k->cancel) PQfreeCancel(k->cancel);
         if (k->Lp) lua_close(k->Lp);   /* closes its reader */
     }
@@ -2903,6 +3207,51 @@ static int pool_run(lua_State *L) {
     return 0;
 }
 
+/* pool:split({ slot, ... }, { id =, copy =, before =, after = }): the
+ * first slot reads the block, every slot loads a part (see Split). */
+static int pool_split(lua_State *L) {
+    RPool *p = checkpool(L);
+    int n, i, slots[64];
+    Split *q;
+    char *copy;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    n = (int)luaL_len(L, 2);
+    if (n < 1 || n > 64) return luaL_argerror(L, 2, "1 to 64 slots expected");
+    for (i = 0; i < n; i++) {
+        int j;
+        lua_rawgeti(L, 2, i + 1);
+        slots[i] = (int)luaL_checkinteger(L, -1);
+        lua_pop(L, 1);
+        if (slots[i] < 1 || slots[i] > p->n) return luaL_argerror(L, 2, "no such slot");
+        if (p->w[slots[i] - 1].busy) return luaL_error(L, "slot %d is busy", slots[i]);
+        for (j = 0; j < i; j++) if (slots[j] == slots[i]) return luaL_argerror(L, 2, "a slot twice");
+    }
+    lua_getfield(L, 3, "id");
+    i = (int)luaL_checkinteger(L, -1);
+    lua_pop(L, 1);
+    copy = opt_dup(L, 3, "copy");
+    if (!copy) return luaL_error(L, "a split job needs copy");
+    free(copy);
+    if (!(q = split_new(n))) return luaL_error(L, "out of memory");
+    for (int s = 0; s < n; s++) {
+        RWorker *k = &p->w[slots[s] - 1];
+        rw_clear_job(k);
+        k->id = i;
+        k->kind = 3;
+        k->split = q;
+        k->lead = s == 0;
+        k->sql = opt_dup(L, 3, "copy");
+        k->before = opt_dup(L, 3, "before");
+        k->after = opt_dup(L, 3, "after");
+    }
+    pthread_mutex_lock(&p->mu);
+    for (int s = 0; s < n; s++) { p->w[slots[s] - 1].busy = 1; p->w[slots[s] - 1].done = 0; }
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
 static int pool_raise_pg(lua_State *L) {
     RWorker *k = (RWorker *)lua_touserdata(L, 1);
     PGresult *r = k->err;
@@ -2960,6 +3309,9 @@ static int pool_progress(lua_State *L) {
 static int pool_cancel(lua_State *L) {
     RPool *p = checkpool(L);
     int i;
+    __atomic_store_n(&p->cancelled, 1, __ATOMIC_RELAXED);
+    /* split parts stop (and none commits), also those waiting for pieces or for each other */
+    for (i = 0; i < p->n; i++) if (p->w[i].busy && p->w[i].split) split_fail(p->w[i].split);
     for (i = 0; i < p->n; i++) {
         char errbuf[256];
         if (p->w[i].busy && p->w[i].cancel) PQcancel(p->w[i].cancel, errbuf, sizeof errbuf);
@@ -3032,7 +3384,7 @@ static const luaL_Reg reader_methods[] = {
     {"verify", r_verify}, {"sha256", r_sha256}, {"close", r_close}, {NULL, NULL}
 };
 static const luaL_Reg pool_methods[] = {
-    {"run", pool_run}, {"wait", pool_wait}, {"progress", pool_progress}, {"cancel", pool_cancel}, {"close", pool_close}, {NULL, NULL}
+    {"run", pool_run}, {"split", pool_split}, {"wait", pool_wait}, {"progress", pool_progress}, {"cancel", pool_cancel}, {"close", pool_close}, {NULL, NULL}
 };
 static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {"pool", a_pool}, {NULL, NULL} };
 

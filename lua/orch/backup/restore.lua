@@ -420,6 +420,17 @@ local function apply(conn, a, opts)
   return { entries = done + (function() local n = 0 for _ in pairs(state.loaded) do n = n + 1 end return n end)() }
 end
 
+-- A TABLE DATA block is split over connections only from this size of
+-- archive bytes on (smaller ones load faster with FREEZE in one piece).
+local SPLIT_MIN = 8 * 1048576
+
+-- Can this COPY's data be cut at row ends? pg_dump's "COPY t (cols) FROM
+-- stdin;" reads the text format, where a raw newline always ends a row
+-- (options after stdin would name another format).
+local function splittable(copy)
+  return copy ~= nil and copy:match("^%s*COPY%s.-%sFROM%s+stdin;%s*$") ~= nil
+end
+
 -- The parallel path (jobs > 1, a file): pre-data in TOC order on conn,
 -- then data, indexes, constraints and triggers on jobs connections as their
 -- dependencies allow (largest first), then the second and third passes
@@ -429,6 +440,7 @@ end
 -- what runs, waits for it, and is raised with its entry.
 local function apply_parallel(conn, a, opts, jobs)
   local ctx, items, m = begin(conn, a, opts)
+  local res_split = {}
   local done, state = 0, { loaded = {} }
   -- pre-data (and what has no section before the first data entry), in order, on the leader
   local first_rest
@@ -485,7 +497,19 @@ local function apply_parallel(conn, a, opts, jobs)
       end
     end
   end
+  -- a TABLE DATA block larger than one connection's share of the data still to load is cut at row
+  -- ends over the free connections (see pool:split): loaded without FREEZE (several sessions cannot
+  -- share the transaction that FREEZE needs), every part committed only when all parts ended well
+  local split_min = opts.split_min == nil and SPLIT_MIN or opts.split_min
+  local data_left = 0
+  for _, e in ipairs(pending) do if e.desc == "TABLE DATA" then data_left = data_left + (ctx.length[e.id] or 0) end end
+  local function split_over(e, nfree)
+    if split_min <= 0 or nfree < 2 or e.desc ~= "TABLE DATA" or not splittable(e.copy) then return false end
+    local len = ctx.length[e.id] or 0
+    return len >= split_min and len * jobs > data_left
+  end
   local finished, running, by_slot, locked = {}, {}, {}, {}
+  local part_failed = {}
   local conns = { conn }
   local pool
   local first_err, first_e
@@ -523,9 +547,21 @@ local function apply_parallel(conn, a, opts, jobs)
           if not finished[e.id] and not running[e.id] and ready(e) and (not best or weight[e.id] > weight[best.id]) then best = e end
         end
         if not best then break end
+        local e = best
+        if e.desc == "TABLE DATA" then data_left = data_left - (ctx.length[e.id] or 0) end
+        if split_over(e, #free) then
+          local slots = free
+          free = {}
+          table.sort(slots)
+          running[e.id] = #slots
+          for _, sl in ipairs(slots) do by_slot[sl] = e end
+          for t in pairs(locks[e.id]) do locked[t] = true end
+          res_split[#res_split + 1] = string.format("%s.%s over %d connections", e.namespace or "", e.tag, #slots)
+          pool:split(slots, { id = e.id, copy = e.copy, before = "BEGIN", after = "COMMIT" })
+          goto next_start
+        end
         local slot = table.remove(free)
         local job
-        local e = best
         if e.desc == "TABLE DATA" and e.copy then
           local t = freezable(conn, ctx, e)
           if t then
@@ -553,7 +589,7 @@ local function apply_parallel(conn, a, opts, jobs)
           job = sql and { sql = sql }
         end
         if job then
-          running[e.id] = slot
+          running[e.id] = 1
           by_slot[slot] = e
           for t in pairs(locks[e.id]) do locked[t] = true end
           pool:run(slot, job)
@@ -561,6 +597,7 @@ local function apply_parallel(conn, a, opts, jobs)
           free[#free + 1] = slot
           complete(e)
         end
+        ::next_start::
       end
       if next(running) == nil then
         if first_err then break end
@@ -570,22 +607,32 @@ local function apply_parallel(conn, a, opts, jobs)
       local slot, jerr = pool:wait(0.2)
       if slot then
         local e = by_slot[slot]
-        by_slot[slot], running[e.id] = nil, nil
-        for t in pairs(locks[e.id]) do locked[t] = nil end
+        by_slot[slot] = nil
         free[#free + 1] = slot
+        -- "sibling": a part of a split COPY that stopped because another part failed (which says why)
         if jerr ~= nil then
-          if not first_err then first_err, first_e = jerr, e; pool:cancel() end
-        else
-          complete(e)
+          part_failed[e.id] = true
+          if jerr ~= "sibling" and not first_err then first_err, first_e = jerr, e; pool:cancel() end
+        end
+        running[e.id] = running[e.id] - 1
+        if running[e.id] == 0 then
+          running[e.id] = nil
+          for t in pairs(locks[e.id]) do locked[t] = nil end
+          if not part_failed[e.id] then complete(e)
+          elseif not first_err then first_err, first_e = "every part of its split COPY stopped", e; pool:cancel() end
         end
       end
       if m and sys.monotonic() - last_report >= 0.2 then
         last_report = sys.monotonic()
         local partial, names = {}, {}
         local prog = pool:progress()
+        local named = {}
         for s2, e2 in pairs(by_slot) do
-          names[#names + 1] = (e2.desc == "TABLE DATA" and "" or (e2.desc:lower() .. " ")) .. (e2.namespace and (e2.namespace .. ".") or "") .. e2.tag
-          if e2.had_dumper then partial[e2.id] = prog[s2] end
+          if not named[e2.id] then
+            named[e2.id] = true
+            names[#names + 1] = (e2.desc == "TABLE DATA" and "" or (e2.desc:lower() .. " ")) .. (e2.namespace and (e2.namespace .. ".") or "") .. e2.tag
+          end
+          if e2.had_dumper then partial[e2.id] = math.max(partial[e2.id] or 0, prog[s2] or 0) end
         end
         m.partial = partial
         m.report(table.concat(names, ", "))
@@ -610,7 +657,7 @@ local function apply_parallel(conn, a, opts, jobs)
       end
     end
   end
-  return { entries = done, jobs = jobs }
+  return { entries = done, jobs = jobs, split = res_split }
 end
 
 local function apply_any(conn, a, opts)
@@ -997,6 +1044,7 @@ local function run_swap(c, admin, a, opts, res)
     local r = apply_any(nc, a, opts)
     if opts.single_transaction then nc:exec("COMMIT") end
     res.entries = r.entries
+    if r.split and #r.split > 0 then res.split = r.split end
     local owner = dbe.database and dbe.database.owner
     if owner and owner ~= "" and not opts.no_owner then
       local st = "ALTER DATABASE " .. qnew .. " OWNER TO " .. nc:quote_ident(owner)
@@ -1058,6 +1106,7 @@ local function run_in_place(c, a, opts, mode, res)
     local r = apply_any(c, a, opts)
     if opts.single_transaction then c:exec("COMMIT") end
     res.entries = r.entries
+    if r.split and #r.split > 0 then res.split = r.split end
   end)
   if ok then
     -- the target keeps its own comment, privileges and settings: say which of the archive's were left out

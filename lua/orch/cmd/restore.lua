@@ -11,6 +11,10 @@ local spec = args.spec({ "db", "env", "fleet_target", "yes" }, {
     help = "restore on N connections, as pg_restore -j: pre-data in order, then data, indexes, constraints and triggers " ..
            "in parallel as their dependencies allow, post-data last (a file only: standard input and --single-transaction use one); " ..
            "an s3:// archive is also downloaded in N ranges at once" },
+  { name = "split-mib", type = "integer", min = 0, default = 8, metavar = "MIB",
+    help = "with --jobs: a table whose data block is at least MIB MiB of the archive and more than one connection's share of " ..
+           "the data left is loaded over the free connections at once, its rows cut at row ends (every part committed only " ..
+           "when all ended well; no COPY FREEZE for it); smaller tables load in one piece with FREEZE; 0: never split" },
   { name = "swap", type = "boolean", help = "restore into a new database, then swap it in by rename (the old one is kept)" },
   { name = "drop-existing", type = "boolean", help = "drop everything in the target first (asks for confirmation)" },
   { name = "single-transaction", short = "1", type = "boolean", help = "all or nothing: one transaction" },
@@ -88,6 +92,7 @@ return {
     local r = restore.run { archive = path, db = url, mode = mode, single_transaction = opts.single_transaction,
       schemas = opts.schema, tables = opts.table, no_owner = opts.no_owner, no_tablespaces = opts.no_tablespaces,
       skip_manifest_check = opts.no_manifest, force = opts.force, jobs = math.tointeger(opts.jobs),
+      split_min = math.tointeger(opts.split_mib) * 1048576,
       on_progress = bar.active and function(ev) bar:update(ev) end or nil }
     bar:finish()
     if opts.json then io.stdout:write(json.encode(r, { indent = "  " }), "\n")
@@ -96,6 +101,7 @@ return {
       print(string.format("restored %s into %s (%s%s) in %.1fs%s", path, r.target, mode,
         (r.jobs or 1) > 1 and string.format(", %d connections", r.jobs) or "", sys.monotonic() - t0,
         r.old_database and ("; the previous database is kept as " .. r.old_database .. " (drop it when you no longer need it)") or ""))
+      if r.split then print("  split: " .. table.concat(r.split, ", ") .. " (cut at row ends, loaded without COPY FREEZE)") end
       print("  archive: " .. r.proof .. (r.single_transaction and ("; one transaction (" .. r.single_transaction .. ")") or ""))
       -- the archive's database-level entries: applied to a database --swap made, named when left out
       local d = r.database or {}
