@@ -522,22 +522,33 @@ return R.run { name = "who", opts = opts, env = env, steps = {
     drop_all(names2)
   end)
 
-  -- start the fleet in the background (its own process group, as from a shell) and wait until
-  -- `n` targets are inside their slow migration; returns the handle and its output files
-  local function fleet_in_background(dir, sleep_text, n)
-    local out, err = dir .. "/fleet.out", dir .. "/fleet.err"
-    local p = proc.start { H.orch_bin, "fleet", "light.lua", "--env", "fleet", "--parallel", tostring(n), "--yes", "--json",
-      cwd = dir, stdout = out, stderr = err, env = { TEST_FLEET_SERVER = server(), DATABASE_URL = false, ORCH_ENV = false } }
+  -- wait until `n` of the databases `names` run a statement containing sleep_text, while the
+  -- process p runs (err: its stderr, for the message when it does not happen within 60 s).
+  -- Only those databases count: other specs run the same pg_sleep at the same time.
+  local function wait_in_migration(p, names, sleep_text, n, err)
     local deadline = sys.monotonic() + 60
     while true do
       local c <close> = H.connect("postgres")
       -- (the pattern is split so that this query does not count itself)
-      if c:value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' AND state = 'active' AND pid <> pg_backend_pid()",
-          sleep_text) >= n then break end
+      if c:value("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || $1 || '%' AND state = 'active' AND pid <> pg_backend_pid() " ..
+          "AND datname = ANY ($2::text[])", sleep_text, "{" .. table.concat(names, ",") .. "}") >= n then break end
       c:close()
       assert.truthy(sys.monotonic() < deadline and not p:poll(), "the targets did not reach their migration:\n" .. (H.read(err) or ""))
       sys.sleep(0.1)
     end
+  end
+
+  -- start the fleet in the background (its own process group, as from a shell) and wait until
+  -- `n` targets (of names) are inside their slow migration; returns the handle and its output files.
+  -- wrap: a command to run the fleet under (timeout ...).
+  local function fleet_in_background(dir, names, sleep_text, n, wrap)
+    local out, err = dir .. "/fleet.out", dir .. "/fleet.err"
+    local argv = { table.unpack(wrap or {}) }
+    for _, a in ipairs { H.orch_bin, "fleet", "light.lua", "--env", "fleet", "--parallel", tostring(n), "--yes", "--json" } do argv[#argv + 1] = a end
+    argv.cwd, argv.stdout, argv.stderr = dir, out, err
+    argv.env = { TEST_FLEET_SERVER = server(), DATABASE_URL = false, ORCH_ENV = false }
+    local p = proc.start(argv)
+    wait_in_migration(p, names, sleep_text, n, err)
     return p, out, err
   end
 
@@ -550,7 +561,7 @@ return R.run { name = "who", opts = opts, env = env, steps = {
   it("Ctrl-C mid-rollout: no new target starts, the running ones finish (exit 0), the rest are not started, exit 130", function()
     local names = databases("fl_int", 6)
     local dir = project({ ["V1__t.sql"] = "CREATE TABLE t (id int);\nSELECT pg_sleep(3);\n" }, list(names))
-    local p <close>, out, err = fleet_in_background(dir, "pg_sleep(3)", 2)
+    local p <close>, out, err = fleet_in_background(dir, names, "pg_sleep(3)", 2)
     assert.is_true(p:signal(2))
     local res = wait_end(p, 60)
     assert.truthy(res, "the fleet did not end after Ctrl-C")
@@ -574,10 +585,14 @@ return R.run { name = "who", opts = opts, env = env, steps = {
 
   it("Ctrl-C from timeout (orch and its group signalled at once) counts once: the running targets still finish", function()
     local names = databases("fl_tmo", 3)
-    local dir = project({ ["V1__t.sql"] = "CREATE TABLE t (id int);\nSELECT pg_sleep(6);\n" }, list(names))
-    -- generous: the signal must land while the first target runs, whatever the machine's load
-    local r = fleet(dir, { "light.lua", "--env", "fleet", "--parallel", "1", "--yes", "--json" }, nil,
-      { "timeout", "--preserve-status", "-s", "INT", "3.5" })
+    local dir = project({ ["V1__t.sql"] = "CREATE TABLE t (id int);\nSELECT pg_sleep(3);\n" }, list(names))
+    -- timeout passes a SIGINT it gets on as it does its own: to orch, then to the whole group.
+    -- It gets one once the first target is inside its migration, not after a guessed time.
+    local p <close>, out, err = fleet_in_background(dir, { names[1] }, "pg_sleep(3)", 1, { "timeout", "--preserve-status", "-s", "INT", "600" })
+    sys.kill(p:pid(), 2)
+    local res = wait_end(p, 60)
+    assert.truthy(res, "the fleet did not end after Ctrl-C")
+    local r = { code = res.code, stdout = H.read(out), stderr = H.read(err) }
     assert.equals(130, r.code, r.stdout .. r.stderr)
     local doc, by = report(r)
     assert.equals(0, by[names[1]].exit_code, r.stderr)
@@ -589,9 +604,16 @@ return R.run { name = "who", opts = opts, env = env, steps = {
   it("a second Ctrl-C interrupts the running targets: each cancels its release (rolled back) and reports 130", function()
     local names = databases("fl_int2", 4)
     local dir = project({ ["V1__t.sql"] = "CREATE TABLE t (id int);\nSELECT pg_sleep(30);\n" }, list(names))
-    local p <close>, out, err = fleet_in_background(dir, "pg_sleep(30)", 2)
+    local p <close>, out, err = fleet_in_background(dir, names, "pg_sleep(30)", 2)
     assert.is_true(p:signal(2))
-    sys.sleep(0.8)   -- past the duplicate window: a second, separate Ctrl-C
+    -- a second, separate Ctrl-C: past the 0.5 s duplicate window counted from when orch took the
+    -- first (it says so then), however late a loaded machine let it run
+    local deadline = sys.monotonic() + 30
+    while not (H.read(err) or ""):find("Ctrl-C: no new target starts", 1, true) do
+      assert.is_true(sys.monotonic() < deadline, "the fleet did not take the first Ctrl-C:\n" .. (H.read(err) or ""))
+      sys.sleep(0.02)
+    end
+    sys.sleep(0.8)
     assert.is_true(p:signal(2))
     local t0 = sys.monotonic()
     local res = wait_end(p, 40)
