@@ -38,6 +38,38 @@ local function recipe(dir, name, url, argv, wrap, env)
   return sys.spawn(a)
 end
 
+-- The recipe started in the background (its own process group), then signalled with sig
+-- (by the whole group) once its migration runs `SELECT pg_sleep(30)` in database dbname:
+-- a signal during migrate whatever the machine's load made of the steps before it. Raises
+-- when the migration is not reached within 60 s. wrap: a command to run it under; the signal
+-- then goes to that command alone (timeout passes it on to orch and to the group, as it
+-- does its own). Returns what sys.spawn would: {code, signal, stdout, stderr}.
+local function recipe_signalled_in_migration(dir, name, url, argv, dbname, sig, wrap)
+  local a = { table.unpack(wrap or {}) }
+  a[#a + 1] = H.orch_bin
+  a[#a + 1] = H.recipe(name:gsub("%.lua$", ""), dir)
+  for _, x in ipairs(argv or {}) do a[#a + 1] = x end
+  local out, err = dir .. "/recipe.out", dir .. "/recipe.err"
+  a.cwd, a.stdout, a.stderr = dir, out, err
+  a.env = { TEST_PROD_URL = url, DATABASE_URL = false }
+  local p <close> = require("orch.proc").start(a)
+  local c <close> = H.connect(dbname)
+  local deadline = sys.monotonic() + 60
+  while c:value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' " ..
+      "AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()") == 0 do
+    assert(not p:poll() and sys.monotonic() < deadline, "the recipe did not reach its slow migration:\n" .. (H.read(out) or "") .. (H.read(err) or ""))
+    sys.sleep(0.05)
+  end
+  local signalled_at = sys.monotonic()
+  if wrap then sys.kill(p:pid(), sig) else p:signal(sig) end
+  local res
+  deadline = sys.monotonic() + 120
+  repeat res = p:poll() if not res then sys.sleep(0.05) end until res or sys.monotonic() > deadline
+  assert(res, "the recipe did not end within 120 s of the signal:\n" .. (H.read(out) or "") .. (H.read(err) or ""))
+  return { code = res.code, signal = res.signal, ok = res.code == 0, stdout = H.read(out) or "", stderr = H.read(err) or "",
+           signalled_at = signalled_at }
+end
+
 local function runlog(r, dir)
   local path = r.stdout:match("run log: (%S+)")
   assert(path, "no run log in:\n" .. r.stdout .. r.stderr)
@@ -93,10 +125,9 @@ describe("recipes under faults", function()
     local before_schema, before_rows = schema_of(name), contents_of(name)
     local backup_rows = contents_of(name)
     local dir = project(4, { ["V5__slow.sql"] = "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(30);\n" })
-    local t0 = sys.monotonic()
-    local r = recipe(dir, "prod.lua", url, { "--yes" }, { "timeout", "--preserve-status", "-s", "INT", "4" })
+    local r = recipe_signalled_in_migration(dir, "prod.lua", url, { "--yes" }, name, 2, { "timeout", "--preserve-status", "-s", "INT", "600" })
     assert.equals(130, r.code, r.stdout .. r.stderr)
-    assert.is_true(sys.monotonic() - t0 < 20, "Ctrl-C did not stop the migration")
+    assert.is_true(sys.monotonic() - r.signalled_at < 20, "Ctrl-C did not stop the migration")
     assert.matches("interrupted during 'migrate'", r.stdout)
     local ev = runlog(r, dir)
     local stopped
@@ -127,7 +158,7 @@ describe("recipes under faults", function()
   it("prod killed outright (SIGKILL) during migrate: orch runs says where it stopped, and the backup is complete", function()
     local url, name = production("prod_kill")
     local dir = project(4, { ["V5__slow.sql"] = "CREATE TABLE slow_marker (id int);\nSELECT pg_sleep(30);\n" })
-    local r = recipe(dir, "prod.lua", url, { "--yes" }, { "timeout", "-s", "KILL", "4" })
+    local r = recipe_signalled_in_migration(dir, "prod.lua", url, { "--yes" }, name, 9)
     assert.is_true(r.signal == 9 or r.code == 137, r.stdout .. r.stderr)
     local runs = H.orch({ "runs", "--env", "prod", "--json" }, { cwd = dir, env = { TEST_PROD_URL = url } })
     assert.equals(0, runs.code, runs.stderr)
