@@ -141,11 +141,12 @@ return { transaction = false, up = function(db, ctx) ctx.batch { table = "pairs"
       }
       local restart = H.write(H.tmpdir() .. "/restart.lua",
         "local pg = require('orch.localpg').open(...)\npg:stop()\npg:start()\n")
-      local psql = string.format("%s/psql -h %s -p %d -U %s -d restart -XAtc \"SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%'\"",
+      local psql = string.format("%s/psql -h %s -p %d -U %s -d restart -XAtc \"SELECT 1 FROM pg_stat_activity WHERE query LIKE '%%pg_sleep(' || '60)%%' AND state = 'active'\"",
         localpg.bindir(), pg.host, pg.port, pg.user)
       local r = sys.spawn { "sh", "-c", string.format(
-        "%s migrate --db %s --dir %s > /dev/null 2>&1 & pid=$!; for i in $(seq 300); do [ -n \"$(%s)\" ] && break; sleep 0.05; done; " ..
-        "%s %s %s; wait $pid; echo migrate=$?", H.orch_bin, purl, dir, psql, H.orch_bin, restart, pg.dir), timeout = 120 }
+        "%s migrate --db %s --dir %s > /dev/null 2>&1 & pid=$!; seen=no; for i in $(seq 600); do [ -n \"$(%s)\" ] && seen=yes && break; sleep 0.05; done; echo seen=$seen; " ..
+        "%s %s %s; wait $pid; echo migrate=$?", H.orch_bin, purl, dir, psql, H.orch_bin, restart, pg.dir), timeout = 180 }
+      assert.matches("seen=yes", r.stdout, 1, true)   -- the restart cut the sleeping migration, not something before it
       assert.matches("migrate=1", r.stdout, 1, true)
       local st = H.orch { "status", "--db", purl, "--dir", dir }
       assert.matches("\n2%s+slow%s+SQL%s+failed", st.stdout)
