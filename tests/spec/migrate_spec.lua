@@ -238,10 +238,15 @@ describe("orch migrate / status / undo", function()
   end)
 
   it("lets only one of two orch processes started together migrate; the other waits and says who holds the lock", function()
-    local dir = project_dir {
-      ["V1__slow.sql"] = "CREATE TABLE slow (id int);\nSELECT pg_sleep(1.5);\n",
-    }
     local out = H.tmpdir()
+    -- the first to take the lock keeps it until the other has said it waits (the server reads
+    -- their stderr files), not for a fixed time a slow start of the other could outlast
+    sys.chmod(out, 493)
+    local said = string.format("coalesce(pg_read_file('%s/a.err', 0, 1000000, true), '') || coalesce(pg_read_file('%s/b.err', 0, 1000000, true), '')", out, out)
+    local dir = project_dir {
+      ["V1__slow.sql"] = "CREATE TABLE slow (id int);\n" ..
+        "DO $$ BEGIN FOR i IN 1..2400 LOOP EXIT WHEN " .. said .. " LIKE '%waiting for the migration lock%'; PERFORM pg_sleep(0.05); END LOOP; END $$;\n",
+    }
     local cmd = string.format("%s migrate --db %s --dir %s > %s/a.out 2> %s/a.err & %s migrate --db %s --dir %s > %s/b.out 2> %s/b.err & wait",
       H.orch_bin, url, dir, out, out, H.orch_bin, url, dir, out, out)
     local r = sys.spawn { "sh", "-c", cmd, timeout = 60 }
