@@ -273,10 +273,19 @@ describe("restores that check before they write", function()
 
     it("a swap killed with SIGKILL leaves a marked copy that the next restore of the target drops, saying so", function()
       local url, dst = H.fresh_db("rs_kill")
-      local r = sys.spawn { "sh", "-c", string.format(
-        "%s restore %s --db %s --swap & pid=$!; for i in $(seq 500); do [ -n \"$(%s)\" ] && break; sleep 0.01; done; sleep 0.2; kill -KILL $pid; wait $pid; echo $?",
-        H.orch_bin, big, url, psql_cmd(string.format("SELECT 1 FROM pg_database WHERE datname LIKE '%s_orch_restore_%%'", dst))) }
-      assert.equals("137", r.stdout:match("%d+"), r.stdout .. r.stderr)
+      local log = work .. "/kill.log"
+      local p <close> = require("orch.proc").start { H.orch_bin, "restore", big, "--db", url, "--swap", stdout = log, stderr = log }
+      -- killed as soon as its copy exists (filling it takes a while), whenever a loaded machine gets there
+      local deadline = sys.monotonic() + 120
+      while #databases_like(dst .. "_orch_restore_%") == 0 do
+        assert.is_nil(p:poll(), "the swap ended before its copy was seen: " .. (H.read(log) or ""))
+        assert.is_true(sys.monotonic() < deadline, "no copy of the swap after 120 s: " .. (H.read(log) or ""))
+        sys.sleep(0.01)
+      end
+      assert.is_true(p:signal(9))
+      local res
+      repeat res = p:poll() if not res then sys.sleep(0.01) end until res
+      assert.equals(9, res.signal, H.read(log))
       local left = databases_like(dst .. "_orch_restore_%")
       assert.equals(1, #left, "the killed run's copy")
       assert.equals(0, tables_in(dst), "the target was not touched")
@@ -292,14 +301,29 @@ describe("restores that check before they write", function()
     it("two restores of one target at once: the second fails clearly, naming the first, and changes nothing", function()
       local url, dst = H.fresh_db("rs_twice")
       local out = work .. "/first.out"
-      local r = sys.spawn { "sh", "-c", string.format(
-        "%s restore %s --db %s > %s 2>&1 & pid=$!; for i in $(seq 500); do [ -n \"$(%s)\" ] && break; sleep 0.01; done; " ..
-        "%s restore %s --db %s --swap; echo second=$?; wait $pid; echo first=$?",
-        H.orch_bin, big, url, out,
-        psql_cmd(string.format("SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 1869767538 AND objid::bigint = (hashtext('%s')::bigint + 4294967296) %% 4294967296", dst)),
-        H.orch_bin, big, url) }
-      assert.equals("1", r.stdout:match("second=(%d+)"), r.stdout .. r.stderr)
-      assert.equals("0", r.stdout:match("first=(%d+)"), H.read(out))
+      -- the first holds the target's restore lock, then waits to create its tables in schema
+      -- public, which this session is dropping (not committed): the second starts while the
+      -- first surely still runs, however fast or slow the machine
+      local gate = db.connect(url)
+      gate:exec("BEGIN; DROP SCHEMA public CASCADE")
+      local gate_pid = gate:info().backend_pid
+      local p <close> = require("orch.proc").start { H.orch_bin, "restore", big, "--db", url, stdout = out, stderr = out }
+      local c <close> = H.connect("postgres")
+      local deadline = sys.monotonic() + 120
+      while c:value("SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> $2", dst, gate_pid) == 0 do
+        assert.is_nil(p:poll(), "the first restore ended before it waited on schema public: " .. (H.read(out) or ""))
+        assert.is_true(sys.monotonic() < deadline, "the first restore did not reach schema public in 120 s: " .. (H.read(out) or ""))
+        sys.sleep(0.02)
+      end
+      local r = H.orch { "restore", big, "--db", url, "--swap" }
+      gate:exec("ROLLBACK")
+      gate:close()
+      local res
+      deadline = sys.monotonic() + 300
+      repeat res = p:poll() if not res then sys.sleep(0.05) end until res or sys.monotonic() > deadline
+      assert.equals(1, r.code, r.stdout .. r.stderr)
+      assert.truthy(res, "the first restore did not end")
+      assert.equals(0, res.code, H.read(out))
       assert.matches("another restore of database " .. dst .. " is running %(server pid %d+", r.stderr)
       assert.matches("nothing was restored", r.stderr)
       assert.is_nil(r.stderr:find("duplicate key", 1, true))
