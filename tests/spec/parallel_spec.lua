@@ -83,25 +83,26 @@ describe("orch backup --jobs", function()
     holder:exec("BEGIN; LOCK TABLE zz_gate IN ACCESS EXCLUSIVE MODE")
     local dir = work .. "/snap"
     local out = work .. "/snap.json"
-    local pid = sys.spawn { "sh", "-c", string.format("%s backup --db %s --dir %s --jobs 4 --json > %s 2>&1 &", H.orch_bin, url, dir, out) }
+    local pid = sys.spawn { "sh", "-c", string.format("(%s backup --db %s --dir %s --jobs 4 --json > %s 2>&1; echo $? > %s.code) > /dev/null 2>&1 &",
+      H.orch_bin, url, dir, out, out) }
     assert.is_true(pid.ok)
     local waited = false
     for _ = 1, 300 do
-      if c:value("SELECT count(*) FROM pg_locks WHERE relation = 'zz_gate'::regclass AND NOT granted") > 0 then waited = true break end
+      if c:value("SELECT count(*) FROM pg_locks WHERE relation = 'zz_gate'::regclass AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") > 0 then waited = true break end
       sys.sleep(0.05)
     end
     assert.is_true(waited, "the backup waits for the lock on zz_gate")
     for i = 1, 4 do holder:exec(string.format("UPDATE t%d SET v = 'after'; INSERT INTO t%d VALUES (0, 'new')", i, i)) end
     holder:exec("COMMIT")
     holder:close()
-    local m
-    for _ = 1, 600 do
-      local text = sys.exists(out) and H.read(out) or ""
-      if text:match("^%s*{") and text:match("}%s*$") then m = json.decode(text) break end
-      if text:match("orch:") then error(text) end
-      sys.sleep(0.1)
-    end
-    assert.is_truthy(m, "the backup finished")
+    -- (the shell creates the .code file before it writes the code into it: wait for the code)
+    local code, deadline = nil, sys.monotonic() + 120
+    repeat
+      code = (H.read(out .. ".code") or ""):match("%d+")
+      if not code then sys.sleep(0.1) end
+    until code or sys.monotonic() > deadline
+    assert.equals("0", code, H.read(out))
+    local m = json.decode(H.read(out))
     assert.equals(4, m.jobs)
     local _, dst = H.fresh_db("par_snap_dst")
     local rr = H.pgtool("pg_restore", { "-j", "2", "-d", dst, "--exit-on-error", m.path })
@@ -123,7 +124,7 @@ describe("orch backup --jobs", function()
     local r = sys.spawn { "sh", "-c", string.format(
       "%s backup --db %s --dir %s --jobs 2 --threads 1 > %s/out 2> %s/err & pid=$!; " ..
       "for i in $(seq 400); do n=$(%s/psql -h %s -p %d -U postgres -d %s -XAtc \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity " ..
-      "WHERE application_name = 'orch backup worker 2' AND query LIKE 'COPY%%'\"); [ -n \"$n\" ] && break; sleep 0.02; done; wait $pid; echo $?",
+      "WHERE application_name = 'orch backup worker 2' AND query LIKE 'COPY%%' AND datname = current_database()\"); [ -n \"$n\" ] && break; sleep 0.02; done; wait $pid; echo $?",
       H.orch_bin, url, dir, work, work, require("orch.localpg").bindir(), H.cluster().host, H.cluster().port, name) }
     assert.equals("1", r.stdout:match("%d+"), H.read(work .. "/err"))
     local err = H.read(work .. "/err")
@@ -153,23 +154,25 @@ describe("orch backup --jobs", function()
       return false
     end
     -- the backup holds a1 and a2 and waits for zz_gate
-    assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation = 'zz_gate'::regclass AND NOT granted", 1), "the backup waits for zz_gate")
+    assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation = 'zz_gate'::regclass AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())", 1), "the backup waits for zz_gate")
     -- sessions queue for exclusive locks behind the backup's on every table, zz_gate too (behind
     -- the backup's own request): whichever table the worker takes, its ACCESS SHARE queues behind one
     for _, t in ipairs { "a1", "a2", "zz_gate" } do
       assert.is_true(sys.spawn { "sh", "-c", string.format("%s/psql -h %s -p %d -U postgres -d %s -XAtc 'BEGIN; SET lock_timeout = 20000; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE; COMMIT' >/dev/null 2>&1 &",
         require("orch.localpg").bindir(), H.cluster().host, H.cluster().port, name, t) }.ok)
     end
-    assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation IN ('a1'::regclass, 'a2'::regclass) AND NOT granted", 2), "sessions queue on a1 and a2")
-    assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation = 'zz_gate'::regclass AND NOT granted", 2), "a session queues on zz_gate")
+    assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation IN ('a1'::regclass, 'a2'::regclass) AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())", 2), "sessions queue on a1 and a2")
+    assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation = 'zz_gate'::regclass AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())", 2), "a session queues on zz_gate")
     gate:exec("COMMIT")
     gate:close()
-    for _ = 1, 600 do
-      if sys.exists(out .. ".code") then break end
-      sys.sleep(0.1)
-    end
+    -- (the shell creates the .code file before it writes the code into it: wait for the code)
+    local code, deadline = nil, sys.monotonic() + 120
+    repeat
+      code = (H.read(out .. ".code") or ""):match("%d+")
+      if not code then sys.sleep(0.1) end
+    until code or sys.monotonic() > deadline
     local err = H.read(out)
-    assert.equals("1", H.read(out .. ".code"):match("%d+"), err)
+    assert.equals("1", code, err)
     assert.matches("could not lock table public%.[%w_]+ for the backup %(on its connection 2%) within 10s: pid %d+ is waiting for AccessExclusiveLock", err)
     assert.matches("queued behind this backup's own lock", err, 1, true)
     c:exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
@@ -198,8 +201,8 @@ describe("orch backup --jobs", function()
       local r = sys.spawn { "sh", "-c", string.format(
         "%s > %s/r.out 2> %s/r.err & pid=$!; " ..
         "for i in $(seq 600); do n=$(%s/psql -h %s -p %d -U postgres -d postgres -XAtc \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity " ..
-        "WHERE application_name = 'orch restore worker 2' AND query LIKE 'COPY%%'\"); [ -n \"$n\" ] && break; sleep 0.02; done; wait $pid; echo $?",
-        table.concat(argv, " "), work, work, require("orch.localpg").bindir(), H.cluster().host, H.cluster().port) }
+        "WHERE application_name = 'orch restore worker 2' AND query LIKE 'COPY%%' AND datname LIKE '%s%%'\"); [ -n \"$n\" ] && break; sleep 0.02; done; wait $pid; echo $?",
+        table.concat(argv, " "), work, work, require("orch.localpg").bindir(), H.cluster().host, H.cluster().port, dst) }
       return r.stdout:match("(%d+)%s*$"), H.read(work .. "/r.err")
     end
 
