@@ -193,8 +193,9 @@ describe("orch.health database checks", function()
       require("orch.localpg").bindir(), pg.host, pg.port, name) }
     local wpid = tonumber(waiter.stdout:match("%d+"))
     finally(function() sys.kill(wpid) end)
-    for _ = 1, 100 do
-      if c:value("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'waiter'") > 0 then break end
+    local deadline = sys.monotonic() + 60
+    while c:value("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'waiter' AND datname = current_database()") == 0 do
+      assert.is_true(sys.monotonic() < deadline, "psql did not queue behind the lock within 60 s")
       sys.sleep(0.05)
     end
     local r = health.db.blocked(c, { max_wait = "30s" })
@@ -203,10 +204,9 @@ describe("orch.health database checks", function()
     r = health.db.blocked(c, { max_wait = "0s" })
     assert.equals("fail", r.status)
     holder:exec("COMMIT")
-    for _ = 1, 100 do
-      if health.db.blocked(c).status == "pass" then break end
-      sys.sleep(0.05)
-    end
+    -- the waiter gets its lock a moment after the commit
+    local deadline2 = sys.monotonic() + 60
+    while health.db.blocked(c).status ~= "pass" and sys.monotonic() < deadline2 do sys.sleep(0.05) end
     assert.equals("pass", health.db.blocked(c).status)
   end)
 
