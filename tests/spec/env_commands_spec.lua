@@ -139,8 +139,9 @@ describe("the environment decides, for every command", function()
     assert.matches("V2__item_owner%.sql: .*SQLSTATE 55P03%); retrying in [%d.]+s %(attempt 2 of 2%)", r.stderr)
     assert.is_nil(r.stderr:find("attempt 3", 1, true), r.stderr)
     assert.matches("lock timeout", r.stderr)
-    -- two attempts of prod's 1s, not the 5s default: well under one default timeout plus a retry
-    assert.is_true(took >= 2 and took < 5, string.format("took %.1fs", took))
+    -- two attempts of prod's 1s, not the 5s default (two of those take 10 s at least); the rest of
+    -- the bound is for a loaded machine's start-up and connections
+    assert.is_true(took >= 2 and took < 9, string.format("took %.1fs", took))
     sys.rmtree(dir)
   end)
 
