@@ -22,7 +22,7 @@ describe("with a streaming standby", function()
   -- wait until the standby has replayed everything the primary wrote so far
   local function caught_up(primary, standby)
     local lsn = primary:value("SELECT pg_current_wal_insert_lsn()::text")
-    for _ = 1, 200 do
+    for _ = 1, 1200 do
       -- the replay position moves a moment before the replayed commit's time is recorded: wait for both
       if standby:value("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AND pg_last_xact_replay_timestamp() IS NOT NULL", lsn) then return true end
       sys.sleep(0.05)
@@ -49,8 +49,9 @@ describe("with a streaming standby", function()
     sys.sleep(1.2)
     p:exec("INSERT INTO t VALUES (2)")
     local lsn = p:value("SELECT pg_current_wal_insert_lsn()::text")
-    for _ = 1, 200 do
-      if s:value("SELECT pg_last_wal_receive_lsn() >= $1::pg_lsn", lsn) then break end
+    local deadline = sys.monotonic() + 60
+    while not s:value("SELECT pg_last_wal_receive_lsn() >= $1::pg_lsn", lsn) do
+      assert.is_true(sys.monotonic() < deadline, "the standby did not receive " .. lsn .. " within 60 s")
       sys.sleep(0.05)
     end
     r = health.db.replication_lag(s, { max = "1s" })
@@ -61,12 +62,12 @@ describe("with a streaming standby", function()
     s:exec("SELECT pg_wal_replay_resume()")
     caught_up(p, s)
     sys.sleep(1.2)
-    -- (other specs may be writing: look until a moment when all it received is replayed)
-    for _ = 1, 100 do
+    -- (other specs may be writing, a lot at times: look until a moment when all it received is replayed)
+    deadline = sys.monotonic() + 60
+    repeat
       r = health.db.replication_lag(s, { max = "1s" })
-      if r.detail == "standby, replayed all it received" then break end
-      sys.sleep(0.05)
-    end
+      if r.detail ~= "standby, replayed all it received" then sys.sleep(0.05) end
+    until r.detail == "standby, replayed all it received" or sys.monotonic() > deadline
     assert.equals("standby, replayed all it received", r.detail)
     assert.equals("pass", r.status)
     assert.equals(0, r.observed)
