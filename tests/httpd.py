@@ -289,6 +289,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, "ok")
 
     def r_hang(self):
+        self.log_message("hanging on %s", self.path)   # (with --verbose: a test can wait for this line)
         time.sleep(HANG_SECONDS)       # the request was read; never answer it
         self.close_connection = True
 

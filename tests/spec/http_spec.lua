@@ -197,17 +197,20 @@ describe("orch.http", function()
 
   it("Ctrl-C stops a request in flight: exit 130, promptly", function()
     local dir = H.tmpdir()
+    -- a server of its own that logs when it holds the request: the signal goes once it does
+    local hang = H.httpd { log = dir .. "/httpd.log" }
+    finally(function() hang:stop() end)
     H.write(dir .. "/slow.lua", string.format([[
 local http = require "orch.http"
-io.stdout:write("ready\n") io.stdout:flush()
 local r, err = http.request { url = %q, timeout = 60 }
 print("returned", r, err)
-]], srv:url("/hang")))
-    local t0 = sys.monotonic()
+]], hang:url("/hang")))
     local r = sys.spawn { "sh", "-c", string.format(
-      "%s %s/slow.lua > %s/out 2> %s/err & pid=$!; for i in $(seq 100); do grep -q ready %s/out 2>/dev/null && break; sleep 0.05; done; sleep 0.3; kill -INT $pid; wait $pid; echo $?",
-      H.orch_bin, dir, dir, dir, dir), timeout = 60 }
-    local took = sys.monotonic() - t0
+      "%s %s/slow.lua > %s/out 2> %s/err & pid=$!; seen=no; for i in $(seq 1200); do grep -q 'hanging on /hang' %s/httpd.log 2>/dev/null && seen=yes && break; sleep 0.05; done; " ..
+      "echo $(date +%%s.%%N) > %s/signalled; kill -INT $pid; wait $pid; echo $? seen=$seen",
+      H.orch_bin, dir, dir, dir, dir, dir), timeout = 120 }
+    assert.matches("seen=yes", r.stdout, 1, true)
+    local took = sys.now() - tonumber(H.read(dir .. "/signalled"))
     assert.equals("130", r.stdout:match("%d+"), H.read(dir .. "/out") .. H.read(dir .. "/err"))
     assert.is_nil(H.read(dir .. "/out"):find("returned", 1, true))
     assert.matches("interrupted", H.read(dir .. "/err"))
