@@ -281,9 +281,12 @@ describe("the brief's layouts on a real server", function()
       ["auth/rollback/20240101_001_auth_users.sql"] = "SELECT 1;\n",
       ["jobs/001_initial.lua"] = "return { apply = function() end }\n",
     }
+    local before = os.date("!%Y%m%d")
     local r = H.orch({ "new", "add_roles", "--service", "auth", "--dir", dir }, { cwd = H.tmpdir() })
     assert.is_true(r.ok, r.stderr)
-    local stem = os.date("!%Y%m%d") .. "_001_add_roles.sql"
+    -- the day orch saw: the one before it ran, unless midnight (UTC) passed meanwhile
+    local day = sys.exists(dir .. "/auth/schema/" .. before .. "_001_add_roles.sql") and before or os.date("!%Y%m%d")
+    local stem = day .. "_001_add_roles.sql"
     assert.is_true(sys.exists(dir .. "/auth/schema/" .. stem))
     assert.is_true(sys.exists(dir .. "/auth/rollback/" .. stem))
     r = H.orch({ "new", "cleanup", "--service", "jobs", "--lua", "--dir", dir }, { cwd = H.tmpdir() })
