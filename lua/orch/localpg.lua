@@ -248,9 +248,22 @@ function Cluster:start()
     os.remove(self.data .. "/postmaster.pid")
   end
   if not self.port or sys.port_open(self.port) then self.port = sys.free_port() end
-  self:_write_conf()
-  local r = self:_run("pg_ctl", { "start", "-D", self.data, "-l", self.logfile, "-w", "-t", "60" },
-    { timeout = 90 })
+  local r
+  -- a port free a moment ago can be taken before the server binds it (another program's
+  -- connection got it as its local port, another cluster chose it): then another free one
+  for attempt = 1, 5 do
+    self:_write_conf()
+    local st = sys.stat(self.logfile)
+    local logged = st and st.size or 0
+    r = self:_run("pg_ctl", { "start", "-D", self.data, "-l", self.logfile, "-w", "-t", "60" },
+      { timeout = 90 })
+    if r.ok or attempt == 5 then break end
+    local f = io.open(self.logfile, "rb")
+    local new = ""
+    if f then f:seek("set", logged) new = f:read("a") or "" f:close() end
+    if not new:find("Address already in use", 1, true) then break end
+    self.port = sys.free_port()
+  end
   if not r.ok then
     error(string.format("the local PostgreSQL cluster in %s did not start (pg_ctl: %s)\nlast lines of %s:\n%s",
       self.dir, (r.stderr .. r.stdout):gsub("%s+$", ""), self.logfile, log_tail(self.logfile, 15)), 0)

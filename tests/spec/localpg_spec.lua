@@ -68,12 +68,37 @@ s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", %d)); s.listen(1); print("up", flush=True); time.sleep(20)' > %s/holder.out & echo $!]], old, pg.dir) }
       local holder = tonumber(r.stdout:match("%d+"))
       finally(function() sys.kill(holder) end)
-      for _ = 1, 100 do if (H.read(pg.dir .. "/holder.out") or ""):find("up") then break end sys.sleep(0.05) end
+      local deadline = sys.monotonic() + 30
+      while not (H.read(pg.dir .. "/holder.out") or ""):find("up") and sys.monotonic() < deadline do sys.sleep(0.05) end
       assert.is_true(sys.port_open(old), "the old port is taken")
       local again = localpg.ensure(dir)
       assert.are_not.equal(old, again.port)
       local c <close> = again:connect("postgres")
       assert.equals(1, c:value("SELECT 1"))
+      pg = again
+    end)
+
+    it("moves to another port when its port is taken between the check and the server's bind", function()
+      pg:stop()
+      -- a socket bound to the port but not listening: nothing answers there (the check finds it
+      -- free), and the server cannot bind it: what a port taken a moment after the check looks like
+      local old = pg.port
+      local r = sys.spawn { "sh", "-c", string.format([[python3 -c '
+import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", %d)); print("up", flush=True); time.sleep(60)' > %s/binder.out 2>&1 & echo $!]], old, pg.dir) }
+      local holder = tonumber(r.stdout:match("%d+"))
+      finally(function() sys.kill(holder) end)
+      local deadline = sys.monotonic() + 30
+      while not (H.read(pg.dir .. "/binder.out") or ""):find("up") do
+        assert.is_true(sys.monotonic() < deadline, "the port could not be bound: " .. (H.read(pg.dir .. "/binder.out") or ""))
+        sys.sleep(0.05)
+      end
+      assert.is_false(sys.port_open(old), "the bound port answers")
+      local again = localpg.ensure(dir)
+      assert.are_not.equal(old, again.port)
+      local c <close> = again:connect("postgres")
+      assert.equals(1, c:value("SELECT 1"))
+      assert.matches("Address already in use", H.read(again.logfile), 1, true)
       pg = again
     end)
   end)
