@@ -252,7 +252,8 @@ print(hashlib.sha256(s3.get_object(Bucket=bucket, Key=%q)["Body"].read()).hexdig
   for _, sig in ipairs { "INT", "KILL" } do
     it("leaves no object and no manifest when the backup is interrupted (SIG" .. sig .. ") mid-upload", function()
       -- each part waits a while at the server, so the backup is still uploading when the signal comes
-      srv:faults { { method = "PUT", query = "partNumber=", delay = 0.4, times = 1000 } }
+      -- (6 parts or more are left after part 2: seconds, for a python poll on a loaded machine)
+      srv:faults { { method = "PUT", query = "partNumber=", delay = 0.8, times = 1000 } }
       local env = srv:env { ORCH_S3_PART_SIZE = "128KiB", AWS_SESSION_TOKEN = TOKEN }
       local exports = {}
       for k, v in pairs(env) do exports[#exports + 1] = k .. "='" .. v .. "'" end
