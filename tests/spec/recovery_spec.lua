@@ -23,6 +23,12 @@ local RELEASE = {
   ["U7__ticket_title_index.sql"] = "DROP INDEX tickets_title_idx;\n",
 }
 local BROKEN = "\nSELECT 1 / 0;   -- the release's bug\n"
+-- V5 as a release during which the application surely wrote: it first waits (up to 60 s) until
+-- the writer committed a row after V5 began, that is after the run's backup, whatever the
+-- machine's load did to the writer
+local V5_AFTER_A_WRITE = [[DO $$ DECLARE seen bigint := (SELECT max(id) FROM tickets); BEGIN
+  FOR i IN 1..1200 LOOP EXIT WHEN (SELECT max(id) FROM tickets) > seen; PERFORM pg_sleep(0.05); END LOOP; END $$;
+]] .. RELEASE["V5__ticket_region.sql"]
 -- a migration without a transaction whose second statement fails: the first stays committed
 local NOTX = "-- orch: transaction=false\nALTER TABLE tickets ADD COLUMN tagged boolean;\nSELECT 1 / 0;\n"
 
@@ -222,7 +228,7 @@ describe("the recovery ladder, with the application writing", function()
 
   it("nothing to undo and rows written since the backup: the restore is refused (exit 4), naming tables and rows and the command that would restore anyway", function()
     local url, name = production("ladder_refuse")
-    local dir = project({ ["V6__ticket_tags.sql"] = NOTX,
+    local dir = project({ ["V5__ticket_region.sql"] = V5_AFTER_A_WRITE, ["V6__ticket_tags.sql"] = NOTX,
                           ["U6__ticket_tags.sql"] = false })
     local r, during, ids = release(url, dir)
     assert.equals(4, r.code, r.stdout .. r.stderr)
@@ -250,7 +256,7 @@ describe("the recovery ladder, with the application writing", function()
 
   it("the environment allows discarding writes: the backup is restored by swap, and the report says what the kept old database holds", function()
     local url, name = production("ladder_discard")
-    local dir = project({ ["V6__ticket_tags.sql"] = NOTX,
+    local dir = project({ ["V5__ticket_region.sql"] = V5_AFTER_A_WRITE, ["V6__ticket_tags.sql"] = NOTX,
                           ["U6__ticket_tags.sql"] = false }, "release = { discard_writes = true }")
     local r, _, ids = release(url, dir)
     assert.equals(3, r.code, r.stdout .. r.stderr)
