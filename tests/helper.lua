@@ -299,12 +299,22 @@ function H.same_database(a, b)
   assert.same(H.contents_of(a), H.contents_of(b))
 end
 
+--- Creates role name (attrs: e.g. "LOGIN") on connection c unless it exists. Roles are
+-- cluster-wide and specs run at once: one made by another spec between the look and the
+-- CREATE is fine.
+function H.ensure_role(c, name, attrs)
+  local function exists() return c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", name) end
+  if exists() then return end
+  local ok, err = pcall(c.exec, c, "CREATE ROLE " .. c:quote_ident(name) .. (attrs and (" " .. attrs) or ""))
+  if not ok and not exists() then error(err, 0) end
+end
+
 --- Creates the roles the backup fixtures grant to (orch_owner_t,
 -- orch_reader_t) unless they exist; roles are cluster-wide.
 function H.setup_roles()
   local c <close> = H.connect("postgres")
   for _, r in ipairs { "orch_owner_t", "orch_reader_t" } do
-    if not c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then c:exec("CREATE ROLE " .. r) end
+    H.ensure_role(c, r)
   end
 end
 

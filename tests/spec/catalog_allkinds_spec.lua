@@ -87,7 +87,7 @@ describe("every kind and setting, three ways", function()
     local want = { "orch_owner_t", "orch_reader_t" }
     for _, t in ipairs(texts) do for _, r in ipairs(roles_of(t)) do want[#want + 1] = r end end
     for _, r in ipairs(want) do
-      if not c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then c:exec("CREATE ROLE " .. c:quote_ident(r)) end
+      H.ensure_role(c, r)
     end
     -- the tablespaces a fixture names ("-- tablespaces: a b")
     for _, t in ipairs(texts) do

@@ -50,7 +50,7 @@ describe("coverage: nothing left out silently", function()
     work = H.tmpdir()
     local c <close> = H.connect("postgres")
     for _, r in ipairs { "orch_owner_t", "orch_reader_t", "orch_lo_owner", "orch_lo_reader" } do
-      if not c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then c:exec("CREATE ROLE " .. r) end
+      H.ensure_role(c, r)
     end
     local url
     url, src = H.fresh_db("cov_src")

@@ -29,7 +29,7 @@ describe("large objects", function()
     work = H.tmpdir()
     local c <close> = H.connect("postgres")
     for _, r in ipairs { "orch_lo_owner", "orch_lo_reader" } do
-      if not c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then c:exec("CREATE ROLE " .. r) end
+      H.ensure_role(c, r)
     end
     local url
     url, src = H.fresh_db("lo_src")

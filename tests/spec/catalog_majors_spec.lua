@@ -107,7 +107,7 @@ for _, major in ipairs(H.test_majors()) do
     setup(function()
       work = H.tmpdir()
       local admin <close> = H.connect("postgres", major)
-      if not admin:value("SELECT 1 FROM pg_roles WHERE rolname = 'orch_major_reader'") then admin:exec("CREATE ROLE orch_major_reader") end
+      H.ensure_role(admin, "orch_major_reader")
       _, src = H.fresh_db("rich_src", major)
       local c <close> = H.connect(src, major)
       c:exec(SCHEMA)
@@ -144,7 +144,7 @@ for _, major in ipairs(H.test_majors()) do
     it("the decorations fixture (comments, grant chains, system objects' and extension members' privileges, the public schema) round-trips orch -> orch", function()
       local admin <close> = H.connect("postgres", major)
       for _, r in ipairs { "orch_dec_owner", "orch_dec_a", "orch_dec_b" } do
-        if not admin:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then admin:exec("CREATE ROLE " .. r) end
+        H.ensure_role(admin, r)
       end
       local url, dsrc = H.fresh_db("decor_major", major)
       local durl, ddst = H.fresh_db("decor_major_dst", major)
@@ -184,7 +184,7 @@ for _, major in ipairs(H.test_majors()) do
         local b = H.orch { "backup", "--db", pg:url(src), "--output", dump }
         assert(b.ok, b.stderr .. b.stdout)
         local admin <close> = H.connect("postgres", 15)
-        if not admin:value("SELECT 1 FROM pg_roles WHERE rolname = 'orch_major_reader'") then admin:exec("CREATE ROLE orch_major_reader") end
+        H.ensure_role(admin, "orch_major_reader")
         -- -C: the database itself too, created on 15 under the source's name (free there)
         local dst = src
         H.drop_db(dst, 15)

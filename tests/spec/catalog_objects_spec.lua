@@ -13,7 +13,7 @@ local ROLES = { "orch_kind_owner", "orch_kind_reader" }
 local function setup_roles()
   local c <close> = H.connect("postgres")
   for _, r in ipairs(ROLES) do
-    if not c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then c:exec("CREATE ROLE " .. r) end
+    H.ensure_role(c, r)
   end
 end
 
@@ -162,7 +162,7 @@ describe("catalog object kinds", function()
       CREATE PUBLICATION p]])
     c:exec("CREATE SUBSCRIPTION sub CONNECTION 'dbname=nowhere' PUBLICATION p WITH (connect = false, slot_name = NONE)")
     local admin <close> = H.connect("postgres")
-    if not admin:value("SELECT 1 FROM pg_roles WHERE rolname = 'orch_kind_login'") then admin:exec("CREATE ROLE orch_kind_login LOGIN") end
+    H.ensure_role(admin, "orch_kind_login", "LOGIN")
     c:exec("GRANT SELECT ON kept TO orch_kind_login")
     local as_login = url:gsub("//[^@/]*@", "//orch_kind_login@")
     local dir = work .. "/nosuper"

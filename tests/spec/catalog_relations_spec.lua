@@ -148,7 +148,7 @@ end
 
 local function setup_roles(c)
   for _, r in ipairs { "orch_owner_t", "orch_reader_t" } do
-    if not c:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then c:exec("CREATE ROLE " .. r) end
+    H.ensure_role(c, r)
   end
 end
 

@@ -215,7 +215,7 @@ for _, major in ipairs(H.test_majors()) do
     local name_a, name_b, ca, cb, base_a
     setup(function()
       local c <close> = H.connect("postgres", major)
-      if not c:value("SELECT 1 FROM pg_roles WHERE rolname = 'orch_judge_r'") then c:exec("CREATE ROLE orch_judge_r") end
+      H.ensure_role(c, "orch_judge_r")
       c:close()
       _, name_a = H.fresh_db("judge_a", major)
       _, name_b = H.fresh_db("judge_b", major)

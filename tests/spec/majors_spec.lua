@@ -70,7 +70,7 @@ for _, major in ipairs(H.test_majors()) do
     it("a database owner who is not a superuser backs up and restores the database (PostgreSQL 12 hides pg_subscription.oid from it)", function()
       local pg = H.cluster(major)
       local admin <close> = H.connect("postgres", major)
-      if not admin:value("SELECT 1 FROM pg_roles WHERE rolname = 'orch_major_owner'") then admin:exec("CREATE ROLE orch_major_owner LOGIN") end
+      H.ensure_role(admin, "orch_major_owner", "LOGIN")
       local _, own = H.fresh_db("major_own", major)
       local _, dst = H.fresh_db("major_own_dst", major)
       finally(function() H.drop_db(own, major) H.drop_db(dst, major) end)

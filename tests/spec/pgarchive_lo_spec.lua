@@ -27,7 +27,7 @@ describe("orch.pgarchive large objects", function()
     c:exec("SET client_min_messages = warning")
     local admin <close> = H.connect()
     for _, r in ipairs { "orch_lo_owner", "orch_lo_reader" } do
-      if not admin:value("SELECT 1 FROM pg_roles WHERE rolname = $1", r) then admin:exec("CREATE ROLE " .. r) end
+      H.ensure_role(admin, r)
     end
     c:exec([[
       SELECT lo_from_bytea(7001, 'a small one');
