@@ -176,8 +176,15 @@ return { transaction = false, up = function(db, ctx) ctx.batch { table = "pairs"
 
     it("an unnamed build cancelled by statement_timeout", function()
       c:exec("CREATE TABLE big AS SELECT g AS id, md5(g::text) AS s FROM generate_series(1, 300000) g")
-      local dir = project_dir { ["V1__idx.sql"] = "-- orch: transaction=false, statement_timeout=100ms\nCREATE INDEX CONCURRENTLY ON big (s, id);\n" }
+      -- a transaction holding an old snapshot: the build, once its index exists (INVALID), waits
+      -- for it, so the timeout strikes a build under way however fast the machine builds
+      local holder = db.connect(url)
+      finally(function() holder:close() end)
+      holder:exec("BEGIN ISOLATION LEVEL REPEATABLE READ")
+      holder:value("SELECT 1")
+      local dir = project_dir { ["V1__idx.sql"] = "-- orch: transaction=false, statement_timeout=500ms\nCREATE INDEX CONCURRENTLY ON big (s, id);\n" }
       local r = run(url, dir, "migrate")
+      holder:exec("COMMIT")
       assert.equals(1, r.code, r.stderr)
       assert.matches("statement timeout", r.stderr)
       assert.matches("the INVALID index public.big_s_id_idx that the failed concurrent build left was dropped", r.stderr, 1, true)
