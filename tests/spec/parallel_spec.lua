@@ -158,7 +158,7 @@ describe("orch backup --jobs", function()
     -- sessions queue for exclusive locks behind the backup's on every table, zz_gate too (behind
     -- the backup's own request): whichever table the worker takes, its ACCESS SHARE queues behind one
     for _, t in ipairs { "a1", "a2", "zz_gate" } do
-      assert.is_true(sys.spawn { "sh", "-c", string.format("%s/psql -h %s -p %d -U postgres -d %s -XAtc 'BEGIN; SET lock_timeout = 20000; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE; COMMIT' >/dev/null 2>&1 &",
+      assert.is_true(sys.spawn { "sh", "-c", string.format("%s/psql -h %s -p %d -U postgres -d %s -XAtc 'BEGIN; SET lock_timeout = 60000; LOCK TABLE %s IN ACCESS EXCLUSIVE MODE; COMMIT' >/dev/null 2>&1 &",
         require("orch.localpg").bindir(), H.cluster().host, H.cluster().port, name, t) }.ok)
     end
     assert.is_true(waiting("SELECT count(*) FROM pg_locks WHERE relation IN ('a1'::regclass, 'a2'::regclass) AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())", 2), "sessions queue on a1 and a2")
