@@ -149,7 +149,7 @@ describe("recipes", function()
     assert.matches("would apply: V1__types_and_helpers%.sql", r.stdout)
     assert.matches("would back up the database", r.stdout)
     -- the read-only preflight runs for real in a dry run: its findings are facts, not plans
-    assert.matches("preflight\n    ok %d+ms  database %d+ MiB on the primary", r.stdout)
+    assert.matches("preflight\n    ok [%d.]+m?s  database %d+ MiB on the primary", r.stdout)
     local c <close> = db.connect(url)
     assert.is_false(c:value("SELECT to_regclass('public.orch_schema_history') IS NOT NULL"))
     assert.is_false(sys.exists(dir .. "/backups/prod"))

@@ -328,7 +328,7 @@ return { s3env = { database = { env = "S3_SRC_URL" }, backups = { dir = "s3://%s
     end
     local r = recipe("staging.lua", { "--env", "stg", "--yes" })
     assert.equals(0, r.code, r.stdout .. r.stderr)
-    assert.matches("ok %d+m?s  s3://orch/stg/[^ ]+%.dump %(.-verified%)", r.stdout)
+    assert.matches("ok [%d.]+m?s  s3://orch/stg/[^ ]+%.dump %(.-verified%)", r.stdout)
     local keys = srv:keys("stg/")
     assert.equals(2, #keys)
     assert.is_false(sys.exists(dir .. "/backups"))
