@@ -275,9 +275,15 @@ describe("restores that check before they write", function()
       local url, dst = H.fresh_db("rs_kill")
       local log = work .. "/kill.log"
       local p <close> = require("orch.proc").start { H.orch_bin, "restore", big, "--db", url, "--swap", stdout = log, stderr = log }
-      -- killed as soon as its copy exists (filling it takes a while), whenever a loaded machine gets there
+      -- killed as soon as its copy exists and is marked as the restore's (filling it takes a
+      -- while), whenever a loaded machine gets there
+      local c <close> = H.connect("postgres")
+      local function marked_copy()
+        return c:value("SELECT count(*) FROM pg_database WHERE datname LIKE $1 AND shobj_description(oid, 'pg_database') LIKE '% by pid %'",
+          dst .. "_orch_restore_%") > 0
+      end
       local deadline = sys.monotonic() + 120
-      while #databases_like(dst .. "_orch_restore_%") == 0 do
+      while not marked_copy() do
         assert.is_nil(p:poll(), "the swap ended before its copy was seen: " .. (H.read(log) or ""))
         assert.is_true(sys.monotonic() < deadline, "no copy of the swap after 120 s: " .. (H.read(log) or ""))
         sys.sleep(0.01)
