@@ -278,7 +278,8 @@ end
 -- as it is (PostgreSQL 9.2+ then rewrites neither the table nor its indexes)?
 -- Only the binary-compatible widenings: varchar(n) to varchar(m >= n), to
 -- varchar or to text; text to varchar; numeric(p, s) to numeric(q >= p, s)
--- or numeric; varbit(n) to varbit(m >= n) or varbit; cidr to inet; and no
+-- or numeric; varbit(n) to varbit(m >= n) or varbit; timestamp(p), time(p)
+-- and their time zone kinds to a finer precision; cidr to inet; and no
 -- change at all. A USING other than the column itself (or cast to the new
 -- type) computes every value again.
 local function keeps_values(old, new, using, col)
@@ -305,6 +306,9 @@ local function keeps_values(old, new, using, col)
   if builtin(old, "varchar") and builtin(new, "varchar") then return wider(old, new) end
   if builtin(old, "text") and builtin(new, "varchar") then return #new.mods == 0 end
   if builtin(old, "varbit") and builtin(new, "varbit") then return wider(old, new) end
+  for _, t in ipairs({ "timestamp", "timestamptz", "time", "timetz" }) do
+    if builtin(old, t) and builtin(new, t) then return wider(old, new) end
+  end
   if builtin(old, "numeric") and builtin(new, "numeric") then
     if #new.mods == 0 then return true end
     if #old.mods == 0 then return false end

@@ -154,6 +154,8 @@ describe("orch.lint", function()
     -- in one file: the first change's type is known to the second
     assert.equals("OR005", ids("ALTER TABLE c ALTER COLUMN nick TYPE varchar(80);\nALTER TABLE c ALTER COLUMN nick TYPE text;"))
     assert.equals("OR005,OR005", ids("ALTER TABLE c ALTER COLUMN nick TYPE varchar(80);\nALTER TABLE c ALTER COLUMN nick TYPE varchar(40);"))
+    assert.equals("OR005", ids("ALTER TABLE c ALTER COLUMN at TYPE timestamptz(0);\nALTER TABLE c ALTER COLUMN at TYPE timestamptz(3);\n" ..
+      "ALTER TABLE c ALTER COLUMN at TYPE timestamptz;"))
     -- a new collation rebuilds the column's indexes
     assert.equals("OR005,OR005", ids("ALTER TABLE c ALTER COLUMN nick TYPE varchar(80);\nALTER TABLE c ALTER COLUMN nick TYPE text COLLATE \"C\";"))
     -- and not knowing it, orch assumes a rewrite
