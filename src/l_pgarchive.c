@@ -2824,8 +2824,10 @@ static void split_fail(Split *q) {
 /* The lead's sink: rows accumulate in acc and leave in pieces cut at a row end. */
 typedef struct SplitSink {
     RWorker *k;
-    char *acc;
+    char *acc;              /* rows read, not yet cut */
     size_t len, size;
+    char *held;             /* the last piece cut, sent when the next is (see split_sink) */
+    size_t held_len, held_size;
     int stop;               /* 1 the own COPY failed, 2 interrupted, 3 a sibling failed or the pool was cancelled */
     int ended;              /* the end-of-data line was seen: nothing after it is data */
     long long start;
@@ -2839,45 +2841,74 @@ static size_t end_marker(const char *p, size_t n) {
     const char *m;
     size_t at = 0;
     if (n >= 3 && p[0] == '\\' && p[1] == '.' && (p[2] == '\n' || p[2] == '\r')) return 0;
+    if (n == 2 && p[0] == '\\' && p[1] == '.') return 0;
     while (at < n && (m = (const char *)memmem(p + at, n - at, "\n\\.", 3)) != NULL) {
         size_t i = (size_t)(m - p);
-        if (i + 3 < n && (m[3] == '\n' || m[3] == '\r')) return i + 1;
-        if (i + 3 >= n) return i + 1;     /* "\." at the very end: the line is cut there */
+        if (i + 3 >= n || m[3] == '\n' || m[3] == '\r') return i + 1;
         at = i + 1;
     }
     return n;
 }
 
-/* Send one piece (whole rows): to the queue when it has room, else down the lead's own COPY. */
-static void split_dispatch(SplitSink *ss, const char *p, size_t n) {
+/* Send the held piece (whole rows): to the queue when it has room (its
+ * buffer changes places with the queue slot's), else down the lead's own
+ * COPY. scan: look for the end-of-data line in it first. */
+static void split_send_held(SplitSink *ss, int scan) {
     RWorker *k = ss->k;
     Split *q = k->split;
-    size_t cut;
+    size_t n = ss->held_len;
+    ss->held_len = 0;
     if (ss->ended || ss->stop || n == 0) return;
-    cut = end_marker(p, n);
-    if (cut < n) { ss->ended = 1; n = cut; }
-    if (n == 0) return;
+    if (scan) {
+        size_t cut = end_marker(ss->held, n);
+        if (cut < n) { ss->ended = 1; n = cut; }
+        if (n == 0) return;
+    }
     pthread_mutex_lock(&q->mu);
     if (q->failed) { pthread_mutex_unlock(&q->mu); ss->stop = 3; return; }
     if (q->count < q->cap && q->parts > 1) {
         int slot = (q->head + q->count) % q->cap;
-        if (q->size[slot] < n) {
-            char *nb = (char *)realloc(q->buf[slot], n);
-            if (!nb) { pthread_mutex_unlock(&q->mu); rw_fail(k, "out of memory splitting a COPY"); ss->stop = 1; return; }
-            q->buf[slot] = nb;
-            q->size[slot] = n;
-        }
-        memcpy(q->buf[slot], p, n);
+        char *b = q->buf[slot];
+        size_t sz = q->size[slot];
+        q->buf[slot] = ss->held;
+        q->size[slot] = ss->held_size;
         q->len[slot] = n;
+        ss->held = b;
+        ss->held_size = sz;
         q->count++;
         pthread_cond_broadcast(&q->cv);
         pthread_mutex_unlock(&q->mu);
         return;
     }
     pthread_mutex_unlock(&q->mu);
-    if (PQputCopyData(k->pg, p, (int)n) != 1) ss->stop = 1;
+    if (PQputCopyData(k->pg, ss->held, (int)n) != 1) ss->stop = 1;
 }
 
+/* Does p hold a byte that is not a newline? */
+static int has_row_data(const char *p, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) if (p[i] != '\n') return 1;
+    return 0;
+}
+
+/* Grow buffer *b (of *size bytes) to hold need bytes; 0, or -1 out of memory. */
+static int grow(char **b, size_t *size, size_t need) {
+    size_t nsize = *size ? *size : SPLIT_PIECE + RAW_CHUNK;
+    char *nb;
+    if (need <= *size) return 0;
+    while (nsize < need) nsize *= 2;
+    if (!(nb = (char *)realloc(*b, nsize))) return -1;
+    *b = nb;
+    *size = nsize;
+    return 0;
+}
+
+/* The lead's sink: rows gather in acc; at SPLIT_PIECE bytes acc is cut
+ * after its last newline and the piece is held while the next one gathers.
+ * pg_dump writes nothing after the end-of-data line but empty lines, so a
+ * held piece followed by a piece with row data cannot hold that line and
+ * goes out unscanned; only the last pieces (and any followed by empty
+ * lines alone) are scanned for it. */
 static int split_sink(lua_State *L, void *ud, const char *buf, size_t len) {
     SplitSink *ss = (SplitSink *)ud;
     RWorker *k = ss->k;
@@ -2885,23 +2916,28 @@ static int split_sink(lua_State *L, void *ud, const char *buf, size_t len) {
     if (__atomic_load_n(&k->pool->cancelled, __ATOMIC_RELAXED)) ss->stop = 3;
     if (ss->stop) luaL_error(L, "split COPY stopped");   /* leaves read_block at once; the part reports why */
     if (ss->ended) return 0;
-    if (ss->len + len > ss->size) {
-        size_t nsize = ss->size ? ss->size : SPLIT_PIECE + RAW_CHUNK;
-        char *nb;
-        while (nsize < ss->len + len) nsize *= 2;
-        if (!(nb = (char *)realloc(ss->acc, nsize))) { rw_fail(k, "out of memory splitting a COPY"); ss->stop = 1; luaL_error(L, "out of memory"); }
-        ss->acc = nb;
-        ss->size = nsize;
-    }
+    if (grow(&ss->acc, &ss->size, ss->len + len)) { rw_fail(k, "out of memory splitting a COPY"); ss->stop = 1; luaL_error(L, "out of memory"); }
     memcpy(ss->acc + ss->len, buf, len);
     ss->len += len;
     if (ss->len >= SPLIT_PIECE) {
         const char *nl = (const char *)memrchr(ss->acc, '\n', ss->len);
         if (nl) {
-            size_t n = (size_t)(nl - ss->acc) + 1;
-            split_dispatch(ss, ss->acc, n);
-            memmove(ss->acc, ss->acc + n, ss->len - n);
-            ss->len -= n;
+            size_t n = (size_t)(nl - ss->acc) + 1, rest = ss->len - n;
+            char *b;
+            size_t sz;
+            if (ss->held_len) split_send_held(ss, !has_row_data(ss->acc, n));
+            if (ss->stop) luaL_error(L, "split COPY stopped");
+            /* the piece stays where it is and becomes the held one; the cut-off rest moves to a fresh acc */
+            b = ss->held;
+            sz = ss->held_size;
+            ss->held = ss->acc;
+            ss->held_size = ss->size;
+            ss->held_len = n;
+            ss->acc = b;
+            ss->size = sz;
+            if (grow(&ss->acc, &ss->size, rest + RAW_CHUNK)) { rw_fail(k, "out of memory splitting a COPY"); ss->stop = 1; luaL_error(L, "out of memory"); }
+            memcpy(ss->acc, ss->held + n, rest);
+            ss->len = rest;
         }
     }
     if (k->r) {
@@ -2919,8 +2955,19 @@ static int rw_read_split(lua_State *Lp) {
     SplitSink *ss = (SplitSink *)lua_touserdata(Lp, 2);
     Sink s = { split_sink, NULL, NULL, ss };
     read_block(Lp, k->r, k->id, &s, BLK_DATA);
-    if (!ss->stop) split_dispatch(ss, ss->acc, ss->len);   /* the last rows */
-    ss->len = 0;
+    /* the last pieces: the held one and what is left, both scanned */
+    if (!ss->stop) split_send_held(ss, 1);
+    if (!ss->stop && !ss->ended && ss->len) {
+        char *b = ss->held;
+        size_t sz = ss->held_size;
+        ss->held = ss->acc;
+        ss->held_size = ss->size;
+        ss->held_len = ss->len;
+        ss->acc = b;
+        ss->size = sz;
+        ss->len = 0;
+        split_send_held(ss, 1);
+    }
     return 0;
 }
 
@@ -2945,6 +2992,7 @@ static int split_feed(RWorker *k) {
             rw_fail(k, "%s", lua_tostring(k->Lp, -1) ? lua_tostring(k->Lp, -1) : "reading the archive failed");
         lua_settop(k->Lp, 0);
         free(ss.acc);
+        free(ss.held);
         pthread_mutex_lock(&q->mu);
         q->feeding = 0;
         if (st != LUA_OK || ss.stop) q->failed = 1;
@@ -3339,6 +3387,15 @@ static int r_sha256(lua_State *L) {
     return 1;
 }
 
+/* r:no_hash(): stop hashing what is read (a caller that proves the file
+ * otherwise, or not at all, saves the SHA-256 thread's work). */
+static int r_no_hash(lua_State *L) {
+    Reader *r = checkreader(L);
+    hash_stop(r);
+    r->hashed = -1;
+    return 0;
+}
+
 /* r:verify([progress]) -> {blocks=, bytes=, large_objects=, unchecked_streams=}:
  * every data block (every large object of a BLOBS block too) decompresses
  * completely. unchecked_streams counts the streams that carry no checksum
@@ -3373,6 +3430,155 @@ static int r_verify(lua_State *L) {
     return 1;
 }
 
+/* ---------------------------------------------------------------- parallel verify
+ *
+ * A.verify_parallel(path, threads, ids [, progress]) -> the table r:verify()
+ * returns: the data blocks of entries ids (in that order, largest first is
+ * best) inflated on threads threads, each with a reader of its own on the
+ * file (so the file must be seekable and its TOC hold the offsets). The
+ * first damaged block stops the others and is raised as r:verify() raises
+ * it. progress(done, total) is called on the caller's thread as blocks finish. */
+
+typedef struct VJob {
+    const char *path;
+    const int *ids;
+    int n;
+    int next, done, failed, stopped;   /* next / done: atomic; failed, stopped under mu */
+    long long bytes, los, unchecked;   /* under mu */
+    char err[1024];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} VJob;
+
+typedef struct VThread { VJob *j; pthread_t th; int started; } VThread;
+
+static int vt_read(lua_State *Lp) {
+    Reader *r = (Reader *)lua_touserdata(Lp, 1);
+    BlockInfo bi = read_block(Lp, r, (int)lua_tointeger(Lp, 2), NULL, 0);
+    lua_pushinteger(Lp, bi.bytes);
+    lua_pushinteger(Lp, bi.los);
+    return 2;
+}
+
+static void vt_fail(VJob *j, const char *msg) {
+    pthread_mutex_lock(&j->mu);
+    if (!j->failed) { j->failed = 1; snprintf(j->err, sizeof j->err, "%s", msg ? msg : "verifying the archive failed"); }
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void *vt_main(void *arg) {
+    VThread *t = (VThread *)arg;
+    VJob *j = t->j;
+    lua_State *Lp = luaL_newstate();
+    Reader *r;
+    long long bytes = 0, los = 0;
+    if (!Lp) { vt_fail(j, "out of memory"); goto out; }
+    luaopen_orch_pgarchive(Lp);
+    lua_settop(Lp, 0);
+    lua_pushcfunction(Lp, a_open);
+    lua_pushstring(Lp, j->path);
+    if (lua_pcall(Lp, 1, 1, 0) != LUA_OK) { vt_fail(j, lua_tostring(Lp, -1)); goto out; }
+    r = (Reader *)lua_touserdata(Lp, -1);
+    lua_setfield(Lp, LUA_REGISTRYINDEX, "orch.verify.reader");
+    hash_stop(r);          /* this reader seeks: nothing to hash */
+    r->hashed = -1;
+    for (;;) {
+        int i, stop;
+        pthread_mutex_lock(&j->mu);
+        stop = j->failed || j->stopped;
+        pthread_mutex_unlock(&j->mu);
+        if (stop) break;
+        i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (i >= j->n) break;
+        lua_settop(Lp, 0);
+        lua_pushcfunction(Lp, vt_read);
+        lua_pushlightuserdata(Lp, r);
+        lua_pushinteger(Lp, j->ids[i]);
+        if (lua_pcall(Lp, 2, 2, 0) != LUA_OK) { vt_fail(j, lua_tostring(Lp, -1)); break; }
+        bytes += lua_tointeger(Lp, -2);
+        los += lua_tointeger(Lp, -1);
+        pthread_mutex_lock(&j->mu);
+        j->done++;
+        pthread_cond_broadcast(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+    }
+    pthread_mutex_lock(&j->mu);
+    j->bytes += bytes;
+    j->los += los;
+    j->unchecked += r->unchecked;
+    pthread_mutex_unlock(&j->mu);
+out:
+    if (Lp) lua_close(Lp);   /* closes its reader */
+    return NULL;
+}
+
+static int a_verify_parallel(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    int threads = (int)luaL_checkinteger(L, 2);
+    int n, i, has_progress, last = -1;
+    int *ids;
+    VThread *ts;
+    VJob j;
+    luaL_checktype(L, 3, LUA_TTABLE);
+    has_progress = lua_isfunction(L, 4);
+    if (threads < 1 || threads > 64) return luaL_argerror(L, 2, "1 to 64 threads expected");
+    n = (int)luaL_len(L, 3);
+    ids = (int *)calloc((size_t)(n > 0 ? n : 1), sizeof(int));
+    ts = (VThread *)calloc((size_t)threads, sizeof(VThread));
+    if (!ids || !ts) { free(ids); free(ts); return luaL_error(L, "out of memory"); }
+    for (i = 0; i < n; i++) { lua_rawgeti(L, 3, i + 1); ids[i] = (int)lua_tointeger(L, -1); lua_pop(L, 1); }
+    memset(&j, 0, sizeof j);
+    j.path = path;
+    j.ids = ids;
+    j.n = n;
+    pthread_mutex_init(&j.mu, NULL);
+    pthread_cond_init(&j.cv, NULL);
+    for (i = 0; i < threads && i < (n > 0 ? n : 1); i++) {
+        ts[i].j = &j;
+        if (pthread_create(&ts[i].th, NULL, vt_main, &ts[i]) != 0) { vt_fail(&j, "cannot start a verify thread"); break; }
+        ts[i].started = 1;
+    }
+    /* wait, reporting progress, until every block is done or one failed */
+    pthread_mutex_lock(&j.mu);
+    for (;;) {
+        struct timespec until;
+        int done = j.done, failed = j.failed;
+        if (done != last && has_progress && !failed) {
+            pthread_mutex_unlock(&j.mu);
+            lua_pushvalue(L, 4);
+            lua_pushinteger(L, done);
+            lua_pushinteger(L, n);
+            if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+            pthread_mutex_lock(&j.mu);
+            last = done;
+            continue;
+        }
+        last = done;
+        if (failed || done >= n) break;
+        if (orch_interrupted()) { j.stopped = 1; break; }
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 200000000L;
+        if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+        /* every thread either fails (and says so) or takes blocks until none is left: done reaches n */
+        pthread_cond_timedwait(&j.cv, &j.mu, &until);
+    }
+    pthread_mutex_unlock(&j.mu);
+    for (i = 0; i < threads; i++) if (ts[i].started) pthread_join(ts[i].th, NULL);
+    free(ids);
+    free(ts);
+    pthread_mutex_destroy(&j.mu);
+    pthread_cond_destroy(&j.cv);
+    if (j.stopped) return orch_raise_interrupt(L);
+    if (j.failed) { lua_pushstring(L, j.err); return lua_error(L); }
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, j.unchecked); lua_setfield(L, -2, "unchecked_streams");
+    lua_pushinteger(L, n); lua_setfield(L, -2, "blocks");
+    lua_pushinteger(L, j.bytes); lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, j.los); lua_setfield(L, -2, "large_objects");
+    return 1;
+}
+
 static const luaL_Reg writer_methods[] = {
     {"entry", w_entry}, {"write_toc", w_write_toc}, {"begin_block", w_begin_block}, {"write", w_write},
     {"end_block", w_end_block}, {"copy_table", w_copy_table}, {"copy_blobs", w_copy_blobs}, {"copy_parallel", w_copy_parallel},
@@ -3381,12 +3587,12 @@ static const luaL_Reg writer_methods[] = {
 };
 static const luaL_Reg reader_methods[] = {
     {"header", r_header}, {"entries", r_entries}, {"read_block", r_read_block}, {"copy_into", r_copy_into}, {"restore_blobs", r_restore_blobs},
-    {"verify", r_verify}, {"sha256", r_sha256}, {"close", r_close}, {NULL, NULL}
+    {"verify", r_verify}, {"sha256", r_sha256}, {"no_hash", r_no_hash}, {"close", r_close}, {NULL, NULL}
 };
 static const luaL_Reg pool_methods[] = {
     {"run", pool_run}, {"split", pool_split}, {"wait", pool_wait}, {"progress", pool_progress}, {"cancel", pool_cancel}, {"close", pool_close}, {NULL, NULL}
 };
-static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {"pool", a_pool}, {NULL, NULL} };
+static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {"pool", a_pool}, {"verify_parallel", a_verify_parallel}, {NULL, NULL} };
 
 /* A metatable for a userdata class: methods as __index, fin as both __gc and __close. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction fin) {

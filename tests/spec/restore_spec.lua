@@ -58,7 +58,8 @@ describe("restores that check before they write", function()
   end
 
   for _, how in ipairs { "the manifest's SHA-256", "a pass over every block" } do
-    for _, mode in ipairs { "default", "--swap", "--single-transaction", "--drop-existing" } do
+    -- --jobs 2: the blocks are proven on 2 threads
+    for _, mode in ipairs { "default", "--swap", "--single-transaction", "--drop-existing", "--jobs" } do
       it(string.format("%s: a damaged archive is refused before the first statement (%s), the target untouched", mode, how), function()
         local p = damaged("dmg_" .. mode:gsub("%W", "") .. (how:match("SHA") and "_m" or "_b"), how:match("SHA") ~= nil)
         local url, dst = H.fresh_db("rs_dmg")
@@ -69,6 +70,7 @@ describe("restores that check before they write", function()
         local argv = { "restore", p, "--db", url }
         if mode ~= "default" then argv[#argv + 1] = mode end
         if mode == "--drop-existing" then argv[#argv + 1] = "--yes" end
+        if mode == "--jobs" then argv[#argv + 1] = "2" end
         if not how:match("SHA") then argv[#argv + 1] = "--no-manifest" end
         local r = H.orch(argv)
         assert.equals(1, r.code, r.stdout .. r.stderr)

@@ -248,10 +248,38 @@ local function with_freeze(copy)
   return (copy:gsub("%s*;%s*$", "")) .. " WITH (FREEZE);"
 end
 
--- The session of a restore connection: pinned settings, then the archive's own.
-local function session_of(conn, ctx)
+-- Index builds sort in maintenance_work_mem: a restore session gets at
+-- least INDEX_MEM of it (sorts of a few million keys stay in memory),
+-- never more than INDEX_MEM_TOTAL over all its connections, and never less
+-- than the server gives it already.
+local INDEX_MEM, INDEX_MEM_TOTAL = 256 * 1024, 1024 * 1024   -- kB
+
+-- The session of a restore connection: pinned settings, then the archive's
+-- own; commits do not wait for the WAL flush (durable() ends the restore
+-- with one that does, so a restore reported done is on disk); index builds
+-- get their memory (above). jobs: the restore's connections.
+local function session_of(conn, ctx, jobs)
   require("orch.backup.session").restore(conn)
   for _, st in ipairs(ctx.settings) do conn:exec(st) end
+  conn:query("SELECT pg_catalog.set_config('synchronous_commit', 'off', false)")
+  local want = math.min(INDEX_MEM, INDEX_MEM_TOTAL // math.max(jobs or 1, 1))
+  local have = conn:value("SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'maintenance_work_mem'")
+  if have and have < want then conn:query("SELECT pg_catalog.set_config('maintenance_work_mem', $1, false)", want .. "kB") end
+end
+
+-- What the restore wrote is flushed to the server's WAL before it is
+-- reported done: one commit with synchronous_commit on (a transaction id is
+-- assigned, so it has a commit record to wait for) waits for all WAL before it.
+-- Inside the caller's transaction (--single-transaction) its own COMMIT is
+-- the one: synchronous_commit is set on for it.
+local function durable(conn)
+  if conn:info().in_transaction then
+    conn:query("SELECT pg_catalog.set_config('synchronous_commit', 'on', true)")
+    return
+  end
+  conn:query("SELECT pg_catalog.set_config('synchronous_commit', 'on', false)")
+  conn:query("SELECT pg_catalog.txid_current()")
+  conn:exec("RESET synchronous_commit; RESET maintenance_work_mem")
 end
 
 local function check_owners(conn, ctx, opts)
@@ -394,7 +422,7 @@ end
 -- restore (items) and the progress meter (m, or nil).
 local function begin(conn, a, opts)
   local ctx = prepare(conn, a, opts)
-  session_of(conn, ctx)
+  session_of(conn, ctx, opts.jobs)
   check_owners(conn, ctx, opts)
   local items = {}
   for _, e in ipairs(ctx.entries) do if ctx.restorable(e) then items[#items + 1] = e end end
@@ -417,6 +445,7 @@ local function apply(conn, a, opts)
       end
     end
   end
+  durable(conn)
   return { entries = done + (function() local n = 0 for _ in pairs(state.loaded) do n = n + 1 end return n end)() }
 end
 
@@ -517,10 +546,10 @@ local function apply_parallel(conn, a, opts, jobs)
     for i = 2, jobs do
       local wc = conn:clone { application_name = "orch restore worker " .. i }
       conns[i] = wc
-      session_of(wc, ctx)
+      session_of(wc, ctx, jobs)
     end
     pool = pgarchive.pool(opts.archive, conns)
-    local slot_ts, slot_am, free = {}, {}, {}
+    local slot_ts, slot_am, slot_pw, free = {}, {}, {}, {}
     for i = 1, #conns do free[#free + 1] = i end
     local left = #pending
     local last_report = 0
@@ -543,10 +572,18 @@ local function apply_parallel(conn, a, opts, jobs)
       -- start what may start, largest first
       while not first_err and #free > 0 do
         local best
+        local nready = 0
         for _, e in ipairs(pending) do
-          if not finished[e.id] and not running[e.id] and ready(e) and (not best or weight[e.id] > weight[best.id]) then best = e end
+          if not finished[e.id] and not running[e.id] and ready(e) then
+            nready = nready + 1
+            if not best or weight[e.id] > weight[best.id] then best = e end
+          end
         end
         if not best then break end
+        -- an index build gets the server's parallel workers only when it is all that runs (nothing
+        -- else is ready and no other connection is busy): otherwise they would take the cores the
+        -- other connections' work needs, at a higher total cost
+        local alone = nready == 1 and #free == jobs
         local e = best
         if e.desc == "TABLE DATA" then data_left = data_left - (ctx.length[e.id] or 0) end
         if split_over(e, #free) then
@@ -578,6 +615,10 @@ local function apply_parallel(conn, a, opts, jobs)
           job = { id = e.id, blobs = true, create = not ctx.has_lo_entries }
         else
           local sql = entry_sql(conn, e, opts)
+          if sql and (e.desc == "INDEX" or e.desc == "CONSTRAINT") and slot_pw[slot] ~= alone then
+            sql = (alone and "RESET max_parallel_maintenance_workers;\n" or "SET max_parallel_maintenance_workers = 0;\n") .. sql
+            slot_pw[slot] = alone
+          end
           if sql and e.tablespace and e.tablespace ~= slot_ts[slot] and not opts.no_tablespaces then
             sql = "SET default_tablespace = " .. (e.tablespace == "" and "''" or conn:quote_ident(e.tablespace)) .. ";\n" .. sql
             slot_ts[slot] = e.tablespace
@@ -657,6 +698,7 @@ local function apply_parallel(conn, a, opts, jobs)
       end
     end
   end
+  durable(conn)
   return { entries = done, jobs = jobs, split = res_split }
 end
 
@@ -681,6 +723,30 @@ local function self_checking(a, v)
   return c ~= "none"
 end
 
+-- Inflate every data block of the file archive a (its checksums checked):
+-- on jobs threads, largest block first, when the TOC has every block's
+-- offset; else in one pass. Returns what a:verify() does.
+local function verify_blocks(path, a, jobs)
+  jobs = math.tointeger(jobs) or 1
+  local blocks = {}
+  for _, e in ipairs(a:entries()) do
+    if e.had_dumper then
+      if not e.pos then jobs = 0 break end   -- a block without its offset: one pass over the file
+      blocks[#blocks + 1] = e
+    end
+  end
+  if jobs < 1 or #blocks == 0 then return a:verify() end
+  table.sort(blocks, function(x, y) return x.pos < y.pos end)
+  local size = (sys.stat(path) or {}).size or 0
+  local len = {}
+  for i, e in ipairs(blocks) do len[e.id] = (blocks[i + 1] and blocks[i + 1].pos or size) - e.pos end
+  -- one thread reads the file front to back; several take the largest blocks first
+  if jobs > 1 then table.sort(blocks, function(x, y) if len[x.id] ~= len[y.id] then return len[x.id] > len[y.id] end return x.id < y.id end) end
+  local ids = {}
+  for i, e in ipairs(blocks) do ids[i] = e.id end
+  return pgarchive.verify_parallel(path, math.min(jobs, #ids), ids)
+end
+
 --- Prove a file archive before anything touches a target: the manifest's
 -- SHA-256 when there is one, else a full pass over the structure and every
 -- data block. Returns a short description of the proof; raises (saying the
@@ -698,7 +764,7 @@ local function prove(path, a, m, mode, opts)
     end
     return "SHA-256 matches the manifest"
   end
-  local ok, v = pcall(a.verify, a)
+  local ok, v = pcall(verify_blocks, path, a, opts.jobs)
   if not ok then
     local e = db.is_error(v) and v or db.as_error { message = tostring(v) }
     e.where = "checking " .. path .. " before restoring it; the target was not touched"
@@ -1170,6 +1236,7 @@ function R.run(opts)
     end
   end
   local a <close> = pgarchive.open(path)
+  a:no_hash()   -- a file is proven below (prove), a stream block by block: the reader's own SHA-256 is not needed
   if not m and path ~= "-" and not opts.skip_manifest_check and (a:header().dumper_version or ""):match("^orch ") then
     -- stock pg_dump archives have no manifest; an orch archive without one is an incomplete backup
     sys.error(string.format("refusing to restore %s: it has no manifest (%s), so it is an incomplete or damaged orch backup; " ..
