@@ -1648,6 +1648,8 @@ typedef struct Reader {
     pthread_cond_t hcv;
     unsigned char *ring[4];
     size_t ringlen[4];
+    unsigned char *fill;         /* the slot being filled: handed over when full (or drained) */
+    size_t fill_len;
     int rhead, rcount, hstarted, hstop;
 } Reader;
 
@@ -1671,29 +1673,43 @@ static void *hash_worker(void *arg) {
     return NULL;
 }
 
-/* Queue bytes for the hash thread (blocks while the ring is full). */
+/* Hand the filled slot to the hash thread (blocks while the ring is full):
+ * its buffer changes places with the free ring slot's. */
+static void hash_push(Reader *r) {
+    int slot;
+    unsigned char *b;
+    if (!r->fill_len) return;
+    pthread_mutex_lock(&r->hmu);
+    while (r->rcount == 4) pthread_cond_wait(&r->hcv, &r->hmu);
+    slot = (r->rhead + r->rcount) % 4;
+    b = r->ring[slot];
+    r->ring[slot] = r->fill;
+    r->ringlen[slot] = r->fill_len;
+    r->fill = b;
+    r->fill_len = 0;
+    r->rcount++;
+    pthread_cond_broadcast(&r->hcv);
+    pthread_mutex_unlock(&r->hmu);
+}
+
+/* Queue bytes for the hash thread: gathered into whole slots, so the many
+ * small reads of a large TOC cost a copy each, not a hand-over each. */
 static void hash_feed(Reader *r, const unsigned char *p, size_t n) {
     while (n > 0) {
-        size_t k = n > HASH_SLOT ? HASH_SLOT : n;
-        int slot;
-        pthread_mutex_lock(&r->hmu);
-        while (r->rcount == 4) pthread_cond_wait(&r->hcv, &r->hmu);
-        slot = (r->rhead + r->rcount) % 4;
-        pthread_mutex_unlock(&r->hmu);
-        memcpy(r->ring[slot], p, k);
-        r->ringlen[slot] = k;
-        pthread_mutex_lock(&r->hmu);
-        r->rcount++;
-        pthread_cond_broadcast(&r->hcv);
-        pthread_mutex_unlock(&r->hmu);
+        size_t k = HASH_SLOT - r->fill_len;
+        if (k > n) k = n;
+        memcpy(r->fill + r->fill_len, p, k);
+        r->fill_len += k;
         p += k;
         n -= k;
+        if (r->fill_len == HASH_SLOT) hash_push(r);
     }
 }
 
-/* Wait until the hash thread has consumed everything queued. */
+/* Wait until the hash thread has consumed everything fed. */
 static void hash_drain(Reader *r) {
     if (!r->hstarted) return;
+    hash_push(r);
     pthread_mutex_lock(&r->hmu);
     while (r->rcount > 0) pthread_cond_wait(&r->hcv, &r->hmu);
     pthread_mutex_unlock(&r->hmu);
@@ -1712,6 +1728,9 @@ static void hash_stop(Reader *r) {
         r->hstarted = 0;
     }
     for (i = 0; i < 4; i++) { free(r->ring[i]); r->ring[i] = NULL; }
+    free(r->fill);
+    r->fill = NULL;
+    r->fill_len = 0;
 }
 
 /* Feed bytes just read at position pos into the running hash if they
@@ -1971,6 +1990,7 @@ static int a_open(lua_State *L) {
         int k, ok = 1;
         r->size = r->f != stdin && fstat(fileno(r->f), &st) == 0 && S_ISREG(st.st_mode) ? (long long)st.st_size : -1;
         for (k = 0; k < 4; k++) if (!(r->ring[k] = (unsigned char *)malloc(HASH_SLOT))) ok = 0;
+        if (!(r->fill = (unsigned char *)malloc(HASH_SLOT))) ok = 0;
         if (ok && r->size >= 0) {
             pthread_mutex_init(&r->hmu, NULL);
             pthread_cond_init(&r->hcv, NULL);

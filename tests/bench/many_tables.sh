@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): orch backup of a wide schema against pg_dump -Fc —
-# N tables (default 2000), each with a serial primary key, a NOT NULL column, a
-# CHECK, a default, an index and a comment, plus one sequence per table; the
-# catalog's query count is what it measures, so the tables hold few rows.
-#   tests/bench/many_tables.sh [TABLES] [ROUNDS]
+# Benchmark (not a test): orch backup and restore of a wide schema against
+# pg_dump -Fc and pg_restore — N tables (default 2000), each with a serial
+# primary key, a NOT NULL column, a CHECK, a default, an index and a comment,
+# plus one sequence per table; the per-object cost is what it measures (the
+# catalog's query count in a backup, round trips and scheduling in a
+# restore), so the tables hold few rows. Restores: pg_restore -j 1/2 and orch
+# restore --jobs 1/2 of the same pg_dump -Fc file (and orch_restore_own: of
+# orch's backup), into fresh databases.
+#   tests/bench/many_tables.sh [TABLES] [ROUNDS]     (ORCH_BIN selects the binary)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-2000}
@@ -31,4 +35,14 @@ measure() { # label, command... -> "label seconds peak_kib"
 for i in $(seq "$ROUNDS"); do
   measure "orch_backup" $ORCH backup --db "postgresql://postgres@127.0.0.1:$PORT/bench" --output "$WORK/orch.dump.$i" --quiet
   measure "pg_dump" "$PGBIN/pg_dump" -Fc -d bench -f "$WORK/pg.dump.$i"
+done
+for i in $(seq "$ROUNDS"); do
+  for j in 1 2; do
+    "$PGBIN/dropdb" --if-exists r_pg; "$PGBIN/createdb" r_pg
+    measure "pg_restore_j$j" "$PGBIN/pg_restore" -j $j -d r_pg "$WORK/pg.dump.1"
+    "$PGBIN/dropdb" --if-exists r_orch; "$PGBIN/createdb" r_orch
+    measure "orch_restore_j$j" $ORCH restore "$WORK/pg.dump.1" --db "postgresql://postgres@127.0.0.1:$PORT/r_orch" --jobs $j --no-manifest --quiet
+    "$PGBIN/dropdb" --if-exists r_orch; "$PGBIN/createdb" r_orch
+    measure "orch_restore_own_j$j" $ORCH restore "$WORK/orch.dump.1" --db "postgresql://postgres@127.0.0.1:$PORT/r_orch" --jobs $j --quiet
+  done
 done

@@ -388,9 +388,8 @@ local function run_entry(conn, a, e, ctx, opts, state, m)
       local data = state.move_data and e.desc == "TABLE" and ctx.data_of[e.id]
       if data and not state.single_transaction and not ctx.attached[e.id] and freezable(conn, ctx, data)
           and not conn:info().in_transaction and not (data.deps[2]) then
-        conn:exec("BEGIN")
         local ok, err = pcall(function()
-          conn:exec(sql)
+          conn:exec("BEGIN;\n" .. sql)   -- one round trip
           local progress = m and function(n) m.partial[data.id] = n; m.report(data.namespace .. "." .. data.tag) end
           a:copy_into(conn, data.id, with_freeze(data.copy), progress)
           conn:exec("COMMIT")
@@ -417,6 +416,81 @@ local function raise_at(e, err, done)
   error(err, 0)
 end
 
+-- The statements of entry e when it is plain DDL that run_entry would send
+-- as they are (with the tablespace / access method it needs set first, as
+-- run_entry sets them; state is updated), else nil: run_entry handles it.
+local function plain_sql(conn, e, ctx, opts, state)
+  if LO_DESC[e.desc] or e.desc == "BLOBS" or e.desc == "TABLE DATA" or (e.desc == "ACL" and (e.tag or ""):match("^LARGE OBJECTS ")) then return nil end
+  -- a table whose rows follow at once (created and loaded in one transaction)
+  if state.move_data and e.desc == "TABLE" and ctx.data_of[e.id] then return nil end
+  local sql = entry_sql(conn, e, opts)
+  if not sql then return "" end
+  local pre = {}
+  if e.tablespace and e.tablespace ~= state.tablespace and not opts.no_tablespaces then
+    pre[#pre + 1] = "SET default_tablespace = " .. (e.tablespace == "" and "''" or conn:quote_ident(e.tablespace)) .. ";"
+    state.tablespace = e.tablespace
+  end
+  if e.tableam and e.tableam ~= "" and e.tableam ~= state.tableam then
+    pre[#pre + 1] = "SET default_table_access_method = " .. conn:quote_ident(e.tableam) .. ";"
+    state.tableam = e.tableam
+  end
+  pre[#pre + 1] = sql
+  return table.concat(pre, "\n")
+end
+
+-- Plain DDL entries in a row go to the server together, up to BATCH_ENTRIES
+-- or BATCH_BYTES at a time, one round trip for each batch: a Query of
+-- several statements runs as one implicit transaction, so a batch that fails
+-- left nothing behind and its entries are run again one by one, which names
+-- the entry that fails. Not inside a transaction of the caller (a failed
+-- statement there ends the transaction: nothing could be run again).
+local BATCH_ENTRIES, BATCH_BYTES = 200, 1048576
+
+local function new_batch(conn, a, ctx, opts, state, m, count)
+  local b = { es = {}, sqls = {}, bytes = 0 }
+  local ts, am
+  function b.flush()
+    local es, sqls = b.es, b.sqls
+    if #es == 0 then return end
+    b.es, b.sqls, b.bytes = {}, {}, 0
+    local ok = #es > 1 and pcall(conn.exec, conn, table.concat(sqls, "\n"))
+    if not ok then
+      -- the batch rolled back whole (its SETs too): one entry at a time, as run_entry does
+      state.tablespace, state.tableam = ts, am
+      for _, e in ipairs(es) do
+        local ok2, err = pcall(run_entry, conn, a, e, ctx, opts, state, m)
+        if not ok2 then raise_at(e, err, count.done) end
+        count.done = count.done + 1
+        if m then m.finish(e); m.report(where_of(e)) end
+      end
+      return
+    end
+    for _, e in ipairs(es) do
+      count.done = count.done + 1
+      if m then m.finish(e) end
+    end
+    if m then m.report(where_of(es[#es])) end
+  end
+  -- Take entry e into the batch when it is plain DDL; false: run it yourself (after b.flush()).
+  function b.add(e)
+    if state.single_transaction or conn:info().in_transaction then return false end
+    local t0, a0 = state.tablespace, state.tableam
+    local sql = plain_sql(conn, e, ctx, opts, state)
+    if not sql then return false end
+    if #b.es == 0 then ts, am = t0, a0 end
+    b.es[#b.es + 1] = e
+    if sql ~= "" then
+      -- each entry's text ends its last statement: a defn without its ";" would run into the next
+      b.sqls[#b.sqls + 1] = sql:match(";%s*$") and sql or (sql .. "\n;")
+      b.bytes = b.bytes + #sql
+    end
+    if #b.es >= BATCH_ENTRIES or b.bytes >= BATCH_BYTES then b.flush() end
+    return true
+  end
+  return b
+end
+
+
 -- What both ways of applying start with: the chosen entries (ctx), the
 -- session as pg_restore sets it up, the owners checked, the entries to
 -- restore (items) and the progress meter (m, or nil).
@@ -435,16 +509,21 @@ local function apply(conn, a, opts)
   local ctx, items, m = begin(conn, a, opts)
   local done = 0
   local state = { loaded = {}, single_transaction = opts.single_transaction, move_data = opts.archive ~= "-" }
+  local count = { done = 0 }
+  local batch = new_batch(conn, a, ctx, opts, state, m, count)
   for pass = 1, 3 do
     for _, e in ipairs(ctx.entries) do
-      if ctx.restorable(e) and pass_of(e) == pass and not state.loaded[e.id] then
+      if ctx.restorable(e) and pass_of(e) == pass and not state.loaded[e.id] and not batch.add(e) then
+        batch.flush()
         local ok, err = pcall(run_entry, conn, a, e, ctx, opts, state, m)
-        if not ok then raise_at(e, err, done) end
-        done = done + 1
+        if not ok then raise_at(e, err, count.done) end
+        count.done = count.done + 1
         if m then m.finish(e); m.report(where_of(e)) end
       end
     end
+    batch.flush()
   end
+  done = count.done
   durable(conn)
   return { entries = done + (function() local n = 0 for _ in pairs(state.loaded) do n = n + 1 end return n end)() }
 end
@@ -477,15 +556,20 @@ local function apply_parallel(conn, a, opts, jobs)
     if e.section == "data" or e.section == "post-data" then first_rest = i break end
   end
   first_rest = first_rest or #ctx.entries + 1
+  local count = { done = 0 }
+  local batch = new_batch(conn, a, ctx, opts, state, m, count)
   for i = 1, first_rest - 1 do
     local e = ctx.entries[i]
-    if ctx.restorable(e) and pass_of(e) == 1 then
+    if ctx.restorable(e) and pass_of(e) == 1 and not batch.add(e) then
+      batch.flush()
       local ok, err = pcall(run_entry, conn, a, e, ctx, opts, state, m)
-      if not ok then raise_at(e, err, done) end
-      done = done + 1
+      if not ok then raise_at(e, err, count.done) end
+      count.done = count.done + 1
       if m then m.finish(e); m.report(where_of(e)) end
     end
   end
+  batch.flush()
+  done = count.done
   -- the rest of the first pass, scheduled by dependencies
   local pending, pos = {}, {}
   for i = first_rest, #ctx.entries do
@@ -515,17 +599,53 @@ local function apply_parallel(conn, a, opts, jobs)
     weight[e.id] = w
   end
   -- a foreign key waits for every index and constraint of the tables it names
-  for _, e in ipairs(pending) do
-    if e.desc == "FK CONSTRAINT" then
-      local tables = {}
-      for _, d in ipairs(e.deps or {}) do if is_table(d) then tables[d] = true end end
-      for _, o in ipairs(pending) do
-        if o ~= e and (o.desc == "CONSTRAINT" or o.desc == "INDEX") then
-          for _, d in ipairs(o.deps or {}) do if tables[d] then table.insert(deps[e.id], o.id) break end end
+  local built_on = {}   -- table id -> the INDEX and CONSTRAINT entries on it
+  for _, o in ipairs(pending) do
+    if o.desc == "CONSTRAINT" or o.desc == "INDEX" then
+      local seen = {}
+      for _, d in ipairs(o.deps or {}) do
+        if is_table(d) and not seen[d] then
+          seen[d] = true
+          built_on[d] = built_on[d] or {}
+          table.insert(built_on[d], o)
         end
       end
     end
   end
+  for _, e in ipairs(pending) do
+    if e.desc == "FK CONSTRAINT" then
+      local taken = {}
+      for _, d in ipairs(e.deps or {}) do
+        for _, o in ipairs(is_table(d) and built_on[d] or {}) do
+          if o ~= e and not taken[o.id] then taken[o.id] = true; table.insert(deps[e.id], o.id) end
+        end
+      end
+    end
+  end
+  -- what each entry waits for (nwait) and who waits for it: entries become ready as their
+  -- dependencies finish, into a list kept largest first (then in TOC order)
+  local nwait, dependents = {}, {}
+  for _, e in ipairs(pending) do
+    nwait[e.id] = #deps[e.id]
+    for _, d in ipairs(deps[e.id]) do
+      dependents[d] = dependents[d] or {}
+      table.insert(dependents[d], e.id)
+    end
+  end
+  local readyl = {}
+  local function first(x, y)
+    if weight[x.id] ~= weight[y.id] then return weight[x.id] > weight[y.id] end
+    return pos[x.id] < pos[y.id]
+  end
+  local function make_ready(e)
+    local lo, hi = 1, #readyl + 1
+    while lo < hi do
+      local mid = (lo + hi) // 2
+      if first(readyl[mid], e) then lo = mid + 1 else hi = mid end
+    end
+    table.insert(readyl, lo, e)
+  end
+  for _, e in ipairs(pending) do if nwait[e.id] == 0 then make_ready(e) end end
   -- a TABLE DATA block larger than one connection's share of the data still to load is cut at row
   -- ends over the free connections (see pool:split): loaded without FREEZE (several sessions cannot
   -- share the transaction that FREEZE needs), every part committed only when all parts ended well
@@ -553,16 +673,15 @@ local function apply_parallel(conn, a, opts, jobs)
     for i = 1, #conns do free[#free + 1] = i end
     local left = #pending
     local last_report = 0
-    local function ready(e)
-      for _, d in ipairs(deps[e.id]) do if not finished[d] then return false end end
-      for t in pairs(locks[e.id]) do if locked[t] then return false end end
-      return true
-    end
     local function complete(e)
       finished[e.id] = true
       left = left - 1
       done = done + 1
       if m then m.finish(e) end
+      for _, x in ipairs(dependents[e.id] or {}) do
+        nwait[x] = nwait[x] - 1
+        if nwait[x] == 0 then make_ready(ctx.by_id[x]) end
+      end
     end
     while left > 0 do
       if sys.interrupted() and not first_err then
@@ -571,15 +690,16 @@ local function apply_parallel(conn, a, opts, jobs)
       end
       -- start what may start, largest first
       while not first_err and #free > 0 do
-        local best
-        local nready = 0
-        for _, e in ipairs(pending) do
-          if not finished[e.id] and not running[e.id] and ready(e) then
-            nready = nready + 1
-            if not best or weight[e.id] > weight[best.id] then best = e end
-          end
+        -- the first ready entry whose tables no running entry holds
+        local bi
+        for i, x in ipairs(readyl) do
+          local held = false
+          for t in pairs(locks[x.id]) do if locked[t] then held = true break end end
+          if not held then bi = i break end
         end
-        if not best then break end
+        if not bi then break end
+        local best = table.remove(readyl, bi)
+        local nready = #readyl + 1
         -- an index build gets the server's parallel workers only when it is all that runs (nothing
         -- else is ready and no other connection is busy): otherwise they would take the cores the
         -- other connections' work needs, at a higher total cost
