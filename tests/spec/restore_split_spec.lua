@@ -120,13 +120,16 @@ describe("orch restore --jobs splits a big table's data over connections", funct
     local gated
     setup(function()
       -- every row's CHECK takes a shared advisory lock: while the test holds it, each part's
-      -- COPY waits at its first row, so the test acts while both parts are provably under way
+      -- COPY waits at its first row, so the test acts while both parts are provably under way.
+      -- The rows (about 50 MB of COPY text) are more than the receiving part's socket buffers
+      -- (4 MiB to send, 32 MiB to receive at most here) and the queue can hold while it waits,
+      -- so the reading part must send rows down its own COPY too, and reaches the gate as well
       local url, name = H.fresh_db("split_gsrc")
       local c <close> = db.connect(url)
       c:exec([[CREATE FUNCTION gate(int) RETURNS boolean LANGUAGE plpgsql AS
           $$ BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN true; END $$;
         CREATE TABLE gated (id int PRIMARY KEY CHECK (gate(id)), v text);
-        INSERT INTO gated SELECT g, md5(g::text) || md5((g * 5)::text) || md5((g * 11)::text) FROM generate_series(1, 60000) g;]])
+        INSERT INTO gated SELECT g, md5(g::text) || md5((g * 5)::text) || md5((g * 11)::text) FROM generate_series(1, 500000) g;]])
       local r = H.orch { "backup", "--db", url, "--dir", work .. "/gated", "--json" }
       assert.is_true(r.ok, r.stderr)
       gated = json.decode(r.stdout).path
@@ -146,7 +149,7 @@ describe("orch restore --jobs splits a big table's data over connections", funct
       assert.is_true(sys.spawn { "sh", "-c", string.format("(%s > %s.out 2> %s.err; echo $? > %s.code) > /dev/null 2>&1 &",
         table.concat(argv, " "), out, out, out) }.ok)
       local waiting = 0
-      for _ = 1, 1200 do
+      for _ = 1, 2400 do
         waiting = holder:value([[SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
           WHERE l.locktype = 'advisory' AND NOT l.granted AND a.query LIKE 'COPY%' AND a.datname = current_database()]])
         if waiting >= 2 then break end
@@ -158,7 +161,7 @@ describe("orch restore --jobs splits a big table's data over connections", funct
       assert.equals(1, killed)
       holder:exec("SELECT pg_advisory_unlock(4242)")
       holder:close()
-      for _ = 1, 1200 do
+      for _ = 1, 2400 do
         if sys.exists(out .. ".code") and H.read(out .. ".code"):match("%d") then break end
         sys.sleep(0.05)
       end
