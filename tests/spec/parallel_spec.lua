@@ -123,9 +123,11 @@ describe("orch backup --jobs", function()
     sys.mkdir_p(dir)
     local r = sys.spawn { "sh", "-c", string.format(
       "%s backup --db %s --dir %s --jobs 2 --threads 1 > %s/out 2> %s/err & pid=$!; " ..
-      "for i in $(seq 400); do n=$(%s/psql -h %s -p %d -U postgres -d %s -XAtc \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity " ..
-      "WHERE application_name = 'orch backup worker 2' AND query LIKE 'COPY%%' AND datname = current_database()\"); [ -n \"$n\" ] && break; sleep 0.02; done; wait $pid; echo $?",
+      "k=no; for i in $(seq 400); do n=$(%s/psql -h %s -p %d -U postgres -d %s -XAtc \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity " ..
+      "WHERE application_name = 'orch backup worker 2' AND query LIKE 'COPY%%' AND datname = current_database()\"); [ -n \"$n\" ] && k=yes && break; sleep 0.02; done; " ..
+      "wait $pid; c=$?; echo killed=$k; echo $c",
       H.orch_bin, url, dir, work, work, require("orch.localpg").bindir(), H.cluster().host, H.cluster().port, name) }
+    assert.matches("killed=yes", r.stdout, 1, true)   -- worker 2 was seen in its COPY, and terminated
     assert.equals("1", r.stdout:match("%d+"), H.read(work .. "/err"))
     local err = H.read(work .. "/err")
     assert.is_truthy(err:match("terminating connection due to administrator command") or err:match("SQLSTATE 08006"), err)
@@ -199,10 +201,12 @@ describe("orch backup --jobs", function()
       local argv = { H.orch_bin, "restore", archive, "--db", url_of(dst), "--jobs", "2" }
       for _, x in ipairs(extra) do argv[#argv + 1] = x end
       local r = sys.spawn { "sh", "-c", string.format(
-        "%s > %s/r.out 2> %s/r.err & pid=$!; " ..
+        "%s > %s/r.out 2> %s/r.err & pid=$!; k=no; " ..
         "for i in $(seq 600); do n=$(%s/psql -h %s -p %d -U postgres -d postgres -XAtc \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity " ..
-        "WHERE application_name = 'orch restore worker 2' AND query LIKE 'COPY%%' AND datname LIKE '%s%%'\"); [ -n \"$n\" ] && break; sleep 0.02; done; wait $pid; echo $?",
+        "WHERE application_name = 'orch restore worker 2' AND query LIKE 'COPY%%' AND datname LIKE '%s%%'\"); [ -n \"$n\" ] && k=yes && break; sleep 0.02; done; " ..
+        "wait $pid; c=$?; echo killed=$k; echo $c",
         table.concat(argv, " "), work, work, require("orch.localpg").bindir(), H.cluster().host, H.cluster().port, dst) }
+      assert.matches("killed=yes", r.stdout, 1, true)   -- worker 2 was seen in its COPY, and terminated
       return r.stdout:match("(%d+)%s*$"), H.read(work .. "/r.err")
     end
 
