@@ -36,20 +36,31 @@ end
 local function choose(ctx)
   local list = backup.list(ctx.env.backups.dir)
   local usable = {}
-  for _, b in ipairs(list) do if b.status ~= "incomplete" then usable[#usable + 1] = b end end
-  if #usable == 0 then sys.error("no complete backup in " .. ctx.env.backups.dir .. " (incomplete ones have no manifest and are never used)", 1) end
+  -- a partial backup (orch backup -n/-t/-s/-a/...) is never the database to restore: it lacks the rest
+  local select = require "orch.backup.select"
+  local function whole(b)
+    local part = select.summary(b.manifest)
+    if part then
+      sys.error(string.format("backup %s is partial (%s): restoring it would replace the whole database with that part; " ..
+        "choose a backup of the whole database (orch backups list marks partial ones)", b.path, part), 1)
+    end
+    return b, list
+  end
+  for _, b in ipairs(list) do if b.status ~= "incomplete" and not select.summary(b.manifest) then usable[#usable + 1] = b end end
   local want = ctx.opts.backup
   if want then
-    for _, b in ipairs(usable) do
-      if b.path == want or b.file == want or b.file == want .. ".dump" or (b.manifest and b.manifest.run_id == want)
-        or sys.realpath(b.path) == sys.realpath(want) then return b, list end
+    for _, b in ipairs(list) do
+      if b.status ~= "incomplete" and (b.path == want or b.file == want or b.file == want .. ".dump" or (b.manifest and b.manifest.run_id == want)
+        or sys.realpath(b.path) == sys.realpath(want)) then return whole(b) end
     end
     if sys.exists(want) then
       local m = backup.read_manifest(want)
-      if m then return { path = want, file = want:match("[^/]*$"), manifest = m, status = m.verified_at and "verified" or "complete" }, list end
+      if m then return whole { path = want, file = want:match("[^/]*$"), manifest = m, status = m.verified_at and "verified" or "complete" } end
     end
     sys.error(string.format("no complete backup '%s' in %s (a file name, a path, or a run id)", want, ctx.env.backups.dir), 1)
   end
+  if #usable == 0 then sys.error("no complete backup of the whole database in " .. ctx.env.backups.dir ..
+    " (incomplete ones have no manifest, partial ones hold part of it: neither is ever used)", 1) end
   if ctx.opts.before then
     local t = iso(ctx.opts.before)
     for _, b in ipairs(usable) do if b.manifest.started_at <= t then return b, list end end
@@ -113,7 +124,7 @@ return R.run {
       plan = function(ctx) return "would restore into a new database and swap it in by rename (the current one kept)" .. jobs_note(ctx) end,
       run = function(ctx)
         ctx:close_conn()
-        local r = require("orch.backup.restore").run { archive = ctx.state.chosen.path, db = ctx.url, mode = "swap", jobs = jobs_of(ctx) }
+        local r = require("orch.backup.restore").run { archive = ctx.state.chosen.path, db = ctx.url, mode = "swap", jobs = jobs_of(ctx), whole = true }
         ctx.state.old_database = r.old_database
         ctx.project = nil
         return string.format("restored %s into %s%s; the previous database is kept as %s", ctx.state.chosen.path, r.target,
@@ -150,7 +161,7 @@ return R.run {
       run = function(ctx)
         if not ctx.state.backup then error("no safety backup was taken: the previous database is " .. tostring(ctx.state.old_database), 0) end
         ctx:close_conn()
-        local r = require("orch.backup.restore").run { archive = ctx.state.backup, db = ctx.url, mode = "swap", jobs = jobs_of(ctx) }
+        local r = require("orch.backup.restore").run { archive = ctx.state.backup, db = ctx.url, mode = "swap", jobs = jobs_of(ctx), whole = true }
         return "the database is back as it was before this procedure (" .. ctx.state.backup .. "); the failed restore is kept as " .. r.old_database
       end },
   },

@@ -723,7 +723,7 @@ function R.step.restore(o)
     run = function(ctx)
       if not ctx.state.backup then error("no backup was taken in this run: cannot restore; a human must look at the database", 0) end
       ctx:close_conn()
-      local r = require("orch.backup.restore").run { archive = ctx.state.backup, db = ctx.url, mode = o.mode or "swap" }
+      local r = require("orch.backup.restore").run { archive = ctx.state.backup, db = ctx.url, mode = o.mode or "swap", whole = true }
       ctx.project = nil
       ctx.state.restored = true
       event(ctx, { event = "restored", backup = ctx.state.backup, old_database = r.old_database or json.null })
@@ -908,7 +908,7 @@ function R.step.recover(o)
               or string.format("the deletes or changes of %d row(s), bringing them back", w.rows_gone)) }
           else
             ctx:close_conn()
-            local r = require("orch.backup.restore").run { archive = st.backup, db = ctx.url, mode = "swap" }
+            local r = require("orch.backup.restore").run { archive = st.backup, db = ctx.url, mode = "swap", whole = true }
             ctx.project = nil
             st.restored = true
             event(ctx, { event = "restored", backup = st.backup, old_database = r.old_database or json.null })

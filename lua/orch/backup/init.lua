@@ -140,7 +140,9 @@ end
 -- first; to a stream the blocks go out in TOC order), env, run_id, skip
 -- (kinds to leave out), lock_timeout ("10s"), on_progress(ev) (ev.fraction
 -- of the estimated work done, bytes_in/out, rows, done/total blocks, the
--- tables being dumped), no_owner. Returns the manifest (plus .path).
+-- tables being dumped), no_owner, selection (orch.backup.select.from_opts:
+-- a partial backup, its manifest's partial says what it holds). Returns the
+-- manifest (plus .path).
 function B.create(conn, opts)
   opts = opts or {}
   local started = sys.now()
@@ -209,7 +211,8 @@ function B.create(conn, opts)
     require("orch.backup.session").backup(conn)
     -- the zone timestamptz values are written in, for verify --deep to read them back the same way
     local timezone = conn:value("SELECT pg_catalog.current_setting('TimeZone')")
-    local toc = catalog.build(conn, { skip = opts.skip, no_owner = opts.no_owner })
+    local toc = catalog.build(conn, { skip = opts.skip, no_owner = opts.no_owner, selection = opts.selection,
+      no_acl = opts.selection and opts.selection.no_privileges or nil })
     local lock_timeout = opts.lock_timeout or "10s"
     lock_tables(conn, toc.tables, lock_timeout)
     local migration = latest_migration(conn)
@@ -321,6 +324,9 @@ function B.create(conn, opts)
     tables = json.object(result.counts), extension_rows = json.object(result.partial), uncompressed_bytes = result.winfo.uncompressed, since = result.since,
     -- what --skip left out, by kind: a restore of this backup does not have these
     skipped = result.toc.skipped or {},
+    -- a backup of part of the database (-n, -t, -s, -a, -x, ...): what was selected. The recipes and
+    -- recipes/restore.lua never restore it as the whole database; retention counts it apart
+    partial = result.toc.selection and require("orch.backup.select").describe(result.toc.selection) or nil,
     timezone = result.timezone,
     large_objects = result.large_objects, large_object_bytes = result.large_object_bytes,
     jobs = result.jobs,

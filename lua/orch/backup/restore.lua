@@ -1274,7 +1274,8 @@ end
 -- Restore into the target itself (modes empty and drop-existing).
 local function run_in_place(c, a, opts, mode, res)
   local target_db = c:info().dbname
-  if mode == "empty" and has_objects(c) then
+  -- (deep_check's scratch database for a partial backup: made now, the empty schemas its objects need made in it)
+  if mode == "empty" and not opts.partial_ok and has_objects(c) then
     sys.error(string.format("the target database %s is not empty: restore into an empty database, use --swap (restore beside it and " ..
       "swap by rename), or --drop-existing to replace its contents; nothing was restored", target_db), 1)
   end
@@ -1355,6 +1356,13 @@ function R.run(opts)
       if merr then sys.error(merr .. "; the target was not touched", 1) end
     end
   end
+  -- a partial backup (-n, -t, -s, -a, ...) is never restored as if it were the whole database
+  local part = m and require("orch.backup.select").summary(m)
+  if part and opts.whole then
+    sys.error(string.format("refusing to restore %s as the whole database: it is a partial backup (%s), so the restored database " ..
+      "would lack everything else; the target was not touched. Choose a backup of the whole database (orch backups list marks " ..
+      "partial ones), or restore this one by hand with orch restore", path, part), 1)
+  end
   local a <close> = pgarchive.open(path)
   a:no_hash()   -- a file is proven below (prove), a stream block by block: the reader's own SHA-256 is not needed
   if not m and path ~= "-" and not opts.skip_manifest_check and (a:header().dumper_version or ""):match("^orch ") then
@@ -1362,7 +1370,7 @@ function R.run(opts)
     sys.error(string.format("refusing to restore %s: it has no manifest (%s), so it is an incomplete or damaged orch backup; " ..
       "the target was not touched (use --no-manifest to restore it anyway)", path, backup.manifest_path(path)), 1)
   end
-  local res = { mode = mode }
+  local res = { mode = mode, partial = part or nil }
   opts = setmetatable({}, { __index = opts })
   opts.archive_size = path ~= "-" and (sys.stat(path) or {}).size or nil
   local jobs = math.tointeger(opts.jobs) or 1
@@ -1505,6 +1513,11 @@ end
 function R.deep_check(conn, path, on_progress)
   local scratch = ("orch_verify_" .. sys.getpid() .. "_" .. math.floor(sys.now())):sub(1, 63)
   local m = path ~= "-" and backup.read_manifest(path) or nil
+  local part = m and m.partial
+  if type(part) == "table" and require("orch.backup.select").data_only(m) then
+    sys.error(string.format("backup %s is data-only (--data-only): it holds no table definitions, so --deep cannot restore it into " ..
+      "an empty scratch database; without --deep, orch verify proves its SHA-256 and every data block", path), 1)
+  end
   -- made as the archive's database was (encoding, locale): an SQL_ASCII or LATIN1 database's names and rows do not
   -- go into a UTF8 one; the server's defaults when it refuses them (a locale it does not have)
   local created = false
@@ -1519,7 +1532,18 @@ function R.deep_check(conn, path, on_progress)
   if not created then conn:exec("CREATE DATABASE " .. conn:quote_ident(scratch) .. " TEMPLATE template0") end
   local ok, counts, checks = pcall(function()
     local sc <close> = conn:clone { dbname = scratch }
-    R.run { archive = path, conn = sc, no_owner = true, skip_manifest_check = true,
+    if type(part) == "table" then
+      -- a partial backup (-t) may hold objects of schemas it does not create: they are made empty first
+      local a <close> = pgarchive.open(path)
+      local made, need = {}, {}
+      for _, e in ipairs(a:entries()) do
+        if e.desc == "SCHEMA" then made[e.tag] = true elseif e.namespace and e.namespace ~= "" then need[e.namespace] = true end
+      end
+      for ns in pairs(need) do
+        if not made[ns] then sc:exec("CREATE SCHEMA IF NOT EXISTS " .. sc:quote_ident(ns)) end
+      end
+    end
+    R.run { archive = path, conn = sc, no_owner = true, skip_manifest_check = true, partial_ok = part ~= nil,
       on_progress = on_progress and function(ev) ev.phase = "restore"; on_progress(ev) end or nil }
     if on_progress then on_progress { phase = "compare", done = 0, total = 1, fraction = 1, what = "the restored rows against the archive" } end
     local a <close> = pgarchive.open(path)

@@ -52,14 +52,19 @@ end
 
 -- Which series a backup belongs to: retention counts each database (and
 -- environment) on its own, so one directory can hold several.
+-- A partial backup (-n, -t, -s, ...) is no backup of the whole database: it
+-- never counts as one of the newest `keep` whole backups, nor is it the
+-- newest verified one kept whatever the age. Partial backups form series of
+-- their own, one per selection (the same options), counted the same way.
 local function series(b)
   local m = b.manifest or {}
   local envname = type(m.env) == "string" and m.env or ""
-  return tostring(m.database or "?") .. "\0" .. envname
+  local part = require("orch.backup.select").summary(m)
+  return tostring(m.database or "?") .. "\0" .. envname .. (part and ("\0partial " .. part) or "")
 end
 
 --- Apply retention: per database and environment (the manifest's database
--- and env), keep the newest `keep` complete backups and/or those younger
+-- and env; partial backups apart, per selection: see series), keep the newest `keep` complete backups and/or those younger
 -- than max_age seconds; never delete a series' newest verified backup;
 -- incomplete ones never count toward keep (and are left for a human to look
 -- at). Returns the list of deleted paths.

@@ -22,6 +22,21 @@ local spec = args.spec({ "db", "env", "fleet_target" }, {
   { name = "run-id", type = "string", help = "tie the manifest to this run id" },
   { name = "wait", type = "duration", metavar = "DURATION", help = "wait up to this long for the server to accept connections (default: the environment's database.wait, else none)" },
   { name = "no-owner", type = "boolean", help = "do not record object owners" },
+  { name = "schema", short = "n", type = "list", metavar = "PATTERN",
+    help = "back up only the schemas matching PATTERN and their objects (repeatable; psql patterns: * ? \"Quoted\"); " ..
+           "objects outside any schema (extensions, casts, large objects, ...) are then left out, as by pg_dump -n" },
+  { name = "exclude-schema", short = "N", type = "list", metavar = "PATTERN", help = "leave out the schemas matching PATTERN and everything in them (repeatable)" },
+  { name = "table", short = "t", type = "list", metavar = "PATTERN",
+    help = "back up only the tables, views, sequences matching [SCHEMA.]PATTERN, with their data, indexes, constraints, triggers, " ..
+           "policies and the sequences they own, not the schemas, types or functions they use (repeatable; -n/-N then do not apply)" },
+  { name = "exclude-table", short = "T", type = "list", metavar = "PATTERN", help = "leave out the tables matching PATTERN and what hangs on them (repeatable)" },
+  { name = "exclude-table-data", type = "list", metavar = "PATTERN",
+    help = "keep the definition of the tables matching PATTERN but not their rows (a huge audit or log table; repeatable)" },
+  { name = "schema-only", short = "s", type = "boolean", help = "definitions only: no rows, sequence values, large objects or materialized view data" },
+  { name = "data-only", short = "a", type = "boolean", help = "rows, sequence values and large objects only, for a database whose schema exists (orch restore -a)" },
+  { name = "no-privileges", short = "x", type = "boolean", help = "leave out privileges (GRANT/REVOKE, default privileges); also --no-acl" },
+  { name = "no-acl", type = "boolean", help = "the same as --no-privileges" },
+  { name = "no-comments", type = "boolean", help = "leave out comments" },
   { name = "no-prune", type = "boolean", help = "keep every older backup (default: apply the environment's backups.keep / max_age afterwards)" },
 })
 
@@ -93,6 +108,10 @@ return {
       end
       skip[name] = true
     end
+    local selection = require("orch.backup.select").from_opts {
+      schemas = opts.schema, exclude_schemas = opts.exclude_schema, tables = opts.table, exclude_tables = opts.exclude_table,
+      exclude_table_data = opts.exclude_table_data, schema_only = opts.schema_only, data_only = opts.data_only,
+      no_privileges = opts.no_privileges or opts.no_acl, no_comments = opts.no_comments }
     local compression, level = parse_compress(opts.compress)
     local env = envmod.for_command(opts)
     if not opts.output and not opts.dir and env.backups.dir:sub(1, 1) ~= "/" then
@@ -106,7 +125,7 @@ return {
     local m = backup.create(c, {
       output = opts.output, dir = opts.dir or env.backups.dir, compression = compression, level = level,
       threads = opts.threads, jobs = math.tointeger(opts.jobs), env = not env.implicit and env.name or opts.env, run_id = opts.run_id, skip = skip, lock_timeout = opts.lock_timeout,
-      no_owner = opts.no_owner,
+      no_owner = opts.no_owner, selection = selection,
       on_progress = bar.active and function(ev)
         bar:update { done = ev.done, total = ev.total, bytes = ev.bytes_in, fraction = ev.fraction, what = table.concat(ev.tables, ", ") }
       end or nil,

@@ -45,6 +45,9 @@ return {
           local m = b.manifest or {}
           print(string.format("%-10s %-50s %10.1f MiB  %s  %s", b.status, b.file, (b.size or 0) / 1048576, m.started_at or "?",
             m.latest_migration and m.latest_migration ~= json.null and ("V" .. m.latest_migration.version) or (b.note or "")))
+          -- a backup of part of the database says so, with what it holds
+          local part = require("orch.backup.select").summary(m)
+          if part then print(string.format("%-10s PARTIAL, not the whole database: %s", "", part)) end
         end
       end
     elseif action == "prune" then

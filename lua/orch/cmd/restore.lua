@@ -103,6 +103,7 @@ return {
         r.old_database and ("; the previous database is kept as " .. r.old_database .. " (drop it when you no longer need it)") or ""))
       if r.split then print("  split: " .. table.concat(r.split, ", ") .. " (cut at row ends, loaded without COPY FREEZE)") end
       print("  archive: " .. r.proof .. (r.single_transaction and ("; one transaction (" .. r.single_transaction .. ")") or ""))
+      if r.partial then print("  note: a PARTIAL backup (" .. r.partial .. "): the target holds only what it selected") end
       -- the archive's database-level entries: applied to a database --swap made, named when left out
       local d = r.database or {}
       if d.applied and #d.applied > 0 then

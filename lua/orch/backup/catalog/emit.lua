@@ -17,6 +17,9 @@ function E.toc(cat, order, targets)
     return e
   end
   local function owner_of(o) if not cat.opts.no_owner then return o.owner end end
+  -- a backup's selection (orch.backup.select): -s, -a, --exclude-table-data, --no-comments
+  local sel = cat.selection
+  local select = sel and require "orch.backup.select"
   local info = cat:query([[SELECT pg_catalog.pg_encoding_to_char(encoding) AS enc, pg_catalog.current_database() AS db,
     pg_catalog.current_setting('server_version') AS version, pg_catalog.current_setting('standard_conforming_strings') AS scs
     FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()]])[1]
@@ -26,15 +29,17 @@ function E.toc(cat, order, targets)
   -- the database itself, its comment, label, privileges and settings (restored by pg_restore -C)
   local dbid
   for _, e in ipairs(require("orch.backup.catalog.database").entries(cat)) do
-    if e.desc ~= "DATABASE" and e.desc ~= "DATABASE PROPERTIES" then e.deps = { dbid } end
-    emit(e)
-    if e.desc == "DATABASE" then dbid = e.id end
+    if not sel or select.keep_database_entry(sel, e) then
+      if e.desc ~= "DATABASE" and e.desc ~= "DATABASE PROPERTIES" then e.deps = { dbid } end
+      emit(e)
+      if e.desc == "DATABASE" then dbid = e.id end
+    end
   end
 
   -- inline parts' decorations are written after the object that carries them
   local parts = {}
   for _, o in ipairs(cat.list) do
-    if o.inline and not o.skipped then
+    if o.inline and not o.skipped and not o.excluded then
       local p = o
       while p.inline do p = cat.objects[p.parent] end
       parts[p.key] = parts[p.key] or {}
@@ -43,13 +48,15 @@ function E.toc(cat, order, targets)
   end
   local function decorate(o, carrier, id)
     for _, d in ipairs(o.decor or {}) do
+      if sel and not select.keep_decoration(sel, d.desc) then goto next end
       emit { tag = d.tag, desc = d.desc, section = "none", namespace = carrier.desc ~= "SCHEMA" and carrier.namespace or nil,
         owner = owner_of(carrier), defn = d.defn, deps = { id } }
+      ::next::
     end
   end
 
   for _, o in ipairs(order) do
-    if o.desc ~= "BOUNDARY" then
+    if o.desc ~= "BOUNDARY" and not (sel and not select.keep_object(sel, o)) then
       local deps = {}
       if o.data then
         deps[1] = ids[o.data.table_key]
@@ -74,6 +81,8 @@ function E.toc(cat, order, targets)
     end
   end
   for _, a in ipairs(cat.acl_only or {}) do
+    -- (objects orch does not create: part of a whole database only, as in pg_dump)
+    if sel and (not sel.everything or sel.sel.data_only or not select.keep_decoration(sel, a.desc or "ACL")) then break end
     emit { tag = a.tag, desc = a.desc or "ACL", section = "none", defn = a.defn, deps = {} }
   end
   return { entries = entries, tables = tables, blobs = blobs, dbname = info.db, server_version = info.version,

@@ -45,7 +45,7 @@ local function node_of(cat, key)
     via = via or o
     o = cat.objects[o.parent]
   end
-  if o and o.skipped then return nil end
+  if o and (o.skipped or o.excluded) then return nil end
   return o, via
 end
 
@@ -63,10 +63,11 @@ function G.load(cat)
   -- objects that would be written although they need one --skip leaves out
   local orphans, seen = {}, {}
   local function edge(from, to)
-    if not from or not to or from.skipped then return end
+    if not from or not to or from.skipped or from.excluded then return end
     local t = to
     while t and t.inline do t = cat.objects[t.parent] end
-    if not t then return end
+    -- what a backup's selection (-n, -t, ...) leaves out orders nothing, as in pg_dump
+    if not t or t.excluded then return end
     if t.skipped then
       local f = from
       while f.inline and cat.objects[f.parent] do f = cat.objects[f.parent] end
@@ -177,13 +178,13 @@ local function build(cat)
     end
   end
   for _, o in ipairs(cat.list) do
-    if not o.inline and not o.skipped then
+    if not o.inline and not o.skipped and not o.excluded then
       nodes[#nodes + 1] = o
       targets[o.key] = targets[o.key] or {}
     end
   end
   for _, o in ipairs(cat.list) do
-    if not o.skipped then
+    if not o.skipped and not o.excluded then
       local n, part = o, nil
       while n.inline do part = part or n; n = cat.objects[n.parent] end
       for t in pairs(o.out or {}) do

@@ -157,7 +157,7 @@ end
 -- ================================================================ build
 
 --- Build the TOC of the database conn is connected to (see the header).
--- opts: skip (set of kind names), no_owner, no_acl. Raises naming every
+-- opts: skip (set of kind names), no_owner, no_acl, selection (orch.backup.select.from_opts). Raises naming every
 -- object orch cannot dump, and every cycle it cannot break.
 function C.build(conn, opts)
   opts = opts or {}
@@ -170,6 +170,12 @@ function C.build(conn, opts)
   for _, k in ipairs(C.KINDS) do
     if not without[k] then require("orch.backup.catalog.kinds." .. k).collect(cat) end
   end
+  -- a backup's selection (-n, -t, -T, ...): resolved in this snapshot, what it leaves out marked
+  if opts.selection then
+    local select = require "orch.backup.select"
+    cat.selection = select.resolve(conn, opts.selection)
+    select.apply(cat, cat.selection)
+  end
   if next(cat.skip) then C.skip_attached(cat) end
   require("orch.backup.catalog.coverage").check(cat)
   require("orch.backup.catalog.decor").collect(cat)
@@ -178,6 +184,7 @@ function C.build(conn, opts)
   local order, targets = graph.sort(cat)
   local toc = require("orch.backup.catalog.emit").toc(cat, order, targets)
   toc.skipped = C.skipped_summary(cat)
+  toc.selection = cat.selection
   return toc
 end
 
