@@ -9,41 +9,9 @@ local sys = require "orch.sys"
 local db = require "orch.db"
 local json = require "orch.json"
 
-local FIXTURE = [[
-CREATE SCHEMA app;
-CREATE SCHEMA audit;
-CREATE SCHEMA "Mixed";
-CREATE TYPE app.mood AS ENUM ('ok', 'sad');
-CREATE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.updated := now(); RETURN NEW; END$$;
-CREATE TABLE app.users (id serial PRIMARY KEY, name text NOT NULL UNIQUE, mood app.mood, updated timestamptz);
-CREATE INDEX users_mood ON app.users (mood);
-CREATE TRIGGER users_touch BEFORE UPDATE ON app.users FOR EACH ROW EXECUTE FUNCTION app.touch();
-COMMENT ON TABLE app.users IS 'the users';
-COMMENT ON COLUMN app.users.name IS 'their name';
-GRANT SELECT ON app.users TO orch_reader_t;
-CREATE STATISTICS app.users_st ON name, mood FROM app.users;
-CREATE TABLE app.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, user_id int REFERENCES app.users, total numeric CHECK (total >= 0));
-CREATE SEQUENCE app.free_seq;
-SELECT setval('app.free_seq', 42);
-CREATE VIEW app.big_orders AS SELECT * FROM app.orders WHERE total > 100;
-CREATE MATERIALIZED VIEW app.user_count AS SELECT count(*) AS n FROM app.users;
-ALTER DEFAULT PRIVILEGES IN SCHEMA app GRANT SELECT ON TABLES TO orch_reader_t;
-CREATE TABLE audit.log (id bigserial PRIMARY KEY, at timestamptz DEFAULT '2024-01-01 00:00Z', what text);
-COMMENT ON TABLE audit.log IS 'every change';
-CREATE INDEX log_at ON audit.log (at);
-CREATE TABLE audit.log_archive (id bigint, what text);
-CREATE TABLE "Mixed"."CamelT" (x int PRIMARY KEY);
-CREATE TABLE public.plain (x int);
-INSERT INTO app.users (name, mood) SELECT 'u' || g, 'ok' FROM generate_series(1, 20) g;
-INSERT INTO app.orders (user_id, total) SELECT 1 + g % 20, g FROM generate_series(1, 200) g;
-INSERT INTO audit.log (what) SELECT 'e' || g FROM generate_series(1, 500) g;
-INSERT INTO audit.log_archive SELECT g, 'a' FROM generate_series(1, 5) g;
-INSERT INTO "Mixed"."CamelT" VALUES (1), (2);
-INSERT INTO public.plain VALUES (7);
-REFRESH MATERIALIZED VIEW app.user_count;
-SELECT lo_from_bytea(0, 'a large object');
-COMMENT ON SCHEMA app IS 'application';
-]]
+-- schemas, a mixed-case name, a trigger and its function, an identity, a view, a materialized
+-- view, extended statistics, default privileges, comments, grants, a large object
+local FIXTURE = H.read("tests/fixtures/select.sql")
 
 -- An archive's table of contents as pg_restore -l lists it, as a sorted set of
 -- "TYPE schema tag owner" lines (ids and oids differ between any two dumps).

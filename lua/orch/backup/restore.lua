@@ -193,13 +193,16 @@ local function prepare(conn, a, opts)
     by_id[e.id] = e
     if LO_DESC[e.desc] then has_lo_entries = true end
   end
-  local want = selected(entries, opts)
+  -- -n/-t here, pg_restore's other selection options (-a, -s, -x, -N, -I, -P, -T, --section, -L) in restore_select
+  local rsel = require "orch.backup.restore_select"
+  local want = rsel.wrap(entries, opts, selected(entries, opts), function(e) return SPECIAL[e.desc] or dbprops.is_database_entry(e) end)
   local settings = {}
   for _, e in ipairs(entries) do
     if (e.desc == "ENCODING" or e.desc == "STDSTRINGS" or e.desc == "SEARCHPATH") and e.defn then
       settings[#settings + 1] = e.defn:gsub(";%s*$", "")
     end
   end
+  for _, st in ipairs(rsel.settings(opts)) do settings[#settings + 1] = st end
   -- the database's own entries (comment, privileges, settings) are not the target's: see dbprops
   local function restorable(e) return not SPECIAL[e.desc] and not dbprops.is_database_entry(e) and want(e) end
   local ctx = { entries = entries, by_id = by_id, has_lo_entries = has_lo_entries, settings = settings, restorable = restorable }
@@ -1275,7 +1278,7 @@ end
 local function run_in_place(c, a, opts, mode, res)
   local target_db = c:info().dbname
   -- (deep_check's scratch database for a partial backup: made now, the empty schemas its objects need made in it)
-  if mode == "empty" and not opts.partial_ok and has_objects(c) then
+  if mode == "empty" and not opts.partial_ok and not opts.into_existing and has_objects(c) then
     sys.error(string.format("the target database %s is not empty: restore into an empty database, use --swap (restore beside it and " ..
       "swap by rename), or --drop-existing to replace its contents; nothing was restored", target_db), 1)
   end
@@ -1370,8 +1373,24 @@ function R.run(opts)
     sys.error(string.format("refusing to restore %s: it has no manifest (%s), so it is an incomplete or damaged orch backup; " ..
       "the target was not touched (use --no-manifest to restore it anyway)", path, backup.manifest_path(path)), 1)
   end
+  if part and require("orch.backup.select").data_only(m) and not opts.data_only then
+    sys.error(string.format("%s is a data-only backup (%s): it holds rows, not the tables they go into; restore it with --data-only " ..
+      "into a database that holds its schema; the target was not touched", path, part), 2)
+  end
   local res = { mode = mode, partial = part or nil }
   opts = setmetatable({}, { __index = opts })
+  local rsel = require "orch.backup.restore_select"
+  rsel.check(opts, mode)
+  -- the selection is checked before the target is touched (a name that matches nothing, a bad list)
+  local special = function(e) return SPECIAL[e.desc] or dbprops.is_database_entry(e) end
+  if rsel.active(opts) and rsel.into_existing(a:entries(), rsel.wrap(a:entries(), opts, selected(a:entries(), opts), special), mode, opts) then
+    -- rows (or post-data) into the schema the target holds: all or nothing, in one transaction
+    opts.into_existing = true
+    if not opts.single_transaction then
+      opts.single_transaction = true
+      res.single_transaction = "the target's existing tables get all of the archive's rows or none"
+    end
+  end
   opts.archive_size = path ~= "-" and (sys.stat(path) or {}).size or nil
   local jobs = math.tointeger(opts.jobs) or 1
   if jobs > 1 and path == "-" then
