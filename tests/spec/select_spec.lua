@@ -199,6 +199,12 @@ describe("orch backup with pg_dump's selection options", function()
     assert.matches("data%-only", vd.stderr)
     assert.matches("without %-%-deep", vd.stderr)
     -- retention: keep 1 keeps the one whole backup, whatever partial ones are newer; each selection is a series of its own
+    -- newest first is by the manifests' start second: part2 must start in a later second than part
+    local deadline = sys.monotonic() + 5
+    while os.date("!%Y-%m-%dT%H:%M:%SZ") <= part.started_at do
+      assert(sys.monotonic() < deadline, "the clock did not pass " .. part.started_at)
+      sys.sleep(0.05)
+    end
     local part2 = take("-t", "audit.log", "--no-comments")
     assert.is_true(H.orch({ "verify", part2.path }).ok)   -- a series' newest verified backup is never deleted: part2 is now
     local deleted = require("orch.backup").retain(dir, { keep = 1 })

@@ -151,6 +151,10 @@ return {
     end
     -- what --skip left out is named, so nobody takes the backup for a whole one (-q: in the manifest only)
     if not opts.json and not opts.quiet then
+      local part = require("orch.backup.select").summary(m)
+      if part then
+        io.stderr:write("note: a PARTIAL backup (" .. part .. "): the manifest says so, and no recipe restores it as the whole database\n")
+      end
       for _, k in ipairs(m.skipped or {}) do
         if k.count == 0 then
           io.stderr:write(string.format("note: --skip %s matched nothing in this database\n", k.kind))
