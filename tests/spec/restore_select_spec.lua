@@ -136,6 +136,7 @@ describe("orch restore with pg_restore's selection options, on orch's and stock 
       { { "--section", "middle" }, 2, "no such section" },
       { { "-I", "nosuch", "-T", "users_touch" }, 1, "%-I nosuch matched no entry" },
       { { "-N", "nosuch" }, 1, "%-N nosuch matched no entry" },
+      { { "-t", "nosuch", "-n", "app" }, 1, "%-t nosuch matched no entry" },
       { { "-P", "touch(integer)" }, 1, "%-P touch%(integer%) matched no entry" },
       { { "-L", reordered }, 1, "in the archive's order" },
       { { "-L", bad }, 1, "line 1" },

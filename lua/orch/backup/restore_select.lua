@@ -80,7 +80,7 @@ end
 
 --- Does any option of this module apply?
 function RS.active(opts)
-  return opts.data_only or opts.schema_only or opts.no_privileges or opts.no_comments or opts.use_list
+  return (opts.schemas and #opts.schemas > 0) or (opts.tables and #opts.tables > 0) or opts.data_only or opts.schema_only or opts.no_privileges or opts.no_comments or opts.use_list
     or (opts.exclude_schemas and #opts.exclude_schemas > 0) or (opts.indexes and #opts.indexes > 0)
     or (opts.functions and #opts.functions > 0) or (opts.triggers and #opts.triggers > 0)
     or (opts.sections and #opts.sections > 0) or false
@@ -191,6 +191,19 @@ function RS.wrap(entries, opts, base, is_special)
     if not is_special(e) and want(e) then keep[e.id] = true; count = count + 1 end
   end
   local missing = {}
+  -- -n and -t (restore.lua's selection) must name something the archive holds too
+  local RELATIONS = { TABLE = true, VIEW = true, SEQUENCE = true, ["MATERIALIZED VIEW"] = true, ["FOREIGN TABLE"] = true }
+  for _, e in ipairs(entries) do
+    if e.namespace then seen.schema_n = seen.schema_n or {}; seen.schema_n[e.namespace] = true end
+    if e.desc == "SCHEMA" then seen.schema_n = seen.schema_n or {}; seen.schema_n[e.tag] = true end
+    if RELATIONS[e.desc] then seen.table = seen.table or {}; seen.table[e.tag] = true end
+  end
+  seen.schema_n, seen.table = seen.schema_n or {}, seen.table or {}
+  for _, x in ipairs { { "-n", opts.schemas or {}, "schema_n" }, { "-t", opts.tables or {}, "table" } } do
+    for _, name in ipairs(x[2]) do
+      if not seen[x[3]][name] then missing[#missing + 1] = x[1] .. " " .. name end
+    end
+  end
   for _, x in ipairs { { "-I", indexes, "index" }, { "-P", functions, "function" }, { "-T", triggers, "trigger" },
       { "-N", opts.exclude_schemas or {}, "schema" } } do
     for _, n in ipairs(x[2]) do
@@ -199,7 +212,8 @@ function RS.wrap(entries, opts, base, is_special)
   end
   if #missing > 0 then
     sys.error(string.format("%s matched no entry of the archive (names as orch restore --list shows them: an index by its name, " ..
-      "a function with its argument types, e.g. \"f(integer)\", a trigger as \"TABLE TRIGGER\" or its name); nothing was restored",
+      "a schema or table by its name as written, a function with its argument types, e.g. \"f(integer)\", a trigger as " ..
+      "\"TABLE TRIGGER\" or its name); nothing was restored",
       table.concat(missing, ", ")), 1)
   end
   if count == 0 then
