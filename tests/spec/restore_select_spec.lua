@@ -64,6 +64,8 @@ describe("orch restore with pg_restore's selection options, on orch's and stock 
     { { "--section", "post-data" }, { "--section", "pre-data", "--section", "data" } },
     { { "-I", "users_mood", "-T", "users users_touch" }, { "--section", "pre-data", "--section", "data" } },
     { { "-T", "users_touch" }, { "--section", "pre-data" } },
+    -- pg_restore -N creates the schema empty: the function goes into it
+    { { "-P", "touch()" }, { "-s", "-N", "app" } },
   }
   for _, which in ipairs { "orch", "pg_dump" } do
     for _, case in ipairs(CASES) do

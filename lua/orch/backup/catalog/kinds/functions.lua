@@ -27,7 +27,9 @@ end
 
 local function functions(cat, xdeps)
   for _, r in ipairs(cat:query([[SELECT p.oid, p.proname, n.nspname, p.prokind, pg_catalog.pg_get_functiondef(p.oid) AS def,
-      pg_catalog.pg_get_function_identity_arguments(p.oid) AS args, pg_catalog.pg_get_userbyid(p.proowner) AS owner
+      pg_catalog.pg_get_function_identity_arguments(p.oid) AS args, pg_catalog.pg_get_userbyid(p.proowner) AS owner,
+      (SELECT pg_catalog.string_agg(pg_catalog.format_type(a.t, NULL), ', ' ORDER BY a.o)
+         FROM pg_catalog.unnest(p.proargtypes) WITH ORDINALITY AS a(t, o)) AS argtypes
     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
     WHERE ]] .. cat:user_ns("n.nspname") .. [[ AND p.prokind IN ('f', 'p', 'w')
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
@@ -40,7 +42,9 @@ local function functions(cat, xdeps)
       defn = defn .. string.format("ALTER %s %s DEPENDS ON EXTENSION %s;\n", kw, sig, cat:q(e))
     end
     cat:add { key = "pg_proc:" .. r.oid, kind = r.prokind == "p" and "procedure" or "function", desc = kw,
-      tag = string.format("%s(%s)", r.proname, r.args), namespace = r.nspname, owner = r.owner,
+      -- tagged as pg_dump tags it, name(argument types) (its comment and privileges name the arguments too):
+      -- what pg_restore -P and orch restore -P match
+      tag = string.format("%s(%s)", r.proname, r.argtypes or ""), namespace = r.nspname, owner = r.owner,
       defn = defn, drop = "DROP " .. kw .. " " .. sig .. ";\n",
       label = kw .. " " .. sig, label_tag = string.format("%s %s(%s)", kw, r.proname, r.args),
       acl_obj = kw .. " " .. sig, acl_tag = string.format("%s %s(%s)", kw, r.proname, r.args) }
