@@ -76,7 +76,7 @@ end
 
 return {
   summary = "back up the database as a pg_dump custom archive (restorable by pg_restore) with a manifest",
-  usage = "usage: orch backup [--env NAME] [--db URL] [--output FILE | --output -] [--dir DIR] [--compress METHOD[:LEVEL] | -Z N] [--json]",
+  usage = "usage: orch backup [--env NAME] [--db URL] [--output FILE | --output -] [--dir DIR] [--compress METHOD[:LEVEL] | -Z N] [-n|-N SCHEMA] [-t|-T TABLE] [--exclude-table-data TABLE] [-s | -a] [-x] [--no-comments] [--json]",
   description = "--env NAME (or ORCH_ENV) picks the database and the backups directory (backups.dir) from\n" ..
     "orch.env.lua; after a complete backup the environment's retention (backups.keep, backups.max_age)\n" ..
     "is applied to that directory, as the recipes' backup step does (--no-prune skips it).\n\n" ..
@@ -92,7 +92,8 @@ return {
     end)(),
   examples = { "orch backup", "orch backup --output /tmp/app.dump", "orch backup -o - | ssh host 'cat > app.dump'",
     "orch backup --compress zstd:5   # format 1.15: needs pg_restore 16 or newer (orch restore reads it)",
-    "orch backup --skip subscription --skip user_mapping   # as a role that may not read them" },
+    "orch backup --skip subscription --skip user_mapping   # as a role that may not read them",
+    "orch backup -n app --exclude-table-data 'app.audit_*'   # a partial backup: the manifest and backups list say so" },
   spec = spec,
   run = function(argv)
     local opts = args.parse(argv, spec, "backup")

@@ -46,7 +46,7 @@ local spec = args.spec({ "db", "env", "fleet_target", "yes" }, {
 
 return {
   summary = "restore an orch or stock pg_dump -Fc archive (file or -) into the selected database",
-  usage = "usage: orch restore FILE|s3://BUCKET/KEY|- [--db URL] [--jobs N] [--swap | --drop-existing] [--single-transaction] [-n SCHEMA] [-t TABLE] [--list]",
+  usage = "usage: orch restore FILE|s3://BUCKET/KEY|- [--db URL] [--jobs N] [--swap | --drop-existing] [--single-transaction] [-n SCHEMA] [-t TABLE] [-N SCHEMA] [-I INDEX] [-P FUNC(ARGS)] [-T TRIGGER] [-a | -s] [--section S] [-L FILE] [-x] [--no-comments] [--list]",
   description = "Into an empty database by default. --swap restores beside the target and swaps it in by\n" ..
     "rename, keeping the old database. Every mode proves a file whole before its first statement on the target:\n" ..
     "the manifest's SHA-256, else every data block. From standard input nothing can be read ahead, so the restore\n" ..
