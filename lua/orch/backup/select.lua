@@ -239,6 +239,14 @@ function S.apply(cat, r)
       if t and not selected(t) then return false end
       return o.namespace ~= nil and schema_in(o.namespace)
     end
+    if o.kind == "extension" and (o.desc == "TABLE DATA" or o.desc == "SEQUENCE SET") then
+      -- an extension's configuration table or sequence: its rows follow the relation's own selection (-t, -T,
+      -- its schema for -n/-N), not the extension's, as in pg_dump
+      local rel = "pg_class:" .. (o.key:match("^%a+:pg_class:(%d+)$") or "")
+      if r.exclude_table[rel] then return false end
+      if r.table then return r.table[rel] == true end
+      return o.namespace ~= nil and schema_in(o.namespace)
+    end
     if ATTACHED[o.desc] and o.deps[1] then
       local t = cat.objects[cat:resolve(o.deps[1])]
       if t and t ~= o then return selected(t) end
@@ -295,6 +303,10 @@ function S.keep_object(r, o)
   if sel.data_only and not DATA[o.desc] then return false end
   if sel.no_privileges and o.desc == "DEFAULT ACL" then return false end
   if (o.desc == "TABLE DATA" or o.desc == "MATERIALIZED VIEW DATA") and o.deps[1] and r.exclude_data[o.deps[1]] then return false end
+  -- (an extension's configuration table: its data hangs on the extension, the table is named by its oid)
+  if o.desc == "TABLE DATA" and o.data and o.data.oid and r.exclude_data["pg_class:" .. (math.tointeger(o.data.oid) or o.data.oid)] then
+    return false
+  end
   -- a sequence the pattern matches loses its value (pg_dump matches sequences too)
   if o.desc == "SEQUENCE SET" and r.exclude_data[(o.key:match("^seqset:(.*)$") or "")] then return false end
   return true
