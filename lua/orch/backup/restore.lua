@@ -858,13 +858,13 @@ local function verify_blocks(path, a, jobs)
       blocks[#blocks + 1] = e
     end
   end
-  if jobs < 1 or #blocks == 0 then return a:verify() end
+  -- one thread: the restore's own reader (its SHA-256 is off), no second copy of the TOC in memory
+  if jobs <= 1 or #blocks < 2 then return a:verify() end
   table.sort(blocks, function(x, y) return x.pos < y.pos end)
   local size = (sys.stat(path) or {}).size or 0
   local len = {}
   for i, e in ipairs(blocks) do len[e.id] = (blocks[i + 1] and blocks[i + 1].pos or size) - e.pos end
-  -- one thread reads the file front to back; several take the largest blocks first
-  if jobs > 1 then table.sort(blocks, function(x, y) if len[x.id] ~= len[y.id] then return len[x.id] > len[y.id] end return x.id < y.id end) end
+  table.sort(blocks, function(x, y) if len[x.id] ~= len[y.id] then return len[x.id] > len[y.id] end return x.id < y.id end)
   local ids = {}
   for i, e in ipairs(blocks) do ids[i] = e.id end
   return pgarchive.verify_parallel(path, math.min(jobs, #ids), ids)
