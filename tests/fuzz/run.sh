@@ -3,7 +3,8 @@
 # runs it for SECONDS (default 25) from the committed seed corpus; fails on
 # any finding (crash, sanitizer report, leak, timeout, allocation over the
 # limit) and leaves the input that caused it in BUILD_DIR/findings/.
-#   tests/fuzz/run.sh build/fuzz 25          (what ctest's fuzz/pgarchive runs)
+#   tests/fuzz/run.sh build/fuzz 300 -seed=1 -runs=10000   (what ctest's fuzz/pgarchive runs: the same inputs everywhere)
+#   tests/fuzz/run.sh build/fuzz 25          (25 s from a random seed)
 #   tests/fuzz/run.sh build/fuzz 600 -jobs=2  (a longer hunt; extra args go to libFuzzer)
 set -euo pipefail
 src="$(cd "$(dirname "$0")/../.." && pwd)"
