@@ -153,6 +153,18 @@ describe("orch migrate / status / undo", function()
     assert.is_false(has_table(c, "items"))
   end)
 
+  it("--dry-run shows a big migration's first 60 lines and then how much more there is, not the whole file", function()
+    local lines = { "CREATE TABLE big (id int);" }
+    for i = 1, 99 do lines[#lines + 1] = string.format("INSERT INTO big VALUES (%d);", i) end
+    local dir = project_dir { ["V1__big.sql"] = table.concat(lines, "\n") .. "\n" }
+    local r = run(url, dir, "migrate", "--dry-run")
+    assert.is_true(r.ok, r.stderr)
+    assert.matches("| INSERT INTO big VALUES (59);\n", r.stdout, 1, true)
+    assert.is_nil(r.stdout:find("VALUES (60);", 1, true), r.stdout)
+    assert.matches("| … 40 more lines (0.0 MiB): " .. dir .. "/V1__big.sql", r.stdout, 1, true)
+    assert.is_false(has_table(c, "big"))
+  end)
+
   it("migrates only up to --target", function()
     local dir = project_dir(basic)
     assert.is_true(run(url, dir, "migrate", "--target", "1", "--placeholder", "owner=x").ok)

@@ -168,6 +168,9 @@ function C.confirm(question, opts)
   return a ~= nil and a:lower():match("^y") ~= nil
 end
 
+-- how many lines of each migration's SQL a dry run shows
+C.PLAN_LINES = 60
+
 function C.print_plan(plan, project, show_sql, undo)
   if #plan == 0 then print(undo and "nothing to undo" or "nothing to migrate: the database is up to date") return end
   print(string.format("%s %d migration%s%s:", undo and "would undo" or "would apply", #plan, #plan == 1 and "" or "s",
@@ -180,7 +183,17 @@ function C.print_plan(plan, project, show_sql, undo)
       local text = src.text
       local ok, filled = pcall(require("orch.migrate.files").placeholders, text, project.placeholders, src.path)
       if ok then text = filled end
-      for line in (text:gsub("\n$", "") .. "\n"):gmatch("([^\n]*)\n") do print("      | " .. line) end
+      -- a big data migration is not poured onto the terminal: its first lines, then where the rest is
+      local shown, pos = 0, 1
+      while pos <= #text and shown < C.PLAN_LINES do
+        local nl = text:find("\n", pos, true) or (#text + 1)
+        print("      | " .. text:sub(pos, nl - 1))
+        shown, pos = shown + 1, nl + 1
+      end
+      if pos <= #text then
+        local rest = select(2, text:sub(pos):gsub("\n", "")) + (text:sub(-1) == "\n" and 0 or 1)
+        print(string.format("      | … %d more line%s (%.1f MiB): %s", rest, rest == 1 and "" or "s", (#text - pos + 1) / 1048576, src.path or src.name))
+      end
     end
   end
 end

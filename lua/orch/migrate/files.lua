@@ -236,6 +236,8 @@ end
 -- file and line. $${name} stays as the literal text ${name}.
 function files.placeholders(text, values, path)
   values = values or {}
+  -- most files have none: a plain search is ~100x faster than the pattern over a big data migration
+  if not text:find("${", 1, true) then return text end
   return (text:gsub("()(%$?)%${([%w_.:-]+)}", function(pos, escape, name)
     if escape == "$" then return "${" .. name .. "}" end
     local v = values[name]
