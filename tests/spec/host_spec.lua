@@ -93,8 +93,8 @@ while true do sys.sleep(0.05) end
 ]], marker))
     -- run orch in the background through sh, send SIGINT once it is ready
     local script = string.format(
-      "%s %s > %s/out 2> %s/err & pid=$!; seen=no; for i in $(seq 600); do grep -q ready %s/out 2>/dev/null && seen=yes && break; sleep 0.05; done; kill -INT $pid; wait $pid; echo $? ready=$seen",
-      H.orch_bin, f, dir, dir, dir)
+      "rm -f %s/out %s/err; %s %s > %s/out 2> %s/err & pid=$!; seen=no; for i in $(seq 600); do grep -q ready %s/out 2>/dev/null && seen=yes && break; sleep 0.05; done; kill -INT $pid; wait $pid; echo $? ready=$seen",
+      dir, dir, H.orch_bin, f, dir, dir, dir)
     local r = sys.spawn { "sh", "-c", script, timeout = 60 }
     assert.matches("ready=yes", r.stdout, 1, true)
     assert.equals("130", r.stdout:match("%d+"))
@@ -120,9 +120,11 @@ print('report written')
     -- report: how long the busy report takes; gap: between the two SIGINTs
     local function run(report, gap)
       local script = string.format(
-        "%s %s %s > %s/out 2> %s/err & pid=$!; seen=no; for i in $(seq 600); do grep -q ready %s/out 2>/dev/null && seen=yes && break; sleep 0.05; done; " ..
+        -- (the last run's out, which says ready too, is removed first: the background shell may
+        -- truncate it only after the loop has looked)
+        "rm -f %s/out %s/err; %s %s %s > %s/out 2> %s/err & pid=$!; seen=no; for i in $(seq 600); do grep -q ready %s/out 2>/dev/null && seen=yes && break; sleep 0.05; done; " ..
         "kill -INT $pid; sleep %s; kill -INT $pid 2>/dev/null; wait $pid; echo $? ready=$seen",
-        H.orch_bin, f, report, dir, dir, dir, gap)
+        dir, dir, H.orch_bin, f, report, dir, dir, dir, gap)
       local r = sys.spawn { "sh", "-c", script, timeout = 60 }
       assert.matches("ready=yes", r.stdout, 1, true)
       return r.stdout:match("%d+"), H.read(dir .. "/out")
