@@ -431,3 +431,18 @@ describe("orch backup and restore", function()
     assert.equals(2, #json.decode(H.orch({ "backups", "list", "--dir", dir, "--json" }).stdout))
   end)
 end)
+
+describe("orch.backup.retention", function()
+  it("orders backups of the same second by their -2, -3 suffix, whatever the order they were listed in", function()
+    local retention = require "orch.backup.retention"
+    local function entry(file) return { file = file, time = "2026-12-01T19:32:49Z", mtime = 1764617569 } end
+    for _, listed in ipairs { { "d-T.dump", "d-T-2.dump", "d-T-3.dump" }, { "d-T-3.dump", "d-T.dump", "d-T-2.dump" },
+                              { "d-T-2.dump", "d-T-3.dump", "d-T.dump" } } do
+      local list = {}
+      for i, f in ipairs(listed) do list[i] = entry(f) end
+      local order = {}
+      for i, e in ipairs(retention.newest_first(list)) do order[i] = e.file end
+      assert.same({ "d-T-3.dump", "d-T-2.dump", "d-T.dump" }, order)
+    end
+  end)
+end)

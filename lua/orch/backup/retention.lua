@@ -41,11 +41,27 @@ function B.entry(e)
   return e
 end
 
---- Sort listed backups newest first: by the manifest's start, then the file's mtime.
+-- Of two backups of the same second (same start, same mtime), whether a
+-- was taken after b: the second one of a second is named NAME-2.dump, the
+-- third NAME-3.dump (orch.backup picks the first free name); else by name,
+-- so that the order never depends on the sort.
+local function later_name(a, b)
+  local sa, sb = (a or ""):gsub("%.dump$", ""), (b or ""):gsub("%.dump$", "")
+  local ba, na = sa:match("^(.*)%-(%d+)$")
+  local bb, nb = sb:match("^(.*)%-(%d+)$")
+  if ba and ba == sb then return true end
+  if bb and bb == sa then return false end
+  if ba and bb and ba == bb then return tonumber(na) > tonumber(nb) end
+  return sa > sb
+end
+
+--- Sort listed backups newest first: by the manifest's start, then the file's mtime,
+-- then (the same second) the name's -2, -3 ... suffix.
 function B.newest_first(list)
   table.sort(list, function(a, b)
     if a.time ~= b.time then return a.time > b.time end
-    return a.mtime > b.mtime
+    if a.mtime ~= b.mtime then return a.mtime > b.mtime end
+    return later_name(a.file or a.path, b.file or b.path)
   end)
   return list
 end
