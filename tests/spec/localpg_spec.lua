@@ -85,10 +85,17 @@ s.bind(("127.0.0.1", %d)); s.listen(1); print("up", flush=True); time.sleep(20)'
       local old = pg.port
       local r = sys.spawn { "sh", "-c", string.format([[python3 -c '
 import socket, time
-s = socket.socket(); s.bind(("127.0.0.1", %d)); print("up", flush=True); time.sleep(60)' > %s/binder.out 2>&1 & echo $!]], old, pg.dir) }
+s = socket.socket()
+# closed connections of the stopped server keep the port in TIME_WAIT for up to 60 s: try until it is free
+for i in range(700):
+    try:
+        s.bind(("127.0.0.1", %d)); break
+    except OSError:
+        time.sleep(0.1)
+print("up", flush=True); time.sleep(60)' > %s/binder.out 2>&1 & echo $!]], old, pg.dir) }
       local holder = tonumber(r.stdout:match("%d+"))
       finally(function() sys.kill(holder) end)
-      local deadline = sys.monotonic() + 30
+      local deadline = sys.monotonic() + 80
       while not (H.read(pg.dir .. "/binder.out") or ""):find("up") do
         assert.is_true(sys.monotonic() < deadline, "the port could not be bound: " .. (H.read(pg.dir .. "/binder.out") or ""))
         sys.sleep(0.05)
