@@ -452,6 +452,13 @@ local BATCH_ENTRIES, BATCH_BYTES = 200, 1048576
 local function new_batch(conn, a, ctx, opts, state, m, count)
   local b = { es = {}, sqls = {}, bytes = 0 }
   local ts, am
+  -- One entry on its own: run, counted, reported; an error names the entry.
+  function b.run(e)
+    local ok, err = pcall(run_entry, conn, a, e, ctx, opts, state, m)
+    if not ok then raise_at(e, err, count.done) end
+    count.done = count.done + 1
+    if m then m.finish(e); m.report(where_of(e)) end
+  end
   function b.flush()
     local es, sqls = b.es, b.sqls
     if #es == 0 then return end
@@ -460,12 +467,7 @@ local function new_batch(conn, a, ctx, opts, state, m, count)
     if not ok then
       -- the batch rolled back whole (its SETs too): one entry at a time, as run_entry does
       state.tablespace, state.tableam = ts, am
-      for _, e in ipairs(es) do
-        local ok2, err = pcall(run_entry, conn, a, e, ctx, opts, state, m)
-        if not ok2 then raise_at(e, err, count.done) end
-        count.done = count.done + 1
-        if m then m.finish(e); m.report(where_of(e)) end
-      end
+      for _, e in ipairs(es) do b.run(e) end
       return
     end
     for _, e in ipairs(es) do
@@ -509,8 +511,7 @@ end
 -- Run every chosen entry of the archive against conn, in pg_restore's
 -- three passes. Returns counts; raises on the first error with the entry.
 local function apply(conn, a, opts)
-  local ctx, items, m = begin(conn, a, opts)
-  local done = 0
+  local ctx, _, m = begin(conn, a, opts)
   local state = { loaded = {}, single_transaction = opts.single_transaction, move_data = opts.archive ~= "-" }
   local count = { done = 0 }
   local batch = new_batch(conn, a, ctx, opts, state, m, count)
@@ -518,17 +519,15 @@ local function apply(conn, a, opts)
     for _, e in ipairs(ctx.entries) do
       if ctx.restorable(e) and pass_of(e) == pass and not state.loaded[e.id] and not batch.add(e) then
         batch.flush()
-        local ok, err = pcall(run_entry, conn, a, e, ctx, opts, state, m)
-        if not ok then raise_at(e, err, count.done) end
-        count.done = count.done + 1
-        if m then m.finish(e); m.report(where_of(e)) end
+        batch.run(e)
       end
     end
     batch.flush()
   end
-  done = count.done
   durable(conn)
-  return { entries = done + (function() local n = 0 for _ in pairs(state.loaded) do n = n + 1 end return n end)() }
+  local loaded = 0
+  for _ in pairs(state.loaded) do loaded = loaded + 1 end
+  return { entries = count.done + loaded }
 end
 
 -- A TABLE DATA block is split over connections only from this size of
