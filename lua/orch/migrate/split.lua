@@ -18,6 +18,21 @@ local split = {}
 
 -- ------------------------------------------------------------ helpers
 
+--- Byte offset just past the nested /* */ comment that starts at j (n + 1
+-- when it is not closed by n).
+function split.after_comment(s, j, n)
+  local depth, k = 1, j + 2
+  while depth > 0 do
+    local m = s:find("[/*]", k)
+    if not m or m > n then return n + 1 end
+    local t = s:sub(m, m + 1)
+    if t == "/*" then depth, k = depth + 1, m + 2
+    elseif t == "*/" then depth, k = depth - 1, m + 2
+    else k = m + 1 end
+  end
+  return k
+end
+
 --- Byte offset (1-based) of the first token at or after i (and at or
 -- before limit, default #s): blanks, -- and nested /* */ comments skipped.
 -- Returns limit + 1 when only those follow.
@@ -30,16 +45,8 @@ function split.skip_blank(s, i, limit)
     if two == "--" then
       i = (s:find("\n", j, true) or n) + 1
     elseif two == "/*" then
-      local depth, k = 1, j + 2
-      while depth > 0 do
-        local m = s:find("[/*]", k)
-        if not m or m > n then return n + 1 end
-        local t = s:sub(m, m + 1)
-        if t == "/*" then depth, k = depth + 1, m + 2
-        elseif t == "*/" then depth, k = depth - 1, m + 2
-        else k = m + 1 end
-      end
-      i = k
+      i = split.after_comment(s, j, n)
+      if i > n then return n + 1 end
     else
       return j
     end
@@ -67,14 +74,7 @@ local function words(s)
     if two == "--" then
       i = (s:find("\n", i, true) or n) + 1
     elseif two == "/*" then
-      local depth, k = 1, i + 2
-      while depth > 0 and k <= n do
-        local t = s:sub(k, k + 1)
-        if t == "/*" then depth, k = depth + 1, k + 2
-        elseif t == "*/" then depth, k = depth - 1, k + 2
-        else k = k + 1 end
-      end
-      i = k
+      i = split.after_comment(s, i, n)
     elseif c == "'" or c == '"' then
       local k = i + 1
       while k <= n do
