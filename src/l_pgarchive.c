@@ -2417,20 +2417,26 @@ typedef struct CopySink {
     int progress, id;
 } CopySink;
 
+/* Archive bytes of block id read so far by r, from *start (found on the
+ * first call: the block's own offset, the reader may have seeked or walked
+ * to it). */
+static long long block_consumed(Reader *r, int id, long long *start) {
+    long long done;
+    if (*start < 0) {
+        REntry *e = find_entry(r, id);
+        *start = e && e->found >= 0 ? e->found : e && e->pos >= 0 ? e->pos : r->cur;
+    }
+    done = r->cur - *start;
+    return done > 0 ? done : 0;
+}
+
 static int copy_sink(lua_State *L, void *ud, const char *buf, size_t len) {
     CopySink *s = (CopySink *)ud;
     if (s->failed) return 0;
     if (PQputCopyData(s->pg, buf, (int)len) != 1) s->failed = 1;
     if (orch_interrupted()) s->failed = 2;
     if (s->r) {
-        long long done;
-        if (s->start < 0) {
-            /* the block's own offset: the reader may have seeked or walked to it */
-            REntry *e = find_entry(s->r, s->id);
-            s->start = e && e->found >= 0 ? e->found : e && e->pos >= 0 ? e->pos : s->r->cur;
-        }
-        done = s->r->cur - s->start;
-        if (done < 0) done = 0;
+        long long done = block_consumed(s->r, s->id, &s->start);
         if (s->consumed) __atomic_store_n(s->consumed, done, __ATOMIC_RELAXED);
         if (s->progress && done >= s->next_report) {
             s->next_report = done + (1 << 20);
@@ -2960,13 +2966,7 @@ static int split_sink(lua_State *L, void *ud, const char *buf, size_t len) {
             ss->len = rest;
         }
     }
-    if (k->r) {
-        if (ss->start < 0) {
-            REntry *e = find_entry(k->r, k->id);
-            ss->start = e && e->found >= 0 ? e->found : e && e->pos >= 0 ? e->pos : k->r->cur;
-        }
-        __atomic_store_n(&k->consumed, k->r->cur - ss->start > 0 ? k->r->cur - ss->start : 0, __ATOMIC_RELAXED);
-    }
+    if (k->r) __atomic_store_n(&k->consumed, block_consumed(k->r, k->id, &ss->start), __ATOMIC_RELAXED);
     return 0;
 }
 
