@@ -32,12 +32,14 @@ static int sink(void *ud, const unsigned char *data, size_t len) {
 
 /* Inflate one zlib stream; returns 0 if it decodes to exactly expect and
  * ends exactly at the end of the buffer. */
-static int inflate_check(const unsigned char *z, size_t zlen, const unsigned char *expect, size_t elen) {
+/* 0 if z inflates (wbits 15: a zlib stream, -15: raw DEFLATE) to exactly
+ * expect, its final block ending exactly at the end of the buffer. */
+static int inflate_bits(const unsigned char *z, size_t zlen, const unsigned char *expect, size_t elen, int wbits) {
     z_stream s;
     unsigned char *out = (unsigned char *)malloc(elen + 1);
     int rc;
     memset(&s, 0, sizeof s);
-    if (!out || inflateInit(&s) != Z_OK) return -1;
+    if (!out || inflateInit2(&s, wbits) != Z_OK) { free(out); return -1; }
     s.next_in = (unsigned char *)z;
     s.avail_in = (uInt)zlen;
     s.next_out = out;
@@ -47,6 +49,10 @@ static int inflate_check(const unsigned char *z, size_t zlen, const unsigned cha
     rc = rc == Z_STREAM_END && s.avail_in == 0 && s.total_out == elen && memcmp(out, expect, elen) == 0 ? 0 : -1;
     free(out);
     return rc;
+}
+
+static int inflate_check(const unsigned char *z, size_t zlen, const unsigned char *expect, size_t elen) {
+    return inflate_bits(z, zlen, expect, elen, 15);
 }
 
 static unsigned char *make_input(size_t n, unsigned seed) {
@@ -78,23 +84,9 @@ static size_t compress_with(const unsigned char *in, size_t n, int level, int th
 
 /* ---------------------------------------------------------------- the block walker */
 
-/* Inflate raw DEFLATE (no zlib wrapper): 0 if it decodes to exactly expect
- * and its final block ends exactly at the end of the buffer. */
+/* Raw DEFLATE (no zlib wrapper): 0 if it decodes to exactly expect. */
 static int raw_inflate_check(const unsigned char *z, size_t zlen, const unsigned char *expect, size_t elen) {
-    z_stream s;
-    unsigned char *out = (unsigned char *)malloc(elen + 1);
-    int rc;
-    memset(&s, 0, sizeof s);
-    if (!out || inflateInit2(&s, -15) != Z_OK) { free(out); return -1; }
-    s.next_in = (unsigned char *)z;
-    s.avail_in = (uInt)zlen;
-    s.next_out = out;
-    s.avail_out = (uInt)elen + 1;
-    rc = inflate(&s, Z_FINISH);
-    inflateEnd(&s);
-    rc = rc == Z_STREAM_END && s.avail_in == 0 && s.total_out == elen && memcmp(out, expect, elen) == 0 ? 0 : -1;
-    free(out);
-    return rc;
+    return inflate_bits(z, zlen, expect, elen, -15);
 }
 
 /* 1 if zlib's raw inflate reads z[0..zlen) as one complete stream that
