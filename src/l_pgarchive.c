@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <limits.h>
 #include <zlib.h>
+#include <libdeflate.h>
 #include <lz4frame.h>
 #include <zstd.h>
 #include <lua.h>
@@ -36,6 +37,7 @@
 #include <libpq-fe.h>
 #include <libpq/libpq-fs.h>
 #include "orch.h"
+#include "copybin.h"
 #include "pdeflate.h"
 #include "sha256.h"
 
@@ -1579,6 +1581,8 @@ static int w_close(lua_State *L) {
     lua_pushinteger(L, w->total_in); lua_setfield(L, -2, "uncompressed");
     lua_pushboolean(L, offsets); lua_setfield(L, -2, "offsets");
     lua_pushboolean(L, w->reordered); lua_setfield(L, -2, "reordered");
+    /* every gzip stream is pdeflate's: header, one chunk per piece of this many input bytes at most, trailer */
+    if (w->algorithm == ALG_GZIP) { lua_pushinteger(L, PDEFLATE_CHUNK); lua_setfield(L, -2, "deflate_pieces"); }
     writer_release(w);
     return 1;
 }
@@ -1636,6 +1640,13 @@ typedef struct Reader {
     LZ4F_dctx *lz;
     ZSTD_DStream *zd;
     int dec_done;                /* the current stream (or frame) is complete */
+    /* gzip streams whose chunks inflate one by one (orch's own, see read_pieces): the
+     * largest piece's output, 0 when the archive is not known to be written so */
+    size_t pieces;
+    struct libdeflate_decompressor *ld;
+    unsigned char *pc[3];        /* the last three chunks read */
+    size_t pclen[3], pccap[3];
+    unsigned char *pout;
     unsigned char head[5];       /* the current stream's first bytes (frame magic + flags) */
     int headlen;
     long long unchecked;         /* streams read so far that carry no checksum of their own */
@@ -1839,6 +1850,11 @@ static int r_close(lua_State *L) {
         r->zd = NULL;
         free(r->inbuf); free(r->outbuf);
         r->inbuf = r->outbuf = NULL;
+        if (r->ld) libdeflate_free_decompressor(r->ld);
+        r->ld = NULL;
+        for (i = 0; i < 3; i++) { free(r->pc[i]); r->pc[i] = NULL; r->pccap[i] = 0; }
+        free(r->pout);
+        r->pout = NULL;
         luaL_unref(L, LUA_REGISTRYINDEX, r->strs_ref);
         r->strs_ref = LUA_NOREF;
         r->closed = 1;
@@ -2204,6 +2220,90 @@ static long long dec_feed(lua_State *L, Reader *r, REntry *e, const char *what, 
     }
 }
 
+/* One piece of an orch gzip stream (see read_pieces) inflated by libdeflate
+ * into the sink: a non-final one gets a final empty stored block appended
+ * (it ends byte-aligned after its own empty stored block), the final one is
+ * whole as it is; either must be used up exactly. */
+static long long inflate_piece(lua_State *L, Reader *r, REntry *e, const char *what, int slot, int final,
+                               uint32_t *adler, const Sink *s) {
+    static const unsigned char end_block[5] = { 0x01, 0x00, 0x00, 0xff, 0xff };
+    size_t len = r->pclen[slot], used = 0, made = 0;
+    enum libdeflate_result rc;
+    if (!final) memcpy(r->pc[slot] + len, end_block, 5), len += 5;
+    rc = libdeflate_deflate_decompress_ex(r->ld, r->pc[slot], len, r->pout, r->pieces, &used, &made);
+    if (rc != LIBDEFLATE_SUCCESS || used != len)
+        rfail(L, r, "the data block of %s is corrupt: a piece of %s does not inflate on its own (%s), although the "
+              "manifest says orch wrote the archive so", e->label, what,
+              rc == LIBDEFLATE_INSUFFICIENT_SPACE ? "it holds more than a piece" : rc != LIBDEFLATE_SUCCESS ? "bad deflate data" : "bytes left over");
+    *adler = libdeflate_adler32(*adler, r->pout, made);
+    return emit(L, s, r->pout, made);
+}
+
+/* Read a gzip stream orch's pdeflate wrote, each chunk inflated on its own
+ * (libdeflate, whole buffers: about twice zlib's speed): the zlib header
+ * alone in the first chunk, then one chunk per piece of r->pieces input
+ * bytes at most, compressed without a dictionary, every piece but the last
+ * ending with an empty stored block, then the Adler-32 alone in the last
+ * chunk. Whether a chunk is the last piece is known only two chunks later,
+ * so the last three are kept. Only for archives whose manifest (proven by
+ * its SHA-256) says they were written so; anything else in them is named
+ * as corrupt. */
+static long long read_pieces(lua_State *L, Reader *r, REntry *e, const char *what, const char *lenwhat, const Sink *s) {
+    long long total = 0, chunks = 0;
+    uint32_t adler = 1, want;
+    int i, cur = 0;
+    if (!r->ld && !(r->ld = libdeflate_alloc_decompressor())) luaL_error(L, "out of memory");
+    if (!r->pout && !(r->pout = (unsigned char *)malloc(r->pieces))) luaL_error(L, "out of memory");
+    for (;;) {
+        long long at = r->cur;
+        long long len = get_int(L, r, lenwhat), done = 0;
+        if (len == 0) break;
+        if (len < 0) rfail(L, r, "bad chunk length %lld at byte %lld in the data block of %s (corrupt archive)", len, at, e->label);
+        if (len > remaining(r))
+            rfail(L, r, "archive is truncated: a chunk of %lld bytes at byte %lld in the data block of %s runs past the end of the file (%lld bytes)",
+                  len, at, e->label, r->size);
+        if ((size_t)len > r->pieces + r->pieces / 8 + 4096)
+            rfail(L, r, "the data block of %s is corrupt: a chunk of %lld bytes at byte %lld is larger than a piece compresses to", e->label, len, at);
+        /* the chunk two before this one is a piece that is not the last */
+        if (chunks >= 3) total += inflate_piece(L, r, e, what, (cur + 1) % 3, 0, &adler, s);
+        if (r->pccap[cur] < (size_t)len + 5) {
+            unsigned char *nb = (unsigned char *)realloc(r->pc[cur], (size_t)len + 5);
+            if (!nb) luaL_error(L, "out of memory");
+            r->pc[cur] = nb;
+            r->pccap[cur] = (size_t)len + 5;
+        }
+        while (done < len) {
+            size_t k = len - done > IOBUF ? IOBUF : (size_t)(len - done);
+            long long pos = r->cur;
+            if (fread(r->pc[cur] + done, 1, k, r->f) != k)
+                rfail(L, r, "archive is truncated: the file ends at byte %lld inside the data block of %s", pos, e->label);
+            rhash(r, r->pc[cur] + done, k, pos);
+            r->cur += (long long)k;
+            done += (long long)k;
+        }
+        r->pclen[cur] = (size_t)len;
+        if (chunks == 0) {
+            const unsigned char *h = r->pc[cur];
+            if (len != 2 || (h[0] & 0x0f) != 8 || (h[0] >> 4) > 7 || (h[1] & 0x20) || ((h[0] << 8) | h[1]) % 31)
+                rfail(L, r, "the data block of %s is corrupt: %s does not begin with a zlib header in a chunk of its own, "
+                      "although the manifest says orch wrote the archive so", e->label, what);
+        }
+        chunks++;
+        cur = (cur + 1) % 3;
+    }
+    /* the last chunk (cur - 1) is the Adler-32, the one before it the last piece */
+    if (chunks < 3) rfail(L, r, "the data block of %s is corrupt: the compressed stream of %s is incomplete", e->label, what);
+    i = (cur + 2) % 3;     /* the last chunk */
+    if (r->pclen[i] != 4)
+        rfail(L, r, "the data block of %s is corrupt: the compressed stream of %s does not end with its Adler-32 in a chunk of its own", e->label, what);
+    total += inflate_piece(L, r, e, what, (cur + 1) % 3, 1, &adler, s);
+    want = ((uint32_t)r->pc[i][0] << 24) | ((uint32_t)r->pc[i][1] << 16) | ((uint32_t)r->pc[i][2] << 8) | r->pc[i][3];
+    if (want != adler)
+        rfail(L, r, "the data block of %s is corrupt: the Adler-32 of %s does not match its data", e->label, what);
+    r->dec_done = 1;
+    return total;
+}
+
 /* Read the chunks of one stream (a TABLE DATA block, or one large object)
  * up to its Int 0, decompressing into s; the stream must end exactly
  * there. Returns the decompressed bytes. */
@@ -2211,6 +2311,7 @@ static long long read_stream(lua_State *L, Reader *r, REntry *e, const char *wha
     long long total = 0;
     char lenwhat[200];
     snprintf(lenwhat, sizeof lenwhat, "a chunk length in the data block of %s (%s)", e->label, what);
+    if (r->algorithm == ALG_GZIP && r->pieces) return read_pieces(L, r, e, what, lenwhat, s);
     dec_begin(L, r, e);
     for (;;) {
         long long at = r->cur;
@@ -2410,12 +2511,56 @@ static int r_read_block(lua_State *L) {
  * (bytes of the block read so far) every 1 MiB. */
 typedef struct CopySink {
     PGconn *pg;
-    int failed;
+    int failed;             /* 1 the connection failed, 2 interrupted, 3 a row not convertible to binary */
+    CopyBin *bin;           /* rows sent in COPY's binary format (NULL: as they are) */
     Reader *r;
     long long start, next_report;   /* start: where the block begins (-1: found at the first chunk) */
     long long *consumed;
     int progress, id;
 } CopySink;
+
+/* The converter's output goes down the COPY of connection ud. */
+static int pq_rows_out(void *ud, const char *buf, size_t len) {
+    return PQputCopyData((PGconn *)ud, buf, (int)len) == 1 ? 0 : -1;
+}
+
+/* Send text rows down pg's COPY, through bin when there is one: 0, -1 the
+ * connection failed, -2 bin did not convert them (copybin_error says why). */
+static int rows_out(PGconn *pg, CopyBin *bin, const char *buf, size_t len) {
+    int r;
+    if (!bin) return PQputCopyData(pg, buf, (int)len) == 1 ? 0 : -1;
+    r = copybin_feed(bin, buf, len);
+    return r == 0 ? 0 : r == COPYBIN_OUT_FAILED ? -1 : -2;
+}
+
+/* The end of the rows (bin's last row and trailer), before PQputCopyEnd. */
+static int rows_end(CopyBin *bin) {
+    int r;
+    if (!bin) return 0;
+    r = copybin_finish(bin);
+    return r == 0 ? 0 : r == COPYBIN_OUT_FAILED ? -1 : -2;
+}
+
+/* A converter for the kinds in the Lua string at index idx (nil: none),
+ * writing to pg; raises on a bad kinds string. */
+static CopyBin *bin_for(lua_State *L, int idx, PGconn *pg) {
+    CopyBin *b;
+    if (lua_isnoneornil(L, idx)) return NULL;
+    if (!(b = copybin_new(luaL_checkstring(L, idx), pq_rows_out, pg)))
+        luaL_argerror(L, idx, "column kinds expected (one of " COPYBIN_KINDS " per column)");
+    return b;
+}
+
+/* Raise what stopped a binary conversion: { unconvertible = true, message = }.
+ * The caller loads the table again in the text format. */
+static int raise_unconvertible(lua_State *L, const char *msg) {
+    lua_createtable(L, 0, 2);
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "unconvertible");
+    lua_pushstring(L, msg);
+    lua_setfield(L, -2, "message");
+    return lua_error(L);
+}
 
 /* Archive bytes of block id read so far by r, from *start (found on the
  * first call: the block's own offset, the reader may have seeked or walked
@@ -2432,8 +2577,9 @@ static long long block_consumed(Reader *r, int id, long long *start) {
 
 static int copy_sink(lua_State *L, void *ud, const char *buf, size_t len) {
     CopySink *s = (CopySink *)ud;
+    int r;
     if (s->failed) return 0;
-    if (PQputCopyData(s->pg, buf, (int)len) != 1) s->failed = 1;
+    if ((r = rows_out(s->pg, s->bin, buf, len)) != 0) s->failed = r == -2 ? 3 : 1;
     if (orch_interrupted()) s->failed = 2;
     if (s->r) {
         long long done = block_consumed(s->r, s->id, &s->start);
@@ -2469,10 +2615,13 @@ static PGresult *copy_end_results(PGconn *pg) {
     return err;
 }
 
-/* r:copy_into(conn, id, copy_sql [, progress]) -> bytes. Runs copy_sql
- * (COPY ... FROM stdin) and streams the block into it; progress(n) is
- * called with the bytes of the block read so far, every 1 MiB (its errors
- * are ignored). Any error aborts the COPY (the server rolls it back) and is
+/* r:copy_into(conn, id, copy_sql [, progress [, kinds]]) -> bytes. Runs
+ * copy_sql (COPY ... FROM stdin) and streams the block into it; progress(n)
+ * is called with the bytes of the block read so far, every 1 MiB (its errors
+ * are ignored). With kinds (copybin.h: one character per column) the rows
+ * are sent in the binary format (copy_sql must say FORMAT binary); a row it
+ * does not convert aborts the COPY and raises { unconvertible = true,
+ * message = }. Any error aborts the COPY (the server rolls it back) and is
  * raised. */
 static int r_copy_into(lua_State *L) {
     Reader *r = checkreader(L);
@@ -2484,13 +2633,15 @@ static int r_copy_into(lua_State *L) {
     memset(&s, 0, sizeof s);
     s.pg = pg;
     s.r = r;
-    lua_settop(L, 5);
+    lua_settop(L, 6);
     long long n = 0;
     int st;
-    if (!PQsendQuery(pg, sql)) return orch_raise_pgerror(L, pg, NULL, sql);
+    s.bin = bin_for(L, 6, pg);     /* every path below frees it */
+    if (!PQsendQuery(pg, sql)) { copybin_free(s.bin); return orch_raise_pgerror(L, pg, NULL, sql); }
     res = PQgetResult(pg);
     if (!res || PQresultStatus(res) != PGRES_COPY_IN) {
         PGresult *more;
+        copybin_free(s.bin);
         while ((more = PQgetResult(pg)) != NULL) PQclear(more);
         return orch_raise_pgerror(L, pg, res, sql);
     }
@@ -2502,14 +2653,24 @@ static int r_copy_into(lua_State *L) {
     lua_pushvalue(L, 5);
     st = lua_pcall(L, 4, 1, 0);
     if (st == LUA_OK) { n = lua_tointeger(L, -1); lua_pop(L, 1); }
+    if (st == LUA_OK && !s.failed && s.bin) {
+        int e = rows_end(s.bin);
+        if (e) s.failed = e == -2 ? 3 : 1;
+    }
     if (st != LUA_OK || s.failed) {
         PGresult *more;
-        PQputCopyEnd(pg, "aborted by orch: the archive could not be read");
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s", s.failed == 3 ? copybin_error(s.bin) : "");
+        copybin_free(s.bin);
+        PQputCopyEnd(pg, s.failed == 3 ? "aborted by orch: a row not convertible to COPY's binary format (loaded again as text)"
+                                       : "aborted by orch: the archive could not be read");
         while ((more = PQgetResult(pg)) != NULL) PQclear(more);
         if (st != LUA_OK) return lua_error(L);
         if (s.failed == 2) return orch_raise_interrupt(L);
+        if (s.failed == 3) return raise_unconvertible(L, msg);
         return orch_raise_pgerror(L, pg, NULL, sql);
     }
+    copybin_free(s.bin);
     if (PQputCopyEnd(pg, NULL) != 1) return orch_raise_pgerror(L, pg, NULL, sql);
     {
         PGresult *err = copy_end_results(pg);
@@ -2610,6 +2771,7 @@ static int r_restore_blobs(lua_State *L) {
  *                    after = "COMMIT" })               -- a TABLE DATA block
  *   pool:run(slot, { id = n, blobs = true, create = bool })   -- a BLOBS block, in a transaction
  *   pool:split({ slot, slot, ... }, { id = n, copy = "COPY ... FROM stdin", before = "BEGIN", after = "COMMIT" })
+ *   (a copy or split job with kinds = "..." sends its rows in the binary format: see copybin.h)
  *                                          -- one TABLE DATA block (COPY text) cut at row ends over several
  *                                          -- connections' COPYs at once (see Split below)
  *   local slot, err = pool:wait(seconds)   -- a finished job (err nil when it worked), or nil on timeout
@@ -2670,10 +2832,13 @@ typedef struct RWorker {
     char *piece;            /* a follower's piece in flight (swapped with a queue slot) */
     size_t piece_size;
     char *sql, *before, *after;
+    char *kinds;            /* kinds 1 and 3: rows sent in the binary format (copybin.h), else NULL */
+    CopyBin *bin;           /* this job's converter (made from kinds) */
     long long consumed;     /* atomic: bytes of the block read */
     PGresult *err;
     char *err_sql;
     int err_pg, err_interrupt;
+    int err_unconvertible;  /* errmsg says which row the converter refused: load the table again as text */
     char errmsg[600];
 } RWorker;
 
@@ -2751,19 +2916,26 @@ static int rw_copy(RWorker *k) {
     cs.pg = pg;
     cs.r = k->r;
     cs.consumed = &k->consumed;
+    cs.bin = k->bin;
     lua_settop(k->Lp, 0);
     lua_pushcfunction(k->Lp, rw_read_copy);
     lua_pushlightuserdata(k->Lp, k);
     lua_pushlightuserdata(k->Lp, &cs);
     st = lua_pcall(k->Lp, 2, 0, 0);
+    if (st == LUA_OK && !cs.failed && cs.bin) {
+        int e = rows_end(cs.bin);
+        if (e) cs.failed = e == -2 ? 3 : 1;
+    }
     if (st != LUA_OK || cs.failed) {
         PGresult *more;
         if (st != LUA_OK) rw_fail(k, "%s", lua_tostring(k->Lp, -1) ? lua_tostring(k->Lp, -1) : "reading the archive failed");
         lua_settop(k->Lp, 0);
-        PQputCopyEnd(pg, "aborted by orch: the archive could not be read");
+        PQputCopyEnd(pg, cs.failed == 3 ? "aborted by orch: a row not convertible to COPY's binary format (loaded again as text)"
+                                        : "aborted by orch: the archive could not be read");
         while ((more = PQgetResult(pg)) != NULL) PQclear(more);
+        if (cs.failed == 3) { k->err_unconvertible = 1; rw_fail(k, "%s", copybin_error(cs.bin)); }
         if (cs.failed == 2) k->err_interrupt = 1;
-        else if (st == LUA_OK) rw_pgfail(k, NULL, k->sql);
+        else if (st == LUA_OK && cs.failed != 3) rw_pgfail(k, NULL, k->sql);
         if (k->before && PQtransactionStatus(pg) != PQTRANS_IDLE) { PGresult *x = PQexec(pg, "ROLLBACK"); PQclear(x); }
         return -1;
     }
@@ -2854,7 +3026,8 @@ typedef struct SplitSink {
     size_t len, size;
     char *held;             /* the last piece cut, sent when the next is (see split_sink) */
     size_t held_len, held_size;
-    int stop;               /* 1 the own COPY failed, 2 interrupted, 3 a sibling failed or the pool was cancelled */
+    int stop;               /* 1 the own COPY failed, 2 interrupted, 3 a sibling failed or the pool was cancelled,
+                               4 the own converter refused a row */
     int ended;              /* the end-of-data line was seen: nothing after it is data */
     long long start;
 } SplitSink;
@@ -2907,7 +3080,10 @@ static void split_send_held(SplitSink *ss, int scan) {
         return;
     }
     pthread_mutex_unlock(&q->mu);
-    if (PQputCopyData(k->pg, ss->held, (int)n) != 1) ss->stop = 1;
+    {
+        int r = rows_out(k->pg, k->bin, ss->held, n);
+        if (r) ss->stop = r == -2 ? 4 : 1;
+    }
 }
 
 /* Does p hold a byte that is not a newline? */
@@ -2994,7 +3170,8 @@ static int rw_read_split(lua_State *Lp) {
 /* The lead feeds; a follower takes pieces until the feed ends. 0 when this
  * part's rows all went down its COPY; -1 when this part failed (a reader's
  * message or the interrupt is kept; else its connection has the error);
- * -2 when it stopped because another part failed or the pool was cancelled. */
+ * -2 when it stopped because another part failed or the pool was cancelled;
+ * -3 when its converter refused a row (copybin_error says which). */
 static int split_feed(RWorker *k) {
     Split *q = k->split;
     if (k->lead) {
@@ -3020,6 +3197,7 @@ static int split_feed(RWorker *k) {
         pthread_mutex_unlock(&q->mu);
         if (ss.stop == 2) k->err_interrupt = 1;
         if (ss.stop == 3) return -2;
+        if (ss.stop == 4) return -3;
         return st != LUA_OK || ss.stop ? -1 : 0;
     }
     for (;;) {
@@ -3041,7 +3219,11 @@ static int split_feed(RWorker *k) {
         }
         pthread_mutex_unlock(&q->mu);
         if (orch_interrupted()) { k->err_interrupt = 1; return -1; }
-        if (PQputCopyData(k->pg, k->piece, (int)n) != 1) return -1;
+        {
+            int r = rows_out(k->pg, k->bin, k->piece, n);
+            if (r == -2) { split_fail(q); return -3; }
+            if (r) return -1;
+        }
     }
 }
 
@@ -3089,6 +3271,13 @@ static int rw_split(RWorker *k) {
     }
     PQclear(res);
     r = split_feed(k);
+    if (r == 0 && k->bin && (r = rows_end(k->bin)) != 0) { split_fail(q); r = r == -2 ? -3 : -1; }
+    if (r == -3) {
+        split_abandon(k, 0);
+        k->err_unconvertible = 1;
+        rw_fail(k, "%s of one part of its rows", copybin_error(k->bin));
+        return -1;
+    }
     if (r == -2) { split_abandon(k, 0); rw_fail(k, "sibling"); return -1; }
     if (r == -1) { split_fail(q); split_abandon(k, !k->errmsg[0] && !k->err_interrupt); return -1; }
     if (PQputCopyEnd(pg, NULL) != 1) { split_fail(q); split_abandon(k, 1); return -1; }
@@ -3124,7 +3313,8 @@ static void *rw_main(void *arg) {
         if (p->stop) { pthread_mutex_unlock(&p->mu); break; }
         pthread_mutex_unlock(&p->mu);
         __atomic_store_n(&k->consumed, 0, __ATOMIC_RELAXED);
-        r = k->kind == 0 ? rw_exec(k, k->sql) : k->kind == 1 ? rw_copy(k) : k->kind == 3 ? rw_split(k) : rw_blobs(k);
+        if (k->kinds && !(k->bin = copybin_new(k->kinds, pq_rows_out, k->pg))) r = rw_fail(k, "out of memory");
+        else r = k->kind == 0 ? rw_exec(k, k->sql) : k->kind == 1 ? rw_copy(k) : k->kind == 3 ? rw_split(k) : rw_blobs(k);
         (void)r;
         pthread_mutex_lock(&p->mu);
         k->done = 1;
@@ -3137,11 +3327,13 @@ static void *rw_main(void *arg) {
 static void rw_clear_job(RWorker *k) {
     if (k->split) { split_release(k->split); k->split = NULL; }
     k->lead = 0;
-    free(k->sql); free(k->before); free(k->after); free(k->err_sql);
-    k->sql = k->before = k->after = k->err_sql = NULL;
+    free(k->sql); free(k->before); free(k->after); free(k->err_sql); free(k->kinds);
+    k->sql = k->before = k->after = k->err_sql = k->kinds = NULL;
+    copybin_free(k->bin);
+    k->bin = NULL;
     if (k->err) PQclear(k->err);
     k->err = NULL;
-    k->err_pg = k->err_interrupt = 0;
+    k->err_pg = k->err_interrupt = k->err_unconvertible = 0;
     k->errmsg[0] = 0;
     k->busy = k->done = 0;
 }
@@ -3192,7 +3384,15 @@ static int a_pool(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     RPool *p;
     int n, i;
+    lua_Integer pieces = 0;
     luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_istable(L, 3)) {   /* { inflate_pieces = n }: see r:inflate_pieces */
+        lua_getfield(L, 3, "inflate_pieces");
+        pieces = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+        lua_pop(L, 1);
+        luaL_argcheck(L, pieces == 0 || (pieces >= 1024 && pieces <= 64 * 1024 * 1024), 3, "a piece size from 1 KiB to 64 MiB expected");
+    }
+    lua_settop(L, 2);
     if (!strcmp(path, "-")) return luaL_error(L, "a parallel restore needs an archive file: standard input cannot be read more than once");
     n = (int)luaL_len(L, 2);
     if (n < 1) return luaL_argerror(L, 2, "at least one connection expected");
@@ -3227,6 +3427,7 @@ static int a_pool(lua_State *L) {
         lua_setfield(k->Lp, LUA_REGISTRYINDEX, "orch.pool.reader");
         hash_stop(k->r);          /* these readers seek: nothing to hash */
         k->r->hashed = -1;
+        k->r->pieces = (size_t)pieces;
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
@@ -3267,6 +3468,7 @@ static int pool_run(lua_State *L) {
     else if (k->kind == 0 && !(k->sql = opt_dup(L, 3, "sql"))) return luaL_error(L, "a job needs sql, copy or blobs");
     k->before = opt_dup(L, 3, "before");
     k->after = opt_dup(L, 3, "after");
+    if (k->kind == 1 && (k->kinds = opt_dup(L, 3, "kinds")) && !copybin_valid(k->kinds)) return luaL_error(L, "bad column kinds");
     pthread_mutex_lock(&p->mu);
     k->busy = 1;
     k->done = 0;
@@ -3312,6 +3514,7 @@ static int pool_split(lua_State *L) {
         k->sql = opt_dup(L, 3, "copy");
         k->before = opt_dup(L, 3, "before");
         k->after = opt_dup(L, 3, "after");
+        if ((k->kinds = opt_dup(L, 3, "kinds")) && !copybin_valid(k->kinds)) return luaL_error(L, "bad column kinds");
     }
     pthread_mutex_lock(&p->mu);
     for (int s = 0; s < n; s++) { p->w[slots[s] - 1].busy = 1; p->w[slots[s] - 1].done = 0; }
@@ -3328,7 +3531,9 @@ static int pool_raise_pg(lua_State *L) {
 }
 
 /* pool:wait(seconds) -> slot, err | nil (timeout). err: nil, an orch.db
- * error object, the string "interrupted", or a message. */
+ * error object, the string "interrupted", { unconvertible = true, message = }
+ * (a job with kinds met a row it could not send as binary: nothing of it
+ * was committed), or a message. */
 static int pool_wait(lua_State *L) {
     RPool *p = checkpool(L);
     double secs = luaL_optnumber(L, 2, 1.0);
@@ -3353,7 +3558,13 @@ static int pool_wait(lua_State *L) {
     if (!k) { lua_pushnil(L); return 1; }
     lua_pushinteger(L, k->slot);
     if (k->err_interrupt) lua_pushliteral(L, "interrupted");
-    else if (k->err_pg) {
+    else if (k->err_unconvertible) {
+        lua_createtable(L, 0, 2);
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "unconvertible");
+        lua_pushstring(L, k->errmsg);
+        lua_setfield(L, -2, "message");
+    } else if (k->err_pg) {
         lua_pushcfunction(L, pool_raise_pg);
         lua_pushlightuserdata(L, k);
         lua_pcall(L, 1, 0, 0);       /* the error object */
@@ -3605,14 +3816,56 @@ static const luaL_Reg writer_methods[] = {
     {"close", w_close}, {"progress", w_progress},
     {NULL, NULL}
 };
+/* r:inflate_pieces(n): the archive's gzip streams are orch's (see
+ * read_pieces), each piece holding at most n bytes: they are inflated piece
+ * by piece. Only for an archive whose manifest says so. */
+static int r_inflate_pieces(lua_State *L) {
+    Reader *r = checkreader(L);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 1024 && n <= 64 * 1024 * 1024, 2, "a piece size from 1 KiB to 64 MiB expected");
+    if (r->pout && (size_t)n > r->pieces) { free(r->pout); r->pout = NULL; }
+    r->pieces = (size_t)n;
+    return 0;
+}
+
 static const luaL_Reg reader_methods[] = {
     {"header", r_header}, {"entries", r_entries}, {"read_block", r_read_block}, {"copy_into", r_copy_into}, {"restore_blobs", r_restore_blobs},
-    {"verify", r_verify}, {"sha256", r_sha256}, {"no_hash", r_no_hash}, {"close", r_close}, {NULL, NULL}
+    {"verify", r_verify}, {"sha256", r_sha256}, {"no_hash", r_no_hash}, {"inflate_pieces", r_inflate_pieces}, {"close", r_close}, {NULL, NULL}
 };
 static const luaL_Reg pool_methods[] = {
     {"run", pool_run}, {"split", pool_split}, {"wait", pool_wait}, {"progress", pool_progress}, {"cancel", pool_cancel}, {"close", pool_close}, {NULL, NULL}
 };
-static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {"pool", a_pool}, {"verify_parallel", a_verify_parallel}, {NULL, NULL} };
+/* pgarchive.copy_binary(kinds, text [, piece]) -> the binary COPY data of
+ * the text rows, or nil, why. Fed in pieces of `piece` bytes (default: all
+ * at once). What a restore sends for a table; the specs hold it against
+ * the server's own COPY ... TO STDOUT (FORMAT binary). */
+static int buf_out(void *ud, const char *buf, size_t len) { luaL_addlstring((luaL_Buffer *)ud, buf, len); return 0; }
+static int a_copy_binary(lua_State *L) {
+    const char *kinds = luaL_checkstring(L, 1);
+    size_t len, off, piece;
+    const char *text = luaL_checklstring(L, 2, &len);
+    luaL_Buffer out;
+    CopyBin *b;
+    int r = 0;
+    piece = (size_t)luaL_optinteger(L, 3, 0);
+    if (!copybin_valid(kinds)) return luaL_argerror(L, 1, "column kinds expected (one of " COPYBIN_KINDS " per column)");
+    luaL_buffinit(L, &out);
+    if (!(b = copybin_new(kinds, buf_out, &out))) return luaL_error(L, "out of memory");
+    for (off = 0; off < len && !r; off += piece ? piece : len) r = copybin_feed(b, text + off, piece && len - off > piece ? piece : len - off);
+    if (!r) r = copybin_finish(b);
+    if (r) {
+        lua_pushnil(L);
+        lua_pushstring(L, copybin_error(b));
+        copybin_free(b);
+        return 2;
+    }
+    copybin_free(b);
+    luaL_pushresult(&out);
+    return 1;
+}
+
+static const luaL_Reg funcs[] = { {"writer", a_writer}, {"open", a_open}, {"pool", a_pool}, {"verify_parallel", a_verify_parallel},
+                                  {"copy_binary", a_copy_binary}, {NULL, NULL} };
 
 /* A metatable for a userdata class: methods as __index, fin as both __gc and __close. */
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction fin) {

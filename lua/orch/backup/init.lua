@@ -320,6 +320,8 @@ function B.create(conn, opts)
     started_at = os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(started)), finished_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
     duration_ms = math.floor((sys.now() - started) * 1000), run_id = opts.run_id or json.null, env = opts.env or json.null,
     compression = result.winfo.compression, compression_level = opts.level or -1, archive_version = result.winfo.version,
+    -- gzip streams written in independent pieces of this many bytes: a restore inflates them piece by piece
+    deflate_pieces = result.winfo.deflate_pieces,
     entries = #result.toc.entries, rows = result.rows,
     tables = json.object(result.counts), extension_rows = json.object(result.partial), uncompressed_bytes = result.winfo.uncompressed, since = result.since,
     -- what --skip left out, by kind: a restore of this backup does not have these

@@ -205,7 +205,11 @@ local function prepare(conn, a, opts)
   for _, st in ipairs(rsel.settings(opts)) do settings[#settings + 1] = st end
   -- the database's own entries (comment, privileges, settings) are not the target's: see dbprops
   local function restorable(e) return not SPECIAL[e.desc] and not dbprops.is_database_entry(e) and want(e) end
-  local ctx = { entries = entries, by_id = by_id, has_lo_entries = has_lo_entries, settings = settings, restorable = restorable }
+  local ctx = { entries = entries, by_id = by_id, has_lo_entries = has_lo_entries, settings = settings, restorable = restorable,
+    binary = {}, text_again = {}, report_text = {}, binary_tables = 0 }
+  for _, e in ipairs(entries) do
+    if e.desc == "ENCODING" and e.defn then ctx.encoding = e.defn:match("client_encoding%s*=%s*'([^']*)'") end
+  end
   -- each data block's length (to the next block; the last one to the end of the file), for
   -- largest-first scheduling and the progress estimate; unknown without offsets
   local blocks = {}
@@ -249,6 +253,130 @@ end
 
 local function with_freeze(copy)
   return (copy:gsub("%s*;%s*$", "")) .. " WITH (FREEZE);"
+end
+
+-- ================================================================ rows in COPY's binary format
+-- A table's rows go to the server in COPY's binary format when every column
+-- the COPY names has a type (or a domain over one) whose receive function
+-- is one of these: the client converts each value from the text pg_dump
+-- wrote (src/copybin.c), and the server no longer splits lines, undoes
+-- escapes or runs the types' input functions (timestamptz_in, uuid_in,
+-- int8in, numeric_in, ...), about 40% of its work in a COPY. A row the
+-- converter does not read exactly as the server writes it (another
+-- DateStyle, an escape COPY TO never writes) stops it before anything is
+-- committed, and the table is loaded again in the text format.
+local BINARY_RECV = {
+  boolrecv = "b", int2recv = "2", int4recv = "4", int8recv = "8", float4recv = "f", float8recv = "F",
+  numeric_recv = "n", textrecv = "t", varcharrecv = "t", bpcharrecv = "t", namerecv = "t", json_recv = "t",
+  enum_recv = "t", jsonb_recv = "j", uuid_recv = "u", bytearecv = "y", date_recv = "d",
+  timestamp_recv = "s", timestamptz_recv = "z",
+}
+-- client encodings in which a multibyte character may hold a backslash or a newline byte: their
+-- text rows cannot be cut byte by byte, so they stay text
+local EMBEDS_ASCII = { SJIS = true, SHIFT_JIS_2004 = true, BIG5 = true, GBK = true, GB18030 = true, UHC = true, JOHAB = true }
+-- --copy-format auto converts tables from this many archive bytes of data on (below it the
+-- catalog query costs more than the conversion saves)
+local BINARY_MIN = 1048576
+
+-- "COPY name (a, b) FROM stdin;" -> "name (a, b)" and the column names, or nil
+-- when the statement is not that (no column list, other options).
+local function copy_columns(copy)
+  local body = copy:match("^%s*COPY%s+(.-)%s+FROM%s+stdin;%s*$")
+  if not body then return nil end
+  local i, n = 1, #body
+  local function ident()
+    if body:sub(i, i) == '"' then
+      local j, parts = i + 1, {}
+      while true do
+        local q = body:find('"', j, true)
+        if not q then return nil end
+        parts[#parts + 1] = body:sub(j, q - 1)
+        if body:sub(q + 1, q + 1) == '"' then parts[#parts + 1] = '"'; j = q + 2
+        else i = q + 1; return table.concat(parts) end
+      end
+    end
+    local a, b = body:find("^[%w_$\128-\255]+", i)
+    if not a then return nil end
+    i = b + 1
+    return body:sub(a, b)
+  end
+  -- the table's (qualified) name, then the column list
+  repeat
+    if not ident() then return nil end
+    local dot = body:sub(i, i) == "."
+    if dot then i = i + 1 end
+  until not dot
+  local name_end = i - 1
+  i = i + #body:match("^%s*", i)
+  if body:sub(i, i) ~= "(" then return nil end
+  i = i + 1
+  local cols = {}
+  while true do
+    i = i + #body:match("^%s*", i)
+    local c = ident()
+    if not c then return nil end
+    cols[#cols + 1] = c
+    i = i + #body:match("^%s*", i)
+    local ch = body:sub(i, i)
+    i = i + 1
+    if ch == ")" then break end
+    if ch ~= "," then return nil end
+  end
+  if i <= n then return nil end
+  return body, body:sub(1, name_end), cols
+end
+
+-- The kinds of TABLE DATA e's columns (one character each, see copybin.h)
+-- and its COPY in the binary format (with FREEZE when freeze), or nil when
+-- its rows stay text. The table must exist on conn. Kept in ctx.binary;
+-- cached_only: conn is busy, a table not looked up yet stays text.
+local function binary_copy(conn, ctx, e, opts, freeze, cached_only)
+  local format = opts.copy_format or "auto"
+  if format == "text" or not e.copy or ctx.text_again[e.id] then return nil end
+  if format == "auto" and (ctx.length[e.id] or 0) < BINARY_MIN then return nil end
+  if ctx.encoding and EMBEDS_ASCII[ctx.encoding:upper():gsub("[^%w]", "_")] then return nil end
+  local plan = ctx.binary[e.id]
+  if plan == nil and cached_only then return nil end
+  if plan == nil then
+    plan = false
+    local body, name, cols = copy_columns(e.copy)
+    if body then
+      local ok, rows = pcall(conn.query, conn, [[
+        WITH RECURSIVE b(attname, typ) AS (
+          SELECT attname, atttypid FROM pg_catalog.pg_attribute
+           WHERE attrelid = pg_catalog.to_regclass($1) AND attnum > 0 AND NOT attisdropped
+          UNION ALL
+          SELECT b.attname, t.typbasetype FROM b JOIN pg_catalog.pg_type t ON t.oid = b.typ WHERE t.typtype = 'd')
+        SELECT b.attname, p.proname, n.nspname
+          FROM b JOIN pg_catalog.pg_type t ON t.oid = b.typ AND t.typtype <> 'd'
+          JOIN pg_catalog.pg_proc p ON p.oid = t.typreceive
+          JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace]], name)
+      if ok then
+        local kind = {}
+        for _, r in ipairs(rows) do
+          if r.nspname == "pg_catalog" then kind[r.attname] = BINARY_RECV[r.proname] end
+        end
+        local ks = {}
+        for _, c in ipairs(cols) do
+          if not kind[c] then ks = nil break end
+          ks[#ks + 1] = kind[c]
+        end
+        if ks then plan = { kinds = table.concat(ks), body = body } end
+      end
+    end
+    ctx.binary[e.id] = plan
+  end
+  if not plan then return nil end
+  return plan.kinds, "COPY " .. plan.body .. " FROM stdin WITH (FORMAT binary" .. (freeze and ", FREEZE" or "") .. ");"
+end
+
+-- Did the converter stop on a row of err's table (the load is to be run again as text)?
+local function unconvertible(err) return type(err) == "table" and err.unconvertible == true end
+
+-- Table data e goes again as text: the reason is kept for the restore's report.
+local function text_again(ctx, e, err)
+  ctx.text_again[e.id] = true
+  ctx.report_text[#ctx.report_text + 1] = string.format("%s.%s (%s)", e.namespace or "", e.tag or "", err.message)
 end
 
 -- Index builds sort in maintenance_work_mem: a restore session gets at
@@ -353,25 +481,41 @@ local function run_entry(conn, a, e, ctx, opts, state, m)
     if e.copy then
       local copy = e.copy
       local progress = m and function(n) m.partial[e.id] = n; m.report(e.namespace and (e.namespace .. "." .. e.tag) or e.tag) end
-      local own = false
+      local own, t = false, nil
+      local outer = conn:info().in_transaction
       if freezable(conn, ctx, e) then
         if state.single_transaction then
           copy = with_freeze(copy)   -- every table was created in this very transaction
-        elseif not conn:info().in_transaction then
+        elseif not outer then
           -- created in an earlier transaction of this run: truncated in this one, FREEZE is legal
-          local t = ctx.by_id[e.deps[1]]
-          conn:exec("BEGIN")
+          t = ctx.by_id[e.deps[1]]
           own = true
-          conn:exec("TRUNCATE TABLE ONLY " .. conn:quote_ident(t.namespace) .. "." .. conn:quote_ident(t.tag))
           copy = with_freeze(copy)
         end
       end
-      local ok, err = pcall(a.copy_into, a, conn, e.id, copy, progress)
-      if not ok then
-        if own then pcall(conn.exec, conn, "ROLLBACK") end
-        error(err, 0)
+      -- binary rows only where a refused row aborts nothing but this table's own load
+      local kinds, bcopy
+      if not outer then kinds, bcopy = binary_copy(conn, ctx, e, opts, own) end
+      local function load(sql, k)
+        if own then
+          conn:exec("BEGIN")
+          conn:exec("TRUNCATE TABLE ONLY " .. conn:quote_ident(t.namespace) .. "." .. conn:quote_ident(t.tag))
+        end
+        local ok, err = pcall(a.copy_into, a, conn, e.id, sql, progress, k)
+        if not ok then
+          if own then pcall(conn.exec, conn, "ROLLBACK") end
+          return false, err
+        end
+        if own then conn:exec("COMMIT") end
+        return true
       end
-      if own then conn:exec("COMMIT") end
+      local ok, err
+      if kinds then
+        ok, err = load(bcopy, kinds)
+        if ok then ctx.binary_tables = ctx.binary_tables + 1
+        elseif unconvertible(err) then text_again(ctx, e, err); ok, err = load(copy) end
+      else ok, err = load(copy) end
+      if not ok then error(err, 0) end
     else
       -- data as SQL statements (pg_dump --inserts)
       local parts = {}
@@ -391,12 +535,23 @@ local function run_entry(conn, a, e, ctx, opts, state, m)
       local data = state.move_data and e.desc == "TABLE" and ctx.data_of[e.id]
       if data and not state.single_transaction and not ctx.attached[e.id] and freezable(conn, ctx, data)
           and not conn:info().in_transaction and not (data.deps[2]) then
-        local ok, err = pcall(function()
+        local binary = false
+        local function create_and_load(try_binary)
           conn:exec("BEGIN;\n" .. sql)   -- one round trip
           local progress = m and function(n) m.partial[data.id] = n; m.report(data.namespace .. "." .. data.tag) end
-          a:copy_into(conn, data.id, with_freeze(data.copy), progress)
+          local kinds, bcopy
+          if try_binary then kinds, bcopy = binary_copy(conn, ctx, data, opts, true) end
+          a:copy_into(conn, data.id, bcopy or with_freeze(data.copy), progress, kinds)
           conn:exec("COMMIT")
-        end)
+          binary = kinds ~= nil
+        end
+        local ok, err = pcall(create_and_load, true)
+        if not ok and unconvertible(err) then
+          pcall(conn.exec, conn, "ROLLBACK")
+          text_again(ctx, data, err)
+          ok, err = pcall(create_and_load, false)
+        end
+        if ok and binary then ctx.binary_tables = ctx.binary_tables + 1 end
         if not ok then
           pcall(conn.exec, conn, "ROLLBACK")
           if type(err) == "table" then err.where = "restoring " .. where_of(data) .. " (with its table) of the archive" end
@@ -527,7 +682,7 @@ local function apply(conn, a, opts)
   durable(conn)
   local loaded = 0
   for _ in pairs(state.loaded) do loaded = loaded + 1 end
-  return { entries = count.done + loaded }
+  return { entries = count.done + loaded, binary_tables = ctx.binary_tables, text_again = ctx.report_text }
 end
 
 -- A TABLE DATA block is split over connections only from this size of
@@ -659,8 +814,12 @@ local function apply_parallel(conn, a, opts, jobs)
     local len = ctx.length[e.id] or 0
     return len >= split_min and len * jobs > data_left
   end
+  -- the binary plans of the tables to load, looked up while conn is free (it is a pool connection below)
+  for _, e in ipairs(pending) do
+    if e.desc == "TABLE DATA" and e.copy then binary_copy(conn, ctx, e, opts, false) end
+  end
   local finished, running, by_slot, locked = {}, {}, {}, {}
-  local part_failed = {}
+  local part_failed, sibling, again = {}, {}, {}
   local conns = { conn }
   local pool
   local first_err, first_e
@@ -670,7 +829,7 @@ local function apply_parallel(conn, a, opts, jobs)
       conns[i] = wc
       session_of(wc, ctx, jobs)
     end
-    pool = pgarchive.pool(opts.archive, conns)
+    pool = pgarchive.pool(opts.archive, conns, { inflate_pieces = opts.inflate_pieces })
     local slot_ts, slot_am, slot_pw, free = {}, {}, {}, {}
     for i = 1, #conns do free[#free + 1] = i end
     local left = #pending
@@ -715,19 +874,24 @@ local function apply_parallel(conn, a, opts, jobs)
           running[e.id] = #slots
           for _, sl in ipairs(slots) do by_slot[sl] = e end
           for t in pairs(locks[e.id]) do locked[t] = true end
-          res_split[#res_split + 1] = string.format("%s.%s over %d connections", e.namespace or "", e.tag, #slots)
-          pool:split(slots, { id = e.id, copy = e.copy, before = "BEGIN", after = "COMMIT" })
+          local said = string.format("%s.%s over %d connections", e.namespace or "", e.tag, #slots)
+          local known = false   -- a table loaded again as text is split again: named once
+          for _, x in ipairs(res_split) do if x == said then known = true end end
+          if not known then res_split[#res_split + 1] = said end
+          local kinds, bcopy = binary_copy(conn, ctx, e, opts, false, true)
+          pool:split(slots, { id = e.id, copy = bcopy or e.copy, kinds = kinds, before = "BEGIN", after = "COMMIT" })
           goto next_start
         end
         local slot = table.remove(free)
         local job
         if e.desc == "TABLE DATA" and e.copy then
           local t = freezable(conn, ctx, e)
+          local kinds, bcopy = binary_copy(conn, ctx, e, opts, t and true, true)
           if t then
-            job = { id = e.id, copy = with_freeze(e.copy), after = "COMMIT",
+            job = { id = e.id, copy = bcopy or with_freeze(e.copy), kinds = kinds, after = "COMMIT",
               before = "BEGIN; TRUNCATE TABLE ONLY " .. conn:quote_ident(t.namespace) .. "." .. conn:quote_ident(t.tag) }
           else
-            job = { id = e.id, copy = e.copy }
+            job = { id = e.id, copy = bcopy or e.copy, kinds = kinds }
           end
         elseif e.desc == "TABLE DATA" then
           local parts = {}
@@ -772,17 +936,32 @@ local function apply_parallel(conn, a, opts, jobs)
         local e = by_slot[slot]
         by_slot[slot] = nil
         free[#free + 1] = slot
-        -- "sibling": a part of a split COPY that stopped because another part failed (which says why)
-        if jerr ~= nil then
+        -- "sibling": a part of a split COPY that stopped because another part failed (which says why);
+        -- unconvertible: a row its binary converter refused (nothing of the table committed: loaded again as text)
+        if unconvertible(jerr) then again[e.id] = jerr
+        elseif jerr == "sibling" then sibling[e.id] = true
+        elseif jerr ~= nil then
           part_failed[e.id] = true
-          if jerr ~= "sibling" and not first_err then first_err, first_e = jerr, e; pool:cancel() end
+          if not first_err then first_err, first_e = jerr, e; pool:cancel() end
         end
         running[e.id] = running[e.id] - 1
         if running[e.id] == 0 then
           running[e.id] = nil
           for t in pairs(locks[e.id]) do locked[t] = nil end
-          if not part_failed[e.id] then complete(e)
-          elseif not first_err then first_err, first_e = "every part of its split COPY stopped", e; pool:cancel() end
+          if part_failed[e.id] then -- reported above
+          elseif again[e.id] then
+            text_again(ctx, e, again[e.id])
+            again[e.id], sibling[e.id] = nil, nil
+            data_left = data_left + (ctx.length[e.id] or 0)
+            make_ready(e)
+          elseif sibling[e.id] then
+            if not first_err then first_err, first_e = "every part of its split COPY stopped", e; pool:cancel() end
+          else
+            if e.desc == "TABLE DATA" and ctx.binary[e.id] and not ctx.text_again[e.id] and binary_copy(conn, ctx, e, opts, false, true) then
+              ctx.binary_tables = ctx.binary_tables + 1
+            end
+            complete(e)
+          end
         end
       end
       if m and sys.monotonic() - last_report >= 0.2 then
@@ -821,7 +1000,7 @@ local function apply_parallel(conn, a, opts, jobs)
     end
   end
   durable(conn)
-  return { entries = done, jobs = jobs, split = res_split }
+  return { entries = done, jobs = jobs, split = res_split, binary_tables = ctx.binary_tables, text_again = ctx.report_text }
 end
 
 local function apply_any(conn, a, opts)
@@ -1233,6 +1412,8 @@ local function run_swap(c, admin, a, opts, res)
     if opts.single_transaction then nc:exec("COMMIT") end
     res.entries = r.entries
     if r.split and #r.split > 0 then res.split = r.split end
+    res.binary_tables = r.binary_tables
+    if r.text_again and #r.text_again > 0 then res.text_again = r.text_again end
     local owner = dbe.database and dbe.database.owner
     if owner and owner ~= "" and not opts.no_owner then
       local st = "ALTER DATABASE " .. qnew .. " OWNER TO " .. nc:quote_ident(owner)
@@ -1296,6 +1477,8 @@ local function run_in_place(c, a, opts, mode, res)
     if opts.single_transaction then c:exec("COMMIT") end
     res.entries = r.entries
     if r.split and #r.split > 0 then res.split = r.split end
+    res.binary_tables = r.binary_tables
+    if r.text_again and #r.text_again > 0 then res.text_again = r.text_again end
   end)
   if ok then
     -- the target keeps its own comment, privileges and settings: say which of the archive's were left out
@@ -1415,6 +1598,12 @@ function R.run(opts)
       (mode == "swap" and "into the new database (dropped if anything fails)" or "in one transaction (rolled back if anything fails)")
   else
     res.proof = prove(path, a, m, mode, opts)
+    -- the manifest (its SHA-256 matched above) says orch's pdeflate wrote the gzip streams: inflated piece by piece
+    local pieces = m and math.tointeger(m.deflate_pieces)
+    if pieces and pieces >= 1024 and pieces <= 64 * 1048576 and a:header().compression == "gzip" then
+      a:inflate_pieces(pieces)
+      opts.inflate_pieces = pieces
+    end
   end
   local c = opts.conn or db.connect(opts.db)
   local own_conn = not opts.conn
