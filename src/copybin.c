@@ -394,19 +394,17 @@ static long value(char k, const char *v, size_t n, char *o) {
         double d;
         float f;
         if (parse_float(v, n, k == 'f', &d, &f)) return -1;
+        /* the IEEE bits, big-endian; a NaN as the usual quiet one */
         if (k == 'f') {
-            uint32_t bits;
-            if (isnan(f)) bits = 0x7fc00000u;
-            else memcpy(&bits, &f, 4);
-            put32(o, 4);
-            put32(o + 4, bits);
+            uint32_t b32 = 0x7fc00000u;
+            if (!isnan(f)) memcpy(&b32, &f, 4);
+            put32(o, 4), put32(o + 4, b32);
             return 8;
-        } else {
-            uint64_t bits;
-            if (isnan(d)) bits = 0x7ff8000000000000ull;
-            else memcpy(&bits, &d, 8);
-            put32(o, 8);
-            put64(o + 4, bits);
+        }
+        {
+            uint64_t b64 = 0x7ff8000000000000ull;
+            if (!isnan(d)) memcpy(&b64, &d, 8);
+            put32(o, 8), put64(o + 4, b64);
             return 12;
         }
     }

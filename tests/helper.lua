@@ -73,6 +73,22 @@ function H.fresh_db(prefix, major)
   return pg:create_database(name, { drop = true }), name
 end
 
+--- A new database made by sql, and its two archives in dir: pg_dump -Fc's
+-- and orch backup's (with its manifest). Returns the database's name and
+-- { stock = path, orch = path }.
+function H.dumped_db(prefix, sql, dir)
+  local url, name = H.fresh_db(prefix)
+  local c <close> = require("orch.db").connect(url)
+  c:exec(sql)
+  c:close()
+  local stock = dir .. "/" .. prefix .. ".stock.dump"
+  local d = H.pgtool("pg_dump", { "-Fc", "-f", stock, "-d", name })
+  assert(d.ok, d.stderr)
+  local r = H.orch { "backup", "--db", url, "--dir", dir .. "/own_" .. prefix, "--json" }
+  assert(r.ok, r.stderr)
+  return name, { orch = require("orch.json").decode(r.stdout).path, stock = stock }
+end
+
 --- A streaming standby of the test cluster (pg_basebackup -R, started on a
 -- free port); call :destroy() when done. Raises when it cannot be made.
 function H.standby()

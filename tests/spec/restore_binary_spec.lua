@@ -163,19 +163,11 @@ describe("rows in COPY's binary format", function()
     setup(function()
       work = H.tmpdir()
       for set, sql in pairs { kinds = KINDS_SQL .. "CREATE TABLE more AS SELECT g AS id, now() - g * interval '1 hour' AS at, md5(g::text)::uuid AS u FROM generate_series(1, 20000) g;", big = BIG } do
-        local surl, src = H.fresh_db("copybin_" .. set)
+        local src
+        src, archives[set] = H.dumped_db("copybin_" .. set, sql, work)
         srcs[#srcs + 1] = src
-        local c <close> = db.connect(surl)
-        c:exec(sql)
-        c:close()
-        local stock = work .. "/" .. set .. ".stock.dump"
-        local d = H.pgtool("pg_dump", { "-Fc", "-f", stock, "-d", src })
-        assert.is_true(d.ok, d.stderr)
-        local r = H.orch { "backup", "--db", surl, "--dir", work .. "/own_" .. set, "--json" }
-        assert.is_true(r.ok, r.stderr)
-        archives[set] = { orch = json.decode(r.stdout).path, stock = stock }
         local _, ref = H.fresh_db("copybin_ref_" .. set)
-        local rr = H.pgtool("pg_restore", { "-d", ref, "--exit-on-error", stock })
+        local rr = H.pgtool("pg_restore", { "-d", ref, "--exit-on-error", archives[set].stock })
         assert.is_true(rr.ok, rr.stderr)
         refs[set] = ref
       end

@@ -38,17 +38,9 @@ describe("orch restore --jobs splits a big table's data over connections", funct
   setup(function()
     work = H.tmpdir()
     for set, sql in pairs { awkward = AWKWARD, lines = LINES } do
-      local url, src = H.fresh_db("split_" .. set)
+      local src
+      src, archives[set] = H.dumped_db("split_" .. set, sql, work)
       srcs[#srcs + 1] = src
-      local c <close> = db.connect(url)
-      c:exec(sql)
-      c:close()
-      local stock = work .. "/" .. set .. ".stock.dump"
-      local d = H.pgtool("pg_dump", { "-Fc", "-f", stock, "-d", src })
-      assert.is_true(d.ok, d.stderr)
-      local r = H.orch { "backup", "--db", url, "--dir", work .. "/own_" .. set, "--json" }
-      assert.is_true(r.ok, r.stderr)
-      archives[set] = { orch = json.decode(r.stdout).path, stock = stock }
       -- what stock pg_restore gives back from the same files: the references
       refs[set] = {}
       for which, path in pairs(archives[set]) do if set == "awkward" or which == "orch" then
