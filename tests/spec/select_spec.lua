@@ -241,6 +241,30 @@ describe("orch backup with pg_dump's selection options", function()
     assert.is_true(sys.exists(data.path))
   end)
 
+  it("a --skip that left objects out makes a partial backup (listed, counted apart, never restored as the whole database); one that matched nothing does not", function()
+    local dir = work .. "/skipped"
+    local sel = require "orch.backup.select"
+    local function take(...)
+      local r = H.orch { "backup", "--db", url, "--dir", dir, "--json", ... }
+      assert.is_true(r.ok, r.stderr)
+      return json.decode(r.stdout)
+    end
+    local whole = take("--skip", "event_trigger")   -- the fixture has none: a whole backup
+    assert.is_nil(sel.summary(whole))
+    local lo = take("--skip", "large_object")     -- the fixture's large object is left out
+    assert.equals("--skip large_object", sel.summary(lo))
+    local l = H.orch { "backups", "list", "--dir", dir }
+    assert.is_true(l.ok, l.stderr)
+    assert.matches("PARTIAL, not the whole database: %-%-skip large_object", l.stdout)
+    -- retention: the newer --skip backup is no newer whole one, so keep 1 keeps the whole one
+    assert.same({}, require("orch.backup").retain(dir, { keep = 1 }))
+    assert.is_true(sys.exists(whole.path))
+    -- the recovery paths' restore refuses it by name, before touching anything
+    local ok, err = pcall(require("orch.backup.restore").run, { archive = lo.path, db = url, mode = "swap", whole = true })
+    assert.is_false(ok)
+    assert.matches("partial backup %(%-%-skip large_object%)", tostring(type(err) == "table" and err.message or err))
+  end)
+
   it("the recovery paths never restore a partial backup as the whole database: recipes/restore.lua passes it over, refuses it by name, and restore.run { whole = true } refuses it", function()
     local dir = H.tmpdir()
     local u, dst = H.fresh_db("sel_recipe")

@@ -344,11 +344,22 @@ function S.describe(r)
   return d
 end
 
---- One line for a manifest's partial selection (nil for a whole backup).
+--- One line for a manifest's partial selection (nil for a whole backup):
+-- its selection options, and each --skip KIND that left objects out (a
+-- --skip that matched nothing left the backup whole).
 function S.summary(m)
-  local p = type(m) == "table" and m.partial
-  if type(p) ~= "table" then return nil end
-  return table.concat(p.options or {}, " ")
+  if type(m) ~= "table" then return nil end
+  local parts = {}
+  if type(m.partial) == "table" then
+    for _, o in ipairs(m.partial.options or {}) do parts[#parts + 1] = o end
+  end
+  for _, k in ipairs(type(m.skipped) == "table" and m.skipped or {}) do
+    if type(k) == "table" and type(k.kind) == "string" and (tonumber(k.count) or 0) > 0 then
+      parts[#parts + 1] = "--skip " .. k.kind
+    end
+  end
+  if #parts == 0 then return nil end
+  return table.concat(parts, " ")
 end
 
 --- Is the manifest's backup a --data-only one (rows without definitions)?

@@ -81,7 +81,9 @@ return {
     "orch.env.lua; after a complete backup the environment's retention (backups.keep, backups.max_age)\n" ..
     "is applied to that directory, as the recipes' backup step does (--no-prune skips it).\n\n" ..
     "Every object of the database is backed up, or the backup fails naming what it cannot take. --skip KIND\n" ..
-    "leaves a kind out knowingly (the manifest lists what was left out); its kinds:\n" .. (function()
+    "leaves a kind out knowingly (the manifest lists what was left out; a backup it left objects out of is\n" ..
+    "PARTIAL, as with -n/-t/-s: listed so, retained apart, never restored as the whole database by the recipes);\n" ..
+    "its kinds:\n" .. (function()
       local lines, cur = {}, " "
       for _, k in ipairs(require("orch.backup.catalog").SKIP_KINDS) do
         if #cur + #k > 100 then lines[#lines + 1] = cur; cur = " " end
