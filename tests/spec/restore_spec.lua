@@ -306,6 +306,26 @@ describe("restores that check before they write", function()
       H.drop_db(dst)
     end)
 
+    it("a swap killed before it marked its copy (between CREATE DATABASE and COMMENT) leaves one the next restore of that target drops; another target's stays", function()
+      local url, dst = H.fresh_db("rs_unmarked")
+      local _, other = H.fresh_db("rs_unmarked_other")
+      -- what the killed run left: the copy's name as run_swap makes it, no comment yet
+      local c <close> = H.connect("postgres")
+      c:exec("CREATE DATABASE " .. c:quote_ident(dst .. "_orch_restore_4242"))
+      c:exec("CREATE DATABASE " .. c:quote_ident(other .. "_orch_restore_4243"))
+      c:exec("CREATE DATABASE " .. c:quote_ident(dst .. "_orch_restore_notapid"))
+      local again = H.orch { "restore", big, "--db", url, "--swap" }
+      assert.is_true(again.ok, again.stderr)
+      assert.matches("dropped database " .. (dst .. "_orch_restore_4242"):gsub("%p", "%%%0") ..
+        ": an unmarked copy left by a restore of " .. dst .. " interrupted as it began", again.stderr)
+      assert.same({ dst .. "_orch_restore_notapid" }, databases_like(dst .. "_orch_restore_%"))
+      assert.same({ other .. "_orch_restore_4243" }, databases_like(other .. "_orch_restore_%"))
+      for _, d in ipairs { dst .. "_orch_restore_notapid", other .. "_orch_restore_4243" } do H.drop_db(d) end
+      for _, d in ipairs(databases_like(dst .. "_orch_old_%")) do H.drop_db(d) end
+      H.drop_db(dst)
+      H.drop_db(other)
+    end)
+
     it("two restores of one target at once: the second fails clearly, naming the first, and changes nothing", function()
       local url, dst = H.fresh_db("rs_twice")
       local out = work .. "/first.out"

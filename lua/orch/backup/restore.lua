@@ -1349,6 +1349,18 @@ local function drop_leftovers(admin, dbname)
     log.warn("dropped database %s: a half-built copy left by an interrupted restore of %s", r.datname, dbname)
     dropped[#dropped + 1] = r.datname
   end
+  -- a restore killed between its CREATE DATABASE and the COMMENT that marks it left an unmarked,
+  -- empty copy: its name (run_swap's, see free_name) says whose it was
+  for _, r in ipairs(admin:query([[SELECT d.datname FROM pg_database d
+      WHERE shobj_description(d.oid, 'pg_database') IS NULL AND strpos(d.datname, '_orch_restore_') > 0 ORDER BY 1]])) do
+    local name = r.datname
+    local suffix = name:match("(_orch_restore_%d+_%d+)$") or name:match("(_orch_restore_%d+)$")
+    if suffix and name == dbname:sub(1, 63 - #suffix) .. suffix then
+      drop_database(admin, name)
+      log.warn("dropped database %s: an unmarked copy left by a restore of %s interrupted as it began", name, dbname)
+      dropped[#dropped + 1] = name
+    end
+  end
   return dropped
 end
 
