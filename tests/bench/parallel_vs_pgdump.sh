@@ -3,7 +3,8 @@
 # with ../shared/bench/make-bench-db.sql at SCALE, runs alternated, medians of
 # ROUNDS, wall seconds and peak RSS (KiB, /usr/bin/time's %M):
 #   backup:  orch backup --jobs 1/2/4  vs  pg_dump -Fc, pg_dump -Fd -j 2 (same gzip level)
-#   restore: orch restore --jobs 1/2   vs  pg_restore -j 1/2 (the same pg_dump -Fc file)
+#   restore: orch restore --jobs 1/2   vs  pg_restore -j 1/2 (the same pg_dump -Fc file), and of orch's
+#            own backup (--jobs 1/2, and --jobs 2 --copy-format text: every row as text)
 #   status:  orch status with N applied vs dbmate 2.36.0 status (npm package dbmate,
 #            installed into $DBMATE_DIR, default /tmp/orch-bench-dbmate, when missing)
 #   tests/bench/parallel_vs_pgdump.sh [SCALE] [ROUNDS] [N_MIGRATIONS]
@@ -76,6 +77,8 @@ for i in $(seq "$ROUNDS"); do
     fresh r_orch; measure "orch_restore_j$j" "$ORCH" restore "$WORK/pg.dump" --db "$DB/r_orch" --jobs $j --no-manifest --quiet
     fresh r_own; measure "orch_restore_own_j$j" "$ORCH" restore "$WORK/b.orch2.dump" --db "$DB/r_own" --jobs $j --quiet
   done
+  # what the binary rows give: the same restore with every row sent as text, as pg_restore sends them
+  fresh r_own; measure orch_restore_own_j2_text "$ORCH" restore "$WORK/b.orch2.dump" --db "$DB/r_own" --jobs 2 --copy-format text --quiet
 done
 echo "== restore at scale $SCALE (median of $ROUNDS): pg_restore and orch_restore of pg_dump's file, orch_restore_own of orch's backup"
 report pg_restore_j1
@@ -84,6 +87,7 @@ report orch_restore_j1 pg_restore_j1
 report orch_restore_j2 pg_restore_j2
 report orch_restore_own_j1 pg_restore_j1
 report orch_restore_own_j2 pg_restore_j2
+report orch_restore_own_j2_text pg_restore_j2
 
 [ -n "${SKIP_STATUS:-}" ] && exit 0
 echo "# status with $NMIG applied" >&2
