@@ -10,7 +10,7 @@
  *             time = "20130524T000000Z", access_key, secret_key }  --> authorization, canonical, string_to_sign
  *   s3.request { method, endpoint = "http://127.0.0.1:9000", host, path, query, headers,
  *                body = s | body_file = p, to_file = p, region, access_key, secret_key, token,
- *                timeout, connect_timeout, cleanup = true (runs even after Ctrl-C) }
+ *                timeout, connect_timeout, cainfo = CA bundle path, cleanup = true (runs even after Ctrl-C) }
  *     --> { status, headers = { lower-case = value }, body, bytes, sha256 } | nil, message, kind
  *   local u = s3.uploader { endpoint, host, path, region, access_key, secret_key, token,   -- 2 x part_size of memory
  *                           upload_id, part_size, attempts, backoff, timeout, connect_timeout }
@@ -228,11 +228,12 @@ static int s_sign(lua_State *L) {
 
 typedef struct Target {
     char *endpoint, *host, *path, *region, *akey, *skey, *token;
+    char *cainfo;              /* CA bundle (PEM) that verifies the endpoint, or NULL: curl's default */
     long timeout, connect_timeout;
 } Target;
 
 static void target_free(Target *t) {
-    free(t->endpoint); free(t->host); free(t->path); free(t->region); free(t->akey);
+    free(t->endpoint); free(t->host); free(t->path); free(t->region); free(t->akey); free(t->cainfo);
     if (t->skey) OPENSSL_cleanse(t->skey, strlen(t->skey));
     free(t->skey);
     if (t->token) OPENSSL_cleanse(t->token, strlen(t->token));
@@ -263,6 +264,7 @@ static void target_read(lua_State *L, int idx, Target *t) {
     t->akey = dupfield(L, idx, "access_key", 1);
     t->skey = dupfield(L, idx, "secret_key", 1);
     t->token = dupfield(L, idx, "token", 0);
+    t->cainfo = dupfield(L, idx, "cainfo", 0);
     t->timeout = numfield(L, idx, "timeout", 300);
     t->connect_timeout = numfield(L, idx, "connect_timeout", 10);
 }
@@ -416,6 +418,7 @@ static int xfer_setup(Xfer *x, const Target *t, const char *method, const char *
     curl_easy_setopt(x->curl, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(x->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(x->curl, CURLOPT_XFERINFODATA, x);
+    if (t->cainfo) curl_easy_setopt(x->curl, CURLOPT_CAINFO, t->cainfo);
     curl_easy_setopt(x->curl, CURLOPT_CONNECTTIMEOUT, t->connect_timeout);
     curl_easy_setopt(x->curl, CURLOPT_TIMEOUT, t->timeout);
     /* a stalled transfer (no byte for 60 s) is a timeout too, whatever the total allows */
@@ -447,12 +450,20 @@ static const char *kind_of(CURLcode rc) {
     case CURLE_OPERATION_TIMEDOUT: return "timeout";
     case CURLE_COULDNT_CONNECT: return "connect";
     case CURLE_COULDNT_RESOLVE_HOST: return "dns";
-    case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION: return "tls";
+    case CURLE_PEER_FAILED_VERIFICATION: return "tls_verify";      /* the endpoint's certificate is not trusted */
+    case CURLE_SSL_CACERT_BADFILE: return "tls_cafile";            /* the CA bundle could not be loaded */
+    case CURLE_SSL_CONNECT_ERROR: return "tls";
     case CURLE_SEND_ERROR: case CURLE_RECV_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE: return "connection";
     case CURLE_ABORTED_BY_CALLBACK: return "interrupted";
     case CURLE_WRITE_ERROR: return "io";
     default: return "error";
     }
+}
+
+/* May a transfer that failed with rc pass on a retry? Not when Ctrl-C stopped it, nor when
+ * the endpoint's certificate is not trusted or the CA bundle is unusable (the same each time). */
+static int transient(CURLcode rc) {
+    return rc != CURLE_ABORTED_BY_CALLBACK && rc != CURLE_PEER_FAILED_VERIFICATION && rc != CURLE_SSL_CACERT_BADFILE;
 }
 
 /* Push the response headers (lower-case names) as a table. */
@@ -670,7 +681,7 @@ static int get_range(Ranged *rg, long long off, long long len) {
             snprintf(rg->fail_kind, sizeof rg->fail_kind, "io");
             snprintf(rg->fail_msg, sizeof rg->fail_msg, "writing the spool file failed: %s", strerror(write_err));
         } else if (rc != CURLE_OK) {
-            retry = rc != CURLE_ABORTED_BY_CALLBACK;
+            retry = transient(rc);
             snprintf(rg->fail_kind, sizeof rg->fail_kind, "%s", kind_of(rc));
             snprintf(rg->fail_msg, sizeof rg->fail_msg, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc));
         } else if (status == 206) {
@@ -856,7 +867,7 @@ static void *download_main(void *ud) {
             snprintf(d->fail_kind, sizeof d->fail_kind, "reader");
             snprintf(d->fail_msg, sizeof d->fail_msg, "the reader stopped reading: %s", strerror(x.write_err));
         } else if (rc != CURLE_OK) {
-            retry = rc != CURLE_ABORTED_BY_CALLBACK && x.bytes == 0;
+            retry = transient(rc) && x.bytes == 0;
             snprintf(d->fail_kind, sizeof d->fail_kind, "%s", kind_of(rc));
             snprintf(d->fail_msg, sizeof d->fail_msg, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc));
         } else {
@@ -1088,7 +1099,7 @@ static int send_part(Uploader *u, int n, const char *buf, size_t len) {
         }
         int retry;
         if (rc != CURLE_OK) {
-            retry = rc != CURLE_ABORTED_BY_CALLBACK;
+            retry = transient(rc);
             snprintf(u->fail_kind, sizeof u->fail_kind, "%s", kind_of(rc));
             snprintf(u->fail_msg, sizeof u->fail_msg, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(rc));
             u->fail_status = 0;
