@@ -5,7 +5,7 @@
 --
 --   return {
 --     prod = { database = { env = "PROD_DATABASE_URL", service = "prod" }, protected = true,
---              backups = { dir = "backups/prod", keep = 14, max_age = "30d" },
+--              backups = { dir = "backups/prod", keep = 14, max_age = "30d" },   -- s3://...: also cainfo = "ca.pem"
 --              health = { http = { { url_env = "PROD_HEALTH_URL", expect_status = 200 } } },
 --              webhooks = { { url_env = "PROD_SLACK_WEBHOOK", kind = "slack" } },
 --              placeholders = { app_user = "ticket_app" } },
@@ -153,6 +153,11 @@ function E.load(name, path)
   e.release = e.release or {}
   E.check(e, file)
   E.fleet_child(e)
+  if e.backups.cainfo then
+    -- the CA bundle that verifies the S3 endpoint of this environment's backups (read when they are)
+    require("orch.storage.s3").set_cainfo(e.backups.dir, require("orch.project").path(e.backups.cainfo),
+      string.format("%s: environment %s: backups.cainfo", file, name))
+  end
   return e
 end
 
@@ -253,7 +258,7 @@ local SHAPE = {
   schema_file = "string",
   database = { env = "string", service = "string", local_cluster = "boolean", dbname = "string", dir = "string",
                create = "boolean", wait = "duration" },
-  backups = { dir = "string", keep = "any", keep_runs = "any", max_age = "any" },
+  backups = { dir = "string", keep = "any", keep_runs = "any", max_age = "any", cainfo = "string" },
   preflight = { max_transaction_age = "duration", max_replication_lag = "duration", max_lock_wait = "duration", expect_role = "string" },
   release = { atomic = "boolean", discard_writes = "boolean" },
   health = "table", webhooks = "table", placeholders = "table",
@@ -335,6 +340,10 @@ function E.check(e, file)
     if b[k] ~= nil and (math.type(b[k]) ~= "integer" or b[k] < 1) then
       sys.error(string.format("%s: backups.%s is %s; it must be a whole number of 1 or more", where, k, tostring(b[k])), 1)
     end
+  end
+  if b.cainfo ~= nil and not require("orch.storage.s3").is(b.dir) then
+    sys.error(string.format("%s: backups.cainfo is the CA bundle of an S3 endpoint, but backups.dir %s is not an s3:// location: " ..
+      "remove backups.cainfo, or set backups.dir = \"s3://BUCKET/PREFIX\"", where, b.dir), 1)
   end
   if b.max_age ~= nil then
     local ok = pcall(require("orch.args").seconds, b.max_age)

@@ -13,6 +13,11 @@
 -- ORCH_S3_TIMEOUT (seconds one request or part may take, default 300; a
 -- transfer silent for 60 s is a timeout too).
 --
+-- An endpoint whose certificate a private CA signed (MinIO, Ceph behind a
+-- company CA) is verified with that CA's bundle (PEM): the environment's
+-- backups.cainfo in orch.env.lua, else AWS_CA_BUNDLE (as the AWS CLI reads
+-- it), else the system's CAs. Verification is never turned off.
+--
 -- Requests that fail with 5xx, 429, 408, a timeout or a broken connection
 -- are retried with backoff; any other answer is final and explained (a 403
 -- is never retried). Nothing here prints a credential, a signature or a
@@ -52,8 +57,55 @@ local function size_setting(name, default)
   return math.tointeger(tonumber(n) * mult)
 end
 
---- The connection settings, from the environment. Raises naming what is missing.
-function S.config()
+-- The CA bundles orch.env.lua names for its environments' backups.dir: { dir, bucket, prefix, file, origin }.
+local ca_settings = {}
+
+--- The CA bundle (a PEM file) that verifies the endpoint for the s3:// location dir and what
+-- is under it; origin says where it was set (e.g. "orch.env.lua: environment prod: backups.cainfo"),
+-- for errors. orch.env calls it for each environment it loads.
+function S.set_cainfo(dir, file, origin)
+  local bucket, prefix = S.parse(dir)
+  for _, c in ipairs(ca_settings) do
+    if c.bucket == bucket and c.prefix == prefix then c.file, c.origin = file, origin return end
+  end
+  ca_settings[#ca_settings + 1] = { bucket = bucket, prefix = prefix, file = file, origin = origin }
+end
+
+-- The setting whose location holds url (the longest such prefix), or nil.
+local function ca_setting_for(url)
+  local bucket, key = S.parse(url)
+  local best
+  for _, c in ipairs(ca_settings) do
+    local under = c.prefix == "" or key == c.prefix or key:sub(1, #c.prefix + 1) == c.prefix .. "/"
+    if c.bucket == bucket and under and (not best or #c.prefix > #best.prefix) then best = c end
+  end
+  return best
+end
+
+-- The CA bundle for url: { file, origin } from the environment's setting, else AWS_CA_BUNDLE,
+-- else nil (curl's default CAs). A file that cannot be read, or holds no PEM certificate, is an
+-- error here, before any request.
+local function cainfo_for(url)
+  local c = ca_setting_for(url)
+  local file, origin = c and c.file, c and c.origin
+  if not file then file, origin = env("AWS_CA_BUNDLE"), "AWS_CA_BUNDLE" end
+  if not file then return nil end
+  local what = origin == "AWS_CA_BUNDLE" and ("AWS_CA_BUNDLE=" .. file) or string.format("%s = %s", origin, file)
+  local todo = "point it at the PEM file of the CA that signed the S3 endpoint's certificate"
+  local st = sys.stat(file)
+  if st and st.type == "directory" then fail(string.format("%s: the CA bundle is a directory, not a file: %s", what, todo)) end
+  local f, err = io.open(file, "rb")
+  local text = f and f:read(1048576)
+  if f then f:close() end
+  if not text then fail(string.format("%s: cannot read the CA bundle (%s): %s", what, tostring(err or "it cannot be read"), todo)) end
+  if not text:find("-----BEGIN CERTIFICATE-----", 1, true) then
+    fail(string.format("%s: the CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----): %s", what, todo))
+  end
+  return { file = file, origin = origin }
+end
+
+--- The connection settings for the location url, from the environment. Raises naming what is missing.
+function S.config(url)
   local ak, sk = env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")
   if not ak or not sk then
     fail("backups in S3 need credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for " ..
@@ -74,6 +126,7 @@ function S.config()
     cfg.host = host
     cfg.path_style = true
   end
+  cfg.ca = url and cainfo_for(url)
   if cfg.part_size < 5 * 1048576 then
     log.debug("ORCH_S3_PART_SIZE %d is below 5 MiB: AWS S3 refuses such parts (a self-hosted server may take them)", cfg.part_size)
   end
@@ -99,7 +152,8 @@ end
 
 -- The request fields for bucket/key (key may be nil: the bucket itself).
 local function target(cfg, bucket, key)
-  local t = { access_key = cfg.access_key, secret_key = cfg.secret_key, token = cfg.token, region = cfg.region, timeout = cfg.timeout }
+  local t = { access_key = cfg.access_key, secret_key = cfg.secret_key, token = cfg.token, region = cfg.region, timeout = cfg.timeout,
+    cainfo = cfg.ca and cfg.ca.file }
   local kpath = key and key ~= "" and ("/" .. encode(key, true)) or ""
   if cfg.path_style then
     t.endpoint, t.host, t.path = cfg.endpoint, cfg.host, "/" .. encode(bucket) .. (kpath ~= "" and kpath or "/")
@@ -140,6 +194,27 @@ function S.explain(status, code, message, what)
     message and message ~= "" and (" (" .. message .. ")") or "", why and (": " .. why) or "")
 end
 
+--- What a request that got no answer means: message and kind as orch.s3 gives them. A TLS
+-- verification failure names the endpoint and the CA bundle to set (or the one that was used).
+function S.transport_error(cfg, what, message, kind)
+  if kind ~= "tls_verify" and kind ~= "tls_cafile" then return string.format("%s failed: %s (%s)", what, message, kind) end
+  local endpoint = cfg.endpoint or "the S3 endpoint"
+  local detail = message:match("^%u+ %S+: (.*)$") or message   -- curl's own words, without the request line
+  if kind == "tls_cafile" then
+    return string.format("%s failed: the CA bundle %s (from %s) could not be loaded to verify %s (%s): point %s at a PEM file " ..
+      "of the CA that signed the endpoint's certificate. Not retried", what, cfg.ca and cfg.ca.file or "?", cfg.ca and cfg.ca.origin or "?",
+      endpoint, detail, cfg.ca and cfg.ca.origin or "it")
+  end
+  if cfg.ca then
+    return string.format("%s failed: the TLS certificate of %s could not be verified with the CA bundle %s (from %s): %s. " ..
+      "Check that the bundle holds the CA that signed the endpoint's certificate and that the certificate names the host. Not retried",
+      what, endpoint, cfg.ca.file, cfg.ca.origin, detail)
+  end
+  return string.format("%s failed: the TLS certificate of %s could not be verified with the system's CAs: %s. If a private CA " ..
+    "signed it (MinIO, Ceph behind a company CA), set the CA bundle: AWS_CA_BUNDLE=/path/ca.pem, or backups.cainfo = " ..
+    "\"/path/ca.pem\" in the environment's orch.env.lua. Not retried", what, endpoint, detail)
+end
+
 local function retryable(res, kind)
   if not res then return kind == "timeout" or kind == "connect" or kind == "connection" or kind == "dns" end
   return res.status >= 500 or res.status == 429 or res.status == 408
@@ -152,10 +227,12 @@ local function request(cfg, req, what)
   for attempt = 1, cfg.attempts do
     local res, err, kind = s3c.request(req)
     if res and not retryable(res) then return res end
+    -- an untrusted certificate or an unusable CA bundle is the same on every try
+    if not res and (kind == "tls_verify" or kind == "tls_cafile") then fail(S.transport_error(cfg, what, err, kind)) end
     if attempt == cfg.attempts then
       if res then fail(S.explain(res.status, xml_field(res.body, "Code"), xml_field(res.body, "Message"), what) ..
         string.format(" (after %d attempts)", attempt)) end
-      fail(string.format("%s failed after %d attempts: %s (%s)", what, attempt, err, kind))
+      fail(S.transport_error(cfg, what, err, kind) .. string.format(" (after %d attempts)", attempt))
     end
     log.warn("%s: %s; retrying in %.1fs (attempt %d of %d)", what,
       res and ("HTTP " .. res.status) or (err .. " (" .. kind .. ")"), wait, attempt + 1, cfg.attempts)
@@ -176,7 +253,7 @@ end
 --- A handle on one location: s3://bucket/prefix.
 function S.open(url)
   local bucket, prefix = S.parse(url)
-  local cfg = S.config()
+  local cfg = S.config(url)
   local L = { url = url, bucket = bucket, prefix = prefix, cfg = cfg }
 
   --- The key of a name inside the prefix.
@@ -231,7 +308,7 @@ function S.open(url)
       chunk = cfg.part_size, attempts = cfg.attempts, backoff = cfg.backoff }))
     if not got then
       local what = string.format("downloading s3://%s/%s in ranges", bucket, key)
-      fail(f.kind == "http" and S.explain(f.status, f.code, f.message, what) or string.format("%s failed: %s (%s)", what, f.message, f.kind))
+      fail(f.kind == "http" and S.explain(f.status, f.code, f.message, what) or S.transport_error(cfg, what, f.message, f.kind))
     end
     return got
   end
@@ -245,7 +322,7 @@ function S.open(url)
     local function explain(f)
       local what = where("GET", key)
       if f.kind == "http" and f.status == 404 and f.code ~= "NoSuchBucket" then return string.format("no object s3://%s/%s", bucket, key) end
-      return f.kind == "http" and S.explain(f.status, f.code, f.message, what) or string.format("%s failed: %s (%s)", what, f.message, f.kind)
+      return f.kind == "http" and S.explain(f.status, f.code, f.message, what) or S.transport_error(cfg, what, f.message, f.kind)
     end
     function D.path() return d:path() end
     function D.failure()
@@ -327,7 +404,7 @@ function S.open(url)
         if f.kind == "http" then
           return S.explain(f.status, f.code, f.message, what) .. (f.retries > 0 and string.format(" (%d retries in all)", f.retries) or "")
         end
-        return string.format("%s failed: %s (%s)%s", what, f.message, f.kind, f.retries > 0 and string.format(" after %d retries", f.retries) or "")
+        return S.transport_error(cfg, what, f.message, f.kind) .. (f.retries > 0 and string.format(" (after %d retries)", f.retries) or "")
       end
       return nil
     end
@@ -337,7 +414,7 @@ function S.open(url)
         done = true
         abort_remote()
         local what = string.format("uploading part %d of s3://%s/%s", f.part, bucket, key)
-        fail(f.kind == "http" and S.explain(f.status, f.code, f.message, what) or string.format("%s failed: %s (%s)", what, f.message, f.kind))
+        fail(f.kind == "http" and S.explain(f.status, f.code, f.message, what) or S.transport_error(cfg, what, f.message, f.kind))
       end
       local xml = { "<CompleteMultipartUpload>" }
       for _, p in ipairs(info.parts) do
