@@ -480,6 +480,31 @@ function H.tls_cert()
   return H._tls_cert
 end
 
+--- A test certificate authority and a server certificate it signed for CN=localhost,
+-- IP:127.0.0.1 and DNS:localhost (valid one day), as a company CA signs an internal
+-- server's: {ca = CA certificate (the bundle a client is given), cert, key}. Each name
+-- is a different CA, made once per run with openssl.
+function H.test_ca(name)
+  name = name or "orch test CA"
+  H._test_cas = H._test_cas or {}
+  if H._test_cas[name] then return H._test_cas[name] end
+  local dir = H.tmpdir()
+  local ca, cakey, csr, cert, key, ext = dir .. "/ca.pem", dir .. "/ca.key", dir .. "/server.csr", dir .. "/server.pem", dir .. "/server.key",
+    H.write(dir .. "/server.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+  for _, argv in ipairs {
+    { "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=" .. name,
+      "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", cakey, "-out", ca },
+    { "openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", csr },
+    { "openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", cakey, "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", cert },
+  } do
+    argv.timeout = 60
+    local r = sys.spawn(argv)
+    if not r.ok then error("openssl could not make the test CA " .. name .. ": " .. (r.stderr or ""), 2) end
+  end
+  H._test_cas[name] = { ca = ca, cert = cert, key = key }
+  return H._test_cas[name]
+end
+
 --- A self-signed client certificate (CN=orch-client) for mutual TLS:
 -- {cert = path, key = path}; the cert is its own CA (httpd's client_ca).
 function H.client_cert()
@@ -516,12 +541,13 @@ S3.__index = S3
 
 local function proxy_call(self, method, path, body)
   local code = string.format([[
-import sys, urllib.request
+import ssl, sys, urllib.request
 req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode() if sys.argv[2] else None, method=sys.argv[3])
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+tls = urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=sys.argv[4])) if sys.argv[4] else urllib.request.HTTPSHandler()
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), tls)
 sys.stdout.write(opener.open(req, timeout=30).read().decode())
 ]])
-  local r = sys.spawn { "python3", "-c", code, self.endpoint .. path, body or "", method, timeout = 60 }
+  local r = sys.spawn { "python3", "-c", code, self.endpoint .. path, body or "", method, self.ca or "", timeout = 60 }
   if not r.ok then error("the S3 test proxy did not answer " .. path .. ": " .. (r.stderr or ""), 3) end
   return r.stdout
 end
@@ -530,6 +556,8 @@ end
 function S3:log() return require("orch.json").decode(proxy_call(self, "GET", "/__log")) end
 --- Add fault rules (a list of {method, query, path, status, times, delay}).
 function S3:faults(rules) proxy_call(self, "POST", "/__faults", require("orch.json").encode(rules)) end
+--- With opts.tls: the reasons of the TLS handshakes that failed so far (a list of strings).
+function S3:tls_failures() return require("orch.json").decode(proxy_call(self, "GET", "/__tls")) end
 --- Forget the log and the rules.
 function S3:reset() proxy_call(self, "POST", "/__reset", "{}") end
 
@@ -580,8 +608,9 @@ function S3:stop()
 end
 
 --- Start s3rver with one bucket (opts.bucket, default "orch") and the proxy in front of it;
--- both exit when this orch process does. Returns srv: srv.endpoint (the proxy: what orch is
--- given), srv.direct (s3rver itself), srv.bucket, srv.secret, srv.dir (its data and spool),
+-- both exit when this orch process does. opts.tls = H.test_ca(): the proxy serves HTTPS with
+-- that CA's server certificate (srv.ca is the CA bundle). Returns srv: srv.endpoint (the proxy:
+-- what orch is given), srv.direct (s3rver itself), srv.bucket, srv.secret, srv.dir (its data and spool),
 -- srv:env(), srv:log(), srv:faults(), srv:reset(), srv:boto(code), srv:keys(prefix), srv:stop().
 function H.s3(opts)
   opts = opts or {}
@@ -614,12 +643,14 @@ function H.s3(opts)
   local srv = setmetatable({ dir = dir, bucket = bucket, secret = "orch-test-secret-4f9a", s3rver_pid = spid,
     direct = "http://127.0.0.1:" .. sport }, S3)
   local script = sys.realpath("tests/s3proxy.py")
-  background(string.format("exec python3 %s --upstream %s --secret orch-test-secret-4f9a --port-file %s --parent %d", shq(script), srv.direct,
-    shq(dir .. "/proxy.port"), me), dir .. "/proxy.log")
+  local tls = opts.tls and string.format(" --tls %s %s", shq(opts.tls.cert), shq(opts.tls.key)) or ""
+  background(string.format("exec python3 %s --upstream %s --secret orch-test-secret-4f9a --port-file %s --parent %d%s", shq(script), srv.direct,
+    shq(dir .. "/proxy.port"), me, tls), dir .. "/proxy.log")
   local ok, pport, ppid = pcall(wait_for, "the S3 test proxy", dir .. "/proxy.port", "^(%d+)\n", dir .. "/proxy.log.pid")
   if not ok then srv:stop() error(pport .. (H.read(dir .. "/proxy.log") or ""), 2) end
   srv.proxy_pid = ppid
-  srv.endpoint = "http://127.0.0.1:" .. pport
+  srv.endpoint = (opts.tls and "https" or "http") .. "://127.0.0.1:" .. pport
+  srv.ca = opts.tls and opts.tls.ca
   return srv
 end
 

@@ -15,9 +15,14 @@ does not do itself:
 GET /__log returns the requests seen so far as JSON: {method, path, query,
 status, headers (names only), faulted}. POST /__reset clears log and rules.
 
-usage: s3proxy.py --upstream http://127.0.0.1:PORT --secret KEY --port-file F [--parent PID]
+With --tls CERT KEY it serves HTTPS (an endpoint behind a private CA);
+GET /__tls returns the TLS handshakes that failed so far, as a JSON list of
+the reasons (a client that does not trust the certificate aborts there,
+before any request).
+
+usage: s3proxy.py --upstream http://127.0.0.1:PORT --secret KEY --port-file F [--tls CERT KEY] [--parent PID]
 """
-import argparse, hashlib, http.client, json, os, sys, threading, time, urllib.parse
+import argparse, hashlib, http.client, json, os, ssl, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from botocore.auth import S3SigV4Auth
@@ -29,11 +34,12 @@ ap.add_argument("--upstream", required=True)
 ap.add_argument("--secret", required=True)
 ap.add_argument("--port-file", required=True)
 ap.add_argument("--parent", type=int, default=0)
+ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS with this PEM certificate and key")
 args = ap.parse_args()
 up = urllib.parse.urlsplit(args.upstream)
 
 lock = threading.Lock()
-rules, log = [], []
+rules, log, tls_failures = [], [], []
 
 
 def error_xml(code, message):
@@ -90,10 +96,14 @@ class Handler(BaseHTTPRequestHandler):
             with lock:
                 rules.extend(json.loads(body))
             return self.reply(200, b"{}", "application/json")
+        if path == "/__tls":
+            with lock:
+                return self.reply(200, json.dumps(tls_failures).encode(), "application/json")
         if path == "/__reset":
             with lock:
                 rules.clear()
                 log.clear()
+                tls_failures.clear()
             return self.reply(200, b"{}", "application/json")
         entry = {"method": self.command, "path": path, "query": query, "headers": sorted(k.lower() for k in self.headers.keys()),
                  "faulted": False, "bytes": len(body)}
@@ -155,8 +165,37 @@ def watch_parent():
         time.sleep(0.5)
 
 
-srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-srv.daemon_threads = True
+class Server(ThreadingHTTPServer):
+    """A thread per connection; with --tls the handshake is made in that thread, and one that
+    fails is recorded (GET /__tls), not answered."""
+    daemon_threads = True
+
+    def __init__(self, context):
+        self.context = context
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def finish_request(self, request, client_address):
+        if self.context is None:
+            return super().finish_request(request, client_address)
+        request.settimeout(30)
+        try:
+            conn = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            with lock:
+                tls_failures.append(str(e))
+            return
+        conn.settimeout(None)
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
+
+
+context = None
+if args.tls:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(args.tls[0], args.tls[1])
+srv = Server(context)
 threading.Thread(target=watch_parent, daemon=True).start()
 with open(args.port_file + ".tmp", "w") as f:
     f.write("%d\n%d\n" % (srv.server_address[1], os.getpid()))

@@ -369,3 +369,141 @@ return { s3env = { database = { env = "S3_SRC_URL" }, backups = { dir = "s3://%s
     assert.matches("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", r.stderr)
   end)
 end)
+
+describe("backups in S3 behind a private CA (an HTTPS endpoint whose certificate a test CA signed)", function()
+  local srv, src, src_url, work, ca, other
+  setup(function()
+    ca, other = H.test_ca("orch test CA"), H.test_ca("another test CA")
+    srv = H.s3 { tls = ca }
+    work = H.tmpdir()
+    src_url, src = H.fresh_db("s3ca")
+    local c <close> = db.connect(src_url)
+    c:exec([[CREATE TABLE items (id int PRIMARY KEY, body text NOT NULL);
+      INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 2000) g;]])
+  end)
+  teardown(function()
+    if srv then srv:stop() end
+    if src then H.drop_db(src) end
+  end)
+  before_each(function() srv:reset() end)
+
+  -- orch against the HTTPS proxy; AWS_CA_BUNDLE only when a test gives it
+  local function orch(argv, env)
+    local e = { AWS_CA_BUNDLE = false }
+    for k, v in pairs(env or {}) do e[k] = v end
+    return H.orch(argv, { env = srv:env(e) })
+  end
+  local function has(text, s) return text:find(s, 1, true) ~= nil end
+  local function env_file(name, cainfo)
+    return H.write(work .. "/" .. name .. ".env.lua", string.format(
+      'return { caenv = { database = { env = "S3CA_SRC_URL" }, backups = { dir = "s3://%s/fromenv", cainfo = %q } } }', srv.bucket, cainfo))
+  end
+  -- the handshakes the proxy saw fail, once at least n of them are recorded (its thread records
+  -- a failure after the client hung up: wait for it, never for a fixed time)
+  local function tls_failures(n)
+    local deadline = sys.monotonic() + 20
+    while true do
+      local f = srv:tls_failures()
+      if #f >= n then return f end
+      assert.is_true(sys.monotonic() < deadline, "the proxy recorded " .. #f .. " failed TLS handshakes in 20 s, not " .. n)
+      sys.sleep(0.05)
+    end
+  end
+
+  it("backs up, lists and restores through the endpoint with AWS_CA_BUNDLE", function()
+    assert.matches("^https://127%.0%.0%.1:%d+$", srv.endpoint)
+    local r = orch({ "backup", "--db", src_url, "--dir", "s3://" .. srv.bucket .. "/bundle", "--json" }, { AWS_CA_BUNDLE = ca.ca })
+    assert.is_true(r.ok, r.stderr)
+    local m = json.decode(r.stdout)
+    assert.same({ "bundle/" .. m.file, "bundle/" .. m.file:gsub("%.dump$", ".manifest.json") }, srv:keys("bundle/"))
+    r = orch({ "backups", "list", "--dir", "s3://" .. srv.bucket .. "/bundle", "--json" }, { AWS_CA_BUNDLE = ca.ca })
+    assert.is_true(r.ok, r.stderr)
+    assert.equals(m.path, json.decode(r.stdout)[1].path)
+    local url, target = H.fresh_db("s3carestored")
+    r = orch({ "restore", m.path, "--db", url }, { AWS_CA_BUNDLE = ca.ca })
+    assert.is_true(r.ok, r.stderr)
+    assert.same(H.contents_of(src), H.contents_of(target))
+    H.drop_db(target)
+    assert.same({}, srv:tls_failures())
+  end)
+
+  it("uses the environment's backups.cainfo, which wins over AWS_CA_BUNDLE", function()
+    local env = { ORCH_ENV_FILE = env_file("good", ca.ca), S3CA_SRC_URL = src_url, AWS_CA_BUNDLE = other.ca }
+    local r = orch({ "backup", "--env", "caenv", "--json", "--no-prune" }, env)
+    assert.is_true(r.ok, r.stderr)
+    local m = json.decode(r.stdout)
+    assert.equals("s3://" .. srv.bucket .. "/fromenv/" .. m.file, m.path)
+    r = orch({ "backups", "list", "--env", "caenv", "--json" }, env)
+    assert.is_true(r.ok, r.stderr)
+    assert.equals(m.path, json.decode(r.stdout)[1].path)
+    r = orch({ "verify", m.path, "--env", "caenv" }, env)
+    assert.is_true(r.ok, r.stderr)
+    assert.same({}, srv:tls_failures())
+    -- and the other way round: the setting names the CA that did not sign, AWS_CA_BUNDLE the one that did
+    env = { ORCH_ENV_FILE = env_file("wrong", other.ca), S3CA_SRC_URL = src_url, AWS_CA_BUNDLE = ca.ca }
+    r = orch({ "backups", "list", "--env", "caenv" }, env)
+    assert.equals(1, r.code)
+    assert.is_true(has(r.stderr, "could not be verified with the CA bundle " .. other.ca .. " (from " .. work .. "/wrong.env.lua: environment caenv: backups.cainfo)"), r.stderr)
+  end)
+
+  it("without the CA bundle fails at once, naming the endpoint and how to set the bundle", function()
+    local r = orch({ "backups", "list", "--dir", "s3://" .. srv.bucket .. "/none" })
+    assert.equals(1, r.code)
+    assert.is_true(has(r.stderr, "the TLS certificate of " .. srv.endpoint .. " could not be verified with the system's CAs"), r.stderr)
+    assert.is_true(has(r.stderr, "set the CA bundle: AWS_CA_BUNDLE=/path/ca.pem, or backups.cainfo"), r.stderr)
+    assert.is_true(has(r.stderr, "Not retried"), r.stderr)
+    assert.is_false(has(r.stderr, "attempts"), r.stderr)
+    -- orch refused the certificate in the handshake, once: no request reached the server
+    local failures = tls_failures(1)
+    assert.equals(1, #failures, json.encode(failures))
+    assert.matches("unknown ca", failures[1]:lower())
+    assert.same({}, srv:log())
+    -- a backup stops there too and leaves nothing
+    srv:reset()
+    r = orch({ "backup", "--db", src_url, "--dir", "s3://" .. srv.bucket .. "/none" })
+    assert.equals(1, r.code)
+    assert.is_true(has(r.stderr, "could not be verified with the system's CAs"), r.stderr)
+    assert.equals(1, #tls_failures(1))
+    assert.same({}, srv:keys("none/"))
+  end)
+
+  it("names the bundle and where it came from when it did not sign the endpoint's certificate", function()
+    local r = orch({ "backups", "list", "--dir", "s3://" .. srv.bucket .. "/x" }, { AWS_CA_BUNDLE = other.ca })
+    assert.equals(1, r.code)
+    assert.is_true(has(r.stderr, "the TLS certificate of " .. srv.endpoint .. " could not be verified with the CA bundle " .. other.ca ..
+      " (from AWS_CA_BUNDLE)"), r.stderr)
+    assert.equals(1, #tls_failures(1))
+  end)
+
+  it("refuses a CA bundle that is missing, unreadable or no PEM before any request, naming it and its origin", function()
+    local missing = work .. "/missing-ca.pem"
+    local r = orch({ "backups", "list", "--dir", "s3://" .. srv.bucket .. "/x" }, { AWS_CA_BUNDLE = missing })
+    assert.equals(1, r.code)
+    assert.is_true(has(r.stderr, "AWS_CA_BUNDLE=" .. missing .. ": cannot read the CA bundle"), r.stderr)
+    assert.is_true(has(r.stderr, "No such file or directory"), r.stderr)
+    r = orch({ "backups", "list", "--env", "caenv" }, { ORCH_ENV_FILE = env_file("missing", missing), AWS_CA_BUNDLE = ca.ca })
+    assert.equals(1, r.code)
+    assert.is_true(has(r.stderr, work .. "/missing.env.lua: environment caenv: backups.cainfo = " .. missing .. ": cannot read the CA bundle"), r.stderr)
+    local garbage = H.write(work .. "/garbage.pem", "not a certificate\n")
+    r = orch({ "backup", "--db", src_url, "--dir", "s3://" .. srv.bucket .. "/x" }, { AWS_CA_BUNDLE = garbage })
+    assert.equals(1, r.code)
+    assert.is_true(has(r.stderr, "AWS_CA_BUNDLE=" .. garbage .. ": the CA bundle holds no PEM certificate"), r.stderr)
+    r = orch({ "backups", "list", "--dir", "s3://" .. srv.bucket .. "/x" }, { AWS_CA_BUNDLE = work })
+    assert.equals(1, r.code)
+    assert.is_true(has(r.stderr, "the CA bundle is a directory"), r.stderr)
+    -- none of these sent a request or even connected
+    assert.same({}, srv:log())
+    assert.same({}, srv:tls_failures())
+  end)
+
+  it("type-checks backups.cainfo and refuses it for local backups", function()
+    local f = H.write(work .. "/num.env.lua", 'return { p = { backups = { dir = "s3://orch/p", cainfo = 5 } } }')
+    local r = orch({ "backups", "list", "--env", "p" }, { ORCH_ENV_FILE = f })
+    assert.equals(1, r.code)
+    assert.matches("backups%.cainfo is 5 %(a number%); it must be a string", r.stderr)
+    f = H.write(work .. "/local.env.lua", 'return { p = { backups = { dir = "backups/p", cainfo = "ca.pem" } } }')
+    r = orch({ "backups", "list", "--env", "p" }, { ORCH_ENV_FILE = f })
+    assert.equals(1, r.code)
+    assert.matches("backups%.cainfo is the CA bundle of an S3 endpoint, but backups%.dir .- is not an s3:// location", r.stderr)
+  end)
+end)
