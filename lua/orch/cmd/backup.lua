@@ -8,7 +8,7 @@ local sys = require "orch.sys"
 
 local spec = args.spec({ "db", "env", "fleet_target" }, {
   { name = "output", short = "o", type = "string", metavar = "FILE|-", path = true, complete = "file", help = "write to FILE, or - for stdout (no manifest)" },
-  { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "backups directory, or s3://BUCKET/PREFIX (AWS_* variables; default: the environment's backups.dir, else backups/<env>)" },
+  { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "backups directory, or s3://BUCKET/PREFIX (AWS_* variables; behind a private CA: AWS_CA_BUNDLE or backups.cainfo; default: the environment's backups.dir, else backups/<env>)" },
   { name = "compress", short = "Z", type = "string", metavar = "METHOD[:LEVEL]|N",
     help = "gzip[:1-9] (default), lz4[:1-12], zstd[:1-22] or none, as pg_dump 16 takes them; lz4 and zstd " ..
            "make a format 1.15 archive, which only pg_restore 16 or newer reads (pg_restore 15: \"unsupported version " ..

@@ -7,7 +7,7 @@ local envmod = require "orch.env"
 local json = require "orch.json"
 
 local spec = args.spec({ "env", "fleet_target" }, {
-  { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "backups directory, or s3://BUCKET/PREFIX (AWS_* variables; default: the environment's backups.dir, else backups/<env>)" },
+  { name = "dir", type = "string", metavar = "DIR", path = true, complete = "directory", help = "backups directory, or s3://BUCKET/PREFIX (AWS_* variables; behind a private CA: AWS_CA_BUNDLE or backups.cainfo; default: the environment's backups.dir, else backups/<env>)" },
   { name = "keep", type = "integer", min = 1, metavar = "N", help = "prune: keep the newest N complete backups (default: the environment's backups.keep)" },
   { name = "max-age", type = "duration", metavar = "AGE", help = "prune: delete backups older than this, e.g. 14d, 12h (default: backups.max_age)" },
   { name = "keep-runs", type = "integer", min = 1, metavar = "N", help = "prune: keep the newest N run logs, and those of kept backups (default: backups.keep_runs, else 100)" },
