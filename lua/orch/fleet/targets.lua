@@ -218,7 +218,8 @@ end
 
 --- The fleet of environment e: a list of targets in the order the
 -- environment gives them. Raises (exit 1) naming what is wrong; an
--- environment without targets is an error saying how to add them.
+-- environment without targets is a usage error (exit 2: the --env named
+-- one that is not a fleet, as for --fleet-target) saying how to add them.
 function T.load(e, opts)
   opts = opts or {}
   local file = os.getenv("ORCH_ENV_FILE") or "orch.env.lua"
@@ -226,7 +227,7 @@ function T.load(e, opts)
   local spec = e.targets
   if spec == nil then
     sys.error(string.format("%s has no targets: a fleet needs them, e.g. targets = { \"tenant_a\", \"tenant_b\" } " ..
-      "(database names on its server), targets = { file = \"tenants.txt\" } or targets = { query = \"SELECT name, dbname FROM tenants\" }", where), 1)
+      "(database names on its server), targets = { file = \"tenants.txt\" } or targets = { query = \"SELECT name, dbname FROM tenants\" }", where), 2)
   end
   if type(spec) ~= "table" then fail(where, string.format("targets is a %s; it must be a list, { file = PATH } or { query = SQL }", type(spec))) end
   local raw
