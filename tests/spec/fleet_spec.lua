@@ -633,6 +633,117 @@ return R.run { name = "who", opts = opts, env = env, steps = {
   end)
 end)
 
+describe("orch fleet --list", function()
+  -- the table's rows: fields split where two or more spaces are (a field holds at most single spaces)
+  local function rows(stdout)
+    local out = {}
+    for line in stdout:gmatch("[^\n]+") do
+      if line:sub(1, 2) == "  " then
+        local f = {}
+        for x in (line:sub(3) .. "  "):gmatch("(.-)  +") do f[#f + 1] = x end
+        out[#out + 1] = f
+      end
+    end
+    return out
+  end
+  -- a server nothing listens on: any connection orch tried would fail the listing
+  local NOWHERE = "postgresql://fleetuser:Pw_server_s3cret@127.0.0.1:1/postgres"
+
+  it("lists a list of database names in rollout order (name, connection, variables, backups dir) and a count; databases that do not exist list fine", function()
+    local names = { "fl_list_none_" .. sys.getpid() .. "_b", "fl_list_none_" .. sys.getpid() .. "_a" }
+    local dir = project({}, string.format([[{ %q, %q, { name = "eu", service = "tickets_eu", vars = { region = "eu", tier = "gold plus" } } }]],
+      names[1], names[2]))
+    local r = fleet(dir, { "--list", "--env", "fleet" })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local t = rows(r.stdout)
+    assert.same({ "NAME", "CONNECTS TO", "VARIABLES", "BACKUPS DIR" }, t[1])
+    local T, redact = require "orch.fleet.targets", require("orch.log").redact
+    assert.same({ names[1], redact(T.on_server(server(), names[1])), "-", dir .. "/backups/" .. names[1] }, t[2])
+    assert.same({ names[2], redact(T.on_server(server(), names[2])), "-", dir .. "/backups/" .. names[2] }, t[3])
+    assert.same({ "eu", "service='tickets_eu'", 'region=eu tier="gold plus"', dir .. "/backups/eu" }, t[4])
+    assert.equals(4, #t)
+    assert.matches("\n3 targets of environment fleet %(protected%), in rollout order\n$", r.stdout)
+    -- listing connected to none of them, and created nothing
+    local c <close> = H.cluster():connect("postgres")
+    assert.equals(0, c:value("SELECT count(*) FROM pg_database WHERE datname LIKE $1", "fl_list_none_" .. sys.getpid() .. "%"))
+    assert.is_false(sys.exists(dir .. "/backups"), "a listing writes nothing")
+  end)
+
+  it("lists a targets file with its variables; a URL's password never shows, in text or --json; nothing is connected to", function()
+    local dir = project({}, [[{ file = "tenants.txt" }]])
+    H.write(dir .. "/tenants.txt", "# name target vars\nacme tenant_acme plan=gold region=eu\n" ..
+      "shard2 postgresql://app:Pw_file_s3cret@127.0.0.1:1/tickets region=us\nservice=s1\n")
+    local r = fleet(dir, { "--list", "--env", "fleet" }, { TEST_FLEET_SERVER = NOWHERE })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local all = r.stdout .. r.stderr
+    assert.is_nil(all:find("Pw_file_s3cret", 1, true), all)
+    assert.is_nil(all:find("Pw_server_s3cret", 1, true), all)
+    local t = rows(r.stdout)
+    assert.same({ "acme", "postgresql://fleetuser:***@127.0.0.1:1/tenant_acme", "plan=gold region=eu", dir .. "/backups/acme" }, t[2])
+    assert.same({ "shard2", "postgresql://app:***@127.0.0.1:1/tickets", "region=us", dir .. "/backups/shard2" }, t[3])
+    assert.same({ "s1", "service='s1'", "-", dir .. "/backups/s1" }, t[4])
+    assert.matches("\n3 targets of environment fleet %(protected%)", r.stdout)
+    local j = fleet(dir, { "--list", "--env", "fleet", "--json" }, { TEST_FLEET_SERVER = NOWHERE })
+    assert.equals(0, j.code, j.stdout .. j.stderr)
+    local jall = j.stdout .. j.stderr
+    assert.is_nil(jall:find("Pw_file_s3cret", 1, true), jall)
+    assert.is_nil(jall:find("Pw_server_s3cret", 1, true), jall)
+    local doc = json.decode(j.stdout)
+    assert.equals(3, #doc)
+    assert.same({ name = "acme", dbname = "tenant_acme", connection = "postgresql://fleetuser:***@127.0.0.1:1/tenant_acme",
+      vars = { plan = "gold", region = "eu" }, backups_dir = dir .. "/backups/acme" }, doc[1])
+    assert.same({ name = "shard2", url = "postgresql://app:***@127.0.0.1:1/tickets", connection = "postgresql://app:***@127.0.0.1:1/tickets",
+      vars = { region = "us" }, backups_dir = dir .. "/backups/shard2" }, doc[2])
+    assert.same({ name = "s1", service = "s1", connection = "service='s1'", vars = {}, backups_dir = dir .. "/backups/s1" }, doc[3])
+    assert.equals("{}", j.stdout:match('"vars": (%b{}),?\n%s*}\n%]'))   -- no variables: an object, not a list
+  end)
+
+  it("lists the targets a directory query returns (the query runs; the targets are not connected to)", function()
+    local dirdb_url, dirdb = H.fresh_db("fl_list_dir")
+    local d <close> = db.connect(dirdb_url)
+    d:exec("CREATE TABLE tenants (name text, dbname text, plan text, active bool)")
+    d:exec("INSERT INTO tenants VALUES ('q1', 'fl_list_nodb_1', 'gold', true), ('q2', 'fl_list_nodb_2', 'free', false), ('q3', 'fl_list_nodb_3', 'free', true)")
+    d:close()
+    local dir = project({}, [[{ query = "SELECT name, dbname, plan FROM tenants WHERE active ORDER BY name", directory = { env = "TEST_DIRECTORY" } }]])
+    local r = fleet(dir, { "--list", "--env", "fleet", "--json" }, { TEST_DIRECTORY = dirdb_url, TEST_FLEET_SERVER = NOWHERE })
+    H.drop_db(dirdb)
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local doc = json.decode(r.stdout)
+    assert.same({ "q1", "q3" }, { doc[1].name, doc[2].name })
+    assert.same({ "fl_list_nodb_1", "fl_list_nodb_3" }, { doc[1].dbname, doc[2].dbname })
+    assert.same({ plan = "gold" }, doc[1].vars)
+    assert.equals(2, #doc)
+  end)
+
+  it("--only lists the named targets in the fleet's order; an unknown env, an env without targets or a name the fleet lacks is exit 2", function()
+    local dir = project({}, [[{ "t_one", "t_two", "t_three" }]])
+    H.write(dir .. "/orch.env.lua", H.read(dir .. "/orch.env.lua"):gsub("\n}$", "\n  plain = { database = { env = \"TEST_FLEET_SERVER\" } },\n}"))
+    local r = fleet(dir, { "--list", "--env", "fleet", "--only", "t_three,t_one" }, { TEST_FLEET_SERVER = NOWHERE })
+    assert.equals(0, r.code, r.stdout .. r.stderr)
+    local t = rows(r.stdout)
+    assert.same({ "t_one", "t_three" }, { t[2][1], t[3][1] })
+    assert.equals(3, #t)
+    assert.matches("\n2 targets of environment fleet %(protected%) %(%-%-only: 2 of 3%), in rollout order\n$", r.stdout)
+    local j = fleet(dir, { "--list", "--env", "fleet", "--only", "t_two", "--json" }, { TEST_FLEET_SERVER = NOWHERE })
+    assert.equals(0, j.code, j.stdout .. j.stderr)
+    assert.same({ "t_two" }, { json.decode(j.stdout)[1].name, json.decode(j.stdout)[2] })
+    local cases = {
+      { { "--env", "nope" }, "no environment named 'nope' in orch.env.lua (known: fleet, plain)" },
+      { { "--env", "plain" }, "environment plain has no targets: a fleet needs them" },
+      { { "--env", "fleet", "--only", "t_four" }, "--only t_four: the fleet has no target of that name (it has 3: t_one, t_two, t_three)" },
+      { { "--env", "fleet", "light.lua" }, "--list takes no RECIPE (got 'light.lua')" },
+      { { "--env", "fleet", "--yes" }, "--yes is an option of a rollout; --list runs nothing: drop --yes" },
+      { { "--env", "fleet", "--parallel", "2" }, "--parallel is an option of a rollout" },
+    }
+    for _, case in ipairs(cases) do
+      local e = fleet(dir, { "--list", table.unpack(case[1]) }, { TEST_FLEET_SERVER = NOWHERE })
+      assert.equals(2, e.code, table.concat(case[1], " ") .. ": " .. e.stdout .. e.stderr)
+      assert.matches(case[2], e.stderr, 1, true)
+      assert.equals("", e.stdout)
+    end
+  end)
+end)
+
 describe("orch.fleet.targets", function()
   local T = require "orch.fleet.targets"
   local function env(targets) return { name = "t", targets = targets, database = {}, backups = { dir = "b" } } end

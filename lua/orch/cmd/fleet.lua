@@ -14,7 +14,9 @@ local spec = args.spec({ "env", "yes", "dry_run", "json", "verbose" }, {
     help = "run the first N targets first, one at a time, and stop if any fails (default: fleet.canary, else 0)" },
   { name = "max-failures", type = "integer", min = 0, metavar = "N",
     help = "start no new target after N have failed; the rest are reported as not started (default: fleet.max_failures, else no limit)" },
-  { name = "only", type = "list", metavar = "NAME[,NAME...]", help = "only these targets (repeatable), in the fleet's order" },
+  { name = "only", type = "list", metavar = "NAME[,NAME...]", complete = "target", help = "only these targets (repeatable), in the fleet's order" },
+  { name = "list", type = "boolean",
+    help = "print the targets a rollout would run over, in its order (name, connection with passwords masked, variables, backups dir), and run nothing; no RECIPE. Connects to no target (a directory query, if the targets come from one, is run)" },
   { name = "timeout", type = "duration", metavar = "DURATION",
     help = "a target still running after this long is interrupted as Ctrl-C would (its recovery runs; killed if it has not ended 60 s later) and counts as failed (default: fleet.timeout, else none)" },
 })
@@ -86,9 +88,68 @@ local function plan_lines(rep)
   return lines
 end
 
+-- The options that only a rollout takes: with --list they would be ignored, so they are refused.
+local ROLLOUT_ONLY = { { "parallel", "--parallel" }, { "canary", "--canary" }, { "max_failures", "--max-failures" },
+  { "timeout", "--timeout" }, { "yes", "--yes" }, { "dry_run", "--dry-run" } }
+
+-- A variable as KEY=VALUE, the value quoted when it would not read back as one word.
+local function var_text(k, v)
+  if v:match("^[%w._:/@+%-]+$") then return k .. "=" .. v end
+  return k .. "=" .. string.format("%q", v):gsub("\\\n", "\\n")
+end
+
+-- orch fleet --list: the targets resolved as the rollout resolves them
+-- (orch.fleet.targets), printed, nothing started and no target connected to.
+local function list_targets(opts, rest)
+  if #rest > 0 then
+    args.usage_error("fleet", string.format("--list takes no RECIPE (got '%s'): orch fleet --list --env NAME [--only NAME,...] [--json]", rest[1]))
+  end
+  for _, o in ipairs(ROLLOUT_ONLY) do
+    if opts[o[1]] then args.usage_error("fleet", string.format("%s is an option of a rollout; --list runs nothing: drop %s", o[2], o[2])) end
+  end
+  require("orch.project").need("orch fleet", "run it from inside the project whose orch.env.lua names the targets")
+  local env = envmod.load(opts.env)
+  local fleet = require "orch.fleet"
+  local T = require "orch.fleet.targets"
+  local all = T.load(env)
+  local targets = T.only(all, opts.only)
+  local rows = {}
+  for i, t in ipairs(targets) do
+    local keys = {}
+    for k in pairs(t.vars) do keys[#keys + 1] = k end
+    table.sort(keys)
+    local vars, shown = json.object {}, {}
+    for j, k in ipairs(keys) do
+      vars[k] = log.redact(t.vars[k])
+      shown[j] = var_text(k, vars[k])
+    end
+    rows[i] = { name = t.name, kind = t.kind, what = t.kind == "url" and log.redact(t.url) or t[t.kind], where = t.where,
+      vars = vars, vars_text = #shown > 0 and table.concat(shown, " ") or "-", backups_dir = fleet.backups_dir(env, t) }
+  end
+  if opts.json then
+    local out = {}
+    for i, r in ipairs(rows) do
+      out[i] = json.object { name = r.name, [r.kind] = r.what, connection = r.where, vars = r.vars, backups_dir = r.backups_dir }
+    end
+    io.stdout:write(json.encode(out, { indent = "  " }), "\n")
+    return 0
+  end
+  local w = { #"NAME", #"CONNECTS TO", #"VARIABLES" }
+  for _, r in ipairs(rows) do
+    w[1], w[2], w[3] = math.max(w[1], #r.name), math.max(w[2], #r.where), math.max(w[3], #r.vars_text)
+  end
+  local function line(a, b, c, d) return (string.format("  %-" .. w[1] .. "s  %-" .. w[2] .. "s  %-" .. w[3] .. "s  %s", a, b, c, d)) end
+  print(line("NAME", "CONNECTS TO", "VARIABLES", "BACKUPS DIR"))
+  for _, r in ipairs(rows) do print(log.redact(line(r.name, r.where, r.vars_text, r.backups_dir))) end
+  print(string.format("%d target%s of environment %s%s%s, in rollout order", #targets, #targets == 1 and "" or "s", env.name,
+    env.protected and " (protected)" or "", #targets < #all and string.format(" (--only: %d of %d)", #targets, #all) or ""))
+  return 0
+end
+
 return {
   summary = "run a recipe over every database of an environment's targets (parallel, canary, one report)",
-  usage = "usage: orch fleet RECIPE --env NAME [--parallel N] [--canary N] [--max-failures N] [--only NAME,...] [--dry-run] [--yes] [--json] [-- RECIPE ARGS]",
+  usage = "usage: orch fleet RECIPE --env NAME [--parallel N] [--canary N] [--max-failures N] [--only NAME,...] [--dry-run] [--yes] [--json] [-- RECIPE ARGS]\n" ..
+    "       orch fleet --list --env NAME [--only NAME,...] [--json]",
   description = "The environment's targets say which databases: a list of database names on its server, URLs\n" ..
     "or libpq services ({ name = \"eu\", service = \"tickets_eu\", vars = { region = \"eu\" } }), a file\n" ..
     "(targets = { file = \"tenants.txt\" }: one '[NAME] TARGET [KEY=VALUE ...]' a line, or a .json list),\n" ..
@@ -97,6 +158,11 @@ return {
     "Each target runs the recipe as a run of its own, in a child orch: its own run id, connection,\n" ..
     "run log, history rows, recovery ladder, and backups in backups.dir/TARGET (retention per target).\n" ..
     "The recipe sees the target as env.target = { name =, vars = } and its variables as placeholders.\n" ..
+    "\n" ..
+    "--list prints the targets so resolved, in rollout order, with where each connects (passwords masked),\n" ..
+    "its variables and its backups dir, and runs nothing: it connects to no target, only to the directory\n" ..
+    "database when the targets come from a query (--json: a list of { name, url | service | dbname,\n" ..
+    "connection, vars, backups_dir }).\n" ..
     "\n" ..
     "--canary N runs the first N targets alone, one by one, and any failure stops the rollout; then up\n" ..
     "to --parallel at once. After --max-failures failures no new target starts. Without --yes, on a\n" ..
@@ -112,14 +178,16 @@ return {
     "backup and failed step. Exit code: 0 when every target succeeded, else the worst one's (1 < 2 < 3 <\n" ..
     "130 < 4); 130 after Ctrl-C. Memory and connections grow with --parallel, not with the fleet.",
   examples = {
+    "orch fleet --list --env tenants",
     "orch fleet recipes/prod.lua --env tenants --dry-run",
     "orch fleet recipes/prod.lua --env tenants --canary 1 --parallel 8 --max-failures 2 --yes",
     "orch fleet recipes/prod.lua --env tenants --only acme,globex --yes --json",
   },
-  operands = { min = 1, max = 1000, name = "RECIPE [-- RECIPE ARGS]" },
+  operands = { max = 1000, name = "RECIPE [-- RECIPE ARGS]" },   -- (a rollout needs one: resolve_recipe says so; --list takes none)
   spec = spec,
   run = function(argv)
     local opts, rest = args.parse(argv, spec, "fleet")
+    if opts.list then return list_targets(opts, rest) end
     require("orch.project").need("orch fleet", "run it from inside the project whose orch.env.lua names the targets")
     local recipe = check_recipe(resolve_recipe(rest[1]))
     local recipe_args = table.move(rest, 2, #rest, 1, {})

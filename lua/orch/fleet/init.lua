@@ -108,6 +108,10 @@ local function outcome_word(t)
   return "FAILED"
 end
 
+--- The backup namespace of target t in environment env: backups.dir/TARGET
+-- (its backups, run logs and retention; --fleet-target narrows to the same).
+function F.backups_dir(env, t) return env.backups.dir .. "/" .. t.name end
+
 --- Run the rollout. o: recipe (path), env (loaded environment), targets
 -- (orch.fleet.targets list), parallel, canary, max_failures (nil = no
 -- limit), dry_run, recipe_args (list), say (function(line): progress),
@@ -139,7 +143,7 @@ function F.rollout(o)
   local function launch(rec)
     local t = rec.target
     if not o.dry_run then rec.run_id = require("orch.recipe").new_run_id() end
-    rec.backups_dir = base_dir .. "/" .. t.name
+    rec.backups_dir = F.backups_dir(env, t)
     rec.out_path = string.format("%s/%s.json", logdir, t.name)
     rec.log_path = string.format("%s/%s.log", logdir, t.name)
     local argv = { exe, o.recipe, "--env", env.name, "--json" }
