@@ -154,6 +154,8 @@ printf '%%s\n' "${COMPREPLY[@]}"
     assert.same({ "dev", "staging", "tenants" }, bash({ "orch", "recipes/prod.lua", "--env", "" }, dir))
     assert.same({ "eu", "tenant_a", "tenant_b" }, bash({ "orch", "status", "--env", "tenants", "--fleet-target", "" }, dir))
     assert.same({ "tenant_b" }, bash({ "orch", "backups", "list", "--env=tenants", "--fleet-target", "tenant_b" }, dir))
+    assert.same({ "--list" }, bash({ "orch", "fleet", "--li" }, dir))
+    assert.same({ "eu", "tenant_a", "tenant_b" }, bash({ "orch", "fleet", "--list", "--env", "tenants", "--only", "" }, dir))
     -- an environment without targets, or no project: nothing to offer, and no error on the terminal
     assert.same({}, bash({ "orch", "status", "--env", "staging", "--fleet-target", "" }, dir))
     assert.same({}, bash({ "orch", "status", "--env", "" }, H.tmpdir()))
