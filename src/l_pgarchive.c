@@ -2233,7 +2233,7 @@ static long long inflate_piece(lua_State *L, Reader *r, REntry *e, const char *w
     rc = libdeflate_deflate_decompress_ex(r->ld, r->pc[slot], len, r->pout, r->pieces, &used, &made);
     if (rc != LIBDEFLATE_SUCCESS || used != len)
         rfail(L, r, "the data block of %s is corrupt: a piece of %s does not inflate on its own (%s), although the "
-              "manifest says orch wrote the archive so", e->label, what,
+              "manifest says orch wrote the archive so: the archive is damaged, or the manifest is not its own", e->label, what,
               rc == LIBDEFLATE_INSUFFICIENT_SPACE ? "it holds more than a piece" : rc != LIBDEFLATE_SUCCESS ? "bad deflate data" : "bytes left over");
     *adler = libdeflate_adler32(*adler, r->pout, made);
     return emit(L, s, r->pout, made);

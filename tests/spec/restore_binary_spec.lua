@@ -238,7 +238,7 @@ describe("rows in COPY's binary format", function()
       end
     end
 
-    it("inflates orch's gzip archive piece by piece, as its manifest says, and names a manifest that says so wrongly", function()
+    it("restore and verify inflate orch's gzip archive piece by piece, as its manifest says, and name a manifest that says so wrongly", function()
       local m = json.decode(H.read(archives.big.orch:gsub("%.dump$", ".manifest.json")))
       assert.equals(262144, m.deflate_pieces)
       -- pg_dump's archive with a manifest that claims orch's pieces: its SHA-256 and size are right, its pieces are not
@@ -247,6 +247,11 @@ describe("rows in COPY's binary format", function()
       local sum, size = sys.sha256_file(fake)
       m.sha256, m.size, m.file = sum, size, "fake.dump"
       H.write(work .. "/fake.manifest.json", json.encode(m))
+      -- orch verify inflates the same way once the SHA-256 matched
+      assert.is_true(H.orch({ "verify", archives.big.orch }).ok)
+      local v = H.orch { "verify", fake }
+      assert.is_false(v.ok)
+      assert.matches("manifest says orch wrote the archive so", v.stderr)
       local turl, dst = H.fresh_db("copybin_fake")
       local r = H.orch { "restore", fake, "--db", turl }
       assert.is_false(r.ok)
