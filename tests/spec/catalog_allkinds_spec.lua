@@ -145,7 +145,14 @@ describe("every kind and setting, three ways", function()
     assert.is_true(r.ok, r.stderr)
     io.stderr:write(string.format("\n[all kinds] pg_dump -Fc %.1fs; orch restore of it %.1fs\n", t_dump, sys.monotonic() - t0))
     same(judge, dst, "pg_dump -> orch")
-    H.drop_db(judge); H.drop_db(dst)
+    -- every table whose columns allow it sent as binary rows, on two connections
+    local burl, bdst = H.fresh_db("allk_viaorch_bin")
+    local b = H.orch { "restore", dump, "--db", burl, "--copy-format", "binary", "--jobs", "2" }
+    assert.is_true(b.ok, b.stderr)
+    assert.matches("rows of %d+ tables sent in COPY's binary format", b.stdout)
+    assert.not_matches("loaded as text", b.stdout)
+    same(judge, bdst, "pg_dump -> orch --copy-format binary --jobs 2")
+    H.drop_db(judge); H.drop_db(dst); H.drop_db(bdst)
   end)
 
   it("orch backup -> orch restore (and --swap), verified deeply", function()
@@ -156,9 +163,10 @@ describe("every kind and setting, three ways", function()
     assert.is_true(r.ok, r.stderr)
     io.stderr:write(string.format("\n[all kinds] orch restore %.1fs\n", sys.monotonic() - t0))
     same(src, dst, "orch -> orch")
-    local sw = H.orch { "restore", m.path, "--db", durl, "--swap" }
+    local sw = H.orch { "restore", m.path, "--db", durl, "--swap", "--copy-format", "binary" }
     assert.is_true(sw.ok, sw.stderr)
-    same(src, dst, "orch -> orch --swap")
+    assert.matches("rows of %d+ tables sent in COPY's binary format", sw.stdout)
+    same(src, dst, "orch -> orch --swap --copy-format binary")
     H.drop_db(sw.stdout:match("kept as (%S+)"))
     local v = H.orch { "verify", m.path, "--deep", "--db", H.cluster():url("postgres") }
     assert.is_true(v.ok, v.stderr)
