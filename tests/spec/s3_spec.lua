@@ -363,6 +363,13 @@ return { s3env = { database = { env = "S3_SRC_URL" }, backups = { dir = "s3://%s
     end
   end)
 
+  it("a plain http:// endpoint needs no CA bundle: a stale AWS_CA_BUNDLE does not stop it", function()
+    local m = backup("stale_ca", { AWS_CA_BUNDLE = work .. "/no-such-ca.pem" })
+    local l = orch({ "backups", "list", "--dir", "s3://" .. srv.bucket .. "/stale_ca" }, { AWS_CA_BUNDLE = work .. "/no-such-ca.pem" })
+    assert.is_true(l.ok, l.stderr)
+    assert.is_true(l.stdout:find(m.file, 1, true) ~= nil, l.stdout)
+  end)
+
   it("names the variables when credentials are missing", function()
     local r = H.orch({ "backups", "list", "--dir", "s3://orch/x" }, { env = srv:env { AWS_ACCESS_KEY_ID = false, AWS_SECRET_ACCESS_KEY = false } })
     assert.equals(1, r.code)

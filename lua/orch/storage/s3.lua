@@ -126,7 +126,8 @@ function S.config(url)
     cfg.host = host
     cfg.path_style = true
   end
-  cfg.ca = url and cainfo_for(url)
+  -- a CA bundle is for TLS: a plain http:// endpoint neither needs nor checks one (a stale AWS_CA_BUNDLE does not stop it)
+  cfg.ca = url and not (cfg.endpoint and cfg.endpoint:match("^http://")) and cainfo_for(url) or nil
   if cfg.part_size < 5 * 1048576 then
     log.debug("ORCH_S3_PART_SIZE %d is below 5 MiB: AWS S3 refuses such parts (a self-hosted server may take them)", cfg.part_size)
   end
