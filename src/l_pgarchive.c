@@ -1744,6 +1744,12 @@ static void hash_stop(Reader *r) {
     r->fill_len = 0;
 }
 
+/* Stop hashing what r reads (a reader that seeks, or whose file is proven otherwise). */
+static void reader_no_hash(Reader *r) {
+    hash_stop(r);
+    r->hashed = -1;
+}
+
 /* Feed bytes just read at position pos into the running hash if they
  * continue it; a jump forward leaves a gap and the hash is given up. */
 static void rhash(Reader *r, const void *buf, size_t n, long long pos) {
@@ -2220,6 +2226,27 @@ static long long dec_feed(lua_State *L, Reader *r, REntry *e, const char *what, 
     }
 }
 
+/* The next chunk length of a stream of entry e: 0 at its end; a negative one
+ * or one running past the end of the file is named as corruption. */
+static long long chunk_len(lua_State *L, Reader *r, REntry *e, const char *lenwhat) {
+    long long at = r->cur;
+    long long len = get_int(L, r, lenwhat);
+    if (len < 0) rfail(L, r, "bad chunk length %lld at byte %lld in the data block of %s (corrupt archive)", len, at, e->label);
+    if (len > remaining(r))
+        rfail(L, r, "archive is truncated: a chunk of %lld bytes at byte %lld in the data block of %s runs past the end of the file (%lld bytes)",
+              len, at, e->label, r->size);
+    return len;
+}
+
+/* Read k bytes of entry e's data block into buf (hashed, counted in r->cur). */
+static void stream_bytes(lua_State *L, Reader *r, REntry *e, unsigned char *buf, size_t k) {
+    long long pos = r->cur;
+    if (fread(buf, 1, k, r->f) != k)
+        rfail(L, r, "archive is truncated: the file ends at byte %lld inside the data block of %s", pos, e->label);
+    rhash(r, buf, k, pos);
+    r->cur += (long long)k;
+}
+
 /* One piece of an orch gzip stream (see read_pieces) inflated by libdeflate
  * into the sink: a non-final one gets a final empty stored block appended
  * (it ends byte-aligned after its own empty stored block), the final one is
@@ -2256,12 +2283,8 @@ static long long read_pieces(lua_State *L, Reader *r, REntry *e, const char *wha
     if (!r->pout && !(r->pout = (unsigned char *)malloc(r->pieces))) luaL_error(L, "out of memory");
     for (;;) {
         long long at = r->cur;
-        long long len = get_int(L, r, lenwhat), done = 0;
+        long long len = chunk_len(L, r, e, lenwhat), done = 0;
         if (len == 0) break;
-        if (len < 0) rfail(L, r, "bad chunk length %lld at byte %lld in the data block of %s (corrupt archive)", len, at, e->label);
-        if (len > remaining(r))
-            rfail(L, r, "archive is truncated: a chunk of %lld bytes at byte %lld in the data block of %s runs past the end of the file (%lld bytes)",
-                  len, at, e->label, r->size);
         if ((size_t)len > r->pieces + r->pieces / 8 + 4096)
             rfail(L, r, "the data block of %s is corrupt: a chunk of %lld bytes at byte %lld is larger than a piece compresses to", e->label, len, at);
         /* the chunk two before this one is a piece that is not the last */
@@ -2274,11 +2297,7 @@ static long long read_pieces(lua_State *L, Reader *r, REntry *e, const char *wha
         }
         while (done < len) {
             size_t k = len - done > IOBUF ? IOBUF : (size_t)(len - done);
-            long long pos = r->cur;
-            if (fread(r->pc[cur] + done, 1, k, r->f) != k)
-                rfail(L, r, "archive is truncated: the file ends at byte %lld inside the data block of %s", pos, e->label);
-            rhash(r, r->pc[cur] + done, k, pos);
-            r->cur += (long long)k;
+            stream_bytes(L, r, e, r->pc[cur] + done, k);
             done += (long long)k;
         }
         r->pclen[cur] = (size_t)len;
@@ -2314,21 +2333,13 @@ static long long read_stream(lua_State *L, Reader *r, REntry *e, const char *wha
     if (r->algorithm == ALG_GZIP && r->pieces) return read_pieces(L, r, e, what, lenwhat, s);
     dec_begin(L, r, e);
     for (;;) {
-        long long at = r->cur;
-        long long len = get_int(L, r, lenwhat);
+        long long len = chunk_len(L, r, e, lenwhat);
         if (len == 0) break;
-        if (len < 0) rfail(L, r, "bad chunk length %lld at byte %lld in the data block of %s (corrupt archive)", len, at, e->label);
-        if (len > remaining(r))
-            rfail(L, r, "archive is truncated: a chunk of %lld bytes at byte %lld in the data block of %s runs past the end of the file (%lld bytes)",
-                  len, at, e->label, r->size);
         while (len > 0) {
             size_t k = len > IOBUF ? IOBUF : (size_t)len;
             long long pos = r->cur;
-            if (fread(r->inbuf, 1, k, r->f) != k)
-                rfail(L, r, "archive is truncated: the file ends at byte %lld inside the data block of %s", pos, e->label);
-            rhash(r, r->inbuf, k, pos);
+            stream_bytes(L, r, e, r->inbuf, k);
             while (r->headlen < 5 && (size_t)r->headlen < k) { r->head[r->headlen] = r->inbuf[r->headlen]; r->headlen++; }
-            r->cur += (long long)k;
             len -= (long long)k;
             total += dec_feed(L, r, e, what, r->inbuf, k, pos, s);
         }
@@ -2551,15 +2562,31 @@ static CopyBin *bin_for(lua_State *L, int idx, PGconn *pg) {
     return b;
 }
 
-/* Raise what stopped a binary conversion: { unconvertible = true, message = }.
- * The caller loads the table again in the text format. */
-static int raise_unconvertible(lua_State *L, const char *msg) {
+/* What stopped a binary conversion, as the error value copy_into raises
+ * and pool:wait returns: { unconvertible = true, message = }. The caller
+ * loads the table again in the text format. */
+static void push_unconvertible(lua_State *L, const char *msg) {
     lua_createtable(L, 0, 2);
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "unconvertible");
     lua_pushstring(L, msg);
     lua_setfield(L, -2, "message");
-    return lua_error(L);
+}
+
+/* A CopySink's failure code for what rows_out / rows_end returned. */
+static int sink_failure(int r) { return r == -2 ? 3 : 1; }
+
+/* After the block was read into cs without error: the converter's last row
+ * and trailer (cs->failed set when they fail). */
+static void sink_end(CopySink *cs) {
+    int e;
+    if (!cs->failed && cs->bin && (e = rows_end(cs->bin)) != 0) cs->failed = sink_failure(e);
+}
+
+/* What PQputCopyEnd tells the server when a COPY of cs is abandoned. */
+static const char *abort_reason(const CopySink *cs) {
+    return cs->failed == 3 ? "aborted by orch: a row not convertible to COPY's binary format (loaded again as text)"
+                           : "aborted by orch: the archive could not be read";
 }
 
 /* Archive bytes of block id read so far by r, from *start (found on the
@@ -2579,7 +2606,7 @@ static int copy_sink(lua_State *L, void *ud, const char *buf, size_t len) {
     CopySink *s = (CopySink *)ud;
     int r;
     if (s->failed) return 0;
-    if ((r = rows_out(s->pg, s->bin, buf, len)) != 0) s->failed = r == -2 ? 3 : 1;
+    if ((r = rows_out(s->pg, s->bin, buf, len)) != 0) s->failed = sink_failure(r);
     if (orch_interrupted()) s->failed = 2;
     if (s->r) {
         long long done = block_consumed(s->r, s->id, &s->start);
@@ -2653,21 +2680,17 @@ static int r_copy_into(lua_State *L) {
     lua_pushvalue(L, 5);
     st = lua_pcall(L, 4, 1, 0);
     if (st == LUA_OK) { n = lua_tointeger(L, -1); lua_pop(L, 1); }
-    if (st == LUA_OK && !s.failed && s.bin) {
-        int e = rows_end(s.bin);
-        if (e) s.failed = e == -2 ? 3 : 1;
-    }
+    if (st == LUA_OK) sink_end(&s);
     if (st != LUA_OK || s.failed) {
         PGresult *more;
         char msg[400];
         snprintf(msg, sizeof msg, "%s", s.failed == 3 ? copybin_error(s.bin) : "");
         copybin_free(s.bin);
-        PQputCopyEnd(pg, s.failed == 3 ? "aborted by orch: a row not convertible to COPY's binary format (loaded again as text)"
-                                       : "aborted by orch: the archive could not be read");
+        PQputCopyEnd(pg, abort_reason(&s));
         while ((more = PQgetResult(pg)) != NULL) PQclear(more);
         if (st != LUA_OK) return lua_error(L);
         if (s.failed == 2) return orch_raise_interrupt(L);
-        if (s.failed == 3) return raise_unconvertible(L, msg);
+        if (s.failed == 3) { push_unconvertible(L, msg); return lua_error(L); }
         return orch_raise_pgerror(L, pg, NULL, sql);
     }
     copybin_free(s.bin);
@@ -2922,16 +2945,12 @@ static int rw_copy(RWorker *k) {
     lua_pushlightuserdata(k->Lp, k);
     lua_pushlightuserdata(k->Lp, &cs);
     st = lua_pcall(k->Lp, 2, 0, 0);
-    if (st == LUA_OK && !cs.failed && cs.bin) {
-        int e = rows_end(cs.bin);
-        if (e) cs.failed = e == -2 ? 3 : 1;
-    }
+    if (st == LUA_OK) sink_end(&cs);
     if (st != LUA_OK || cs.failed) {
         PGresult *more;
         if (st != LUA_OK) rw_fail(k, "%s", lua_tostring(k->Lp, -1) ? lua_tostring(k->Lp, -1) : "reading the archive failed");
         lua_settop(k->Lp, 0);
-        PQputCopyEnd(pg, cs.failed == 3 ? "aborted by orch: a row not convertible to COPY's binary format (loaded again as text)"
-                                        : "aborted by orch: the archive could not be read");
+        PQputCopyEnd(pg, abort_reason(&cs));
         while ((more = PQgetResult(pg)) != NULL) PQclear(more);
         if (cs.failed == 3) { k->err_unconvertible = 1; rw_fail(k, "%s", copybin_error(cs.bin)); }
         if (cs.failed == 2) k->err_interrupt = 1;
@@ -3049,6 +3068,16 @@ static size_t end_marker(const char *p, size_t n) {
     return n;
 }
 
+/* Exchange two buffers and their sizes. */
+static void swap_bufs(char **a, size_t *asz, char **b, size_t *bsz) {
+    char *t = *a;
+    size_t tsz = *asz;
+    *a = *b;
+    *asz = *bsz;
+    *b = t;
+    *bsz = tsz;
+}
+
 /* Send the held piece (whole rows): to the queue when it has room (its
  * buffer changes places with the queue slot's), else down the lead's own
  * COPY. scan: look for the end-of-data line in it first. */
@@ -3067,13 +3096,8 @@ static void split_send_held(SplitSink *ss, int scan) {
     if (q->failed) { pthread_mutex_unlock(&q->mu); ss->stop = 3; return; }
     if (q->count < q->cap && q->parts > 1) {
         int slot = (q->head + q->count) % q->cap;
-        char *b = q->buf[slot];
-        size_t sz = q->size[slot];
-        q->buf[slot] = ss->held;
-        q->size[slot] = ss->held_size;
+        swap_bufs(&q->buf[slot], &q->size[slot], &ss->held, &ss->held_size);
         q->len[slot] = n;
-        ss->held = b;
-        ss->held_size = sz;
         q->count++;
         pthread_cond_broadcast(&q->cv);
         pthread_mutex_unlock(&q->mu);
@@ -3125,18 +3149,11 @@ static int split_sink(lua_State *L, void *ud, const char *buf, size_t len) {
         const char *nl = (const char *)memrchr(ss->acc, '\n', ss->len);
         if (nl) {
             size_t n = (size_t)(nl - ss->acc) + 1, rest = ss->len - n;
-            char *b;
-            size_t sz;
             if (ss->held_len) split_send_held(ss, !has_row_data(ss->acc, n));
             if (ss->stop) luaL_error(L, "split COPY stopped");
             /* the piece stays where it is and becomes the held one; the cut-off rest moves to a fresh acc */
-            b = ss->held;
-            sz = ss->held_size;
-            ss->held = ss->acc;
-            ss->held_size = ss->size;
+            swap_bufs(&ss->held, &ss->held_size, &ss->acc, &ss->size);
             ss->held_len = n;
-            ss->acc = b;
-            ss->size = sz;
             if (grow(&ss->acc, &ss->size, rest + RAW_CHUNK)) { rw_fail(k, "out of memory splitting a COPY"); ss->stop = 1; luaL_error(L, "out of memory"); }
             memcpy(ss->acc, ss->held + n, rest);
             ss->len = rest;
@@ -3154,13 +3171,8 @@ static int rw_read_split(lua_State *Lp) {
     /* the last pieces: the held one and what is left, both scanned */
     if (!ss->stop) split_send_held(ss, 1);
     if (!ss->stop && !ss->ended && ss->len) {
-        char *b = ss->held;
-        size_t sz = ss->held_size;
-        ss->held = ss->acc;
-        ss->held_size = ss->size;
+        swap_bufs(&ss->held, &ss->held_size, &ss->acc, &ss->size);
         ss->held_len = ss->len;
-        ss->acc = b;
-        ss->size = sz;
         ss->len = 0;
         split_send_held(ss, 1);
     }
@@ -3206,17 +3218,11 @@ static int split_feed(RWorker *k) {
         while (q->count == 0 && q->feeding && !q->failed) pthread_cond_wait(&q->cv, &q->mu);
         if (q->failed) { pthread_mutex_unlock(&q->mu); return -2; }
         if (q->count == 0) { pthread_mutex_unlock(&q->mu); return 0; }   /* fed and drained */
-        {   /* take the piece: swap buffers with the queue slot */
-            char *b = q->buf[q->head];
-            size_t sz = q->size[q->head];
-            n = q->len[q->head];
-            q->buf[q->head] = k->piece;
-            q->size[q->head] = k->piece_size;
-            k->piece = b;
-            k->piece_size = sz;
-            q->head = (q->head + 1) % q->cap;
-            q->count--;
-        }
+        /* take the piece: swap buffers with the queue slot */
+        n = q->len[q->head];
+        swap_bufs(&q->buf[q->head], &q->size[q->head], &k->piece, &k->piece_size);
+        q->head = (q->head + 1) % q->cap;
+        q->count--;
         pthread_mutex_unlock(&q->mu);
         if (orch_interrupted()) { k->err_interrupt = 1; return -1; }
         {
@@ -3380,6 +3386,22 @@ static int pool_gc(lua_State *L) {
     return 0;
 }
 
+/* A reader of path of a thread's own, in Lp (kept in Lp's registry under
+ * key, closed with Lp); it seeks, so it hashes nothing. NULL when it cannot
+ * be opened: the message is on top of Lp's stack. */
+static Reader *private_reader(lua_State *Lp, const char *path, const char *key) {
+    Reader *r;
+    luaopen_orch_pgarchive(Lp);
+    lua_settop(Lp, 0);
+    lua_pushcfunction(Lp, a_open);
+    lua_pushstring(Lp, path);
+    if (lua_pcall(Lp, 1, 1, 0) != LUA_OK) return NULL;
+    r = (Reader *)lua_touserdata(Lp, -1);
+    lua_setfield(Lp, LUA_REGISTRYINDEX, key);
+    reader_no_hash(r);
+    return r;
+}
+
 static int a_pool(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     RPool *p;
@@ -3415,18 +3437,10 @@ static int a_pool(lua_State *L) {
         lua_pop(L, 1);
         k->cancel = PQgetCancel(k->pg);
         if (!(k->Lp = luaL_newstate())) return luaL_error(L, "out of memory");
-        luaopen_orch_pgarchive(k->Lp);
-        lua_settop(k->Lp, 0);
-        lua_pushcfunction(k->Lp, a_open);
-        lua_pushstring(k->Lp, path);
-        if (lua_pcall(k->Lp, 1, 1, 0) != LUA_OK) {
+        if (!(k->r = private_reader(k->Lp, path, "orch.pool.reader"))) {
             lua_pushfstring(L, "%s", lua_tostring(k->Lp, -1));
             return lua_error(L);
         }
-        k->r = (Reader *)lua_touserdata(k->Lp, -1);
-        lua_setfield(k->Lp, LUA_REGISTRYINDEX, "orch.pool.reader");
-        hash_stop(k->r);          /* these readers seek: nothing to hash */
-        k->r->hashed = -1;
         k->r->pieces = (size_t)pieces;
     }
     pthread_mutex_init(&p->mu, NULL);
@@ -3445,6 +3459,11 @@ static char *opt_dup(lua_State *L, int t, const char *k) {
     if (lua_getfield(L, t, k) == LUA_TSTRING && !(r = strdup(lua_tostring(L, -1)))) luaL_error(L, "out of memory");
     lua_pop(L, 1);
     return r;
+}
+
+/* The job table's kinds (see copybin.h) into k->kinds; raises when they are not kinds. */
+static void job_kinds(lua_State *L, int t, RWorker *k) {
+    if ((k->kinds = opt_dup(L, t, "kinds")) && !copybin_valid(k->kinds)) luaL_error(L, "bad column kinds");
 }
 
 static int pool_run(lua_State *L) {
@@ -3468,7 +3487,7 @@ static int pool_run(lua_State *L) {
     else if (k->kind == 0 && !(k->sql = opt_dup(L, 3, "sql"))) return luaL_error(L, "a job needs sql, copy or blobs");
     k->before = opt_dup(L, 3, "before");
     k->after = opt_dup(L, 3, "after");
-    if (k->kind == 1 && (k->kinds = opt_dup(L, 3, "kinds")) && !copybin_valid(k->kinds)) return luaL_error(L, "bad column kinds");
+    if (k->kind == 1) job_kinds(L, 3, k);
     pthread_mutex_lock(&p->mu);
     k->busy = 1;
     k->done = 0;
@@ -3514,7 +3533,7 @@ static int pool_split(lua_State *L) {
         k->sql = opt_dup(L, 3, "copy");
         k->before = opt_dup(L, 3, "before");
         k->after = opt_dup(L, 3, "after");
-        if ((k->kinds = opt_dup(L, 3, "kinds")) && !copybin_valid(k->kinds)) return luaL_error(L, "bad column kinds");
+        job_kinds(L, 3, k);
     }
     pthread_mutex_lock(&p->mu);
     for (int s = 0; s < n; s++) { p->w[slots[s] - 1].busy = 1; p->w[slots[s] - 1].done = 0; }
@@ -3558,13 +3577,8 @@ static int pool_wait(lua_State *L) {
     if (!k) { lua_pushnil(L); return 1; }
     lua_pushinteger(L, k->slot);
     if (k->err_interrupt) lua_pushliteral(L, "interrupted");
-    else if (k->err_unconvertible) {
-        lua_createtable(L, 0, 2);
-        lua_pushboolean(L, 1);
-        lua_setfield(L, -2, "unconvertible");
-        lua_pushstring(L, k->errmsg);
-        lua_setfield(L, -2, "message");
-    } else if (k->err_pg) {
+    else if (k->err_unconvertible) push_unconvertible(L, k->errmsg);
+    else if (k->err_pg) {
         lua_pushcfunction(L, pool_raise_pg);
         lua_pushlightuserdata(L, k);
         lua_pcall(L, 1, 0, 0);       /* the error object */
@@ -3621,10 +3635,18 @@ static int r_sha256(lua_State *L) {
 /* r:no_hash(): stop hashing what is read (a caller that proves the file
  * otherwise, or not at all, saves the SHA-256 thread's work). */
 static int r_no_hash(lua_State *L) {
-    Reader *r = checkreader(L);
-    hash_stop(r);
-    r->hashed = -1;
+    reader_no_hash(checkreader(L));
     return 0;
+}
+
+/* What r:verify() and A.verify_parallel() return: { unchecked_streams, blocks, bytes, large_objects }. */
+static int push_verified(lua_State *L, long long unchecked, long long blocks, long long bytes, long long los) {
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, unchecked); lua_setfield(L, -2, "unchecked_streams");
+    lua_pushinteger(L, blocks); lua_setfield(L, -2, "blocks");
+    lua_pushinteger(L, bytes); lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, los); lua_setfield(L, -2, "large_objects");
+    return 1;
 }
 
 /* r:verify([progress]) -> {blocks=, bytes=, large_objects=, unchecked_streams=}:
@@ -3653,12 +3675,7 @@ static int r_verify(lua_State *L) {
             if (lua_pcall(L, 4, 0, 0) != LUA_OK) lua_pop(L, 1);
         }
     }
-    lua_createtable(L, 0, 4);
-    lua_pushinteger(L, r->unchecked - unchecked0); lua_setfield(L, -2, "unchecked_streams");
-    lua_pushinteger(L, blocks); lua_setfield(L, -2, "blocks");
-    lua_pushinteger(L, bytes); lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, los); lua_setfield(L, -2, "large_objects");
-    return 1;
+    return push_verified(L, r->unchecked - unchecked0, blocks, bytes, los);
 }
 
 /* ---------------------------------------------------------------- parallel verify
@@ -3705,15 +3722,7 @@ static void *vt_main(void *arg) {
     Reader *r;
     long long bytes = 0, los = 0;
     if (!Lp) { vt_fail(j, "out of memory"); goto out; }
-    luaopen_orch_pgarchive(Lp);
-    lua_settop(Lp, 0);
-    lua_pushcfunction(Lp, a_open);
-    lua_pushstring(Lp, j->path);
-    if (lua_pcall(Lp, 1, 1, 0) != LUA_OK) { vt_fail(j, lua_tostring(Lp, -1)); goto out; }
-    r = (Reader *)lua_touserdata(Lp, -1);
-    lua_setfield(Lp, LUA_REGISTRYINDEX, "orch.verify.reader");
-    hash_stop(r);          /* this reader seeks: nothing to hash */
-    r->hashed = -1;
+    if (!(r = private_reader(Lp, j->path, "orch.verify.reader"))) { vt_fail(j, lua_tostring(Lp, -1)); goto out; }
     for (;;) {
         int i, stop;
         pthread_mutex_lock(&j->mu);
@@ -3802,12 +3811,7 @@ static int a_verify_parallel(lua_State *L) {
     pthread_cond_destroy(&j.cv);
     if (j.stopped) return orch_raise_interrupt(L);
     if (j.failed) { lua_pushstring(L, j.err); return lua_error(L); }
-    lua_createtable(L, 0, 4);
-    lua_pushinteger(L, j.unchecked); lua_setfield(L, -2, "unchecked_streams");
-    lua_pushinteger(L, n); lua_setfield(L, -2, "blocks");
-    lua_pushinteger(L, j.bytes); lua_setfield(L, -2, "bytes");
-    lua_pushinteger(L, j.los); lua_setfield(L, -2, "large_objects");
-    return 1;
+    return push_verified(L, j.unchecked, n, j.bytes, j.los);
 }
 
 static const luaL_Reg writer_methods[] = {
