@@ -47,6 +47,18 @@ static void put32(char *o, uint32_t v) {
 }
 static void put64(char *o, uint64_t v) { put32(o, (uint32_t)(v >> 32)); put32(o + 4, (uint32_t)v); }
 
+/* Grow buffer *p of *cap bytes (doubling, from first) to hold need bytes: 0, or -1 out of memory. */
+static int reserve(char **p, size_t *cap, size_t need, size_t first) {
+    size_t nc = *cap ? *cap : first;
+    char *np;
+    if (need <= *cap) return 0;
+    while (nc < need) nc *= 2;
+    if (!(np = (char *)realloc(*p, nc))) return -1;
+    *p = np;
+    *cap = nc;
+    return 0;
+}
+
 static int flush(CopyBin *b) {
     if (b->olen && b->out(b->ud, b->obuf, b->olen) != 0) return COPYBIN_OUT_FAILED;
     b->olen = 0;
@@ -174,6 +186,14 @@ static int parse_int(const char *v, size_t n, long long lo, long long hi, long l
     return 0;
 }
 
+/* NaN, Infinity or -Infinity as float and numeric output write them: 'N', '+', '-', else 0. */
+static char special(const char *v, size_t n) {
+    if (n == 3 && !memcmp(v, "NaN", 3)) return 'N';
+    if (n == 8 && !memcmp(v, "Infinity", 8)) return '+';
+    if (n == 9 && !memcmp(v, "-Infinity", 9)) return '-';
+    return 0;
+}
+
 static locale_t c_locale;
 static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
 static void make_c_locale(void) { c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0); }
@@ -185,8 +205,9 @@ static int parse_float(const char *v, size_t n, int single, double *d, float *f)
     char buf[72];
     char *end;
     size_t i;
-    if ((n == 3 && !memcmp(v, "NaN", 3)) || (n == 8 && !memcmp(v, "Infinity", 8)) || (n == 9 && !memcmp(v, "-Infinity", 9))) {
-        double x = v[0] == 'N' ? NAN : v[0] == '-' ? -INFINITY : INFINITY;
+    char sp = special(v, n);
+    if (sp) {
+        double x = sp == 'N' ? NAN : sp == '-' ? -INFINITY : INFINITY;
         *d = x;
         *f = (float)x;
         return 0;
@@ -218,10 +239,11 @@ static int parse_float(const char *v, size_t n, int single, double *d, float *f)
 static int numeric_bin(const char *v, size_t n, char *o, size_t *plen) {
     size_t i = 0, is, il, fs = 0, fl = 0, g, ng, first, last, pad;
     int neg = 0, weight, k;
-    if ((n == 3 && !memcmp(v, "NaN", 3)) || (n == 8 && !memcmp(v, "Infinity", 8)) || (n == 9 && !memcmp(v, "-Infinity", 9))) {
+    char sp = special(v, n);
+    if (sp) {
         put16(o, 0);
         put16(o + 2, 0);
-        put16(o + 4, v[0] == 'N' ? 0xC000 : v[0] == '-' ? 0xF000 : 0xD000);
+        put16(o + 4, sp == 'N' ? 0xC000 : sp == '-' ? 0xF000 : 0xD000);
         put16(o + 6, 0);
         *plen = 8;
         return 0;
@@ -288,6 +310,23 @@ static int leap(long long y) { return y % 4 == 0 && (y % 100 != 0 || y % 400 == 
 
 static int num2(const char *p) { return digit(p[0]) && digit(p[1]) ? (p[0] - '0') * 10 + (p[1] - '0') : -1; }
 
+/* A time zone offset as timestamptz_out writes it at v[*i..n): {+|-}HH[:MM[:SS]]
+ * with HH at most 15; its seconds east of UTC in *off, *i past it. */
+static int parse_offset(const char *v, size_t n, size_t *i, long long *off) {
+    int part[3] = { 0, 0, 0 }, k, sign;
+    if (*i + 3 > n || (v[*i] != '+' && v[*i] != '-')) return -1;
+    sign = v[*i] == '-' ? -1 : 1;
+    part[0] = num2(v + *i + 1);
+    *i += 3;
+    for (k = 1; k < 3 && *i < n && v[*i] == ':'; k++) {
+        if (*i + 3 > n || (part[k] = num2(v + *i + 1)) < 0) return -1;
+        *i += 3;
+    }
+    if (part[0] < 0 || part[0] > 15 || part[1] > 59 || part[2] > 59) return -1;
+    *off = sign * (part[0] * 3600LL + part[1] * 60 + part[2]);
+    return 0;
+}
+
 /* date_out / timestamp_out / timestamptz_out with DateStyle ISO:
  * YYYY-MM-DD[ HH:MM:SS[.ffffff][{+|-}HH[:MM[:SS]]]][ BC], the year in 4 to 7
  * digits, or infinity / -infinity (*inf = +1 / -1). kind d, s or z. Days
@@ -315,7 +354,7 @@ static int parse_datetime(const char *v, size_t n, char kind, long long *days, l
     if (kind == 'd') return i == n && *days >= INT32_MIN && *days <= INT32_MAX ? 0 : -1;
     {
         int h, mi, s;
-        long long frac = 0, t;
+        long long frac = 0;
         if (i + 9 > n || v[i] != ' ' || v[i + 3] != ':' || v[i + 6] != ':') return -1;
         h = num2(v + i + 1);
         mi = num2(v + i + 4);
@@ -329,26 +368,9 @@ static int parse_datetime(const char *v, size_t n, char kind, long long *days, l
             if (nd == 0 || (i < n && digit(v[i]))) return -1;
             while (nd++ < 6) frac *= 10;
         }
-        if (kind == 'z') {
-            int sign, oh, om = 0, os = 0;
-            if (i + 3 > n || (v[i] != '+' && v[i] != '-')) return -1;
-            sign = v[i] == '-' ? -1 : 1;
-            oh = num2(v + i + 1);
-            i += 3;
-            if (i < n && v[i] == ':') {
-                if (i + 3 > n || (om = num2(v + i + 1)) < 0) return -1;
-                i += 3;
-                if (i < n && v[i] == ':') {
-                    if (i + 3 > n || (os = num2(v + i + 1)) < 0) return -1;
-                    i += 3;
-                }
-            }
-            if (oh < 0 || oh > 15 || om > 59 || os > 59) return -1;
-            off = sign * (oh * 3600LL + om * 60 + os);
-        }
+        if (kind == 'z' && parse_offset(v, n, &i, &off)) return -1;
         if (i != n) return -1;
-        t = (h * 3600LL + mi * 60 + s - off) * 1000000LL + frac;
-        *usec = t;
+        *usec = (h * 3600LL + mi * 60 + s - off) * 1000000LL + frac;
     }
     return 0;
 }
@@ -521,23 +543,14 @@ static int row(CopyBin *b, const char *p, size_t n) {
         }
         v = f;
         if (esc && b->kinds[i] == 'y' && fl >= 3 && f[0] == '\\' && f[1] == '\\' && f[2] == 'x' && !memchr(f + 3, '\\', fl - 3)) {
-            /* bytea in hex as COPY writes it (\\x then hex digits): decoded from the row itself */
-            if ((fl - 3) % 2 || unhex(f + 3, fl - 3, o + 4))
-                return unconvertible(b, i + 1, "not a bytea as the server writes one", f, fl);
-            put32(o, (uint32_t)(fl - 3) / 2);
-            o += 4 + (fl - 3) / 2;
-            continue;
+            /* bytea in hex as COPY writes it: its one escape (\\x) undone is the row itself from the second byte on */
+            v = f + 1;
+            fl--;
+            esc = 0;
         }
         if (esc) {
             long k;
-            if (fl > b->vcap) {
-                size_t nc = b->vcap ? b->vcap : 256;
-                char *nv;
-                while (nc < fl) nc *= 2;
-                if (!(nv = (char *)realloc(b->val, nc))) return COPYBIN_NOMEM;
-                b->val = nv;
-                b->vcap = nc;
-            }
+            if (reserve(&b->val, &b->vcap, fl, 256)) return COPYBIN_NOMEM;
             if ((k = unescape(f, fl, b->val)) < 0) return unconvertible(b, i + 1, "an escape COPY does not write", f, fl);
             v = b->val;
             fl = (size_t)k;
@@ -589,14 +602,7 @@ static int spend(CopyBin *b, int r) {
 }
 
 static int carry_add(CopyBin *b, const char *p, size_t n) {
-    if (b->clen + n > b->ccap) {
-        size_t nc = b->ccap ? b->ccap : 4096;
-        char *c;
-        while (nc < b->clen + n) nc *= 2;
-        if (!(c = (char *)realloc(b->carry, nc))) return COPYBIN_NOMEM;
-        b->carry = c;
-        b->ccap = nc;
-    }
+    if (reserve(&b->carry, &b->ccap, b->clen + n, 4096)) return COPYBIN_NOMEM;
     memcpy(b->carry + b->clen, p, n);
     b->clen += n;
     return 0;
