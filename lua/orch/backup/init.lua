@@ -474,8 +474,7 @@ function B.verify(path, opts)
     -- the manifest's SHA-256 matched: the reader need not hash again, and the gzip streams orch's
     -- pdeflate wrote (the manifest says so) are inflated piece by piece
     r:no_hash()
-    local pieces = math.tointeger(m.deflate_pieces)
-    if pieces and pieces >= 1024 and pieces <= 64 * 1048576 and r:header().compression == "gzip" then r:inflate_pieces(pieces) end
+    manifest_m.inflate_pieces(m, r)
   end
   local v = r:verify(opts.on_progress and function(done, total, pos, size)
     opts.on_progress { phase = "blocks", done = done, total = total, bytes = pos, fraction = size > 0 and pos / size or done / math.max(total, 1),

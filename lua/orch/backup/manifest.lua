@@ -41,4 +41,15 @@ function M.write(path, m)
   return sys.write_atomic(M.path(path), M.encode(m), 384)
 end
 
+--- A proven manifest m (its SHA-256 matched the file) that says orch's
+-- pdeflate wrote the gzip streams of archive reader a in pieces: a is told to
+-- inflate them piece by piece. Returns the piece size, or nil (another
+-- compression, or a manifest of an older orch: zlib as before).
+function M.inflate_pieces(m, a)
+  local pieces = m and math.tointeger(m.deflate_pieces)
+  if not (pieces and pieces >= 1024 and pieces <= 64 * 1048576 and a:header().compression == "gzip") then return nil end
+  a:inflate_pieces(pieces)
+  return pieces
+end
+
 return M

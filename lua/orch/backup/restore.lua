@@ -195,7 +195,7 @@ local function prepare(conn, a, opts)
   end
   -- -n/-t here, pg_restore's other selection options (-a, -s, -x, -N, -I, -P, -T, --section, -L) in restore_select
   local rsel = require "orch.backup.restore_select"
-  local want = rsel.wrap(entries, opts, selected(entries, opts), function(e) return SPECIAL[e.desc] or dbprops.is_database_entry(e) end)
+  local want = opts.want or rsel.wrap(entries, opts, selected(entries, opts), function(e) return SPECIAL[e.desc] or dbprops.is_database_entry(e) end)
   local settings = {}
   for _, e in ipairs(entries) do
     if (e.desc == "ENCODING" or e.desc == "STDSTRINGS" or e.desc == "SEARCHPATH") and e.defn then
@@ -278,52 +278,20 @@ local EMBEDS_ASCII = { SJIS = true, SHIFT_JIS_2004 = true, BIG5 = true, GBK = tr
 -- catalog query costs more than the conversion saves)
 local BINARY_MIN = 1048576
 
--- "COPY name (a, b) FROM stdin;" -> "name (a, b)" and the column names, or nil
--- when the statement is not that (no column list, other options).
+-- "COPY name (a, b) FROM stdin;" -> "name (a, b)", the table's name (quoted,
+-- schema-qualified when the COPY is) and the column names, or nil when the
+-- statement is not that (no column list, other options). Read by
+-- PostgreSQL's own grammar (orch.pgquery).
 local function copy_columns(copy)
   local body = copy:match("^%s*COPY%s+(.-)%s+FROM%s+stdin;%s*$")
-  if not body then return nil end
-  local i, n = 1, #body
-  local function ident()
-    if body:sub(i, i) == '"' then
-      local j, parts = i + 1, {}
-      while true do
-        local q = body:find('"', j, true)
-        if not q then return nil end
-        parts[#parts + 1] = body:sub(j, q - 1)
-        if body:sub(q + 1, q + 1) == '"' then parts[#parts + 1] = '"'; j = q + 2
-        else i = q + 1; return table.concat(parts) end
-      end
-    end
-    local a, b = body:find("^[%w_$\128-\255]+", i)
-    if not a then return nil end
-    i = b + 1
-    return body:sub(a, b)
-  end
-  -- the table's (qualified) name, then the column list
-  repeat
-    if not ident() then return nil end
-    local dot = body:sub(i, i) == "."
-    if dot then i = i + 1 end
-  until not dot
-  local name_end = i - 1
-  i = i + #body:match("^%s*", i)
-  if body:sub(i, i) ~= "(" then return nil end
-  i = i + 1
+  local tree = body and require("orch.pgquery").parse(copy)
+  local st = tree and #tree.stmts == 1 and tree.stmts[1].stmt.CopyStmt
+  if not (st and st.is_from and st.relation and st.attlist and not st.options and not st.filename and not st.query) then return nil end
+  local function quoted(id) return '"' .. id:gsub('"', '""') .. '"' end
+  local name = (st.relation.schemaname and (quoted(st.relation.schemaname) .. ".") or "") .. quoted(st.relation.relname)
   local cols = {}
-  while true do
-    i = i + #body:match("^%s*", i)
-    local c = ident()
-    if not c then return nil end
-    cols[#cols + 1] = c
-    i = i + #body:match("^%s*", i)
-    local ch = body:sub(i, i)
-    i = i + 1
-    if ch == ")" then break end
-    if ch ~= "," then return nil end
-  end
-  if i <= n then return nil end
-  return body, body:sub(1, name_end), cols
+  for _, c in ipairs(st.attlist) do cols[#cols + 1] = c.String.sval end
+  return body, name, cols
 end
 
 -- The kinds of TABLE DATA e's columns (one character each, see copybin.h)
@@ -1577,7 +1545,9 @@ function R.run(opts)
   rsel.check(opts, mode)
   -- the selection is checked before the target is touched (a name that matches nothing, a bad list)
   local special = function(e) return SPECIAL[e.desc] or dbprops.is_database_entry(e) end
-  if rsel.active(opts) and rsel.into_existing(a:entries(), rsel.wrap(a:entries(), opts, selected(a:entries(), opts), special), mode, opts) then
+  -- made once here (the -L file read once) and used again by prepare
+  if rsel.active(opts) then opts.want = rsel.wrap(a:entries(), opts, selected(a:entries(), opts), special) end
+  if opts.want and rsel.into_existing(a:entries(), opts.want, mode, opts) then
     -- rows (or post-data) into the schema the target holds: all or nothing, in one transaction
     opts.into_existing = true
     if not opts.single_transaction then
@@ -1611,11 +1581,7 @@ function R.run(opts)
   else
     res.proof = prove(path, a, m, mode, opts)
     -- the manifest (its SHA-256 matched above) says orch's pdeflate wrote the gzip streams: inflated piece by piece
-    local pieces = m and math.tointeger(m.deflate_pieces)
-    if pieces and pieces >= 1024 and pieces <= 64 * 1048576 and a:header().compression == "gzip" then
-      a:inflate_pieces(pieces)
-      opts.inflate_pieces = pieces
-    end
+    opts.inflate_pieces = require("orch.backup.manifest").inflate_pieces(m, a)
   end
   local c = opts.conn or db.connect(opts.db)
   local own_conn = not opts.conn

@@ -17,7 +17,11 @@ local sys = require "orch.sys"
 
 local RS = {}
 
+-- the entries of the data section (shared with orch.backup.select)
 local DATA = { ["TABLE DATA"] = true, ["SEQUENCE SET"] = true, BLOBS = true, BLOB = true, ["BLOB METADATA"] = true }
+RS.DATA = DATA
+-- relations: what -t names
+local RELATIONS = { TABLE = true, VIEW = true, SEQUENCE = true, ["MATERIALIZED VIEW"] = true, ["FOREIGN TABLE"] = true }
 local FUNCTIONS = { FUNCTION = true, PROCEDURE = true, AGGREGATE = true }
 local DECOR = { COMMENT = true, ACL = true, ["SECURITY LABEL"] = true }
 local SECTIONS = { ["pre-data"] = true, data = true, ["post-data"] = true }
@@ -161,7 +165,7 @@ function RS.wrap(entries, opts, base, is_special)
     for _, s in ipairs(opts.sections) do use_sections[s] = true end
   end
   local section_of = sections_of(entries)
-  local seen = { index = {}, ["function"] = {}, trigger = {}, schema = {} }
+  local seen = { index = {}, ["function"] = {}, trigger = {}, schema = {}, schema_n = {}, table = {} }
   local function want(e)
     if listed and not listed[e.id] then return false end
     if use_sections and not use_sections[section_of[e.id]] then return false end
@@ -192,19 +196,13 @@ function RS.wrap(entries, opts, base, is_special)
   end
   local missing = {}
   -- -n and -t (restore.lua's selection) must name something the archive holds too
-  local RELATIONS = { TABLE = true, VIEW = true, SEQUENCE = true, ["MATERIALIZED VIEW"] = true, ["FOREIGN TABLE"] = true }
   for _, e in ipairs(entries) do
-    if e.namespace then seen.schema_n = seen.schema_n or {}; seen.schema_n[e.namespace] = true end
-    if e.desc == "SCHEMA" then seen.schema_n = seen.schema_n or {}; seen.schema_n[e.tag] = true end
-    if RELATIONS[e.desc] then seen.table = seen.table or {}; seen.table[e.tag] = true end
+    if e.namespace then seen.schema_n[e.namespace] = true end
+    if e.desc == "SCHEMA" then seen.schema_n[e.tag] = true end
+    if RELATIONS[e.desc] then seen.table[e.tag] = true end
   end
-  seen.schema_n, seen.table = seen.schema_n or {}, seen.table or {}
-  for _, x in ipairs { { "-n", opts.schemas or {}, "schema_n" }, { "-t", opts.tables or {}, "table" } } do
-    for _, name in ipairs(x[2]) do
-      if not seen[x[3]][name] then missing[#missing + 1] = x[1] .. " " .. name end
-    end
-  end
-  for _, x in ipairs { { "-I", indexes, "index" }, { "-P", functions, "function" }, { "-T", triggers, "trigger" },
+  for _, x in ipairs { { "-n", opts.schemas or {}, "schema_n" }, { "-t", opts.tables or {}, "table" },
+      { "-I", indexes, "index" }, { "-P", functions, "function" }, { "-T", triggers, "trigger" },
       { "-N", opts.exclude_schemas or {}, "schema" } } do
     for _, n in ipairs(x[2]) do
       if not seen[x[3]][n] then missing[#missing + 1] = x[1] .. " " .. n end

@@ -294,14 +294,13 @@ function S.order_data(cat)
   end
 end
 
-local DATA = { ["TABLE DATA"] = true, ["SEQUENCE SET"] = true, BLOBS = true, BLOB = true, ["BLOB METADATA"] = true }
+local DATA = require("orch.backup.restore_select").DATA
 
 --- Does an object (emitted as an entry) stay under the content options?
 function S.keep_object(r, o)
   local sel = r.sel
   if sel.schema_only and (DATA[o.desc] or o.desc == "MATERIALIZED VIEW DATA") then return false end
   if sel.data_only and not DATA[o.desc] then return false end
-  if sel.no_privileges and o.desc == "DEFAULT ACL" then return false end
   if (o.desc == "TABLE DATA" or o.desc == "MATERIALIZED VIEW DATA") and o.deps[1] and r.exclude_data[o.deps[1]] then return false end
   -- (an extension's configuration table: its data hangs on the extension, the table is named by its oid)
   if o.desc == "TABLE DATA" and o.data and o.data.oid and r.exclude_data["pg_class:" .. (math.tointeger(o.data.oid) or o.data.oid)] then
@@ -313,13 +312,9 @@ function S.keep_object(r, o)
 end
 
 --- Does a decoration (COMMENT, SECURITY LABEL, ACL entry) stay? desc is
--- its entry type; carrier_kept says whether what it decorates is written.
-function S.keep_decoration(r, desc)
-  local sel = r.sel
-  if sel.no_privileges and desc == "ACL" then return false end
-  if sel.no_comments and desc == "COMMENT" then return false end
-  return true
-end
+-- its entry type. (-x needs no test here: with it the catalog collects no
+-- privileges at all, catalog.build's no_acl.)
+function S.keep_decoration(r, desc) return not (r.sel.no_comments and desc == "COMMENT") end
 
 --- Do the database's own entries (DATABASE, its COMMENT, ACL, ...) stay?
 -- DATABASE and its properties always (pg_restore -C and --swap need them);
