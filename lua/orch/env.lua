@@ -187,7 +187,7 @@ function E.select_target(e, name)
     if t.name == name then
       e.target = { name = t.name, vars = t.vars }
       e.database = { conn = t.conn }
-      e.backups.dir = e.backups.dir .. "/" .. t.name
+      e.backups.dir = require("orch.fleet").backups_dir(e, t)
       for k, v in pairs(t.vars or {}) do e.placeholders[k] = v end
       return e
     end

@@ -89,8 +89,7 @@ local function plan_lines(rep)
 end
 
 -- The options that only a rollout takes: with --list they would be ignored, so they are refused.
-local ROLLOUT_ONLY = { { "parallel", "--parallel" }, { "canary", "--canary" }, { "max_failures", "--max-failures" },
-  { "timeout", "--timeout" }, { "yes", "--yes" }, { "dry_run", "--dry-run" } }
+local ROLLOUT_ONLY = { "parallel", "canary", "max-failures", "timeout", "yes", "dry-run" }
 
 -- A variable as KEY=VALUE, the value quoted when it would not read back as one word.
 local function var_text(k, v)
@@ -104,8 +103,11 @@ local function list_targets(opts, rest)
   if #rest > 0 then
     args.usage_error("fleet", string.format("--list takes no RECIPE (got '%s'): orch fleet --list --env NAME [--only NAME,...] [--json]", rest[1]))
   end
-  for _, o in ipairs(ROLLOUT_ONLY) do
-    if opts[o[1]] then args.usage_error("fleet", string.format("%s is an option of a rollout; --list runs nothing: drop %s", o[2], o[2])) end
+  for _, name in ipairs(ROLLOUT_ONLY) do
+    -- the option's key in opts, as args.parse makes it: its dashes as underscores
+    if opts[(name:gsub("-", "_"))] then
+      args.usage_error("fleet", string.format("--%s is an option of a rollout; --list runs nothing: drop --%s", name, name))
+    end
   end
   require("orch.project").need("orch fleet", "run it from inside the project whose orch.env.lua names the targets")
   local env = envmod.load(opts.env)

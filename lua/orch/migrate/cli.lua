@@ -191,7 +191,8 @@ function C.print_plan(plan, project, show_sql, undo)
         shown, pos = shown + 1, nl + 1
       end
       if pos <= #text then
-        local rest = select(2, text:sub(pos):gsub("\n", "")) + (text:sub(-1) == "\n" and 0 or 1)
+        local rest = text:sub(-1) == "\n" and 0 or 1   -- the newlines from pos on, counted without copying the text
+        for _ in text:gmatch("\n", pos) do rest = rest + 1 end
         print(string.format("      | … %d more line%s (%.1f MiB): %s", rest, rest == 1 and "" or "s", (#text - pos + 1) / 1048576, src.path or src.name))
       end
     end

@@ -20,7 +20,7 @@ local split = {}
 
 --- Byte offset just past the nested /* */ comment that starts at j (n + 1
 -- when it is not closed by n).
-function split.after_comment(s, j, n)
+local function after_comment(s, j, n)
   local depth, k = 1, j + 2
   while depth > 0 do
     local m = s:find("[/*]", k)
@@ -45,8 +45,7 @@ function split.skip_blank(s, i, limit)
     if two == "--" then
       i = (s:find("\n", j, true) or n) + 1
     elseif two == "/*" then
-      i = split.after_comment(s, j, n)
-      if i > n then return n + 1 end
+      i = after_comment(s, j, n)
     else
       return j
     end
@@ -74,7 +73,7 @@ local function words(s)
     if two == "--" then
       i = (s:find("\n", i, true) or n) + 1
     elseif two == "/*" then
-      i = split.after_comment(s, i, n)
+      i = after_comment(s, i, n)
     elseif c == "'" or c == '"' then
       local k = i + 1
       while k <= n do

@@ -85,11 +85,13 @@ end
 -- The CA bundle for url: { file, origin } from the environment's setting, else AWS_CA_BUNDLE,
 -- else nil (curl's default CAs). A file that cannot be read, or holds no PEM certificate, is an
 -- error here, before any request.
+local ca_checked = {}   -- bundles already found readable and holding a certificate (every storage call configures again)
 local function cainfo_for(url)
   local c = ca_setting_for(url)
   local file, origin = c and c.file, c and c.origin
   if not file then file, origin = env("AWS_CA_BUNDLE"), "AWS_CA_BUNDLE" end
   if not file then return nil end
+  if ca_checked[file] then return { file = file, origin = origin } end
   local what = origin == "AWS_CA_BUNDLE" and ("AWS_CA_BUNDLE=" .. file) or string.format("%s = %s", origin, file)
   local todo = "point it at the PEM file of the CA that signed the S3 endpoint's certificate"
   local st = sys.stat(file)
@@ -101,6 +103,7 @@ local function cainfo_for(url)
   if not text:find("-----BEGIN CERTIFICATE-----", 1, true) then
     fail(string.format("%s: the CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----): %s", what, todo))
   end
+  ca_checked[file] = true
   return { file = file, origin = origin }
 end
 
@@ -195,10 +198,13 @@ function S.explain(status, code, message, what)
     message and message ~= "" and (" (" .. message .. ")") or "", why and (": " .. why) or "")
 end
 
+-- failures without an answer that are the same on every try: an untrusted certificate, an unusable CA bundle
+local FINAL = { tls_verify = true, tls_cafile = true }
+
 --- What a request that got no answer means: message and kind as orch.s3 gives them. A TLS
 -- verification failure names the endpoint and the CA bundle to set (or the one that was used).
 function S.transport_error(cfg, what, message, kind)
-  if kind ~= "tls_verify" and kind ~= "tls_cafile" then return string.format("%s failed: %s (%s)", what, message, kind) end
+  if not FINAL[kind] then return string.format("%s failed: %s (%s)", what, message, kind) end
   local endpoint = cfg.endpoint or "the S3 endpoint"
   local detail = message:match("^%u+ %S+: (.*)$") or message   -- curl's own words, without the request line
   if kind == "tls_cafile" then
@@ -216,10 +222,7 @@ function S.transport_error(cfg, what, message, kind)
     "\"/path/ca.pem\" in the environment's orch.env.lua. Not retried", what, endpoint, detail)
 end
 
-local function retryable(res, kind)
-  if not res then return kind == "timeout" or kind == "connect" or kind == "connection" or kind == "dns" end
-  return res.status >= 500 or res.status == 429 or res.status == 408
-end
+local function retryable(res) return res.status >= 500 or res.status == 429 or res.status == 408 end
 
 -- One request with the retry policy. Returns the response (any final status), or raises when it
 -- could not be completed after the attempts.
@@ -229,7 +232,7 @@ local function request(cfg, req, what)
     local res, err, kind = s3c.request(req)
     if res and not retryable(res) then return res end
     -- an untrusted certificate or an unusable CA bundle is the same on every try
-    if not res and (kind == "tls_verify" or kind == "tls_cafile") then fail(S.transport_error(cfg, what, err, kind)) end
+    if not res and FINAL[kind] then fail(S.transport_error(cfg, what, err, kind)) end
     if attempt == cfg.attempts then
       if res then fail(S.explain(res.status, xml_field(res.body, "Code"), xml_field(res.body, "Message"), what) ..
         string.format(" (after %d attempts)", attempt)) end
