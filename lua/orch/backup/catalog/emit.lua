@@ -80,10 +80,13 @@ function E.toc(cat, order, targets)
       for _, p in ipairs(parts[o.key] or {}) do decorate(p, o, e.id) end
     end
   end
-  for _, a in ipairs(cat.acl_only or {}) do
-    -- (objects orch does not create: part of a whole database only, as in pg_dump)
-    if sel and (not sel.everything or sel.sel.data_only or not select.keep_decoration(sel, a.desc or "ACL")) then break end
-    emit { tag = a.tag, desc = a.desc or "ACL", section = "none", defn = a.defn, deps = {} }
+  -- decorations of objects orch does not create: part of a whole database only, as in pg_dump; each kept
+  -- or left out on its own (a --no-comments COMMENT among them no longer ends the labels and ACLs after it)
+  local whole = not sel or (sel.everything and not sel.sel.data_only)
+  for _, a in ipairs(whole and cat.acl_only or {}) do
+    if not sel or select.keep_decoration(sel, a.desc or "ACL") then
+      emit { tag = a.tag, desc = a.desc or "ACL", section = "none", defn = a.defn, deps = {} }
+    end
   end
   return { entries = entries, tables = tables, blobs = blobs, dbname = info.db, server_version = info.version,
            encoding = info.enc, skipped = cat.skipped }
